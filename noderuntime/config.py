@@ -1,0 +1,195 @@
+"""Node configuration: a frozen, validated value parsed once at start-up.
+
+The data directory holds everything a node owns:
+
+    <data_dir>/node.yaml      this configuration
+    <data_dir>/identity.key   the node's Ed25519 private key (0600)
+    <data_dir>/state.db       CRDT updates and snapshots (SQLite, WAL)
+    <data_dir>/api.sock       local control API (0600)
+    <data_dir>/podman.sock    Podman API, when the node supervises its own podman service
+
+The data directory comes from ``--data-dir``, else ``$NODERUNTIME_HOME``, else
+``/var/lib/noderuntime`` (read at call time, never at import time).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from noderuntime.errors import ConfigError, NotInitializedError
+
+DEFAULT_DATA_DIR = Path("/var/lib/noderuntime")
+CONFIG_FILE = "node.yaml"
+IDENTITY_FILE = "identity.key"
+STATE_DB_FILE = "state.db"
+API_SOCKET_FILE = "api.sock"
+PODMAN_SOCKET_FILE = "podman.sock"
+
+RECONCILE_INTERVAL_S = 15.0
+CRASH_BACKOFF_INITIAL_S = 1.0
+CRASH_BACKOFF_MAX_S = 300.0
+# A container that ran this long without failing resets its crash-loop backoff.
+CRASH_BACKOFF_RESET_S = 120.0
+COMPACT_EVERY_UPDATES = 1000
+
+# Unix socket paths are limited to 107 bytes plus NUL on Linux.
+MAX_SOCKET_PATH_BYTES = 107
+
+_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+class Role(enum.Enum):
+    NODE = "node"
+    HUB = "hub"
+
+
+def resolve_data_dir(cli_value: str | os.PathLike[str] | None) -> Path:
+    if cli_value:
+        return Path(cli_value).expanduser().absolute()
+    env = os.environ.get("NODERUNTIME_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return DEFAULT_DATA_DIR
+
+
+def validate_id(kind: str, value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ConfigError(
+            f"invalid {kind} {value!r}: use 1-63 lowercase letters, digits, '-' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def validate_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not _LABEL_KEY_RE.match(key):
+            raise ConfigError(f"invalid label key {key!r}: use letters, digits, '-', '_', '.'")
+        if not _LABEL_VALUE_RE.match(value):
+            raise ConfigError(
+                f"invalid value {value!r} for label {key!r}: at most 63 letters, digits, '-', '_', '.'"
+            )
+    return labels
+
+
+def parse_label_args(items: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"invalid label {item!r}: write it as key=value")
+        labels[key] = value
+    return validate_labels(labels)
+
+
+class NodeConfig(BaseModel):
+    """What ``node.yaml`` holds. Unknown keys are rejected so typos don't pass silently."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    node_id: str = Field(alias="nodeId")
+    site: str
+    role: Role = Role.NODE
+    labels: dict[str, str] = Field(default_factory=dict)
+    # None: start and supervise `podman system service` on <data_dir>/podman.sock.
+    podman_socket: str | None = Field(default=None, alias="podmanSocket")
+    podman_bin: str = Field(default="podman", alias="podmanBin")
+    # None: <data_dir>/api.sock.
+    api_socket: str | None = Field(default=None, alias="apiSocket")
+    reconcile_interval_s: float = Field(default=RECONCILE_INTERVAL_S, alias="reconcileIntervalSeconds", gt=0)
+    crash_backoff_initial_s: float = Field(
+        default=CRASH_BACKOFF_INITIAL_S, alias="crashBackoffInitialSeconds", gt=0
+    )
+    crash_backoff_max_s: float = Field(default=CRASH_BACKOFF_MAX_S, alias="crashBackoffMaxSeconds", gt=0)
+    crash_backoff_reset_s: float = Field(
+        default=CRASH_BACKOFF_RESET_S, alias="crashBackoffResetSeconds", gt=0
+    )
+    compact_every_updates: int = Field(default=COMPACT_EVERY_UPDATES, alias="compactEveryUpdates", ge=10)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, v: str) -> str:
+        return validate_id("node id", v)
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        return validate_id("site", v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return validate_labels(v)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class NodePaths:
+    """Where a node's files live. Paths are passed around, never hidden in class attributes."""
+
+    def __init__(self, data_dir: Path, config: NodeConfig | None = None) -> None:
+        self.data_dir = data_dir
+        self.config_file = data_dir / CONFIG_FILE
+        self.identity_file = data_dir / IDENTITY_FILE
+        self.state_db = data_dir / STATE_DB_FILE
+        api = config.api_socket if config and config.api_socket else None
+        self.api_socket = Path(api) if api else data_dir / API_SOCKET_FILE
+        self.own_podman_socket = data_dir / PODMAN_SOCKET_FILE
+
+    def podman_socket(self, config: NodeConfig) -> Path:
+        return Path(config.podman_socket) if config.podman_socket else self.own_podman_socket
+
+
+def check_socket_path(path: Path) -> None:
+    if len(os.fsencode(str(path))) > MAX_SOCKET_PATH_BYTES:
+        raise ConfigError(
+            f"socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes, the Linux limit; "
+            "use a shorter --data-dir or set apiSocket/podmanSocket in node.yaml"
+        )
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    path = data_dir / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise NotInitializedError(
+            f"no node in {data_dir}: run `noderuntime init --node-id ID --site SITE` first "
+            "(or point --data-dir / NODERUNTIME_HOME at an initialised node)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path} is invalid: {problems}") from exc
+
+
+def save_config(data_dir: Path, config: NodeConfig) -> None:
+    path = data_dir / CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        "# noderuntime node configuration (see docs/operations.md)\n"
+        + yaml.safe_dump(config.to_yaml_dict(), sort_keys=False)
+    )
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, path)

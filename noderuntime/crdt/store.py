@@ -1,0 +1,374 @@
+"""Durable storage of signed CRDT updates and snapshots.
+
+One small interface (:class:`UpdateStore`), two implementations (SQLite for real, memory for
+tests), and one contract test run against both (``tests/unit/test_store_contract.py``).
+
+The update log is append-only and keeps every signed update: it is the history that peers may
+ask for, with each author's signature intact. Snapshots exist only to make start-up fast: a
+snapshot of a document covers the log up to ``upto_seq`` and loading replays the snapshot plus
+the log after it, so start-up cost does not grow with history.
+
+Durability: ``append`` returns only after the rows are committed with ``synchronous=FULL`` in
+WAL mode. Concurrent appends are group-committed (one fsync for all of them).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from noderuntime.errors import StoreCorruptError, StoreError
+
+# Schema version, stored in PRAGMA user_version.
+# 1 (2026-11-25): updates(seq, doc, data, author, signature, ts) + snapshots(doc, upto_seq, data).
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL,
+    data BLOB NOT NULL,
+    author TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    doc TEXT PRIMARY KEY,
+    upto_seq INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class NewUpdate:
+    """An update to append: the pycrdt update bytes and who signed them."""
+
+    doc: str
+    data: bytes
+    author: str
+    signature: bytes
+    ts: float
+
+
+@dataclass(frozen=True)
+class StoredUpdate:
+    seq: int
+    doc: str
+    data: bytes
+    author: str
+    signature: bytes
+    ts: float
+
+
+@dataclass(frozen=True)
+class LoadedDoc:
+    """What is needed to rebuild a document: its snapshot (if any) and the log after it."""
+
+    doc: str
+    snapshot: bytes | None
+    snapshot_seq: int
+    updates: list[StoredUpdate]
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    path: str
+    updates: int
+    snapshots: int
+    size_bytes: int
+    schema_version: int
+
+
+class UpdateStore(abc.ABC):
+    """Append-only signed-update log plus per-document snapshots."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> UpdateStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
+        """Durably append ``updates`` in order; returns their sequence numbers."""
+
+    @abc.abstractmethod
+    async def load(self, doc: str) -> LoadedDoc: ...
+
+    @abc.abstractmethod
+    async def docs(self) -> list[str]:
+        """Names of every document with a snapshot or an update."""
+
+    @abc.abstractmethod
+    async def write_snapshot(self, doc: str, data: bytes, upto_seq: int) -> None:
+        """Replace ``doc``'s snapshot with ``data``, which must cover the log up to ``upto_seq``."""
+
+    @abc.abstractmethod
+    async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
+        ...
+
+    @abc.abstractmethod
+    async def stats(self) -> StoreStats: ...
+
+
+class MemoryStore(UpdateStore):
+    """In-memory store with the same contract; for tests of code above the store."""
+
+    def __init__(self) -> None:
+        self._updates: list[StoredUpdate] = []
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._open = False
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    def _check(self) -> None:
+        if not self._open:
+            raise StoreError("store is not open")
+
+    async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
+        self._check()
+        seqs = []
+        for u in updates:
+            seq = len(self._updates) + 1
+            self._updates.append(StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts))
+            seqs.append(seq)
+        return seqs
+
+    async def load(self, doc: str) -> LoadedDoc:
+        self._check()
+        upto, snap = self._snapshots.get(doc, (0, None))
+        rest = [u for u in self._updates if u.doc == doc and u.seq > upto]
+        return LoadedDoc(doc, snap, upto, rest)
+
+    async def docs(self) -> list[str]:
+        self._check()
+        return sorted({u.doc for u in self._updates} | set(self._snapshots))
+
+    async def write_snapshot(self, doc: str, data: bytes, upto_seq: int) -> None:
+        self._check()
+        self._snapshots[doc] = (upto_seq, data)
+
+    async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
+        self._check()
+        return [u for u in self._updates if u.doc == doc and u.seq > after_seq][:limit]
+
+    async def stats(self) -> StoreStats:
+        size = sum(len(u.data) for u in self._updates)
+        return StoreStats(":memory:", len(self._updates), len(self._snapshots), size, SCHEMA_VERSION)
+
+
+@dataclass
+class _Pending:
+    updates: Sequence[NewUpdate]
+    future: asyncio.Future[list[int]]
+
+
+class SQLiteStore(UpdateStore):
+    """The real store: one SQLite file in WAL mode, fsync on every commit (power-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def open(self) -> None:
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit, so an acknowledged update survives
+            # power loss, not only a process crash.
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            async with self._db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer noderuntime (schema {version}, "
+                    f"this one knows {SCHEMA_VERSION}); upgrade noderuntime or restore a backup"
+                )
+            await self._db.executescript(_SCHEMA)
+            await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            async with self._db.execute("PRAGMA quick_check") as cur:
+                check = await cur.fetchone()
+            if not check or check[0] != "ok":
+                raise StoreCorruptError(
+                    f"{self.path} failed its integrity check ({check[0] if check else '?'}); "
+                    "restore it from a backup (see docs/operations.md)"
+                )
+        except sqlite3.DatabaseError as exc:
+            await self.close()
+            raise StoreCorruptError(f"cannot open state database {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+        except StoreError:
+            await self.close()
+            raise
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            # Let queued writes finish (they were promised durability), then stop the writer.
+            self._closing = True
+            self._wakeup.set()
+            try:
+                await self._writer
+            finally:
+                self._writer = None
+        if self._db is not None:
+            try:
+                await self._db.close()
+            finally:
+                self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("state database is not open")
+        return self._db
+
+    async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
+        if not updates:
+            return []
+        if self._writer is None or self._writer.done() or self._closing:
+            raise StoreError("state database is not open")
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(updates, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._commit(batch)
+            except sqlite3.Error as exc:
+                err = StoreError(f"cannot write to state database {self.path}: {exc}")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(err)
+                continue
+            for p, seqs in zip(batch, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(seqs)
+
+    async def _commit(self, batch: list[_Pending]) -> list[list[int]]:
+        db = self.db
+        results: list[list[int]] = []
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates") as cur:
+                row = await cur.fetchone()
+            next_seq = int(row[0]) + 1 if row else 1
+            rows = []
+            for p in batch:
+                seqs = []
+                for u in p.updates:
+                    rows.append((next_seq, u.doc, u.data, u.author, u.signature, u.ts))
+                    seqs.append(next_seq)
+                    next_seq += 1
+                results.append(seqs)
+            await db.executemany(
+                "INSERT INTO updates (seq, doc, data, author, signature, ts) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return results
+
+    async def load(self, doc: str) -> LoadedDoc:
+        try:
+            async with self.db.execute(
+                "SELECT upto_seq, data FROM snapshots WHERE doc = ?", (doc,)
+            ) as cur:
+                row = await cur.fetchone()
+            upto, snap = (int(row[0]), bytes(row[1])) if row else (0, None)
+            async with self.db.execute(
+                "SELECT seq, doc, data, author, signature, ts FROM updates "
+                "WHERE doc = ? AND seq > ? ORDER BY seq",
+                (doc, upto),
+            ) as cur:
+                updates = [
+                    StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]))
+                    async for r in cur
+                ]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read document {doc!r} from {self.path}: {exc}") from exc
+        return LoadedDoc(doc, snap, upto, updates)
+
+    async def docs(self) -> list[str]:
+        async with self.db.execute(
+            "SELECT doc FROM snapshots UNION SELECT DISTINCT doc FROM updates ORDER BY 1"
+        ) as cur:
+            return [r[0] async for r in cur]
+
+    async def write_snapshot(self, doc: str, data: bytes, upto_seq: int) -> None:
+        try:
+            await self.db.execute(
+                "INSERT INTO snapshots (doc, upto_seq, data) VALUES (?, ?, ?) "
+                "ON CONFLICT(doc) DO UPDATE SET upto_seq = excluded.upto_seq, data = excluded.data "
+                "WHERE excluded.upto_seq >= snapshots.upto_seq",
+                (doc, upto_seq, data),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write snapshot of {doc!r}: {exc}") from exc
+
+    async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
+        async with self.db.execute(
+            "SELECT seq, doc, data, author, signature, ts FROM updates "
+            "WHERE doc = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (doc, after_seq, limit),
+        ) as cur:
+            return [
+                StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]))
+                async for r in cur
+            ]
+
+    async def stats(self) -> StoreStats:
+        async with self.db.execute("SELECT COUNT(*) FROM updates") as cur:
+            row = await cur.fetchone()
+        n_updates = int(row[0]) if row else 0
+        async with self.db.execute("SELECT COUNT(*) FROM snapshots") as cur:
+            row = await cur.fetchone()
+        n_snaps = int(row[0]) if row else 0
+        size = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                size += p.stat().st_size
+        return StoreStats(str(self.path), n_updates, n_snaps, size, SCHEMA_VERSION)

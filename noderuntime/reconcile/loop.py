@@ -1,0 +1,477 @@
+"""The level-triggered, single-flight reconcile loop.
+
+Triggers (a state write, a Podman event, a health transition, the timer) only mark the loop
+dirty; one pass runs at a time and re-reads desired and observed state fresh, plans, executes,
+then records status transitions in the node document. After executing actions it re-plans at
+once (observing their effect); an empty plan means converged. Failures back off per workload,
+capped; an unreachable Podman backs the whole loop off and marks every workload Unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from noderuntime.config import NodeConfig
+from noderuntime.crdt import schema
+from noderuntime.crdt.state import StateStore
+from noderuntime.desired import DesiredState, DesiredWorkload, compute_desired
+from noderuntime.errors import ImageNotFoundError, NodeRuntimeError, RuntimeUnavailableError
+from noderuntime.reconcile.executor import describe, execute
+from noderuntime.reconcile.plan import (
+    Action,
+    Backoff,
+    CreateContainer,
+    Plan,
+    PlanContext,
+    PlannedWorkload,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+    backoff_delay_s,
+    next_backoff,
+    plan,
+)
+from noderuntime.reconcile.status import Phase, derive
+from noderuntime.runtime.base import (
+    ContainerRuntime,
+    ContainerState,
+    ObservedContainer,
+    ProbeSpec,
+)
+from noderuntime.spec import to_container_spec, to_probe_spec
+
+# Retries of a failed create (missing image, bad mount) back off up to this, not to the
+# crash-loop cap: the usual cause (an image being loaded) goes away while someone watches.
+CREATE_BACKOFF_MAX_S = 30.0
+RUNTIME_RETRY_MAX_S = 30.0
+EVENTS_KEPT = 1000
+# Let a burst of triggers (events of one container start) coalesce into one pass.
+TRIGGER_COALESCE_S = 0.05
+
+
+def container_name(node_id: str, workload: str) -> str:
+    return f"nr-{node_id}-{workload}"
+
+
+def read_boot_time() -> float:
+    """Host boot time (epoch seconds) from /proc/stat; 0 if unknown."""
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to a workload, for people (TUI, `noderuntime events`)."""
+
+    ts: float
+    workload: str
+    kind: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts": self.ts, "workload": self.workload, "kind": self.kind, "message": self.message}
+
+
+@dataclass
+class WorkloadRuntimeState:
+    """What the loop remembers about one workload between passes (not persisted)."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    restarts: int = 0
+    last_error: str | None = None
+    health: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        state: StateStore,
+        runtime: ContainerRuntime,
+        log: logging.Logger | None = None,
+        clock: Callable[[], float] = time.time,
+        boot_time: float | None = None,
+    ) -> None:
+        self._cfg = config
+        self._state = state
+        self._runtime = runtime
+        self._log = log or logging.getLogger(__name__)
+        self._clock = clock
+        self._boot_time = read_boot_time() if boot_time is None else boot_time
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._events_task: asyncio.Task[None] | None = None
+        self._wl: dict[str, WorkloadRuntimeState] = {}
+        self._stopped_by_us: set[str] = set()
+        self._observed: list[ObservedContainer] = []
+        self._desired: DesiredState | None = None
+        self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_KEPT)
+        self.runtime_error: str | None = None
+        self.runtime_ok_since: float | None = None
+        self.passes = 0
+        self.last_pass_at: float | None = None
+        self.last_plan: Plan | None = None
+        self._runtime_failures = 0
+        self._unsubscribe: Callable[[], None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Reconciler:
+        snap = self._state.snapshot()
+        for name, rec in snap.node.status.items():
+            self._wl[name] = WorkloadRuntimeState(restarts=rec.restarts)
+        self._unsubscribe = self._state.subscribe(lambda: self.trigger("state"))
+        self._task = asyncio.create_task(self._run(), name="reconciler")
+        self._events_task = asyncio.create_task(self._watch_events(), name="podman-events")
+        self.trigger("start")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+        for task in (self._events_task, self._task):
+            if task is not None:
+                task.cancel()
+        for task in (self._events_task, self._task):
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+
+    def trigger(self, reason: str = "") -> None:
+        self._dirty.set()
+
+    def on_pass(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every pass (e.g. to refresh health-probe targets)."""
+        self._listeners.append(listener)
+
+    # --- health integration ----------------------------------------------------------------
+
+    def set_health(self, workload: str, health: str | None) -> None:
+        st = self._wl.setdefault(workload, WorkloadRuntimeState())
+        if st.health != health:
+            st.health = health
+            if health:
+                self._event(workload, "health", f"health is now {health}")
+            self.trigger("health")
+
+    def probe_targets(self) -> list[tuple[str, ObservedContainer, ProbeSpec]]:
+        """(workload, running container, probe) for every desired workload with a probe."""
+        if self._desired is None:
+            return []
+        out = []
+        running = {
+            c.workload: c
+            for c in self._observed
+            if c.state is ContainerState.RUNNING
+        }
+        for name, dw in self._desired.workloads.items():
+            probe = to_probe_spec(dw.workload)
+            c = running.get(name)
+            if probe is not None and c is not None and c.spec_hash == dw.spec_hash and dw.enabled:
+                out.append((name, c, probe))
+        return out
+
+    # --- views for the control API ---------------------------------------------------------
+
+    @property
+    def desired(self) -> DesiredState | None:
+        return self._desired
+
+    @property
+    def observed(self) -> list[ObservedContainer]:
+        return list(self._observed)
+
+    def runtime_state(self, workload: str) -> WorkloadRuntimeState:
+        return self._wl.get(workload, WorkloadRuntimeState())
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        timeout: float = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
+                await asyncio.sleep(TRIGGER_COALESCE_S)
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            try:
+                result = await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug in one pass must not stop reconciliation; the timer retries.
+                self._log.exception("reconcile pass failed")
+                timeout = self._cfg.reconcile_interval_s
+                continue
+            timeout = result
+
+    async def reconcile_once(self) -> float:
+        """One pass. Returns how long to wait before the next one if nothing triggers."""
+        self.passes += 1
+        now = self._clock()
+        self.last_pass_at = now
+        snap = self._state.snapshot()
+        desired = compute_desired(
+            snap, node_id=self._cfg.node_id, site=self._cfg.site, node_labels=self._cfg.labels
+        )
+        self._desired = desired
+        planned = {name: self._planned(dw) for name, dw in desired.workloads.items()}
+
+        try:
+            observed = await self._runtime.list_containers(self._cfg.node_id)
+        except RuntimeUnavailableError as exc:
+            return await self._runtime_down(str(exc), planned)
+        self._runtime_up()
+
+        ctx = self._context(now, observed)
+        the_plan = plan(planned, observed, ctx)
+        self.last_plan = the_plan
+        if the_plan.actions:
+            await self._execute(the_plan.actions, observed)
+            try:
+                observed = await self._runtime.list_containers(self._cfg.node_id)
+            except RuntimeUnavailableError as exc:
+                return await self._runtime_down(str(exc), planned)
+            # Re-plan right away: level-triggered, verify the effect of what we just did.
+            self._dirty.set()
+        self._observed = observed
+        await self._record_status(planned, observed, self._context(self._clock(), observed), None)
+        for listener in self._listeners:
+            listener()
+        wait = self._cfg.reconcile_interval_s
+        if the_plan.requeue_after_s is not None:
+            wait = min(wait, max(0.05, the_plan.requeue_after_s))
+        return wait
+
+    def _planned(self, dw: DesiredWorkload) -> PlannedWorkload:
+        return PlannedWorkload(
+            name=dw.name,
+            spec_hash=dw.spec_hash,
+            container=to_container_spec(
+                dw.workload,
+                node_id=self._cfg.node_id,
+                container_name=container_name(self._cfg.node_id, dw.name),
+            ),
+            restart_policy=dw.workload.spec.restart_policy.value,
+            enabled=dw.enabled,
+        )
+
+    def _context(self, now: float, observed: list[ObservedContainer]) -> PlanContext:
+        ids = {c.id for c in observed}
+        self._stopped_by_us &= ids
+        unhealthy = frozenset(
+            c.id
+            for c in observed
+            if c.state is ContainerState.RUNNING
+            and self._wl.get(c.workload, WorkloadRuntimeState()).health == "unhealthy"
+        )
+        return PlanContext(
+            now=now,
+            boot_time=self._boot_time,
+            backoff={name: st.backoff for name, st in self._wl.items()},
+            unhealthy=unhealthy,
+            stopped_by_us=frozenset(self._stopped_by_us),
+        )
+
+    async def _execute(self, actions: tuple[Action, ...], observed: list[ObservedContainer]) -> None:
+        by_id = {c.id: c for c in observed}
+        failed: set[str] = set()
+        for action in actions:
+            name = action.workload
+            if name in failed:
+                continue  # later steps of a workload depend on its earlier ones
+            st = self._wl.setdefault(name, WorkloadRuntimeState())
+            now = self._clock()
+            try:
+                new_id = await execute(action, self._runtime)
+            except RuntimeUnavailableError:
+                raise
+            except NodeRuntimeError as exc:
+                failed.add(name)
+                self._failed(name, st, action, exc, now)
+                continue
+            self._succeeded(name, st, action, by_id, new_id, now)
+
+    def _failed(
+        self, name: str, st: WorkloadRuntimeState, action: Action, exc: NodeRuntimeError, now: float
+    ) -> None:
+        st.last_error = str(exc)
+        cap = CREATE_BACKOFF_MAX_S if isinstance(action, CreateContainer) else self._cfg.crash_backoff_max_s
+        st.backoff = next_backoff(
+            st.backoff,
+            now=now,
+            ran_for_s=None,
+            initial_s=self._cfg.crash_backoff_initial_s,
+            max_s=cap,
+            reset_after_s=self._cfg.crash_backoff_reset_s,
+        )
+        kind = "image-missing" if isinstance(exc, ImageNotFoundError) else "error"
+        self._event(name, kind, f"{describe(action)} failed: {exc}")
+        self._log.warning("workload %s: %s failed: %s", name, describe(action), exc)
+
+    def _succeeded(
+        self,
+        name: str,
+        st: WorkloadRuntimeState,
+        action: Action,
+        by_id: Mapping[str, ObservedContainer],
+        new_id: str | None,
+        now: float,
+    ) -> None:
+        st.last_error = None
+        match action:
+            case CreateContainer(spec_hash=h):
+                st.restarts = 0
+                st.backoff = Backoff()
+                st.health = None
+                self._event(name, "created", f"created and started container {(new_id or '')[:12]} (spec {h})")
+            case StartContainer(container_id=cid, restart=True):
+                prev = by_id.get(cid)
+                ran = None
+                if prev and prev.started_at and prev.finished_at:
+                    ran = prev.finished_at - prev.started_at
+                st.restarts += 1
+                st.health = None
+                st.backoff = next_backoff(
+                    st.backoff,
+                    now=now,
+                    ran_for_s=ran,
+                    initial_s=self._cfg.crash_backoff_initial_s,
+                    max_s=self._cfg.crash_backoff_max_s,
+                    reset_after_s=self._cfg.crash_backoff_reset_s,
+                )
+                code = prev.exit_code if prev else None
+                self._event(name, "restarted", f"restarted container {cid[:12]} (exit code {code})")
+                self._stopped_by_us.discard(cid)
+            case StartContainer(container_id=cid):
+                st.health = None
+                self._stopped_by_us.discard(cid)
+                self._event(name, "started", f"started container {cid[:12]}")
+            case StopContainer(container_id=cid):
+                self._stopped_by_us.add(cid)
+                self._event(name, "stopped", f"stopped container {cid[:12]}")
+            case RemoveContainer(container_id=cid):
+                self._event(name, "removed", f"removed container {cid[:12]}")
+
+    async def _runtime_down(self, reason: str, planned: Mapping[str, PlannedWorkload]) -> float:
+        if self.runtime_error is None:
+            self._log.error("container runtime unavailable: %s", reason)
+            self._event("", "runtime", f"container runtime unavailable: {reason}")
+        self.runtime_error = reason
+        self.runtime_ok_since = None
+        self._runtime_failures += 1
+        await self._record_status(planned, self._observed, self._context(self._clock(), []), reason)
+        return backoff_delay_s(self._runtime_failures, 0.5, RUNTIME_RETRY_MAX_S)
+
+    def _runtime_up(self) -> None:
+        if self.runtime_error is not None:
+            self._log.info("container runtime reachable again")
+            self._event("", "runtime", "container runtime reachable again")
+        if self.runtime_ok_since is None:
+            self.runtime_ok_since = self._clock()
+        self.runtime_error = None
+        self._runtime_failures = 0
+
+    async def _record_status(
+        self,
+        planned: Mapping[str, PlannedWorkload],
+        observed: list[ObservedContainer],
+        ctx: PlanContext,
+        runtime_error: str | None,
+    ) -> None:
+        """Write the status records that changed (transitions only) in one durable write."""
+        current = self._state.snapshot().node.status
+        keep_by_name: dict[str, ObservedContainer] = {}
+        for c in observed:
+            w = planned.get(c.workload)
+            if w and c.spec_hash == w.spec_hash:
+                prev = keep_by_name.get(c.workload)
+                if prev is None or c.state is ContainerState.RUNNING:
+                    keep_by_name[c.workload] = c
+        now = self._clock()
+        changes: dict[str, schema.StatusRecord | None] = {}
+        for name, w in planned.items():
+            st = self._wl.setdefault(name, WorkloadRuntimeState())
+            d = derive(
+                w,
+                keep_by_name.get(name),
+                ctx,
+                health=st.health,
+                last_error=st.last_error,
+                runtime_error=runtime_error,
+            )
+            old = current.get(name)
+            container_id = d.container_id if runtime_error is None else (old.container_id if old else None)
+            rec = schema.StatusRecord(
+                phase=d.phase.value,
+                container_id=container_id,
+                restarts=st.restarts,
+                health=st.health,
+                since=now,
+                message=d.message,
+                spec_hash=w.spec_hash,
+                exit_code=d.exit_code,
+            )
+            if old is not None and old.phase == rec.phase:
+                rec = schema.StatusRecord(**{**rec.__dict__, "since": old.since})
+            if old != rec:
+                changes[name] = rec
+                if old is None or old.phase != rec.phase:
+                    self._event(name, "phase", f"{old.phase if old else '-'} -> {rec.phase} {d.message}".rstrip())
+        for name in current:
+            if name not in planned:
+                changes[name] = None
+        if not changes:
+            return
+
+        def mutate(doc: Any) -> None:
+            for name, rec in changes.items():
+                if rec is None:
+                    schema.delete_status(doc, name)
+                else:
+                    schema.put_status(doc, name, rec)
+
+        await self._state.write(self._state.node_doc, mutate)
+
+    async def _watch_events(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async for _event in self._runtime.events(self._cfg.node_id):
+                    failures = 0
+                    self.trigger("podman-event")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Events are only hints; the timer and passes still run while we reconnect.
+                self._log.debug("podman event stream ended: %s", exc)
+            failures += 1
+            self.trigger("podman-events-lost")
+            await asyncio.sleep(backoff_delay_s(failures, 0.5, RUNTIME_RETRY_MAX_S))
+
+    def _event(self, workload: str, kind: str, message: str) -> None:
+        self.events.append(Event(self._clock(), workload, kind, message))
+
+
+def phase_counts(status: Mapping[str, schema.StatusRecord]) -> dict[str, int]:
+    counts = {p.value: 0 for p in Phase}
+    for rec in status.values():
+        counts[rec.phase] = counts.get(rec.phase, 0) + 1
+    return counts

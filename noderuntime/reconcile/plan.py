@@ -1,0 +1,203 @@
+"""Plan container actions from (desired, observed). Pure: no I/O, no await, no clock reads.
+
+Rules, per workload name:
+- Not desired: every container of it is removed.
+- Desired: keep exactly one container whose spec-hash label equals the desired hash. Others
+  (older spec, duplicates) are removed first, so ports and names are free for the new one.
+- Disabled by an override: the kept container is stopped, never removed; nothing is created.
+- A created-but-never-started container is started.
+- An exited container is started again when it was stopped by a host reboot (it finished before
+  the host booted) or by noderuntime itself; otherwise its restart policy decides
+  (always: yes, on-failure: if the exit code was not 0, never: no).
+- A running container whose health probe says unhealthy is restarted unless the policy is never.
+- Starts, restarts and re-creates after a failure wait for the workload's back-off; the plan then asks
+  to be re-run when the back-off ends (``requeue_after_s``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from noderuntime.runtime.base import ContainerSpec, ContainerState, ObservedContainer
+
+
+@dataclass(frozen=True)
+class CreateContainer:
+    workload: str
+    spec: ContainerSpec
+    spec_hash: str
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    workload: str
+    container_id: str
+    restart: bool  # counts as a restart (the container had been running before)
+
+
+@dataclass(frozen=True)
+class StopContainer:
+    workload: str
+    container_id: str
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class RemoveContainer:
+    workload: str
+    container_id: str
+    timeout_s: int
+
+
+Action = CreateContainer | StartContainer | StopContainer | RemoveContainer
+
+
+@dataclass(frozen=True)
+class PlannedWorkload:
+    """The planner's view of one desired workload (built from a DesiredWorkload)."""
+
+    name: str
+    spec_hash: str
+    container: ContainerSpec
+    restart_policy: str  # "always" | "on-failure" | "never"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Back-off after failures of one workload (crash loops, failed creates)."""
+
+    failures: int = 0
+    next_attempt_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    now: float
+    boot_time: float
+    backoff: Mapping[str, Backoff] = field(default_factory=dict)
+    # Container ids whose health probe currently says unhealthy.
+    unhealthy: frozenset[str] = frozenset()
+    # Container ids noderuntime stopped on purpose (disable, health restart): not crashes.
+    stopped_by_us: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    requeue_after_s: float | None = None
+
+    @property
+    def converged(self) -> bool:
+        return not self.actions and self.requeue_after_s is None
+
+
+def backoff_delay_s(failures: int, initial_s: float, max_s: float) -> float:
+    """Delay before the next attempt after ``failures`` consecutive failures (1, 2, 4, ...)."""
+    if failures <= 0:
+        return 0.0
+    return float(min(max_s, initial_s * (2 ** min(failures - 1, 30))))
+
+
+def next_backoff(
+    prev: Backoff,
+    *,
+    now: float,
+    ran_for_s: float | None,
+    initial_s: float,
+    max_s: float,
+    reset_after_s: float,
+) -> Backoff:
+    """Back-off after one more failure; a long enough healthy run forgives earlier ones."""
+    failures = 1 if ran_for_s is not None and ran_for_s >= reset_after_s else prev.failures + 1
+    return Backoff(failures=failures, next_attempt_at=now + backoff_delay_s(failures, initial_s, max_s))
+
+
+def _rank(c: ObservedContainer, want_hash: str) -> tuple[int, int, float]:
+    return (
+        0 if c.spec_hash == want_hash else 1,
+        0 if c.state is ContainerState.RUNNING else 1,
+        -(c.started_at or 0.0),
+    )
+
+
+def wants_start(
+    c: ObservedContainer, w: PlannedWorkload, ctx: PlanContext
+) -> tuple[bool, bool]:
+    """(start it?, is it a restart?) for a container that is not running."""
+    if c.state is ContainerState.CREATED:
+        return True, False
+    if c.id in ctx.stopped_by_us:
+        return True, False
+    if c.finished_at is None or c.finished_at < ctx.boot_time:
+        # Stopped by a reboot (or never ran): bring it back, whatever the policy.
+        return True, False
+    if w.restart_policy == "always":
+        return True, True
+    if w.restart_policy == "on-failure":
+        return (c.exit_code not in (0, None)), True
+    return False, False
+
+
+def plan(
+    desired: Mapping[str, PlannedWorkload],
+    observed: Sequence[ObservedContainer],
+    ctx: PlanContext,
+) -> Plan:
+    by_workload: dict[str, list[ObservedContainer]] = {}
+    for c in observed:
+        by_workload.setdefault(c.workload, []).append(c)
+
+    actions: list[Action] = []
+    requeue: list[float] = []
+
+    for name in sorted(set(by_workload) - set(desired)):
+        for c in by_workload[name]:
+            actions.append(RemoveContainer(name, c.id, timeout_s=10))
+
+    for name, w in sorted(desired.items()):
+        containers = sorted(by_workload.get(name, []), key=lambda c: _rank(c, w.spec_hash))
+        keep = containers[0] if containers and containers[0].spec_hash == w.spec_hash else None
+        for c in containers:
+            if c is not keep:
+                actions.append(RemoveContainer(name, c.id, timeout_s=w.container.stop_timeout_s))
+        backoff = ctx.backoff.get(name, Backoff())
+        waiting = backoff.next_attempt_at > ctx.now
+
+        if not w.enabled:
+            if keep is not None and keep.state in (ContainerState.RUNNING, ContainerState.PAUSED):
+                actions.append(StopContainer(name, keep.id, w.container.stop_timeout_s))
+            continue
+
+        if keep is None:
+            if waiting:
+                requeue.append(backoff.next_attempt_at - ctx.now)
+            else:
+                actions.append(CreateContainer(name, w.container, w.spec_hash))
+            continue
+
+        if keep.state is ContainerState.RUNNING:
+            if keep.id in ctx.unhealthy and w.restart_policy != "never":
+                if waiting:
+                    requeue.append(backoff.next_attempt_at - ctx.now)
+                else:
+                    actions.append(StopContainer(name, keep.id, w.container.stop_timeout_s))
+                    actions.append(StartContainer(name, keep.id, restart=True))
+            continue
+
+        if keep.state in (ContainerState.PAUSED,):
+            continue  # someone paused it by hand: respect that
+        if keep.state is ContainerState.STOPPING:
+            requeue.append(1.0)
+            continue
+
+        start, is_restart = wants_start(keep, w, ctx)
+        if not start:
+            continue
+        if waiting:
+            requeue.append(backoff.next_attempt_at - ctx.now)
+            continue
+        actions.append(StartContainer(name, keep.id, restart=is_restart))
+
+    return Plan(tuple(actions), min(requeue) if requeue else None)

@@ -1,0 +1,84 @@
+"""One contract, every UpdateStore implementation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from noderuntime.crdt.store import MemoryStore, NewUpdate, SQLiteStore, UpdateStore
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[UpdateStore]:
+    s: UpdateStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
+    async with s:
+        yield s
+
+
+def upd(doc: str, data: bytes, ts: float = 1.0) -> NewUpdate:
+    return NewUpdate(doc=doc, data=data, author="node:a", signature=b"s" * 64, ts=ts)
+
+
+async def test_append_assigns_increasing_seqs_in_order(store: UpdateStore) -> None:
+    first = await store.append([upd("fleet", b"1"), upd("fleet", b"2")])
+    second = await store.append([upd("node/a", b"3")])
+    assert first[0] < first[1] < second[0]
+    loaded = await store.load("fleet")
+    assert [u.data for u in loaded.updates] == [b"1", b"2"]
+    assert loaded.snapshot is None and loaded.snapshot_seq == 0
+    assert await store.docs() == ["fleet", "node/a"]
+
+
+async def test_concurrent_appends_keep_call_order(store: UpdateStore) -> None:
+    results = await asyncio.gather(*(store.append([upd("d", bytes([i]))]) for i in range(50)))
+    seqs = [r[0] for r in results]
+    assert seqs == sorted(seqs)
+    loaded = await store.load("d")
+    assert [u.data[0] for u in loaded.updates] == list(range(50))
+
+
+async def test_snapshot_hides_covered_log(store: UpdateStore) -> None:
+    seqs = await store.append([upd("d", b"a"), upd("d", b"b"), upd("d", b"c")])
+    await store.write_snapshot("d", b"SNAP", seqs[1])
+    loaded = await store.load("d")
+    assert loaded.snapshot == b"SNAP"
+    assert loaded.snapshot_seq == seqs[1]
+    assert [u.data for u in loaded.updates] == [b"c"]
+    # The full signed history stays available for peers.
+    assert [u.data for u in await store.updates_since("d", 0)] == [b"a", b"b", b"c"]
+
+
+async def test_signature_and_author_round_trip(store: UpdateStore) -> None:
+    await store.append([NewUpdate("d", b"x", "operator:ann", b"\x01" * 64, 42.5)])
+    (u,) = (await store.load("d")).updates
+    assert (u.author, u.signature, u.ts) == ("operator:ann", b"\x01" * 64, 42.5)
+
+
+async def test_stats_count(store: UpdateStore) -> None:
+    await store.append([upd("d", b"x"), upd("e", b"y")])
+    stats = await store.stats()
+    assert stats.updates == 2 and stats.snapshots == 0
+
+
+async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path) as s:
+        await s.append([upd("d", b"x")])
+        await s.write_snapshot("d", b"S", 1)
+        await s.append([upd("d", b"y")])
+    async with SQLiteStore(path) as s:
+        loaded = await s.load("d")
+        assert loaded.snapshot == b"S" and [u.data for u in loaded.updates] == [b"y"]
+
+
+async def test_sqlite_refuses_garbage_file(tmp_path: Path) -> None:
+    from noderuntime.errors import StoreError
+
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="state database"):
+        async with SQLiteStore(path):
+            pass
