@@ -1,0 +1,125 @@
+"""Client of the local control API, used by the CLI and the TUI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, decode, encode
+from noderuntime.errors import ApiError, DaemonNotRunningError, SpecError
+from noderuntime.errors import FieldProblem
+
+
+def _error_from(payload: dict[str, Any]) -> Exception:
+    code = str(payload.get("code", "api"))
+    message = str(payload.get("message", "unknown error"))
+    if code == "invalid_spec" and "problems" in payload:
+        problems = [
+            FieldProblem(
+                field=str(p.get("field", "")),
+                message=str(p.get("message", "")),
+                line=p.get("line"),
+                document=p.get("document"),
+            )
+            for p in payload["problems"]
+        ]
+        err = SpecError(problems)
+        err.args = (message,)
+        return err
+    return ApiError(message, code=code, details=payload)
+
+
+class ApiClient:
+    """One connection to a node's control socket. Reconnects on the next call if it drops."""
+
+    def __init__(self, socket_path: Path, *, timeout_s: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.socket_path), limit=MAX_MESSAGE_BYTES),
+                timeout=5.0,
+            )
+        except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
+            raise DaemonNotRunningError(
+                f"the node is not running (nothing answers on {self.socket_path}); "
+                "start it with `noderuntime run` or `systemctl start noderuntime`"
+            ) from exc
+        except PermissionError as exc:
+            raise DaemonNotRunningError(
+                f"no permission to use {self.socket_path}; run this as root"
+            ) from exc
+        except OSError as exc:
+            raise DaemonNotRunningError(f"cannot reach the node at {self.socket_path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        async with self._lock:
+            if self._writer is None:
+                self._reader, self._writer = await self._connect()
+            assert self._reader is not None
+            req_id = next(self._ids)
+            try:
+                self._writer.write(
+                    encode({"v": API_VERSION, "id": req_id, "method": method, "params": params or {}})
+                )
+                await self._writer.drain()
+                line = await asyncio.wait_for(self._reader.readline(), timeout=self.timeout_s)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                await self.close()
+                raise DaemonNotRunningError(
+                    f"lost the connection to the node at {self.socket_path}: {exc or 'timeout'}"
+                ) from exc
+            if not line:
+                await self.close()
+                raise DaemonNotRunningError(f"the node at {self.socket_path} closed the connection")
+            return self._result(decode(line))
+
+    @staticmethod
+    def _result(msg: dict[str, Any]) -> Any:
+        if msg.get("ok"):
+            return msg.get("result")
+        raise _error_from(msg.get("error") or {})
+
+    async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+        """Items of a streaming method, on a connection of its own."""
+        reader, writer = await self._connect()
+        try:
+            writer.write(encode({"v": API_VERSION, "id": 1, "method": method, "params": params or {}}))
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise DaemonNotRunningError(f"the node at {self.socket_path} closed the stream")
+                msg = decode(line)
+                if "item" in msg:
+                    yield msg["item"]
+                    continue
+                self._result(msg)
+                return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

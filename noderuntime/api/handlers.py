@@ -1,0 +1,301 @@
+"""Control API routes (version 1) over a running :class:`~noderuntime.daemon.Node`.
+
+Read routes: node.status, workloads.list, workloads.get, workloads.logs (stream), events.list.
+Write routes: workloads.apply, workloads.delete, workloads.restart, overrides.set,
+overrides.remove.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from noderuntime import __version__
+from noderuntime.api.server import Params, Route
+from noderuntime.crdt import schema
+from noderuntime.desired import ENABLED, check_override
+from noderuntime.errors import (
+    ApiError,
+    ContainerError,
+    NotFoundError,
+    RuntimeUnavailableError,
+)
+from noderuntime.reconcile.loop import phase_counts
+from noderuntime.runtime.base import ContainerState, ObservedContainer
+from noderuntime.spec import canonical_dict, parse_workloads
+from noderuntime.views import workload_view
+
+if TYPE_CHECKING:
+    from noderuntime.daemon import Node
+
+MAX_LOG_TAIL = 100_000
+
+
+def _str_param(params: Params, key: str, *, required: bool = True) -> str:
+    value = params.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise ApiError(f"parameter {key!r} must be a non-empty string", code="bad_request")
+    return value
+
+
+def build_routes(node: Node) -> dict[str, Route]:
+    def parts() -> tuple[Any, Any]:
+        assert node.state is not None and node.reconciler is not None
+        return node.state, node.reconciler
+
+    def views() -> list[dict[str, Any]]:
+        state, rec = parts()
+        snap = state.snapshot()
+        desired = rec.desired
+        out = []
+        names = set(desired.workloads) if desired else set()
+        invalid = dict(desired.invalid) if desired else {}
+        for name in sorted(names | set(invalid)):
+            out.append(
+                workload_view(
+                    name,
+                    desired.workloads.get(name) if desired else None,
+                    snap.node.status.get(name),
+                    invalid_reason=invalid.get(name),
+                    stored_spec=snap.fleet.workloads.get(name),
+                )
+            )
+        return out
+
+    async def status(_: Params) -> dict[str, Any]:
+        state, rec = parts()
+        stats = await state.store_stats()
+        snap = state.snapshot()
+        svc = node.podman_service
+        disk = shutil.disk_usage(node.paths.data_dir)
+        desired = rec.desired
+        return {
+            "node": {
+                "id": node.config.node_id,
+                "site": node.config.site,
+                "role": node.config.role.value,
+                "labels": dict(node.config.labels),
+                "version": __version__,
+                "hostname": platform.node(),
+                "pid": os.getpid(),
+                "started_at": node.started_at,
+                "uptime_s": time.time() - node.started_at,
+                "data_dir": str(node.paths.data_dir),
+                "api_socket": str(node.paths.api_socket),
+            },
+            "store": {
+                "path": stats.path,
+                "healthy": True,
+                "updates": stats.updates,
+                "snapshots": stats.snapshots,
+                "size_bytes": stats.size_bytes,
+                "schema_version": stats.schema_version,
+                "documents": state.doc_names,
+                "writes_since_start": state.writes,
+                "last_write_at": state.last_write_at,
+                "load_problems": state.load_problems,
+            },
+            "podman": {
+                "socket": str(node.podman_socket),
+                "connected": rec.runtime_error is None and rec.passes > 0,
+                "error": rec.runtime_error,
+                "connected_since": rec.runtime_ok_since,
+                "supervised": svc is not None,
+                "service_restarts": svc.restarts if svc is not None else None,
+            },
+            "reconciler": {
+                "passes": rec.passes,
+                "last_pass_at": rec.last_pass_at,
+                "converged": rec.last_plan.converged if rec.last_plan else False,
+            },
+            "workloads": {
+                "desired": len(desired.workloads) if desired else 0,
+                "invalid": len(desired.invalid) if desired else 0,
+                "not_selected": sorted(desired.not_selected) if desired else [],
+                "phases": phase_counts(snap.node.status),
+            },
+            "host": {
+                "disk_total_bytes": disk.total,
+                "disk_free_bytes": disk.free,
+                "load_avg": list(os.getloadavg()),
+            },
+        }
+
+    async def list_workloads(_: Params) -> list[dict[str, Any]]:
+        return views()
+
+    async def get_workload(params: Params) -> dict[str, Any]:
+        name = _str_param(params, "name")
+        _, rec = parts()
+        for view in views():
+            if view["name"] == name:
+                view["events"] = [e.to_dict() for e in rec.events if e.workload == name][-50:]
+                containers = [c for c in rec.observed if c.workload == name]
+                view["containers"] = [_container_view(c) for c in containers]
+                return view
+        raise NotFoundError(f"no workload {name!r} on this node; see `noderuntime get workloads`")
+
+    async def apply(params: Params) -> list[dict[str, str]]:
+        state, _ = parts()
+        text = _str_param(params, "yaml")
+        source = params.get("source") if isinstance(params.get("source"), str) else None
+        workloads = parse_workloads(text, source)
+        current = state.snapshot().fleet.workloads
+        results: list[dict[str, str]] = []
+        changed = []
+        for w in workloads:
+            canon = canonical_dict(w)
+            name = w.metadata.name
+            old = current.get(name)
+            if old == canon:
+                results.append({"name": name, "result": "unchanged"})
+                continue
+            changed.append((name, canon))
+            results.append({"name": name, "result": "created" if old is None else "configured"})
+        if changed:
+
+            def mutate(doc: Any) -> None:
+                for name, canon in changed:
+                    schema.put_workload(doc, name, canon)
+
+            await state.write(state.fleet_doc, mutate)
+        return results
+
+    async def delete(params: Params) -> dict[str, str]:
+        state, _ = parts()
+        name = _str_param(params, "name")
+        if name not in state.snapshot().fleet.workloads:
+            raise NotFoundError(f"no workload {name!r}; see `noderuntime get workloads`")
+
+        def mutate(doc: Any) -> None:
+            schema.delete_workload(doc, name)
+
+        await state.write(state.fleet_doc, mutate)
+        return {"name": name, "result": "deleted"}
+
+    def kept_container(name: str) -> ObservedContainer:
+        _, rec = parts()
+        desired = rec.desired
+        if desired is None or name not in desired.workloads:
+            raise NotFoundError(f"no workload {name!r} on this node; see `noderuntime get workloads`")
+        want = desired.workloads[name].spec_hash
+        cands = [c for c in rec.observed if c.workload == name]
+        cands.sort(key=lambda c: (c.spec_hash != want, c.state is not ContainerState.RUNNING))
+        if not cands:
+            raise NotFoundError(f"workload {name!r} has no container yet; see `noderuntime get workloads`")
+        return cands[0]
+
+    async def logs(params: Params) -> AsyncIterator[str]:
+        name = _str_param(params, "name")
+        follow = bool(params.get("follow", False))
+        tail = params.get("tail")
+        if tail is not None and (not isinstance(tail, int) or tail < 0 or tail > MAX_LOG_TAIL):
+            raise ApiError(f"tail must be an integer between 0 and {MAX_LOG_TAIL}", code="bad_request")
+        container = kept_container(name)
+        assert node.runtime is not None
+        async for line in node.runtime.logs(container.id, follow=follow, tail=tail):
+            yield line
+
+    async def restart(params: Params) -> dict[str, str]:
+        name = _str_param(params, "name")
+        container = kept_container(name)
+        assert node.runtime is not None and node.reconciler is not None
+        try:
+            await node.runtime.stop(container.id, 10)
+            await node.runtime.start(container.id)
+        except (ContainerError, RuntimeUnavailableError):
+            node.reconciler.trigger("restart-failed")
+            raise
+        node.reconciler.set_health(name, None)
+        node.reconciler.trigger("restart")
+        return {"name": name, "result": "restarted", "container_id": container.id}
+
+    async def set_override(params: Params) -> dict[str, Any]:
+        state, _ = parts()
+        workload = _str_param(params, "workload")
+        field_path = _str_param(params, "field")
+        if "value" not in params:
+            raise ApiError("parameter 'value' is required", code="bad_request")
+        value = params["value"]
+        snap = state.snapshot()
+        if workload not in snap.fleet.workloads:
+            raise NotFoundError(f"no workload {workload!r} to override")
+        check_override(snap, workload, field_path, value)
+        await state.write(
+            state.node_doc, lambda doc: schema.set_override(doc, workload, field_path, value)
+        )
+        return {"workload": workload, "field": field_path, "value": value, "scope": "node"}
+
+    async def remove_override(params: Params) -> dict[str, Any]:
+        state, _ = parts()
+        workload = _str_param(params, "workload")
+        field_path = _str_param(params, "field")
+        check_override(state.snapshot(), workload, field_path, None, removing=True)
+        removed = False
+
+        def mutate(doc: Any) -> None:
+            nonlocal removed
+            removed = schema.remove_override(doc, workload, field_path)
+
+        await state.write(state.node_doc, mutate)
+        if not removed:
+            raise NotFoundError(f"no node override of {field_path!r} on workload {workload!r}")
+        return {"workload": workload, "field": field_path, "removed": True}
+
+    async def events(params: Params) -> list[dict[str, Any]]:
+        _, rec = parts()
+        workload = _str_param(params, "workload", required=False)
+        out = [e.to_dict() for e in rec.events if not workload or e.workload == workload]
+        limit = params.get("limit", 200)
+        return out[-int(limit):] if isinstance(limit, int) and limit > 0 else out
+
+    async def start_stop(params: Params, enabled: bool) -> dict[str, Any]:
+        return await set_override({"workload": params.get("name"), "field": ENABLED, "value": enabled})
+
+    async def start(params: Params) -> dict[str, Any]:
+        state, _ = parts()
+        name = _str_param(params, "name")
+        try:
+            return await remove_override({"workload": name, "field": ENABLED})
+        except NotFoundError:
+            if name not in state.snapshot().fleet.workloads:
+                raise
+            return {"workload": name, "field": ENABLED, "removed": False}
+
+    async def stop(params: Params) -> dict[str, Any]:
+        return await start_stop(params, False)
+
+    return {
+        "node.status": Route(status, doc="node, store, Podman and workload summary"),
+        "workloads.list": Route(list_workloads, doc="every workload with desired and observed state"),
+        "workloads.get": Route(get_workload, doc="one workload, with provenance and events"),
+        "workloads.logs": Route(stream=logs, doc="log lines of a workload's container"),
+        "events.list": Route(events, doc="recent events, optionally of one workload"),
+        "workloads.apply": Route(apply, write=True, doc="validate and record workload specs"),
+        "workloads.delete": Route(delete, write=True, doc="delete a workload everywhere"),
+        "workloads.restart": Route(restart, write=True, doc="restart a workload's container"),
+        "workloads.stop": Route(stop, write=True, doc="disable a workload on this node"),
+        "workloads.start": Route(start, write=True, doc="re-enable a workload on this node"),
+        "overrides.set": Route(set_override, write=True, doc="set a node override"),
+        "overrides.remove": Route(remove_override, write=True, doc="remove a node override"),
+    }
+
+
+def _container_view(c: ObservedContainer) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "state": c.state.value,
+        "spec_hash": c.spec_hash,
+        "image": c.image,
+        "exit_code": c.exit_code,
+        "started_at": c.started_at,
+        "finished_at": c.finished_at,
+        "ip_address": c.ip_address,
+    }

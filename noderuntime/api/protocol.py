@@ -1,0 +1,33 @@
+"""Local control API wire format: JSON lines over a unix socket.
+
+Request   {"v": 1, "id": 7, "method": "workloads.list", "params": {...}}
+Response  {"id": 7, "ok": true, "result": ...}
+          {"id": 7, "ok": false, "error": {"code": "invalid_spec", "message": "...", ...}}
+Stream    {"id": 7, "item": ...} repeated, then a normal response ends the stream.
+
+One request is answered before the next is read on a connection; a client that wants two
+things at once opens two connections. Messages are single lines of UTF-8 JSON.
+
+Protocol versions:
+- 1 (2026-11-25): first version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+API_VERSION = 1
+# Largest request or response line; a workload file is far smaller.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    value = json.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("message must be a JSON object")
+    return value

@@ -1,0 +1,187 @@
+"""The control API server: a route table with read/write permission per route.
+
+The socket is created with mode 0600, so by default only the daemon's user (root on an
+appliance) can connect; write routes additionally check the peer's uid (SO_PEERCRED), so a
+deployment that opens the socket to a read-only group still keeps changes to root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, decode, encode
+from noderuntime.config import check_socket_path
+from noderuntime.errors import ConfigError, NodeRuntimeError, PermissionDeniedError
+
+Params = dict[str, Any]
+Handler = Callable[[Params], Awaitable[Any]]
+StreamHandler = Callable[[Params], AsyncIterator[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler | None = None
+    stream: StreamHandler | None = None
+    write: bool = False
+    doc: str = ""
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+async def _socket_in_use(path: Path) -> bool:
+    try:
+        _r, w = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout=1.0)
+    except (OSError, TimeoutError):
+        return False
+    w.close()
+    with contextlib.suppress(OSError):
+        await w.wait_closed()
+    return True
+
+
+class ApiServer:
+    def __init__(
+        self, path: Path, routes: dict[str, Route], *, log: logging.Logger | None = None
+    ) -> None:
+        self.path = path
+        self.routes = routes
+        self._log = log or logging.getLogger(__name__)
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[Any]] = set()
+        self.requests = 0
+
+    async def __aenter__(self) -> ApiServer:
+        check_socket_path(self.path)
+        if self.path.exists():
+            if await _socket_in_use(self.path):
+                raise ConfigError(
+                    f"another noderuntime is already serving {self.path}; "
+                    "stop it first or use a different --data-dir"
+                )
+            self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0o177)  # the socket is never accessible to others, not even briefly
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_MESSAGE_BYTES
+            )
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        uid = peer_uid(writer.get_extra_info("socket"))
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, {"id": None, "ok": False, "error": {
+                        "code": "bad_request",
+                        "message": f"request larger than {MAX_MESSAGE_BYTES} bytes"}})
+                    return
+                if not line:
+                    return
+                await self._handle(line, uid, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if task is not None:
+                self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        writer.write(encode(message))
+        await writer.drain()
+
+    async def _handle(self, line: bytes, uid: int | None, writer: asyncio.StreamWriter) -> None:
+        self.requests += 1
+        req_id: Any = None
+        try:
+            try:
+                req = decode(line)
+            except (ValueError, json.JSONDecodeError) as exc:
+                raise _BadRequest(f"request is not a JSON object: {exc}") from exc
+            req_id = req.get("id")
+            version = req.get("v", API_VERSION)
+            if version != API_VERSION:
+                raise _BadRequest(
+                    f"API version {version} is not supported by this node (it speaks "
+                    f"{API_VERSION}); use a matching noderuntime CLI"
+                )
+            method = req.get("method")
+            route = self.routes.get(method) if isinstance(method, str) else None
+            if route is None:
+                raise _BadRequest(f"unknown method {method!r}", code="unknown_method")
+            params = req.get("params") or {}
+            if not isinstance(params, dict):
+                raise _BadRequest("params must be an object")
+            if route.write and uid not in (0, os.getuid()):
+                raise PermissionDeniedError(
+                    f"{method} changes the node; run it as root or as the daemon's user"
+                )
+            if route.stream is not None:
+                async for item in route.stream(params):
+                    await self._send(writer, {"id": req_id, "item": item})
+                result = None
+            else:
+                assert route.handler is not None
+                result = await route.handler(params)
+            await self._send(writer, {"id": req_id, "ok": True, "result": result})
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except NodeRuntimeError as exc:
+            await self._send(writer, {"id": req_id, "ok": False, "error": exc.to_dict()})
+        except _BadRequest as exc:
+            await self._send(
+                writer, {"id": req_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
+            )
+        except Exception as exc:
+            self._log.exception("control API handler failed")
+            await self._send(
+                writer,
+                {"id": req_id, "ok": False, "error": {
+                    "code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"}},
+            )
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code

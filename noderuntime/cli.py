@@ -1,0 +1,453 @@
+"""The `noderuntime` command. Every command but init/run/doctor/version is a control API client.
+
+Exit codes: 0 success, 1 error, 2 bad usage, 3 the node is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from noderuntime import __version__
+from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+# --- output helpers -----------------------------------------------------------------------
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return "-"
+    secs = max(0, int((now or time.time()) - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def emit(data: Any, fmt: str, render_table: Callable[[Any], str]) -> None:
+    if fmt == "json":
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif fmt == "yaml":
+        print(yaml.safe_dump(data, sort_keys=True), end="")
+    else:
+        print(render_table(data))
+
+
+def render_workloads(views: list[dict[str, Any]]) -> str:
+    if not views:
+        return "No workloads. Apply one with `noderuntime apply -f FILE`."
+    rows = []
+    for v in views:
+        rows.append(
+            [
+                v["name"],
+                v["phase"],
+                v.get("health") or "-",
+                str(v["restarts"]),
+                (v.get("container_id") or "-")[:12],
+                age(v.get("since")),
+                v.get("image") or "-",
+                v.get("message") or "",
+            ]
+        )
+    return table(["NAME", "PHASE", "HEALTH", "RESTARTS", "CONTAINER", "SINCE", "IMAGE", "MESSAGE"], rows)
+
+
+def render_status(s: dict[str, Any]) -> str:
+    n, st, pm, wl = s["node"], s["store"], s["podman"], s["workloads"]
+    phases = ", ".join(f"{k} {v}" for k, v in wl["phases"].items() if v) or "none"
+    podman = "connected" if pm["connected"] else f"NOT CONNECTED ({pm['error'] or 'starting'})"
+    lines = [
+        f"Node:       {n['id']} (site {n['site']}, role {n['role']}, v{n['version']})",
+        f"Uptime:     {age(n['started_at'])}  pid {n['pid']}",
+        f"Data dir:   {n['data_dir']}",
+        f"Store:      {st['path']}  {st['updates']} updates, {st['snapshots']} snapshots, "
+        f"{st['size_bytes'] // 1024} KiB",
+        f"Podman:     {podman}  ({pm['socket']}"
+        + (f", supervised, {pm['service_restarts']} restarts" if pm["supervised"] else "")
+        + ")",
+        f"Workloads:  {wl['desired']} desired; {phases}",
+        f"Reconciler: {s['reconciler']['passes']} passes, last {age(s['reconciler']['last_pass_at'])} ago, "
+        + ("converged" if s["reconciler"]["converged"] else "converging"),
+    ]
+    if wl.get("invalid"):
+        lines.append(f"Invalid:    {wl['invalid']} stored workload spec(s) do not validate")
+    return "\n".join(lines)
+
+
+def render_describe(v: dict[str, Any]) -> str:
+    lines = [
+        f"Name:        {v['name']}",
+        f"Phase:       {v['phase']}" + (f"  ({v['message']})" if v.get("message") else ""),
+        f"Health:      {v.get('health') or '-'}",
+        f"Restarts:    {v['restarts']}",
+        f"Container:   {v.get('container_id') or '-'}",
+        f"Since:       {age(v.get('since'))}",
+        f"Spec hash:   {v.get('spec_hash')}",
+        f"Enabled:     {v.get('enabled')}",
+    ]
+    if v.get("provenance"):
+        lines.append("Overrides:")
+        lines += [f"  {k}: from {src}" for k, src in sorted(v["provenance"].items())]
+    if v.get("problems"):
+        lines.append("Problems:")
+        lines += [f"  {p}" for p in v["problems"]]
+    lines.append("Spec:")
+    lines += ["  " + ln for ln in yaml.safe_dump(v.get("spec"), sort_keys=False).splitlines()]
+    if v.get("events"):
+        lines.append("Events:")
+        for e in v["events"][-15:]:
+            lines.append(f"  {age(e['ts'])} ago  {e['kind']:<10} {e['message']}")
+    return "\n".join(lines)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from noderuntime.config import resolve_data_dir
+
+    return resolve_data_dir(args.data_dir)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from noderuntime.api.client import ApiClient
+    from noderuntime.config import NodePaths, load_config
+
+    data_dir = _data_dir(args)
+    config = load_config(data_dir)
+    return ApiClient(NodePaths(data_dir, config).api_socket)
+
+
+def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
+    async def go() -> Any:
+        async with _client(args) as client:
+            return await client.call(method, params)
+
+    return asyncio.run(go())
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from noderuntime import identity
+    from noderuntime.config import (
+        NodeConfig,
+        NodePaths,
+        Role,
+        check_socket_path,
+        parse_label_args,
+        save_config,
+        validate_id,
+    )
+    from noderuntime.daemon import node_principal
+    from noderuntime.errors import AlreadyInitializedError
+
+    data_dir = _data_dir(args)
+    paths = NodePaths(data_dir)
+    if paths.config_file.exists() or paths.identity_file.exists():
+        if args.exist_ok and paths.config_file.exists():
+            print(f"node already initialised in {data_dir}; leaving it as it is")
+            return EXIT_OK
+        raise AlreadyInitializedError(
+            f"{data_dir} already holds a node ({paths.config_file.name} or "
+            f"{paths.identity_file.name} exists); refusing to overwrite its identity. "
+            "Use another --data-dir, or remove the directory to start over"
+        )
+    config = NodeConfig(
+        node_id=validate_id("node id", args.node_id),
+        site=validate_id("site", args.site),
+        role=Role(args.role),
+        labels=parse_label_args(args.label or []),
+        podman_socket=args.podman_socket,
+    )
+    paths = NodePaths(data_dir, config)
+    check_socket_path(paths.api_socket)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    ident = identity.generate(node_principal(config.node_id))
+    identity.save_key(paths.identity_file, ident)
+    save_config(data_dir, config)
+    print(f"initialised node {config.node_id} (site {config.site}) in {data_dir}")
+    print(f"identity {ident.key_id}; start it with `noderuntime --data-dir {data_dir} run`")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from noderuntime.config import load_config
+    from noderuntime.daemon import run_forever
+
+    data_dir = _data_dir(args)
+    config = load_config(data_dir)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    run_forever(data_dir, config, logging.getLogger("noderuntime"))
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    if args.filename == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text = Path(args.filename).read_text()
+        except OSError as exc:
+            raise NodeRuntimeError(f"cannot read {args.filename}: {exc.strerror}") from exc
+        source = args.filename
+    if args.dry_run:
+        from noderuntime.spec import parse_workloads
+
+        for w in parse_workloads(text, source):
+            print(f"workload/{w.metadata.name} valid (dry run, nothing recorded)")
+        return EXIT_OK
+    # The node validates (it is the authority); its errors name our file, field and line.
+    results = _call(args, "workloads.apply", {"yaml": text, "source": source})
+    for r in results:
+        print(f"workload/{r['name']} {r['result']}")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    r = _call(args, "workloads.delete", {"name": args.name})
+    print(f"workload/{r['name']} deleted")
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    if args.name:
+        view = _call(args, "workloads.get", {"name": args.name})
+        emit(view, args.output, lambda v: render_workloads([v]))
+    else:
+        emit(_call(args, "workloads.list"), args.output, render_workloads)
+    return EXIT_OK
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    emit(_call(args, "workloads.get", {"name": args.name}), args.output, render_describe)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    emit(_call(args, "node.status"), args.output, render_status)
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    async def go() -> None:
+        async with _client(args) as client:
+            params = {"name": args.name, "follow": args.follow, "tail": args.tail}
+            async for line in client.stream("workloads.logs", params):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        _call(args, method, {"name": args.name})
+        print(f"workload/{args.name} {verb}")
+        return EXIT_OK
+
+    return run
+
+
+def cmd_override(args: argparse.Namespace) -> int:
+    if args.override_cmd == "set":
+        value = yaml.safe_load(args.value)
+        r = _call(args, "overrides.set", {"workload": args.workload, "field": args.field, "value": value})
+        print(f"workload/{r['workload']} override {r['field']}={json.dumps(r['value'])} set on this node")
+    else:
+        _call(args, "overrides.remove", {"workload": args.workload, "field": args.field})
+        print(f"workload/{args.workload} override {args.field} removed")
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    events = _call(args, "events.list", {"workload": args.workload or None, "limit": args.limit})
+
+    def render(evs: list[dict[str, Any]]) -> str:
+        return table(
+            ["AGE", "WORKLOAD", "KIND", "MESSAGE"],
+            [[age(e["ts"]), e["workload"] or "-", e["kind"], e["message"]] for e in evs],
+        )
+
+    emit(events, args.output, render)
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from noderuntime.doctor import render_checks, run_checks
+
+    data_dir = _data_dir(args)
+    socket_path = None
+    try:
+        from noderuntime.config import NodePaths, load_config
+
+        config = load_config(data_dir)
+        if config.podman_socket:
+            socket_path = str(NodePaths(data_dir, config).podman_socket(config))
+    except NodeRuntimeError:
+        pass
+    checks = run_checks(data_dir, podman_socket=socket_path)
+    if args.output == "json":
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        print(render_checks(checks))
+    return EXIT_ERROR if any(c.status.value == "fail" for c in checks) else EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"noderuntime {__version__}")
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="noderuntime",
+        description="Local-first runtime for edge nodes.",
+        epilog="The node's directory comes from --data-dir, else $NODERUNTIME_HOME, "
+        "else /var/lib/noderuntime.",
+    )
+    p.add_argument("--data-dir", help="the node's data directory")
+    p.add_argument("--version", action="version", version=f"noderuntime {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def out(sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("table", "json", "yaml")) -> None:
+        sp.add_argument("-o", "--output", choices=choices, default=choices[0])
+
+    s = sub.add_parser("init", help="create a node: config and identity key")
+    s.add_argument("--node-id", required=True)
+    s.add_argument("--site", required=True)
+    s.add_argument("--role", choices=["node", "hub"], default="node")
+    s.add_argument("--label", action="append", metavar="KEY=VALUE", help="node label (repeatable)")
+    s.add_argument("--podman-socket", help="use this Podman API socket instead of supervising one")
+    s.add_argument("--exist-ok", action="store_true", help="succeed if the node already exists")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("run", help="run the node in the foreground")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("apply", help="validate and record workload specs from a YAML file")
+    s.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
+    s.add_argument("--dry-run", action="store_true", help="validate only; needs no running node")
+    s.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser("delete", help="delete a workload")
+    s.add_argument("kind", choices=["workload", "workloads"])
+    s.add_argument("name")
+    s.set_defaults(func=cmd_delete)
+
+    s = sub.add_parser("get", help="list workloads with desired and observed state")
+    s.add_argument("kind", choices=["workload", "workloads"])
+    s.add_argument("name", nargs="?")
+    out(s)
+    s.set_defaults(func=cmd_get)
+
+    s = sub.add_parser("describe", help="show one workload in detail")
+    s.add_argument("kind", choices=["workload", "workloads"])
+    s.add_argument("name")
+    out(s)
+    s.set_defaults(func=cmd_describe)
+
+    s = sub.add_parser("status", help="show the node, its store and its Podman connection")
+    out(s)
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("logs", help="print a workload's logs")
+    s.add_argument("name")
+    s.add_argument("-f", "--follow", action="store_true")
+    s.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    s.set_defaults(func=cmd_logs)
+
+    for verb, method, helptext in (
+        ("restart", "workloads.restart", "restart a workload's container now"),
+        ("stop", "workloads.stop", "stop a workload on this node (a node override)"),
+        ("start", "workloads.start", "start a stopped workload on this node again"),
+    ):
+        s = sub.add_parser(verb, help=helptext)
+        s.add_argument("name")
+        s.set_defaults(func=cmd_action(method, {"restart": "restarted", "stop": "stopped",
+                                                 "start": "started"}[verb]))
+
+    s = sub.add_parser("override", help="set or remove a node-local override")
+    osub = s.add_subparsers(dest="override_cmd", required=True)
+    o = osub.add_parser("set")
+    o.add_argument("workload")
+    o.add_argument("field", help="enabled, image, command, args, restartPolicy, env.NAME, ...")
+    o.add_argument("value", help="YAML value, e.g. true, '\"text\"', '[a, b]'")
+    o = osub.add_parser("rm")
+    o.add_argument("workload")
+    o.add_argument("field")
+    s.set_defaults(func=cmd_override)
+
+    s = sub.add_parser("events", help="recent events on this node")
+    s.add_argument("--workload")
+    s.add_argument("--limit", type=int, default=100)
+    out(s)
+    s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("doctor", help="check the host and say what to fix")
+    out(s, ("table", "json"))
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("version", help="print the version")
+    s.set_defaults(func=cmd_version)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DaemonNotRunningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except NodeRuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""`noderuntime run`: compose the node's parts and run until told to stop.
+
+Parts are async context managers started in dependency order and stopped in reverse:
+state store -> Podman service (if we supervise one) -> runtime adapter -> reconciler ->
+health monitor -> control API. Stopping never stops workloads: containers belong to Podman's
+conmon and keep running; the next start adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from noderuntime import __version__
+from noderuntime.api.handlers import build_routes
+from noderuntime.api.server import ApiServer
+from noderuntime.config import NodeConfig, NodePaths, check_socket_path
+from noderuntime.crdt import schema
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import SQLiteStore
+from noderuntime.health import HealthMonitor
+from noderuntime.identity import Identity, load_key
+from noderuntime.reconcile.loop import Reconciler
+from noderuntime.runtime.podman import PodmanRuntime
+from noderuntime.runtime.service import PodmanService
+
+
+def node_principal(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+class Node:
+    """One running node. Constructing it starts nothing; :meth:`run` does."""
+
+    def __init__(self, data_dir: Path, config: NodeConfig, *, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.paths = NodePaths(data_dir, config)
+        self.log = log or logging.getLogger("noderuntime")
+        self.started_at = time.time()
+        self.identity: Identity | None = None
+        self.state: StateStore | None = None
+        self.runtime: PodmanRuntime | None = None
+        self.podman_service: PodmanService | None = None
+        self.reconciler: Reconciler | None = None
+        self.health: HealthMonitor | None = None
+        self.api: ApiServer | None = None
+        self.ready = asyncio.Event()
+
+    @property
+    def podman_socket(self) -> Path:
+        return self.paths.podman_socket(self.config)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        check_socket_path(self.paths.api_socket)
+        check_socket_path(self.podman_socket)
+        self.identity = load_key(self.paths.identity_file, node_principal(self.config.node_id))
+        async with contextlib.AsyncExitStack() as stack:
+            self.state = await stack.enter_async_context(
+                StateStore(
+                    SQLiteStore(self.paths.state_db),
+                    self.identity,
+                    node_id=self.config.node_id,
+                    site=self.config.site,
+                    compact_every=self.config.compact_every_updates,
+                    log=self.log.getChild("state"),
+                )
+            )
+            await self._record_node_info()
+            if self.config.podman_socket is None:
+                self.podman_service = await stack.enter_async_context(
+                    PodmanService(
+                        str(self.podman_socket),
+                        podman_bin=self.config.podman_bin,
+                        log=self.log.getChild("podman-service"),
+                    )
+                )
+            self.runtime = PodmanRuntime(str(self.podman_socket))
+            stack.push_async_callback(self.runtime.close)
+            self.reconciler = await stack.enter_async_context(
+                Reconciler(
+                    config=self.config,
+                    state=self.state,
+                    runtime=self.runtime,
+                    log=self.log.getChild("reconcile"),
+                )
+            )
+            reconciler = self.reconciler
+            self.health = await stack.enter_async_context(
+                HealthMonitor(
+                    runtime=self.runtime,
+                    targets=reconciler.probe_targets,
+                    on_change=reconciler.set_health,
+                    log=self.log.getChild("health"),
+                )
+            )
+            reconciler.on_pass(self.health.refresh)
+            self.api = await stack.enter_async_context(
+                ApiServer(self.paths.api_socket, build_routes(self), log=self.log.getChild("api"))
+            )
+            self.log.info(
+                "node %s (site %s) ready: control API on %s, Podman on %s",
+                self.config.node_id,
+                self.config.site,
+                self.paths.api_socket,
+                self.podman_socket,
+            )
+            self.ready.set()
+            await stop.wait()
+            self.log.info("stopping (workloads keep running)")
+
+    async def _record_node_info(self) -> None:
+        assert self.state is not None
+        info: dict[str, Any] = {
+            "nodeId": self.config.node_id,
+            "site": self.config.site,
+            "role": self.config.role.value,
+            "labels": dict(self.config.labels),
+            "version": __version__,
+            "hostname": platform.node(),
+        }
+        if dict(self.state.snapshot().node.info) != info:
+            await self.state.write(self.state.node_doc, lambda doc: schema.put_info(doc, info))
+
+
+def run_forever(data_dir: Path, config: NodeConfig, log: logging.Logger) -> None:
+    """Run the node until SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Node(data_dir, config, log=log).run(stop)
+
+    asyncio.run(main())

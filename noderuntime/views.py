@@ -1,0 +1,46 @@
+"""JSON views served by the control API. Pure functions over plain data.
+
+``get workloads -o json`` prints a list of :func:`workload_view` objects. Their keys are a
+stable interface for scripts (docs/operations.md): keys may be added, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from noderuntime.crdt.schema import StatusRecord
+from noderuntime.desired import DesiredWorkload
+from noderuntime.spec import canonical_dict
+
+
+def workload_view(
+    name: str,
+    desired: DesiredWorkload | None,
+    status: StatusRecord | None,
+    *,
+    invalid_reason: str | None = None,
+    stored_spec: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: Any = canonical_dict(desired.workload) if desired else (dict(stored_spec) if stored_spec else None)
+    view: dict[str, Any] = {
+        "name": name,
+        "phase": status.phase if status else "Pending",
+        "container_id": status.container_id if status else None,
+        "restarts": status.restarts if status else 0,
+        "health": status.health if status else None,
+        "since": status.since if status else None,
+        "message": status.message if status else "",
+        "exit_code": status.exit_code if status else None,
+        "spec_hash": desired.spec_hash if desired else None,
+        "observed_spec_hash": status.spec_hash if status else None,
+        "enabled": desired.enabled if desired else True,
+        "image": desired.workload.spec.image if desired else None,
+        "spec": spec,
+        "provenance": dict(desired.provenance) if desired else {},
+        "problems": list(desired.problems) if desired else [],
+    }
+    if invalid_reason is not None:
+        view["phase"] = "Failed"
+        view["message"] = f"stored spec is invalid: {invalid_reason}"
+    return view
