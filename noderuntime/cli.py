@@ -308,6 +308,27 @@ def cmd_events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    entries = _call(args, "history.list", {"limit": args.limit})
+
+    def render(es: list[dict[str, Any]]) -> str:
+        return table(
+            ["AGE", "DOC", "BY", "CHANGE"],
+            [
+                [
+                    age(e["ts"]),
+                    e["doc"],
+                    e["author"] + (f" for {e['on_behalf']}" if e.get("on_behalf") else ""),
+                    e["summary"] or f"{e['size_bytes']} bytes",
+                ]
+                for e in es
+            ],
+        )
+
+    emit(entries, args.output, render)
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from noderuntime.doctor import render_checks, run_checks
 
@@ -327,6 +348,35 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(render_checks(checks))
     return EXIT_ERROR if any(c.status.value == "fail" for c in checks) else EXIT_OK
+
+
+def cmd_technician(args: argparse.Namespace) -> int:
+    from noderuntime.config import load_config
+    from noderuntime.technicians import TechnicianStore
+
+    data_dir = _data_dir(args)
+    load_config(data_dir)  # refuses clearly on an uninitialised dir
+    store = TechnicianStore(data_dir)
+    if args.tech_cmd == "list":
+        for name in store.names():
+            print(name)
+        return EXIT_OK
+    if args.tech_cmd == "rm":
+        if not store.remove(args.name):
+            raise NodeRuntimeError(f"no technician {args.name!r}")
+        print(f"technician {args.name} removed")
+        return EXIT_OK
+    if args.pin_stdin:
+        pin = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        pin = getpass.getpass(f"PIN for {args.name}: ")
+        if getpass.getpass("again: ") != pin:
+            raise NodeRuntimeError("the PINs differ; nothing was changed")
+    store.add(args.name, pin, replace=args.replace)
+    print(f"technician {args.name} can now authorise changes at this node's console")
+    return EXIT_OK
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -422,6 +472,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=100)
     out(s)
     s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("technician", help="manage technicians who may act at the console")
+    tsub = s.add_subparsers(dest="tech_cmd", required=True)
+    t = tsub.add_parser("add", help="add a technician (or --replace their PIN)")
+    t.add_argument("name")
+    t.add_argument("--replace", action="store_true")
+    t.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
+    t = tsub.add_parser("rm", help="remove a technician")
+    t.add_argument("name")
+    tsub.add_parser("list", help="list technicians")
+    s.set_defaults(func=cmd_technician)
+
+    s = sub.add_parser("history", help="recent signed changes: who changed what, when")
+    s.add_argument("--limit", type=int, default=50)
+    out(s)
+    s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("doctor", help="check the host and say what to fix")
     out(s, ("table", "json"))

@@ -29,6 +29,7 @@ from noderuntime.identity import Identity, load_key
 from noderuntime.reconcile.loop import Reconciler
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
+from noderuntime.technicians import TechnicianStore
 
 
 def node_principal(node_id: str) -> str:
@@ -50,6 +51,7 @@ class Node:
         self.reconciler: Reconciler | None = None
         self.health: HealthMonitor | None = None
         self.api: ApiServer | None = None
+        self.technicians = TechnicianStore(data_dir)
         self.ready = asyncio.Event()
 
     @property
@@ -101,7 +103,12 @@ class Node:
             )
             reconciler.on_pass(self.health.refresh)
             self.api = await stack.enter_async_context(
-                ApiServer(self.paths.api_socket, build_routes(self), log=self.log.getChild("api"))
+                ApiServer(
+                    self.paths.api_socket,
+                    build_routes(self),
+                    authenticate=self._authenticate,
+                    log=self.log.getChild("api"),
+                )
             )
             self.log.info(
                 "node %s (site %s) ready: control API on %s, Podman on %s",
@@ -113,6 +120,9 @@ class Node:
             self.ready.set()
             await stop.wait()
             self.log.info("stopping (workloads keep running)")
+
+    def _authenticate(self, technician: str, pin: str) -> str:
+        return self.technicians.verify(technician, pin)
 
     async def _record_node_info(self) -> None:
         assert self.state is not None

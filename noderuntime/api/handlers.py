@@ -7,6 +7,7 @@ overrides.remove.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__
-from noderuntime.api.server import Params, Route
+from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.crdt import schema
 from noderuntime.desired import ENABLED, check_override
 from noderuntime.errors import (
@@ -121,9 +122,9 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "phases": phase_counts(snap.node.status),
             },
             "host": {
+                **host_metrics(),
                 "disk_total_bytes": disk.total,
                 "disk_free_bytes": disk.free,
-                "load_avg": list(os.getloadavg()),
             },
         }
 
@@ -164,7 +165,8 @@ def build_routes(node: Node) -> dict[str, Route]:
                 for name, canon in changed:
                     schema.put_workload(doc, name, canon)
 
-            await state.write(state.fleet_doc, mutate)
+            summary = "apply " + ", ".join(f"{n}" for n, _ in changed)
+            await state.write(state.fleet_doc, mutate, summary=summary, on_behalf=_actor(params))
         return results
 
     async def delete(params: Params) -> dict[str, str]:
@@ -176,7 +178,9 @@ def build_routes(node: Node) -> dict[str, Route]:
         def mutate(doc: Any) -> None:
             schema.delete_workload(doc, name)
 
-        await state.write(state.fleet_doc, mutate)
+        await state.write(
+            state.fleet_doc, mutate, summary=f"delete {name}", on_behalf=_actor(params)
+        )
         return {"name": name, "result": "deleted"}
 
     def kept_container(name: str) -> ObservedContainer:
@@ -213,6 +217,7 @@ def build_routes(node: Node) -> dict[str, Route]:
             node.reconciler.trigger("restart-failed")
             raise
         node.reconciler.set_health(name, None)
+        node.reconciler.note(name, "restarted", f"restarted by {_actor(params) or 'root'}")
         node.reconciler.trigger("restart")
         return {"name": name, "result": "restarted", "container_id": container.id}
 
@@ -228,7 +233,10 @@ def build_routes(node: Node) -> dict[str, Route]:
             raise NotFoundError(f"no workload {workload!r} to override")
         check_override(snap, workload, field_path, value)
         await state.write(
-            state.node_doc, lambda doc: schema.set_override(doc, workload, field_path, value)
+            state.node_doc,
+            lambda doc: schema.set_override(doc, workload, field_path, value),
+            summary=f"override {workload} {field_path}={json.dumps(value)}",
+            on_behalf=_actor(params),
         )
         return {"workload": workload, "field": field_path, "value": value, "scope": "node"}
 
@@ -243,7 +251,12 @@ def build_routes(node: Node) -> dict[str, Route]:
             nonlocal removed
             removed = schema.remove_override(doc, workload, field_path)
 
-        await state.write(state.node_doc, mutate)
+        await state.write(
+            state.node_doc,
+            mutate,
+            summary=f"remove override {workload} {field_path}",
+            on_behalf=_actor(params),
+        )
         if not removed:
             raise NotFoundError(f"no node override of {field_path!r} on workload {workload!r}")
         return {"workload": workload, "field": field_path, "removed": True}
@@ -255,14 +268,47 @@ def build_routes(node: Node) -> dict[str, Route]:
         limit = params.get("limit", 200)
         return out[-int(limit):] if isinstance(limit, int) and limit > 0 else out
 
+    async def history(params: Params) -> list[dict[str, Any]]:
+        state, _ = parts()
+        limit = params.get("limit", 100)
+        if not isinstance(limit, int) or not 0 < limit <= 10_000:
+            raise ApiError("limit must be an integer between 1 and 10000", code="bad_request")
+        out = []
+        for u in await state.history(limit):
+            try:
+                meta = json.loads(u.meta)
+            except ValueError:
+                meta = {}
+            out.append(
+                {
+                    "seq": u.seq,
+                    "doc": u.doc,
+                    "author": u.author,
+                    "on_behalf": meta.get("onBehalf"),
+                    "summary": meta.get("summary", ""),
+                    "ts": u.ts,
+                    "size_bytes": len(u.data),
+                }
+            )
+        return out
+
     async def start_stop(params: Params, enabled: bool) -> dict[str, Any]:
-        return await set_override({"workload": params.get("name"), "field": ENABLED, "value": enabled})
+        return await set_override(
+            {
+                "workload": params.get("name"),
+                "field": ENABLED,
+                "value": enabled,
+                ACTOR_PARAM: params.get(ACTOR_PARAM),
+            }
+        )
 
     async def start(params: Params) -> dict[str, Any]:
         state, _ = parts()
         name = _str_param(params, "name")
         try:
-            return await remove_override({"workload": name, "field": ENABLED})
+            return await remove_override(
+                {"workload": name, "field": ENABLED, ACTOR_PARAM: params.get(ACTOR_PARAM)}
+            )
         except NotFoundError:
             if name not in state.snapshot().fleet.workloads:
                 raise
@@ -277,6 +323,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         "workloads.get": Route(get_workload, doc="one workload, with provenance and events"),
         "workloads.logs": Route(stream=logs, doc="log lines of a workload's container"),
         "events.list": Route(events, doc="recent events, optionally of one workload"),
+        "history.list": Route(history, doc="recent signed changes: who changed what, when"),
         "workloads.apply": Route(apply, write=True, doc="validate and record workload specs"),
         "workloads.delete": Route(delete, write=True, doc="delete a workload everywhere"),
         "workloads.restart": Route(restart, write=True, doc="restart a workload's container"),
@@ -284,6 +331,30 @@ def build_routes(node: Node) -> dict[str, Route]:
         "workloads.start": Route(start, write=True, doc="re-enable a workload on this node"),
         "overrides.set": Route(set_override, write=True, doc="set a node override"),
         "overrides.remove": Route(remove_override, write=True, doc="remove a node override"),
+    }
+
+
+def _actor(params: Params) -> str | None:
+    actor = params.get(ACTOR_PARAM)
+    return actor if isinstance(actor, str) else None
+
+
+def host_metrics() -> dict[str, Any]:
+    """CPU, memory and load of the host, from /proc (no extra dependency)."""
+    mem: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("MemTotal", "MemAvailable"):
+                    mem[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    return {
+        "cpus": os.cpu_count() or 1,
+        "load_avg": list(os.getloadavg()),
+        "mem_total_bytes": mem.get("MemTotal"),
+        "mem_available_bytes": mem.get("MemAvailable"),
     }
 
 

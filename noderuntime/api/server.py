@@ -24,6 +24,8 @@ from noderuntime.config import check_socket_path
 from noderuntime.errors import ConfigError, NodeRuntimeError, PermissionDeniedError
 
 Params = dict[str, Any]
+# Set by the server after checking a request's "auth"; handlers attribute changes to it.
+ACTOR_PARAM = "_actor"
 Handler = Callable[[Params], Awaitable[Any]]
 StreamHandler = Callable[[Params], AsyncIterator[Any]]
 
@@ -60,10 +62,17 @@ async def _socket_in_use(path: Path) -> bool:
 
 class ApiServer:
     def __init__(
-        self, path: Path, routes: dict[str, Route], *, log: logging.Logger | None = None
+        self,
+        path: Path,
+        routes: dict[str, Route],
+        *,
+        authenticate: Callable[[str, str], str] | None = None,
+        log: logging.Logger | None = None,
     ) -> None:
         self.path = path
         self.routes = routes
+        # (technician, pin) -> principal, raising PermissionDeniedError.
+        self.authenticate = authenticate
         self._log = log or logging.getLogger(__name__)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
@@ -155,6 +164,15 @@ class ApiServer:
             if route.write and uid not in (0, os.getuid()):
                 raise PermissionDeniedError(
                     f"{method} changes the node; run it as root or as the daemon's user"
+                )
+            params = dict(params)
+            auth = params.pop("auth", None)
+            params.pop(ACTOR_PARAM, None)  # only the server may set who acts
+            if auth is not None:
+                if not isinstance(auth, dict) or self.authenticate is None:
+                    raise _BadRequest("auth must be {technician, pin}")
+                params[ACTOR_PARAM] = self.authenticate(
+                    str(auth.get("technician", "")), str(auth.get("pin", ""))
                 )
             if route.stream is not None:
                 async for item in route.stream(params):

@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pycrdt import Doc
 
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
-from noderuntime.crdt.store import LoadedDoc, NewUpdate, StoreStats, UpdateStore
+from noderuntime.crdt.store import LoadedDoc, NewUpdate, StoreStats, StoredUpdate, UpdateStore
 from noderuntime.errors import StoreError
 from noderuntime.identity import Identity
 
@@ -159,8 +160,14 @@ class StateStore:
         """Run a read-only function over one live document (inside this package's callers)."""
         return reader(self._docs[name])
 
-    async def write(self, name: str, mutate: Mutation) -> WriteResult:
-        """Apply ``mutate`` to document ``name`` and return once it is durable."""
+    async def write(
+        self, name: str, mutate: Mutation, *, summary: str = "", on_behalf: str | None = None
+    ) -> WriteResult:
+        """Apply ``mutate`` to document ``name`` and return once it is durable.
+
+        ``summary`` says what changed, for people reading history; ``on_behalf`` names the
+        principal (a technician at the console) the node signs for. Both are signed.
+        """
         doc = self._docs.get(name)
         if doc is None:
             raise StoreError(f"document {name!r} is not held by this node")
@@ -171,12 +178,19 @@ class StateStore:
         if data == EMPTY_UPDATE:
             return WriteResult(name, None, 0)
         ts = self._clock()
+        meta_obj: dict[str, str] = {}
+        if summary:
+            meta_obj["summary"] = summary
+        if on_behalf:
+            meta_obj["onBehalf"] = on_behalf
+        meta = json.dumps(meta_obj, sort_keys=True, separators=(",", ":"))
         update = NewUpdate(
             doc=name,
             data=data,
             author=self._identity.name,
-            signature=self._identity.sign(signing_input(name, data)),
+            signature=self._identity.sign(signing_input(name, data, meta)),
             ts=ts,
+            meta=meta,
         )
         self._pending[name] = self._pending.get(name, 0) + 1
         try:
@@ -213,3 +227,7 @@ class StateStore:
 
     async def store_stats(self) -> StoreStats:
         return await self._store.stats()
+
+    async def history(self, limit: int = 200) -> list[StoredUpdate]:
+        """The newest signed updates of every document (who changed what, when)."""
+        return await self._store.recent(limit)

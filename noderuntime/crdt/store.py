@@ -26,7 +26,7 @@ import aiosqlite
 from noderuntime.errors import StoreCorruptError, StoreError
 
 # Schema version, stored in PRAGMA user_version.
-# 1 (2026-11-25): updates(seq, doc, data, author, signature, ts) + snapshots(doc, upto_seq, data).
+# 1 (2026-11-25): updates(seq, doc, data, author, signature, ts, meta) + snapshots(doc, upto_seq, data).
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS updates (
     data BLOB NOT NULL,
     author TEXT NOT NULL,
     signature BLOB NOT NULL,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -49,13 +50,18 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 @dataclass(frozen=True)
 class NewUpdate:
-    """An update to append: the pycrdt update bytes and who signed them."""
+    """An update to append: the pycrdt update bytes, who signed them, and signed metadata.
+
+    ``meta`` is a JSON object (summary of the change, on whose behalf it was made) covered by
+    the same signature as ``data``.
+    """
 
     doc: str
     data: bytes
     author: str
     signature: bytes
     ts: float
+    meta: str = "{}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class StoredUpdate:
     author: str
     signature: bytes
     ts: float
+    meta: str = "{}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,10 @@ class UpdateStore(abc.ABC):
         ...
 
     @abc.abstractmethod
+    async def recent(self, limit: int) -> list[StoredUpdate]:
+        """The newest ``limit`` updates of every document, newest first."""
+
+    @abc.abstractmethod
     async def stats(self) -> StoreStats: ...
 
 
@@ -149,7 +160,7 @@ class MemoryStore(UpdateStore):
         seqs = []
         for u in updates:
             seq = len(self._updates) + 1
-            self._updates.append(StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts))
+            self._updates.append(StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta))
             seqs.append(seq)
         return seqs
 
@@ -170,6 +181,10 @@ class MemoryStore(UpdateStore):
     async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
         self._check()
         return [u for u in self._updates if u.doc == doc and u.seq > after_seq][:limit]
+
+    async def recent(self, limit: int) -> list[StoredUpdate]:
+        self._check()
+        return list(reversed(self._updates[-limit:])) if limit > 0 else []
 
     async def stats(self) -> StoreStats:
         size = sum(len(u.data) for u in self._updates)
@@ -294,12 +309,12 @@ class SQLiteStore(UpdateStore):
             for p in batch:
                 seqs = []
                 for u in p.updates:
-                    rows.append((next_seq, u.doc, u.data, u.author, u.signature, u.ts))
+                    rows.append((next_seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta))
                     seqs.append(next_seq)
                     next_seq += 1
                 results.append(seqs)
             await db.executemany(
-                "INSERT INTO updates (seq, doc, data, author, signature, ts) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO updates (seq, doc, data, author, signature, ts, meta) VALUES (?,?,?,?,?,?,?)",
                 rows,
             )
             await db.execute("COMMIT")
@@ -319,12 +334,12 @@ class SQLiteStore(UpdateStore):
                 row = await cur.fetchone()
             upto, snap = (int(row[0]), bytes(row[1])) if row else (0, None)
             async with self.db.execute(
-                "SELECT seq, doc, data, author, signature, ts FROM updates "
+                "SELECT seq, doc, data, author, signature, ts, meta FROM updates "
                 "WHERE doc = ? AND seq > ? ORDER BY seq",
                 (doc, upto),
             ) as cur:
                 updates = [
-                    StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]))
+                    StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]), r[6])
                     async for r in cur
                 ]
         except sqlite3.Error as exc:
@@ -350,12 +365,22 @@ class SQLiteStore(UpdateStore):
 
     async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
         async with self.db.execute(
-            "SELECT seq, doc, data, author, signature, ts FROM updates "
+            "SELECT seq, doc, data, author, signature, ts, meta FROM updates "
             "WHERE doc = ? AND seq > ? ORDER BY seq LIMIT ?",
             (doc, after_seq, limit),
         ) as cur:
             return [
-                StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]))
+                StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]), r[6])
+                async for r in cur
+            ]
+
+    async def recent(self, limit: int) -> list[StoredUpdate]:
+        async with self.db.execute(
+            "SELECT seq, doc, data, author, signature, ts, meta FROM updates ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            return [
+                StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]), r[6])
                 async for r in cur
             ]
 

@@ -466,6 +466,10 @@ class Reconciler:
             self.trigger("podman-events-lost")
             await asyncio.sleep(backoff_delay_s(failures, 0.5, RUNTIME_RETRY_MAX_S))
 
+    def note(self, workload: str, kind: str, message: str) -> None:
+        """Record an event that happened outside the loop (e.g. a restart through the API)."""
+        self._event(workload, kind, message)
+
     def _event(self, workload: str, kind: str, message: str) -> None:
         self.events.append(Event(self._clock(), workload, kind, message))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,18 @@ async def test_write_is_signed_and_visible_in_snapshot(tmp_path: Path) -> None:
         assert st.snapshot().fleet.workloads["web"]["image"] == "img"
         (u,) = await st._store.updates_since("fleet", 0)
         assert u.author == "node:n1"
-        assert identity.verify(IDENT.public_bytes, u.signature, signing_input("fleet", u.data))
-        # ...and a signature does not carry over to another document.
-        assert not identity.verify(IDENT.public_bytes, u.signature, signing_input("node/n1", u.data))
+        assert identity.verify(IDENT.public_bytes, u.signature, signing_input("fleet", u.data, u.meta))
+        # ...and a signature does not carry over to another document or other metadata.
+        assert not identity.verify(IDENT.public_bytes, u.signature, signing_input("node/n1", u.data, u.meta))
+        assert not identity.verify(IDENT.public_bytes, u.signature, signing_input("fleet", u.data, "{}x"))
+
+
+async def test_summary_and_on_behalf_are_recorded_and_signed() -> None:
+    async with make(MemoryStore()) as st:
+        await st.write(st.node_doc, put("web"), summary="disable web", on_behalf="technician:ann")
+        (u,) = await st.history(10)
+        assert json.loads(u.meta) == {"summary": "disable web", "onBehalf": "technician:ann"}
+        assert identity.verify(IDENT.public_bytes, u.signature, signing_input(u.doc, u.data, u.meta))
 
 
 async def test_no_op_write_stores_nothing() -> None:

@@ -57,6 +57,16 @@ async def test_signature_and_author_round_trip(store: UpdateStore) -> None:
     assert (u.author, u.signature, u.ts) == ("operator:ann", b"\x01" * 64, 42.5)
 
 
+async def test_recent_is_newest_first_across_docs(store: UpdateStore) -> None:
+    await store.append([upd("a", b"1"), upd("b", b"2"), upd("a", b"3")])
+    assert [u.data for u in await store.recent(2)] == [b"3", b"2"]
+
+
+async def test_meta_round_trips(store: UpdateStore) -> None:
+    await store.append([NewUpdate("d", b"x", "node:a", b"s" * 64, 1.0, '{"summary":"x"}')])
+    assert (await store.load("d")).updates[0].meta == '{"summary":"x"}'
+
+
 async def test_stats_count(store: UpdateStore) -> None:
     await store.append([upd("d", b"x"), upd("e", b"y")])
     stats = await store.stats()

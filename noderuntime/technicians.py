@@ -1,0 +1,136 @@
+"""Technicians known to this node: PIN hashes, checks and lock-out.
+
+A technician at the console proves who they are with a PIN before a state-changing action; the
+node then signs the change on their behalf and records their name with it. PINs are stored as
+scrypt hashes in ``<data_dir>/technicians.json`` (mode 0600) and checked by the daemon only.
+Repeated failures lock the technician out for a growing period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from noderuntime.errors import ConfigError, PermissionDeniedError
+
+TECHNICIANS_FILE = "technicians.json"
+MIN_PIN_LENGTH = 4
+MAX_FAILURES = 5
+LOCKOUT_S = 300.0
+LOCKOUT_MAX_S = 3600.0
+# scrypt cost: ~50 ms here, slow enough to make guessing a 4-digit PIN from a stolen file cost
+# minutes rather than microseconds, fast enough for a person at a console.
+_SCRYPT_N = 2**14
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+_NAME_RE = re.compile(r"^[a-z0-9][-a-z0-9_.]{0,31}$")
+
+
+@dataclass
+class TechnicianRecord:
+    name: str
+    salt: str
+    hash: str
+    failures: int = 0
+    locked_until: float = 0.0
+    lockouts: int = 0
+
+
+def _hash(pin: str, salt: bytes) -> str:
+    return hashlib.scrypt(
+        pin.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    ).hex()
+
+
+def principal(name: str) -> str:
+    return f"technician:{name}"
+
+
+class TechnicianStore:
+    def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = data_dir / TECHNICIANS_FILE
+        self._clock = clock
+
+    def _load(self) -> dict[str, TechnicianRecord]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc}") from exc
+        return {name: TechnicianRecord(**rec) for name, rec in raw.items()}
+
+    def _save(self, records: dict[str, TechnicianRecord]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({n: asdict(r) for n, r in records.items()}, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def names(self) -> list[str]:
+        return sorted(self._load())
+
+    def add(self, name: str, pin: str, *, replace: bool = False) -> None:
+        if not _NAME_RE.match(name):
+            raise ConfigError(
+                f"invalid technician name {name!r}: 1-32 lowercase letters, digits, '-', '_', '.'"
+            )
+        if len(pin) < MIN_PIN_LENGTH or not pin.strip():
+            raise ConfigError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+        records = self._load()
+        if name in records and not replace:
+            raise ConfigError(f"technician {name!r} exists; use --replace to set a new PIN")
+        salt = secrets.token_bytes(16)
+        records[name] = TechnicianRecord(name=name, salt=salt.hex(), hash=_hash(pin, salt))
+        self._save(records)
+
+    def remove(self, name: str) -> bool:
+        records = self._load()
+        if records.pop(name, None) is None:
+            return False
+        self._save(records)
+        return True
+
+    def verify(self, name: str, pin: str) -> str:
+        """Return the technician's principal, or raise PermissionDeniedError."""
+        records = self._load()
+        rec = records.get(name)
+        now = self._clock()
+        if rec is None:
+            # Same message as a wrong PIN: don't tell a guesser which names exist.
+            raise PermissionDeniedError("unknown technician or wrong PIN")
+        if rec.locked_until > now:
+            raise PermissionDeniedError(
+                f"technician {name!r} is locked out for {rec.locked_until - now:.0f}s more after "
+                f"{MAX_FAILURES} wrong PINs; wait, or have root reset it with "
+                f"`noderuntime technician add {name} --replace`"
+            )
+        if hmac.compare_digest(_hash(pin, bytes.fromhex(rec.salt)), rec.hash):
+            if rec.failures or rec.lockouts:
+                rec.failures = 0
+                rec.lockouts = 0
+                self._save(records)
+            return principal(name)
+        rec.failures += 1
+        left = MAX_FAILURES - rec.failures
+        if rec.failures >= MAX_FAILURES:
+            rec.lockouts += 1
+            rec.failures = 0
+            rec.locked_until = now + min(LOCKOUT_MAX_S, LOCKOUT_S * 2 ** (rec.lockouts - 1))
+            self._save(records)
+            raise PermissionDeniedError(
+                f"wrong PIN; technician {name!r} is now locked out for "
+                f"{rec.locked_until - now:.0f}s"
+            )
+        self._save(records)
+        raise PermissionDeniedError(f"unknown technician or wrong PIN ({left} tries left)")

@@ -1,0 +1,225 @@
+"""A real node process, real Podman, real SQLite: the single-node contract end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+from node_harness import NodeProcess, podman, running_node, wait_for, workload_yaml
+
+pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
+
+
+def test_init_creates_private_identity_and_refuses_to_run_twice() -> None:
+    node = NodeProcess()
+    try:
+        node.init()
+        key = node.data_dir / "identity.key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        again = node.cli("init", "--node-id", node.node_id, "--site", "x")
+        assert again.returncode == 1
+        assert "refusing to overwrite" in again.stderr
+        assert node.cli("init", "--node-id", node.node_id, "--site", "x", "--exist-ok").returncode == 0
+        bad = NodeProcess()
+        r = bad.cli("init", "--node-id", "Bad_ID", "--site", "x")
+        assert r.returncode == 1 and "invalid node id" in r.stderr
+        bad.cleanup()
+    finally:
+        node.cleanup()
+
+
+def test_commands_say_plainly_when_the_node_is_not_running() -> None:
+    node = NodeProcess()
+    try:
+        node.init()
+        for args in (["status"], ["get", "workloads"], ["logs", "x"], ["delete", "workload", "x"]):
+            r = node.cli(*args)
+            assert r.returncode == 3, args
+            assert "the node is not running" in r.stderr
+            assert "Traceback" not in r.stderr
+        uninit = NodeProcess()
+        r = uninit.cli("status")
+        assert r.returncode == 1 and "noderuntime init" in r.stderr
+        uninit.cleanup()
+    finally:
+        node.cleanup()
+
+
+def test_apply_runs_workload_and_reports_it() -> None:
+    with running_node() as node:
+        sock = node.data_dir / "api.sock"
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        spec = (
+            "apiVersion: noderuntime/v1\nkind: Workload\n"
+            "metadata: {name: web, labels: {tier: edge}}\n"
+            "spec:\n"
+            "  image: localhost/busybox:1\n"
+            '  command: ["sh", "-c", "echo hello $GREETING; exec httpd -f -p 8080"]\n'
+            "  env: {GREETING: world}\n"
+            "  restartPolicy: always\n"
+        )
+        out = node.apply(spec)
+        assert "workload/web created" in out.stdout
+        w = node.wait_phase("web", "Running")
+        for key in ("name", "phase", "container_id", "restarts", "health", "spec"):
+            assert key in w
+        assert w["restarts"] == 0 and w["spec"]["spec"]["env"] == {"GREETING": "world"}
+        (c,) = node.containers()
+        assert c["Id"].startswith(w["container_id"][:12]) or w["container_id"].startswith(c["Id"][:12])
+        assert c["Labels"]["io.noderuntime.workload"] == "web"
+        assert c["Labels"]["tier"] == "edge"
+
+        logs = wait_for(lambda: (r := node.cli("logs", "web")).returncode == 0 and "hello world" in r.stdout and r,
+                        what="logs")
+        assert "hello world" in logs.stdout
+        table = node.cli("get", "workloads").stdout
+        assert "web" in table and "Running" in table
+        st = node.status()
+        assert st["node"]["id"] == node.node_id
+        assert st["podman"]["connected"] is True
+        assert st["workloads"]["phases"]["Running"] == 1
+        assert st["store"]["updates"] >= 1
+
+        # Applying the same spec changes nothing, not even the container.
+        assert "workload/web unchanged" in node.apply(spec).stdout
+        assert node.workloads()["web"]["container_id"] == w["container_id"]
+
+
+def test_bad_spec_names_field_and_line_and_changes_nothing() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("keep"))
+        before = node.status()["store"]["updates"]
+        bad = (
+            "apiVersion: noderuntime/v1\nkind: Workload\nmetadata: {name: bad}\n"
+            "spec:\n  image: localhost/busybox:1\n  ports:\n    - containerPort: 99999\n"
+        )
+        path = node.data_dir / "bad.yaml"
+        path.write_text(bad)
+        r = node.cli("apply", "-f", str(path))
+        assert r.returncode == 1
+        assert "containerPort" in r.stderr and f"{path}:7" in r.stderr, r.stderr
+        assert "bad" not in node.workloads()
+        assert node.status()["store"]["updates"] == before
+
+
+def test_changed_spec_replaces_container_and_delete_removes_it() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("app", command=["sleep", "1000"]))
+        first = node.wait_phase("app", "Running")
+        out = node.apply(workload_yaml("app", command=["sleep", "2000"]))
+        assert "configured" in out.stdout
+        second = wait_for(
+            lambda: (w := node.workloads()["app"])["phase"] == "Running"
+            and w["container_id"] != first["container_id"] and w,
+            what="replacement container",
+        )
+        assert second["spec_hash"] != first["spec_hash"]
+        assert len(node.containers()) == 1
+        node.cli("delete", "workload", "app", check=True)
+        wait_for(lambda: not node.containers(), what="container removed")
+        assert "app" not in node.workloads()
+        r = node.cli("delete", "workload", "app")
+        assert r.returncode == 1 and "no workload" in r.stderr
+
+
+def test_restarted_node_adopts_running_containers() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("steady"))
+        w = node.wait_phase("steady", "Running")
+        assert node.stop() == 0
+        # Workloads keep running without the node.
+        (c,) = node.containers()
+        assert c["State"] == "running"
+        node.start()
+        again = node.wait_phase("steady", "Running")
+        assert again["container_id"] == w["container_id"]
+        assert again["restarts"] == 0
+        (c2,) = node.containers()
+        assert c2["StartedAt"] == c["StartedAt"]
+
+
+def test_crash_loop_backs_off_and_counts_restarts() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("crashy", command=["sh", "-c", "echo boom; exit 3"]))
+        w = wait_for(lambda: (w := node.workloads()["crashy"])["restarts"] >= 3 and w, timeout=90,
+                     what="three restarts")
+        assert w["restarts"] >= 3
+        seen_backoff = wait_for(
+            lambda: (w := node.workloads()["crashy"])["phase"] == "Failed"
+            and "CrashLoopBackOff" in w["message"] and w,
+            timeout=60,
+            what="CrashLoopBackOff phase",
+        )
+        assert seen_backoff["exit_code"] == 3
+        events = json.loads(node.cli("events", "--workload", "crashy", "-o", "json", check=True).stdout)
+        assert any(e["kind"] == "restarted" for e in events)
+
+
+def test_on_failure_and_never_policies() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("done", command=["true"], restart="on-failure"))
+        node.apply(workload_yaml("once", command=["sh", "-c", "exit 4"], restart="never"))
+        d = node.wait_phase("done", "Stopped")
+        assert d["restarts"] == 0 and d["exit_code"] == 0
+        o = node.wait_phase("once", "Failed")
+        assert o["restarts"] == 0 and o["exit_code"] == 4
+
+
+def test_stop_and_start_through_node_override() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("svc"))
+        w = node.wait_phase("svc", "Running")
+        node.cli("stop", "svc", check=True)
+        s = node.wait_phase("svc", "Stopped")
+        assert s["container_id"] == w["container_id"]
+        assert node.containers()[0]["State"] in ("exited", "stopped")
+        node.cli("start", "svc", check=True)
+        again = node.wait_phase("svc", "Running")
+        assert again["container_id"] == w["container_id"]
+
+
+def test_missing_image_is_reported_and_recovers_when_image_arrives() -> None:
+    image = f"localhost/nr-missing-{os.getpid()}:1"
+    with running_node() as node:
+        node.apply(workload_yaml("late", image=image))
+        w = node.wait_phase("late", "Pending")
+        wait_for(lambda: "not on this host" in node.workloads()["late"]["message"], what="image message")
+        assert node.status()["podman"]["connected"]
+        podman("tag", "localhost/busybox:1", image)
+        try:
+            w = node.wait_phase("late", "Running", timeout=90)
+            assert w["container_id"]
+        finally:
+            node.cli("delete", "workload", "late")
+            wait_for(lambda: not node.containers(), what="removed")
+            podman("rmi", image, check=False)
+
+
+def test_two_nodes_on_one_podman_never_touch_each_other() -> None:
+    with running_node() as a, running_node() as b:
+        a.apply(workload_yaml("same"))
+        b.apply(workload_yaml("same"))
+        wa = a.wait_phase("same", "Running")
+        wb = b.wait_phase("same", "Running")
+        assert wa["container_id"] != wb["container_id"]
+        a.cli("delete", "workload", "same", check=True)
+        wait_for(lambda: not a.containers(), what="a's container removed")
+        assert b.workloads()["same"]["phase"] == "Running"
+        assert [c["Id"][:12] for c in b.containers()] == [wb["container_id"][:12]]
+
+
+def test_sigint_also_stops_cleanly() -> None:
+    import signal
+
+    with running_node() as node:
+        assert node.stop(signal.SIGINT) == 0
+        assert "Traceback" not in node.log()
+        assert not (node.data_dir / "api.sock").exists()
+
+
+def test_cli_version() -> None:
+    r = subprocess.run([*__import__("node_harness").CLI, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("noderuntime ")
