@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-from noderuntime import __version__
 from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -136,12 +135,17 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return resolve_data_dir(args.data_dir)
 
 
+def _config_file(args: argparse.Namespace) -> Path | None:
+    value = args.config or os.environ.get("NODERUNTIME_CONFIG")
+    return Path(value).expanduser().absolute() if value else None
+
+
 def _client(args: argparse.Namespace) -> Any:
     from noderuntime.api.client import ApiClient
     from noderuntime.config import NodePaths, load_config
 
     data_dir = _data_dir(args)
-    config = load_config(data_dir)
+    config = load_config(data_dir, _config_file(args))
     return ApiClient(NodePaths(data_dir, config).api_socket)
 
 
@@ -168,7 +172,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from noderuntime.errors import AlreadyInitializedError
 
     data_dir = _data_dir(args)
-    paths = NodePaths(data_dir)
+    config_file = _config_file(args)
+    paths = NodePaths(data_dir, config_file=config_file)
     if paths.config_file.exists() or paths.identity_file.exists():
         if args.exist_ok and paths.config_file.exists():
             print(f"node already initialised in {data_dir}; leaving it as it is")
@@ -184,14 +189,15 @@ def cmd_init(args: argparse.Namespace) -> int:
         role=Role(args.role),
         labels=parse_label_args(args.label or []),
         podman_socket=args.podman_socket,
+        api_socket=args.api_socket,
     )
-    paths = NodePaths(data_dir, config)
+    paths = NodePaths(data_dir, config, config_file=config_file)
     check_socket_path(paths.api_socket)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
     ident = identity.generate(node_principal(config.node_id))
     identity.save_key(paths.identity_file, ident)
-    save_config(data_dir, config)
+    save_config(paths.config_file, config)
     print(f"initialised node {config.node_id} (site {config.site}) in {data_dir}")
     print(f"identity {ident.key_id}; start it with `noderuntime --data-dir {data_dir} run`")
     return EXIT_OK
@@ -202,14 +208,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from noderuntime.daemon import run_forever
 
     data_dir = _data_dir(args)
-    config = load_config(data_dir)
+    config = load_config(data_dir, _config_file(args))
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    run_forever(data_dir, config, logging.getLogger("noderuntime"))
+    run_forever(data_dir, config, logging.getLogger("noderuntime"), config_file=_config_file(args))
     return EXIT_OK
 
 
@@ -337,7 +343,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         from noderuntime.config import NodePaths, load_config
 
-        config = load_config(data_dir)
+        config = load_config(data_dir, _config_file(args))
         if config.podman_socket:
             socket_path = str(NodePaths(data_dir, config).podman_socket(config))
     except NodeRuntimeError:
@@ -355,7 +361,7 @@ def cmd_technician(args: argparse.Namespace) -> int:
     from noderuntime.technicians import TechnicianStore
 
     data_dir = _data_dir(args)
-    load_config(data_dir)  # refuses clearly on an uninitialised dir
+    load_config(data_dir, _config_file(args))  # refuses clearly on an uninitialised dir
     store = TechnicianStore(data_dir)
     if args.tech_cmd == "list":
         for name in store.names():
@@ -380,8 +386,19 @@ def cmd_technician(args: argparse.Namespace) -> int:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"noderuntime {__version__}")
+    from noderuntime.version import version_report
+
+    print(version_report())
     return EXIT_OK
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from noderuntime.config import NodePaths, load_config
+    from tui.app import run_tui
+
+    data_dir = _data_dir(args)
+    config = load_config(data_dir, _config_file(args))
+    return run_tui(NodePaths(data_dir, config).api_socket)
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -395,13 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
         "else /var/lib/noderuntime.",
     )
     p.add_argument("--data-dir", help="the node's data directory")
-    p.add_argument("--version", action="version", version=f"noderuntime {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--config", help="node config file (default: <data-dir>/node.yaml; "
+                   "env NODERUNTIME_CONFIG)")
+    p.add_argument("--version", action="store_true", help="print versions and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def out(sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("table", "json", "yaml")) -> None:
         sp.add_argument("-o", "--output", choices=choices, default=choices[0])
 
     s = sub.add_parser("init", help="create a node: config and identity key")
+    s.add_argument("--api-socket", help="control socket path (default: <data-dir>/api.sock)")
     s.add_argument("--node-id", required=True)
     s.add_argument("--site", required=True)
     s.add_argument("--role", choices=["node", "hub"], default="node")
@@ -493,7 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     out(s, ("table", "json"))
     s.set_defaults(func=cmd_doctor)
 
-    s = sub.add_parser("version", help="print the version")
+    s = sub.add_parser("tui", help="the technician console (a terminal UI)")
+    s.set_defaults(func=cmd_tui)
+
+    s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)
     return p
 
@@ -501,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.version:
+        return cmd_version(args)
+    if not args.command:
+        parser.print_usage(sys.stderr)
+        print("noderuntime: error: a COMMAND is required", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.func(args))
     except DaemonNotRunningError as exc:

@@ -9,7 +9,9 @@ The data directory holds everything a node owns:
     <data_dir>/podman.sock    Podman API, when the node supervises its own podman service
 
 The data directory comes from ``--data-dir``, else ``$NODERUNTIME_HOME``, else
-``/var/lib/noderuntime`` (read at call time, never at import time).
+``/var/lib/noderuntime`` (read at call time, never at import time). The config file may live
+elsewhere (``--config`` / ``$NODERUNTIME_CONFIG``, e.g. /etc/noderuntime/node.yaml) and the
+control socket too (``apiSocket``, e.g. /run/noderuntime/api.sock).
 """
 
 from __future__ import annotations
@@ -137,9 +139,11 @@ class NodeConfig(BaseModel):
 class NodePaths:
     """Where a node's files live. Paths are passed around, never hidden in class attributes."""
 
-    def __init__(self, data_dir: Path, config: NodeConfig | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, config: NodeConfig | None = None, *, config_file: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
-        self.config_file = data_dir / CONFIG_FILE
+        self.config_file = config_file or data_dir / CONFIG_FILE
         self.identity_file = data_dir / IDENTITY_FILE
         self.state_db = data_dir / STATE_DB_FILE
         api = config.api_socket if config and config.api_socket else None
@@ -158,13 +162,13 @@ def check_socket_path(path: Path) -> None:
         )
 
 
-def load_config(data_dir: Path) -> NodeConfig:
-    path = data_dir / CONFIG_FILE
+def load_config(data_dir: Path, config_file: Path | None = None) -> NodeConfig:
+    path = config_file or data_dir / CONFIG_FILE
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise NotInitializedError(
-            f"no node in {data_dir}: run `noderuntime init --node-id ID --site SITE` first "
+            f"no node config at {path}: run `noderuntime init --node-id ID --site SITE` first "
             "(or point --data-dir / NODERUNTIME_HOME at an initialised node)"
         ) from None
     except OSError as exc:
@@ -184,8 +188,8 @@ def load_config(data_dir: Path) -> NodeConfig:
         raise ConfigError(f"{path} is invalid: {problems}") from exc
 
 
-def save_config(data_dir: Path, config: NodeConfig) -> None:
-    path = data_dir / CONFIG_FILE
+def save_config(path: Path, config: NodeConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
         "# noderuntime node configuration (see docs/operations.md)\n"

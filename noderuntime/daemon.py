@@ -39,9 +39,16 @@ def node_principal(node_id: str) -> str:
 class Node:
     """One running node. Constructing it starts nothing; :meth:`run` does."""
 
-    def __init__(self, data_dir: Path, config: NodeConfig, *, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        config: NodeConfig,
+        *,
+        log: logging.Logger | None = None,
+        config_file: Path | None = None,
+    ) -> None:
         self.config = config
-        self.paths = NodePaths(data_dir, config)
+        self.paths = NodePaths(data_dir, config, config_file=config_file)
         self.log = log or logging.getLogger("noderuntime")
         self.started_at = time.time()
         self.identity: Identity | None = None
@@ -138,7 +145,9 @@ class Node:
             await self.state.write(self.state.node_doc, lambda doc: schema.put_info(doc, info))
 
 
-def run_forever(data_dir: Path, config: NodeConfig, log: logging.Logger) -> None:
+def run_forever(
+    data_dir: Path, config: NodeConfig, log: logging.Logger, *, config_file: Path | None = None
+) -> None:
     """Run the node until SIGTERM/SIGINT."""
 
     async def main() -> None:
@@ -146,6 +155,6 @@ def run_forever(data_dir: Path, config: NodeConfig, log: logging.Logger) -> None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Node(data_dir, config, log=log).run(stop)
+        await Node(data_dir, config, log=log, config_file=config_file).run(stop)
 
     asyncio.run(main())
