@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -75,7 +76,9 @@ def render_workloads(views: list[dict[str, Any]]) -> str:
                 v.get("message") or "",
             ]
         )
-    return table(["NAME", "PHASE", "HEALTH", "RESTARTS", "CONTAINER", "SINCE", "IMAGE", "MESSAGE"], rows)
+    return table(
+        ["NAME", "PHASE", "HEALTH", "RESTARTS", "CONTAINER", "SINCE", "IMAGE", "MESSAGE"], rows
+    )
 
 
 def render_status(s: dict[str, Any]) -> str:
@@ -92,7 +95,8 @@ def render_status(s: dict[str, Any]) -> str:
         + (f", supervised, {pm['service_restarts']} restarts" if pm["supervised"] else "")
         + ")",
         f"Workloads:  {wl['desired']} desired; {phases}",
-        f"Reconciler: {s['reconciler']['passes']} passes, last {age(s['reconciler']['last_pass_at'])} ago, "
+        f"Reconciler: {s['reconciler']['passes']} passes, "
+        f"last {age(s['reconciler']['last_pass_at'])} ago, "
         + ("converged" if s["reconciler"]["converged"] else "converging"),
     ]
     if wl.get("invalid"):
@@ -274,10 +278,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
-    except KeyboardInterrupt:
-        pass
     return EXIT_OK
 
 
@@ -293,8 +295,13 @@ def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
 def cmd_override(args: argparse.Namespace) -> int:
     if args.override_cmd == "set":
         value = yaml.safe_load(args.value)
-        r = _call(args, "overrides.set", {"workload": args.workload, "field": args.field, "value": value})
-        print(f"workload/{r['workload']} override {r['field']}={json.dumps(r['value'])} set on this node")
+        r = _call(
+            args, "overrides.set", {"workload": args.workload, "field": args.field, "value": value}
+        )
+        print(
+            f"workload/{r['workload']} override {r['field']}={json.dumps(r['value'])} "
+            "set on this node"
+        )
     else:
         _call(args, "overrides.remove", {"workload": args.workload, "field": args.field})
         print(f"workload/{args.workload} override {args.field} removed")
@@ -393,8 +400,9 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from noderuntime.config import NodePaths, load_config
     from tui.app import run_tui
+
+    from noderuntime.config import NodePaths, load_config
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))
@@ -412,12 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
         "else /var/lib/noderuntime.",
     )
     p.add_argument("--data-dir", help="the node's data directory")
-    p.add_argument("--config", help="node config file (default: <data-dir>/node.yaml; "
-                   "env NODERUNTIME_CONFIG)")
+    p.add_argument(
+        "--config", help="node config file (default: <data-dir>/node.yaml; env NODERUNTIME_CONFIG)"
+    )
     p.add_argument("--version", action="store_true", help="print versions and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def out(sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("table", "json", "yaml")) -> None:
+    def out(
+        sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("table", "json", "yaml")
+    ) -> None:
         sp.add_argument("-o", "--output", choices=choices, default=choices[0])
 
     s = sub.add_parser("init", help="create a node: config and identity key")
@@ -473,8 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(verb, help=helptext)
         s.add_argument("name")
-        s.set_defaults(func=cmd_action(method, {"restart": "restarted", "stop": "stopped",
-                                                 "start": "started"}[verb]))
+        s.set_defaults(
+            func=cmd_action(
+                method, {"restart": "restarted", "stop": "stopped", "start": "started"}[verb]
+            )
+        )
 
     s = sub.add_parser("override", help="set or remove a node-local override")
     osub = s.add_subparsers(dest="override_cmd", required=True)

@@ -45,7 +45,9 @@ COMPACT_EVERY_UPDATES = 1000
 MAX_SOCKET_PATH_BYTES = 107
 
 _ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
-_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
@@ -78,7 +80,8 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
             raise ConfigError(f"invalid label key {key!r}: use letters, digits, '-', '_', '.'")
         if not _LABEL_VALUE_RE.match(value):
             raise ConfigError(
-                f"invalid value {value!r} for label {key!r}: at most 63 letters, digits, '-', '_', '.'"
+                f"invalid value {value!r} for label {key!r}: "
+                "at most 63 letters, digits, '-', '_', '.'"
             )
     return labels
 
@@ -107,15 +110,21 @@ class NodeConfig(BaseModel):
     podman_bin: str = Field(default="podman", alias="podmanBin")
     # None: <data_dir>/api.sock.
     api_socket: str | None = Field(default=None, alias="apiSocket")
-    reconcile_interval_s: float = Field(default=RECONCILE_INTERVAL_S, alias="reconcileIntervalSeconds", gt=0)
+    reconcile_interval_s: float = Field(
+        default=RECONCILE_INTERVAL_S, alias="reconcileIntervalSeconds", gt=0
+    )
     crash_backoff_initial_s: float = Field(
         default=CRASH_BACKOFF_INITIAL_S, alias="crashBackoffInitialSeconds", gt=0
     )
-    crash_backoff_max_s: float = Field(default=CRASH_BACKOFF_MAX_S, alias="crashBackoffMaxSeconds", gt=0)
+    crash_backoff_max_s: float = Field(
+        default=CRASH_BACKOFF_MAX_S, alias="crashBackoffMaxSeconds", gt=0
+    )
     crash_backoff_reset_s: float = Field(
         default=CRASH_BACKOFF_RESET_S, alias="crashBackoffResetSeconds", gt=0
     )
-    compact_every_updates: int = Field(default=COMPACT_EVERY_UPDATES, alias="compactEveryUpdates", ge=10)
+    compact_every_updates: int = Field(
+        default=COMPACT_EVERY_UPDATES, alias="compactEveryUpdates", ge=10
+    )
 
     @field_validator("node_id")
     @classmethod

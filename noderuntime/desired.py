@@ -195,7 +195,10 @@ def _merge_overrides(
             try:
                 current = workload_from_dict(candidate)
             except SpecError as exc:
-                problems.append(f"{source} override {path!r} ignored: {exc.problems[0].message if exc.problems else exc}")
+                problems.append(
+                    f"{source} override {path!r} ignored: "
+                    f"{exc.problems[0].message if exc.problems else exc}"
+                )
                 continue
             doc = candidate
             provenance[path] = source

@@ -22,7 +22,11 @@ def workload_view(
     invalid_reason: str | None = None,
     stored_spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    spec: Any = canonical_dict(desired.workload) if desired else (dict(stored_spec) if stored_spec else None)
+    spec: Any = (
+        canonical_dict(desired.workload)
+        if desired
+        else (dict(stored_spec) if stored_spec else None)
+    )
     view: dict[str, Any] = {
         "name": name,
         "phase": status.phase if status else "Pending",

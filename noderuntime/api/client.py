@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, decode, encode
-from noderuntime.errors import ApiError, DaemonNotRunningError, SpecError
-from noderuntime.errors import FieldProblem
+from noderuntime.errors import ApiError, DaemonNotRunningError, FieldProblem, SpecError
 
 
 def _error_from(payload: dict[str, Any]) -> Exception:
@@ -60,7 +59,9 @@ class ApiClient:
                 f"no permission to use {self.socket_path}; run this as root"
             ) from exc
         except OSError as exc:
-            raise DaemonNotRunningError(f"cannot reach the node at {self.socket_path}: {exc}") from exc
+            raise DaemonNotRunningError(
+                f"cannot reach the node at {self.socket_path}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -83,7 +84,9 @@ class ApiClient:
             req_id = next(self._ids)
             try:
                 self._writer.write(
-                    encode({"v": API_VERSION, "id": req_id, "method": method, "params": params or {}})
+                    encode(
+                        {"v": API_VERSION, "id": req_id, "method": method, "params": params or {}}
+                    )
                 )
                 await self._writer.drain()
                 line = await asyncio.wait_for(self._reader.readline(), timeout=self.timeout_s)
@@ -107,7 +110,9 @@ class ApiClient:
         """Items of a streaming method, on a connection of its own."""
         reader, writer = await self._connect()
         try:
-            writer.write(encode({"v": API_VERSION, "id": 1, "method": method, "params": params or {}}))
+            writer.write(
+                encode({"v": API_VERSION, "id": 1, "method": method, "params": params or {}})
+            )
             await writer.drain()
             while True:
                 line = await reader.readline()

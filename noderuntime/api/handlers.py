@@ -187,12 +187,16 @@ def build_routes(node: Node) -> dict[str, Route]:
         _, rec = parts()
         desired = rec.desired
         if desired is None or name not in desired.workloads:
-            raise NotFoundError(f"no workload {name!r} on this node; see `noderuntime get workloads`")
+            raise NotFoundError(
+                f"no workload {name!r} on this node; see `noderuntime get workloads`"
+            )
         want = desired.workloads[name].spec_hash
         cands = [c for c in rec.observed if c.workload == name]
         cands.sort(key=lambda c: (c.spec_hash != want, c.state is not ContainerState.RUNNING))
         if not cands:
-            raise NotFoundError(f"workload {name!r} has no container yet; see `noderuntime get workloads`")
+            raise NotFoundError(
+                f"workload {name!r} has no container yet; see `noderuntime get workloads`"
+            )
         return cands[0]
 
     async def logs(params: Params) -> AsyncIterator[str]:
@@ -200,7 +204,9 @@ def build_routes(node: Node) -> dict[str, Route]:
         follow = bool(params.get("follow", False))
         tail = params.get("tail")
         if tail is not None and (not isinstance(tail, int) or tail < 0 or tail > MAX_LOG_TAIL):
-            raise ApiError(f"tail must be an integer between 0 and {MAX_LOG_TAIL}", code="bad_request")
+            raise ApiError(
+                f"tail must be an integer between 0 and {MAX_LOG_TAIL}", code="bad_request"
+            )
         container = kept_container(name)
         assert node.runtime is not None
         async for line in node.runtime.logs(container.id, follow=follow, tail=tail):
@@ -266,7 +272,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         workload = _str_param(params, "workload", required=False)
         out = [e.to_dict() for e in rec.events if not workload or e.workload == workload]
         limit = params.get("limit", 200)
-        return out[-int(limit):] if isinstance(limit, int) and limit > 0 else out
+        return out[-int(limit) :] if isinstance(limit, int) and limit > 0 else out
 
     async def history(params: Params) -> list[dict[str, Any]]:
         state, _ = parts()
@@ -319,7 +325,9 @@ def build_routes(node: Node) -> dict[str, Route]:
 
     return {
         "node.status": Route(status, doc="node, store, Podman and workload summary"),
-        "workloads.list": Route(list_workloads, doc="every workload with desired and observed state"),
+        "workloads.list": Route(
+            list_workloads, doc="every workload with desired and observed state"
+        ),
         "workloads.get": Route(get_workload, doc="one workload, with provenance and events"),
         "workloads.logs": Route(stream=logs, doc="log lines of a workload's container"),
         "events.list": Route(events, doc="recent events, optionally of one workload"),

@@ -119,9 +119,17 @@ class ApiServer:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await self._send(writer, {"id": None, "ok": False, "error": {
-                        "code": "bad_request",
-                        "message": f"request larger than {MAX_MESSAGE_BYTES} bytes"}})
+                    await self._send(
+                        writer,
+                        {
+                            "id": None,
+                            "ok": False,
+                            "error": {
+                                "code": "bad_request",
+                                "message": f"request larger than {MAX_MESSAGE_BYTES} bytes",
+                            },
+                        },
+                    )
                     return
                 if not line:
                     return
@@ -188,14 +196,21 @@ class ApiServer:
             await self._send(writer, {"id": req_id, "ok": False, "error": exc.to_dict()})
         except _BadRequest as exc:
             await self._send(
-                writer, {"id": req_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
+                writer,
+                {"id": req_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}},
             )
         except Exception as exc:
             self._log.exception("control API handler failed")
             await self._send(
                 writer,
-                {"id": req_id, "ok": False, "error": {
-                    "code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"}},
+                {
+                    "id": req_id,
+                    "ok": False,
+                    "error": {
+                        "code": "internal",
+                        "message": f"internal error: {type(exc).__name__}: {exc}",
+                    },
+                },
             )
 
 

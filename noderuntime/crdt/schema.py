@@ -116,11 +116,12 @@ class StateSnapshot:
     node: NodeView
 
 
-def _map(doc: Doc, name: str) -> Map:
-    return doc.get(name, type=Map)
+def _map(doc: Doc[Any], name: str) -> Map[Any]:
+    m: Map[Any] = doc.get(name, type=Map)
+    return m
 
 
-def _json_entries(doc: Doc, name: str) -> dict[str, Any]:
+def _json_entries(doc: Doc[Any], name: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in _map(doc, name).items():
         try:
@@ -131,7 +132,7 @@ def _json_entries(doc: Doc, name: str) -> dict[str, Any]:
     return out
 
 
-def _overrides(doc: Doc) -> dict[str, dict[str, Any]]:
+def _overrides(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, value in _json_entries(doc, OVERRIDES).items():
         workload, sep, field_path = key.partition("/")
@@ -140,7 +141,7 @@ def _overrides(doc: Doc) -> dict[str, dict[str, Any]]:
     return out
 
 
-def read_fleet(doc: Doc) -> FleetView:
+def read_fleet(doc: Doc[Any]) -> FleetView:
     workloads = {k: v for k, v in _json_entries(doc, WORKLOADS).items() if isinstance(v, dict)}
     locks: dict[str, frozenset[str]] = {}
     for k, v in _json_entries(doc, LOCKS).items():
@@ -149,11 +150,11 @@ def read_fleet(doc: Doc) -> FleetView:
     return FleetView(workloads=workloads, locks=locks)
 
 
-def read_site(doc: Doc) -> dict[str, dict[str, Any]]:
+def read_site(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
     return _overrides(doc)
 
 
-def read_node(doc: Doc) -> NodeView:
+def read_node(doc: Doc[Any]) -> NodeView:
     status: dict[str, StatusRecord] = {}
     for key, raw in _map(doc, STATUS).items():
         try:
@@ -161,17 +162,19 @@ def read_node(doc: Doc) -> NodeView:
         except (TypeError, ValueError, KeyError):
             log.warning("skipping unreadable status entry %r", key)
     info = _json_entries(doc, INFO).get("node", {})
-    return NodeView(overrides=_overrides(doc), status=status, info=info if isinstance(info, dict) else {})
+    return NodeView(
+        overrides=_overrides(doc), status=status, info=info if isinstance(info, dict) else {}
+    )
 
 
 # --- named mutations: each runs inside the caller's transaction ------------------------------
 
 
-def put_workload(doc: Doc, name: str, canonical: Mapping[str, Any]) -> None:
+def put_workload(doc: Doc[Any], name: str, canonical: Mapping[str, Any]) -> None:
     _map(doc, WORKLOADS)[name] = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
 
 
-def delete_workload(doc: Doc, name: str) -> bool:
+def delete_workload(doc: Doc[Any], name: str) -> bool:
     workloads = _map(doc, WORKLOADS)
     if name in workloads:
         del workloads[name]
@@ -179,11 +182,11 @@ def delete_workload(doc: Doc, name: str) -> bool:
     return False
 
 
-def has_workload(doc: Doc, name: str) -> bool:
+def has_workload(doc: Doc[Any], name: str) -> bool:
     return name in _map(doc, WORKLOADS)
 
 
-def set_lock(doc: Doc, workload: str, fields: list[str]) -> None:
+def set_lock(doc: Doc[Any], workload: str, fields: list[str]) -> None:
     locks = _map(doc, LOCKS)
     if fields:
         locks[workload] = json.dumps(sorted(set(fields)))
@@ -191,11 +194,11 @@ def set_lock(doc: Doc, workload: str, fields: list[str]) -> None:
         del locks[workload]
 
 
-def set_override(doc: Doc, workload: str, field_path: str, value: Any) -> None:
+def set_override(doc: Doc[Any], workload: str, field_path: str, value: Any) -> None:
     _map(doc, OVERRIDES)[override_key(workload, field_path)] = json.dumps(value, sort_keys=True)
 
 
-def remove_override(doc: Doc, workload: str, field_path: str) -> bool:
+def remove_override(doc: Doc[Any], workload: str, field_path: str) -> bool:
     overrides = _map(doc, OVERRIDES)
     key = override_key(workload, field_path)
     if key in overrides:
@@ -204,15 +207,15 @@ def remove_override(doc: Doc, workload: str, field_path: str) -> bool:
     return False
 
 
-def put_status(doc: Doc, name: str, record: StatusRecord) -> None:
+def put_status(doc: Doc[Any], name: str, record: StatusRecord) -> None:
     _map(doc, STATUS)[name] = record.to_json()
 
 
-def delete_status(doc: Doc, name: str) -> None:
+def delete_status(doc: Doc[Any], name: str) -> None:
     status = _map(doc, STATUS)
     if name in status:
         del status[name]
 
 
-def put_info(doc: Doc, info: Mapping[str, Any]) -> None:
+def put_info(doc: Doc[Any], info: Mapping[str, Any]) -> None:
     _map(doc, INFO)["node"] = json.dumps(info, sort_keys=True)

@@ -19,17 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from typing import Any
+
 from pycrdt import Doc
 
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
-from noderuntime.crdt.store import LoadedDoc, NewUpdate, StoreStats, StoredUpdate, UpdateStore
+from noderuntime.crdt.store import LoadedDoc, NewUpdate, StoredUpdate, StoreStats, UpdateStore
 from noderuntime.errors import StoreError
 from noderuntime.identity import Identity
 
 EMPTY_UPDATE = b"\x00\x00"
 
-Mutation = Callable[[Doc], None]
+Mutation = Callable[[Doc[Any]], None]
 Listener = Callable[[], None]
 
 
@@ -40,7 +42,7 @@ class WriteResult:
     size_bytes: int
 
 
-def apply_update_safely(doc: Doc, data: bytes) -> str | None:
+def apply_update_safely(doc: Doc[Any], data: bytes) -> str | None:
     """Apply ``data`` to ``doc``; return an error description instead of raising.
 
     pycrdt raises ValueError/RuntimeError on bad input and, from its Rust core, a
@@ -79,7 +81,7 @@ class StateStore:
         self._compact_every = compact_every
         self._log = log or logging.getLogger(__name__)
         self._clock = clock
-        self._docs: dict[str, Doc] = {}
+        self._docs: dict[str, Doc[Any]] = {}
         self._listeners: list[Listener] = []
         self._generation = 0
         self._snapshot: schema.StateSnapshot | None = None
@@ -124,7 +126,7 @@ class StateStore:
 
     async def _load(self, name: str) -> None:
         loaded: LoadedDoc = await self._store.load(name)
-        doc = Doc()
+        doc: Doc[Any] = Doc()
         if loaded.snapshot is not None:
             err = apply_update_safely(doc, loaded.snapshot)
             if err:
@@ -156,7 +158,7 @@ class StateStore:
             )
         return self._snapshot
 
-    def read(self, name: str, reader: Callable[[Doc], object]) -> object:
+    def read(self, name: str, reader: Callable[[Doc[Any]], object]) -> object:
         """Run a read-only function over one live document (inside this package's callers)."""
         return reader(self._docs[name])
 

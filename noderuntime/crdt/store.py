@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ import aiosqlite
 from noderuntime.errors import StoreCorruptError, StoreError
 
 # Schema version, stored in PRAGMA user_version.
-# 1 (2026-11-25): updates(seq, doc, data, author, signature, ts, meta) + snapshots(doc, upto_seq, data).
+# 1 (2026-11-25): updates(seq, doc, data, author, signature, ts, meta)
+#                 + snapshots(doc, upto_seq, data).
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -126,8 +128,9 @@ class UpdateStore(abc.ABC):
         """Replace ``doc``'s snapshot with ``data``, which must cover the log up to ``upto_seq``."""
 
     @abc.abstractmethod
-    async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
-        ...
+    async def updates_since(
+        self, doc: str, after_seq: int, limit: int = 10_000
+    ) -> list[StoredUpdate]: ...
 
     @abc.abstractmethod
     async def recent(self, limit: int) -> list[StoredUpdate]:
@@ -160,7 +163,9 @@ class MemoryStore(UpdateStore):
         seqs = []
         for u in updates:
             seq = len(self._updates) + 1
-            self._updates.append(StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta))
+            self._updates.append(
+                StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta)
+            )
             seqs.append(seq)
         return seqs
 
@@ -178,7 +183,9 @@ class MemoryStore(UpdateStore):
         self._check()
         self._snapshots[doc] = (upto_seq, data)
 
-    async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
+    async def updates_since(
+        self, doc: str, after_seq: int, limit: int = 10_000
+    ) -> list[StoredUpdate]:
         self._check()
         return [u for u in self._updates if u.doc == doc and u.seq > after_seq][:limit]
 
@@ -188,7 +195,9 @@ class MemoryStore(UpdateStore):
 
     async def stats(self) -> StoreStats:
         size = sum(len(u.data) for u in self._updates)
-        return StoreStats(":memory:", len(self._updates), len(self._snapshots), size, SCHEMA_VERSION)
+        return StoreStats(
+            ":memory:", len(self._updates), len(self._snapshots), size, SCHEMA_VERSION
+        )
 
 
 @dataclass
@@ -314,15 +323,14 @@ class SQLiteStore(UpdateStore):
                     next_seq += 1
                 results.append(seqs)
             await db.executemany(
-                "INSERT INTO updates (seq, doc, data, author, signature, ts, meta) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO updates (seq, doc, data, author, signature, ts, meta) "
+                "VALUES (?,?,?,?,?,?,?)",
                 rows,
             )
             await db.execute("COMMIT")
         except BaseException:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             raise
         return results
 
@@ -363,7 +371,9 @@ class SQLiteStore(UpdateStore):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write snapshot of {doc!r}: {exc}") from exc
 
-    async def updates_since(self, doc: str, after_seq: int, limit: int = 10_000) -> list[StoredUpdate]:
+    async def updates_since(
+        self, doc: str, after_seq: int, limit: int = 10_000
+    ) -> list[StoredUpdate]:
         async with self.db.execute(
             "SELECT seq, doc, data, author, signature, ts, meta FROM updates "
             "WHERE doc = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -376,7 +386,8 @@ class SQLiteStore(UpdateStore):
 
     async def recent(self, limit: int) -> list[StoredUpdate]:
         async with self.db.execute(
-            "SELECT seq, doc, data, author, signature, ts, meta FROM updates ORDER BY seq DESC LIMIT ?",
+            "SELECT seq, doc, data, author, signature, ts, meta FROM updates "
+            "ORDER BY seq DESC LIMIT ?",
             (limit,),
         ) as cur:
             return [
@@ -391,9 +402,14 @@ class SQLiteStore(UpdateStore):
         async with self.db.execute("SELECT COUNT(*) FROM snapshots") as cur:
             row = await cur.fetchone()
         n_snaps = int(row[0]) if row else 0
-        size = 0
-        for suffix in ("", "-wal"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                size += p.stat().st_size
+        size = await asyncio.to_thread(_db_size, self.path)
         return StoreStats(str(self.path), n_updates, n_snaps, size, SCHEMA_VERSION)
+
+
+def _db_size(path: Path) -> int:
+    size = 0
+    for suffix in ("", "-wal"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            size += p.stat().st_size
+    return size

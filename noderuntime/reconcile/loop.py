@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -81,7 +82,12 @@ class Event:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ts": self.ts, "workload": self.workload, "kind": self.kind, "message": self.message}
+        return {
+            "ts": self.ts,
+            "workload": self.workload,
+            "kind": self.kind,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -148,10 +154,8 @@ class Reconciler:
                 task.cancel()
         for task in (self._events_task, self._task):
             if task is not None:
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
 
     def trigger(self, reason: str = "") -> None:
         self._dirty.set()
@@ -175,11 +179,7 @@ class Reconciler:
         if self._desired is None:
             return []
         out = []
-        running = {
-            c.workload: c
-            for c in self._observed
-            if c.state is ContainerState.RUNNING
-        }
+        running = {c.workload: c for c in self._observed if c.state is ContainerState.RUNNING}
         for name, dw in self._desired.workloads.items():
             probe = to_probe_spec(dw.workload)
             c = running.get(name)
@@ -290,7 +290,9 @@ class Reconciler:
             stopped_by_us=frozenset(self._stopped_by_us),
         )
 
-    async def _execute(self, actions: tuple[Action, ...], observed: list[ObservedContainer]) -> None:
+    async def _execute(
+        self, actions: tuple[Action, ...], observed: list[ObservedContainer]
+    ) -> None:
         by_id = {c.id: c for c in observed}
         failed: set[str] = set()
         for action in actions:
@@ -313,7 +315,11 @@ class Reconciler:
         self, name: str, st: WorkloadRuntimeState, action: Action, exc: NodeRuntimeError, now: float
     ) -> None:
         st.last_error = str(exc)
-        cap = CREATE_BACKOFF_MAX_S if isinstance(action, CreateContainer) else self._cfg.crash_backoff_max_s
+        cap = (
+            CREATE_BACKOFF_MAX_S
+            if isinstance(action, CreateContainer)
+            else self._cfg.crash_backoff_max_s
+        )
         st.backoff = next_backoff(
             st.backoff,
             now=now,
@@ -341,7 +347,11 @@ class Reconciler:
                 st.restarts = 0
                 st.backoff = Backoff()
                 st.health = None
-                self._event(name, "created", f"created and started container {(new_id or '')[:12]} (spec {h})")
+                self._event(
+                    name,
+                    "created",
+                    f"created and started container {(new_id or '')[:12]} (spec {h})",
+                )
             case StartContainer(container_id=cid, restart=True):
                 prev = by_id.get(cid)
                 ran = None
@@ -418,7 +428,9 @@ class Reconciler:
                 runtime_error=runtime_error,
             )
             old = current.get(name)
-            container_id = d.container_id if runtime_error is None else (old.container_id if old else None)
+            container_id = (
+                d.container_id if runtime_error is None else (old.container_id if old else None)
+            )
             rec = schema.StatusRecord(
                 phase=d.phase.value,
                 container_id=container_id,
@@ -434,7 +446,11 @@ class Reconciler:
             if old != rec:
                 changes[name] = rec
                 if old is None or old.phase != rec.phase:
-                    self._event(name, "phase", f"{old.phase if old else '-'} -> {rec.phase} {d.message}".rstrip())
+                    self._event(
+                        name,
+                        "phase",
+                        f"{old.phase if old else '-'} -> {rec.phase} {d.message}".rstrip(),
+                    )
         for name in current:
             if name not in planned:
                 changes[name] = None

@@ -10,8 +10,8 @@ Rules, per workload name:
   the host booted) or by noderuntime itself; otherwise its restart policy decides
   (always: yes, on-failure: if the exit code was not 0, never: no).
 - A running container whose health probe says unhealthy is restarted unless the policy is never.
-- Starts, restarts and re-creates after a failure wait for the workload's back-off; the plan then asks
-  to be re-run when the back-off ends (``requeue_after_s``).
+- Starts, restarts and re-creates after a failure wait for the workload's back-off; the plan
+  then asks to be re-run when the back-off ends (``requeue_after_s``).
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def next_backoff(
 ) -> Backoff:
     """Back-off after one more failure; a long enough healthy run forgives earlier ones."""
     failures = 1 if ran_for_s is not None and ran_for_s >= reset_after_s else prev.failures + 1
-    return Backoff(failures=failures, next_attempt_at=now + backoff_delay_s(failures, initial_s, max_s))
+    return Backoff(
+        failures=failures, next_attempt_at=now + backoff_delay_s(failures, initial_s, max_s)
+    )
 
 
 def _rank(c: ObservedContainer, want_hash: str) -> tuple[int, int, float]:
@@ -122,9 +124,7 @@ def _rank(c: ObservedContainer, want_hash: str) -> tuple[int, int, float]:
     )
 
 
-def wants_start(
-    c: ObservedContainer, w: PlannedWorkload, ctx: PlanContext
-) -> tuple[bool, bool]:
+def wants_start(c: ObservedContainer, w: PlannedWorkload, ctx: PlanContext) -> tuple[bool, bool]:
     """(start it?, is it a restart?) for a container that is not running."""
     if c.state is ContainerState.CREATED:
         return True, False

@@ -78,4 +78,6 @@ def derive(
         return Derived(Phase.STARTING, last_error or "restarting", cid, code)
     if code == 0:
         return Derived(Phase.STOPPED, "completed (exit code 0)", cid, code)
-    return Derived(Phase.FAILED, f"exited with code {code} (restartPolicy {w.restart_policy})", cid, code)
+    return Derived(
+        Phase.FAILED, f"exited with code {code} (restartPolicy {w.restart_policy})", cid, code
+    )

@@ -167,9 +167,7 @@ class ContainerRuntime(Protocol):
         """
         ...
 
-    def logs(
-        self, container_id: str, *, follow: bool, tail: int | None
-    ) -> AsyncIterator[str]:
+    def logs(self, container_id: str, *, follow: bool, tail: int | None) -> AsyncIterator[str]:
         """Log lines (stdout and stderr interleaved, without trailing newline)."""
         ...
 

@@ -39,14 +39,23 @@ def wait_for(
 
 
 def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, timeout=timeout)
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
 
 
 class NodeProcess:
     """One node: its own data dir, node id and supervised `podman system service`."""
 
-    def __init__(self, *, node_id: str | None = None, site: str = "test", labels: dict[str, str] | None = None,
-                 extra_config: dict[str, Any] | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str | None = None,
+        site: str = "test",
+        labels: dict[str, str] | None = None,
+        extra_config: dict[str, Any] | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
         self.node_id = node_id or f"t{uuid.uuid4().hex[:8]}"
         self.site = site
         self.labels = labels or {}
@@ -118,7 +127,15 @@ class NodeProcess:
     def cleanup(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
-        podman("rm", "-f", "-t", "0", "--filter", f"label=io.noderuntime.node={self.node_id}", check=False)
+        podman(
+            "rm",
+            "-f",
+            "-t",
+            "0",
+            "--filter",
+            f"label=io.noderuntime.node={self.node_id}",
+            check=False,
+        )
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def log(self) -> str:
@@ -129,8 +146,9 @@ class NodeProcess:
 
     # --- driving it --------------------------------------------------------------------------
 
-    def cli(self, *args: str, check: bool = False, input: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
             [*CLI, "--data-dir", str(self.data_dir), *args],
             capture_output=True,
@@ -139,7 +157,9 @@ class NodeProcess:
             timeout=timeout,
         )
         if check and r.returncode != 0:
-            raise AssertionError(f"noderuntime {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(
+                f"noderuntime {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
         return r
 
     def apply(self, yaml_text: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +172,9 @@ class NodeProcess:
     def status(self) -> dict[str, Any]:
         return dict(json.loads(self.cli("status", "-o", "json", check=True).stdout))
 
-    def wait_phase(self, name: str, phase: str, timeout: float = 60, **match: Any) -> dict[str, Any]:
+    def wait_phase(
+        self, name: str, phase: str, timeout: float = 60, **match: Any
+    ) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             w = self.workloads().get(name)
             if w and w["phase"] == phase and all(w.get(k) == v for k, v in match.items()):
@@ -162,10 +184,14 @@ class NodeProcess:
         try:
             return wait_for(probe, timeout=timeout, what=f"{name} {phase} {match}")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nworkloads: {self.workloads()}\n--- node log ---\n{self.log()[-4000:]}") from None
+            raise AssertionError(
+                f"{exc}\nworkloads: {self.workloads()}\n--- node log ---\n{self.log()[-4000:]}"
+            ) from None
 
     def containers(self) -> list[dict[str, Any]]:
-        r = podman("ps", "-a", "--format", "json", "--filter", f"label=io.noderuntime.node={self.node_id}")
+        r = podman(
+            "ps", "-a", "--format", "json", "--filter", f"label=io.noderuntime.node={self.node_id}"
+        )
         return list(json.loads(r.stdout or "[]"))
 
 
@@ -183,8 +209,14 @@ def running_node(**kw: Any) -> Iterator[NodeProcess]:
         node.cleanup()
 
 
-def workload_yaml(name: str, *, image: str = "localhost/busybox:1", command: list[str] | None = None,
-                  extra: str = "", restart: str = "always") -> str:
+def workload_yaml(
+    name: str,
+    *,
+    image: str = "localhost/busybox:1",
+    command: list[str] | None = None,
+    extra: str = "",
+    restart: str = "always",
+) -> str:
     cmd = json.dumps(command or ["sleep", "3600"])
     return (
         "apiVersion: noderuntime/v1\nkind: Workload\n"

@@ -22,7 +22,9 @@ def test_init_creates_private_identity_and_refuses_to_run_twice() -> None:
         again = node.cli("init", "--node-id", node.node_id, "--site", "x")
         assert again.returncode == 1
         assert "refusing to overwrite" in again.stderr
-        assert node.cli("init", "--node-id", node.node_id, "--site", "x", "--exist-ok").returncode == 0
+        assert (
+            node.cli("init", "--node-id", node.node_id, "--site", "x", "--exist-ok").returncode == 0
+        )
         bad = NodeProcess()
         r = bad.cli("init", "--node-id", "Bad_ID", "--site", "x")
         assert r.returncode == 1 and "invalid node id" in r.stderr
@@ -68,12 +70,18 @@ def test_apply_runs_workload_and_reports_it() -> None:
             assert key in w
         assert w["restarts"] == 0 and w["spec"]["spec"]["env"] == {"GREETING": "world"}
         (c,) = node.containers()
-        assert c["Id"].startswith(w["container_id"][:12]) or w["container_id"].startswith(c["Id"][:12])
+        assert c["Id"].startswith(w["container_id"][:12]) or w["container_id"].startswith(
+            c["Id"][:12]
+        )
         assert c["Labels"]["io.noderuntime.workload"] == "web"
         assert c["Labels"]["tier"] == "edge"
 
-        logs = wait_for(lambda: (r := node.cli("logs", "web")).returncode == 0 and "hello world" in r.stdout and r,
-                        what="logs")
+        logs = wait_for(
+            lambda: (
+                (r := node.cli("logs", "web")).returncode == 0 and "hello world" in r.stdout and r
+            ),
+            what="logs",
+        )
         assert "hello world" in logs.stdout
         table = node.cli("get", "workloads").stdout
         assert "web" in table and "Running" in table
@@ -112,8 +120,11 @@ def test_changed_spec_replaces_container_and_delete_removes_it() -> None:
         out = node.apply(workload_yaml("app", command=["sleep", "2000"]))
         assert "configured" in out.stdout
         second = wait_for(
-            lambda: (w := node.workloads()["app"])["phase"] == "Running"
-            and w["container_id"] != first["container_id"] and w,
+            lambda: (
+                (w := node.workloads()["app"])["phase"] == "Running"
+                and w["container_id"] != first["container_id"]
+                and w
+            ),
             what="replacement container",
         )
         assert second["spec_hash"] != first["spec_hash"]
@@ -144,17 +155,25 @@ def test_restarted_node_adopts_running_containers() -> None:
 def test_crash_loop_backs_off_and_counts_restarts() -> None:
     with running_node() as node:
         node.apply(workload_yaml("crashy", command=["sh", "-c", "echo boom; exit 3"]))
-        w = wait_for(lambda: (w := node.workloads()["crashy"])["restarts"] >= 3 and w, timeout=90,
-                     what="three restarts")
+        w = wait_for(
+            lambda: (w := node.workloads()["crashy"])["restarts"] >= 3 and w,
+            timeout=90,
+            what="three restarts",
+        )
         assert w["restarts"] >= 3
         seen_backoff = wait_for(
-            lambda: (w := node.workloads()["crashy"])["phase"] == "Failed"
-            and "CrashLoopBackOff" in w["message"] and w,
+            lambda: (
+                (w := node.workloads()["crashy"])["phase"] == "Failed"
+                and "CrashLoopBackOff" in w["message"]
+                and w
+            ),
             timeout=60,
             what="CrashLoopBackOff phase",
         )
         assert seen_backoff["exit_code"] == 3
-        events = json.loads(node.cli("events", "--workload", "crashy", "-o", "json", check=True).stdout)
+        events = json.loads(
+            node.cli("events", "--workload", "crashy", "-o", "json", check=True).stdout
+        )
         assert any(e["kind"] == "restarted" for e in events)
 
 
@@ -186,7 +205,9 @@ def test_missing_image_is_reported_and_recovers_when_image_arrives() -> None:
     with running_node() as node:
         node.apply(workload_yaml("late", image=image))
         w = node.wait_phase("late", "Pending")
-        wait_for(lambda: "not on this host" in node.workloads()["late"]["message"], what="image message")
+        wait_for(
+            lambda: "not on this host" in node.workloads()["late"]["message"], what="image message"
+        )
         assert node.status()["podman"]["connected"]
         podman("tag", "localhost/busybox:1", image)
         try:
@@ -221,5 +242,7 @@ def test_sigint_also_stops_cleanly() -> None:
 
 
 def test_cli_version() -> None:
-    r = subprocess.run([*__import__("node_harness").CLI, "--version"], capture_output=True, text=True)
+    r = subprocess.run(
+        [*__import__("node_harness").CLI, "--version"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.startswith("noderuntime ")

@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
 UNSCHEDULED = "  nodeSelector: {noderuntime.io/node: nowhere}\n"
 
 
-async def _apply_until_killed(node: NodeProcess, kill_after_s: float) -> tuple[set[str], dict[int, int]]:
+async def _apply_until_killed(
+    node: NodeProcess, kill_after_s: float
+) -> tuple[set[str], dict[int, int]]:
     """Several writers apply as fast as they can; the node is SIGKILLed mid-stream.
 
     Returns the workloads whose creation was acknowledged, and per writer the last
@@ -42,8 +44,12 @@ async def _apply_until_killed(node: NodeProcess, kill_after_s: float) -> tuple[s
             while True:
                 i += 1
                 name = f"w{wid}-{i}"
-                docs = workload_yaml(name, extra=UNSCHEDULED) + "---\n" + workload_yaml(
-                    f"counter{wid}", extra=UNSCHEDULED + f"  env: {{VERSION: '{i}'}}\n"
+                docs = (
+                    workload_yaml(name, extra=UNSCHEDULED)
+                    + "---\n"
+                    + workload_yaml(
+                        f"counter{wid}", extra=UNSCHEDULED + f"  env: {{VERSION: '{i}'}}\n"
+                    )
                 )
                 try:
                     await client.call("workloads.apply", {"yaml": docs})
@@ -104,6 +110,7 @@ def test_containers_and_podman_service_removed_under_a_running_node_come_back() 
         sock = str(node.data_dir / "podman.sock")
         subprocess.run(["pkill", "-KILL", "-f", f"podman system service.*{sock}"], check=False)
         podman("rm", "-f", "-t", "0", "--filter", f"label=io.noderuntime.node={node.node_id}")
+
         # The node notices, restarts its Podman service, and recreates every workload.
         def back() -> bool:
             ws = node.workloads()
@@ -146,17 +153,25 @@ def test_host_reboot_without_network_brings_every_workload_back() -> None:
 
 def test_external_podman_going_away_is_reported_and_recovered(podman_service_socket: str) -> None:
     # The node uses an existing Podman API socket (not supervised by it).
-    with running_node(extra_config={"podmanSocket": podman_service_socket,
-                                    "reconcileIntervalSeconds": 2}) as node:
+    with running_node(
+        extra_config={"podmanSocket": podman_service_socket, "reconcileIntervalSeconds": 2}
+    ) as node:
         node.apply(workload_yaml("ext"))
         w = node.wait_phase("ext", "Running")
-        subprocess.run(["pkill", "-KILL", "-f", f"podman system service.*{podman_service_socket}"], check=False)
-        wait_for(lambda: not node.status()["podman"]["connected"], timeout=60, what="podman reported down")
+        subprocess.run(
+            ["pkill", "-KILL", "-f", f"podman system service.*{podman_service_socket}"], check=False
+        )
+        wait_for(
+            lambda: not node.status()["podman"]["connected"],
+            timeout=60,
+            what="podman reported down",
+        )
         assert node.workloads()["ext"]["phase"] == "Unknown"
         assert node.proc is not None and node.proc.poll() is None
         svc = subprocess.Popen(
             ["podman", "system", "service", "--time=0", f"unix://{podman_service_socket}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             back = node.wait_phase("ext", "Running", timeout=90)

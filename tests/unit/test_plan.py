@@ -23,11 +23,15 @@ NOW = 10_000.0
 BOOT = 1_000.0
 
 
-def wl(name: str = "web", h: str = "h1", policy: str = "always", enabled: bool = True) -> PlannedWorkload:
+def wl(
+    name: str = "web", h: str = "h1", policy: str = "always", enabled: bool = True
+) -> PlannedWorkload:
     return PlannedWorkload(
         name=name,
         spec_hash=h,
-        container=ContainerSpec(name=f"nr-n1-{name}", image="localhost/busybox:1", stop_timeout_s=7),
+        container=ContainerSpec(
+            name=f"nr-n1-{name}", image="localhost/busybox:1", stop_timeout_s=7
+        ),
         restart_policy=policy,
         enabled=enabled,
     )

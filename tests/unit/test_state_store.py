@@ -36,10 +36,16 @@ async def test_write_is_signed_and_visible_in_snapshot(tmp_path: Path) -> None:
         assert st.snapshot().fleet.workloads["web"]["image"] == "img"
         (u,) = await st._store.updates_since("fleet", 0)
         assert u.author == "node:n1"
-        assert identity.verify(IDENT.public_bytes, u.signature, signing_input("fleet", u.data, u.meta))
+        assert identity.verify(
+            IDENT.public_bytes, u.signature, signing_input("fleet", u.data, u.meta)
+        )
         # ...and a signature does not carry over to another document or other metadata.
-        assert not identity.verify(IDENT.public_bytes, u.signature, signing_input("node/n1", u.data, u.meta))
-        assert not identity.verify(IDENT.public_bytes, u.signature, signing_input("fleet", u.data, "{}x"))
+        assert not identity.verify(
+            IDENT.public_bytes, u.signature, signing_input("node/n1", u.data, u.meta)
+        )
+        assert not identity.verify(
+            IDENT.public_bytes, u.signature, signing_input("fleet", u.data, "{}x")
+        )
 
 
 async def test_summary_and_on_behalf_are_recorded_and_signed() -> None:
@@ -47,7 +53,9 @@ async def test_summary_and_on_behalf_are_recorded_and_signed() -> None:
         await st.write(st.node_doc, put("web"), summary="disable web", on_behalf="technician:ann")
         (u,) = await st.history(10)
         assert json.loads(u.meta) == {"summary": "disable web", "onBehalf": "technician:ann"}
-        assert identity.verify(IDENT.public_bytes, u.signature, signing_input(u.doc, u.data, u.meta))
+        assert identity.verify(
+            IDENT.public_bytes, u.signature, signing_input(u.doc, u.data, u.meta)
+        )
 
 
 async def test_no_op_write_stores_nothing() -> None:
@@ -76,7 +84,9 @@ async def test_state_survives_restart_and_compaction(tmp_path: Path) -> None:
 async def test_concurrent_writes_all_land_in_order(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with make(SQLiteStore(path)) as st:
-        await asyncio.gather(*(st.write(st.fleet_doc, put("web", image=f"v{i}")) for i in range(100)))
+        await asyncio.gather(
+            *(st.write(st.fleet_doc, put("web", image=f"v{i}")) for i in range(100))
+        )
         assert st.snapshot().fleet.workloads["web"]["image"] == "v99"
     async with make(SQLiteStore(path)) as st:
         assert st.snapshot().fleet.workloads["web"]["image"] == "v99"
