@@ -314,12 +314,11 @@ class Reconciler:
     def _failed(
         self, name: str, st: WorkloadRuntimeState, action: Action, exc: NodeRuntimeError, now: float
     ) -> None:
+        repeated = st.last_error == str(exc)
         st.last_error = str(exc)
-        cap = (
-            CREATE_BACKOFF_MAX_S
-            if isinstance(action, CreateContainer)
-            else self._cfg.crash_backoff_max_s
-        )
+        cap = self._cfg.crash_backoff_max_s
+        if isinstance(action, CreateContainer):
+            cap = min(cap, CREATE_BACKOFF_MAX_S)
         st.backoff = next_backoff(
             st.backoff,
             now=now,
@@ -328,6 +327,8 @@ class Reconciler:
             max_s=cap,
             reset_after_s=self._cfg.crash_backoff_reset_s,
         )
+        if repeated:
+            return  # the same failure again: logged once, retried quietly with back-off
         kind = "image-missing" if isinstance(exc, ImageNotFoundError) else "error"
         self._event(name, kind, f"{describe(action)} failed: {exc}")
         self._log.warning("workload %s: %s failed: %s", name, describe(action), exc)

@@ -1,0 +1,118 @@
+"""Desired state: fleet spec < site override < node override, selectors, policy locks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from noderuntime.crdt.schema import FleetView, NodeView, StateSnapshot
+from noderuntime.desired import check_override, compute_desired
+from noderuntime.errors import PolicyError, SpecError
+from noderuntime.spec import canonical_dict, parse_workloads
+
+WEB = """
+apiVersion: noderuntime/v1
+kind: Workload
+metadata: {name: web}
+spec:
+  image: localhost/busybox:1
+  command: ["httpd", "-f", "-p", "8080"]
+  env: {GREETING: hello, MODE: prod}
+  restartPolicy: always
+"""
+
+
+def stored(text: str) -> dict[str, Any]:
+    (w,) = parse_workloads(text)
+    return canonical_dict(w)
+
+
+def snap(
+    *,
+    workloads: dict[str, Any] | None = None,
+    locks: dict[str, frozenset[str]] | None = None,
+    site: dict[str, dict[str, Any]] | None = None,
+    node: dict[str, dict[str, Any]] | None = None,
+) -> StateSnapshot:
+    return StateSnapshot(
+        generation=1,
+        fleet=FleetView(workloads=workloads or {"web": stored(WEB)}, locks=locks or {}),
+        site_overrides=site or {},
+        node=NodeView(overrides=node or {}),
+    )
+
+
+def desired(s: StateSnapshot, labels: dict[str, str] | None = None) -> Any:
+    return compute_desired(s, node_id="n1", site="s1", node_labels=labels or {})
+
+
+def test_fleet_spec_alone() -> None:
+    d = desired(snap())
+    web = d.workloads["web"]
+    assert web.enabled and web.provenance == {} and web.problems == ()
+    assert web.workload.spec.env == {"GREETING": "hello", "MODE": "prod"}
+
+
+def test_node_override_beats_site_override_beats_fleet() -> None:
+    s = snap(
+        site={"web": {"env.GREETING": "site", "env.MODE": "site"}},
+        node={"web": {"env.GREETING": "node", "enabled": False}},
+    )
+    web = desired(s).workloads["web"]
+    assert web.workload.spec.env == {"GREETING": "node", "MODE": "site"}
+    assert web.provenance == {"env.GREETING": "node", "env.MODE": "site", "enabled": "node"}
+    assert not web.enabled
+
+
+def test_override_changes_the_hash_only_when_it_changes_the_container() -> None:
+    base = desired(snap()).workloads["web"].spec_hash
+    assert desired(snap(node={"web": {"enabled": False}})).workloads["web"].spec_hash == base
+    assert desired(snap(node={"web": {"image": "localhost/other:2"}})).workloads["web"].spec_hash != base
+
+
+def test_env_override_null_removes_variable() -> None:
+    web = desired(snap(node={"web": {"env.MODE": None}})).workloads["web"]
+    assert web.workload.spec.env == {"GREETING": "hello"}
+
+
+def test_locked_fields_are_ignored_and_reported() -> None:
+    s = snap(locks={"web": frozenset({"image", "env"})}, node={"web": {"image": "x:1", "env.A": "1"}})
+    web = desired(s).workloads["web"]
+    assert web.workload.spec.image == "localhost/busybox:1"
+    assert "A" not in web.workload.spec.env
+    assert len(web.problems) == 2 and all("locked by fleet policy" in p for p in web.problems)
+
+
+def test_invalid_override_value_is_ignored_and_reported() -> None:
+    web = desired(snap(node={"web": {"restartPolicy": "sometimes"}})).workloads["web"]
+    assert web.workload.spec.restart_policy.value == "always"
+    assert "restartPolicy" in web.problems[0]
+
+
+def test_node_selector_uses_labels_and_builtins() -> None:
+    picky = stored(WEB.replace("restartPolicy: always", "restartPolicy: always\n  nodeSelector: {gpu: 'yes'}"))
+    s = snap(workloads={"web": picky})
+    assert "web" in desired(s).not_selected
+    assert "web" in desired(s, {"gpu": "yes"}).workloads
+    pinned = stored(WEB.replace("restartPolicy: always", "restartPolicy: always\n  nodeSelector: {noderuntime.io/site: s1}"))
+    assert "web" in desired(snap(workloads={"web": pinned})).workloads
+
+
+def test_unreadable_stored_spec_is_reported_not_fatal() -> None:
+    d = desired(snap(workloads={"web": stored(WEB), "bad": {"apiVersion": "nope"}}))
+    assert "web" in d.workloads and "bad" in d.invalid
+
+
+def test_check_override_refuses_locked_unknown_and_invalid() -> None:
+    s = snap(locks={"web": frozenset({"*"})})
+    with pytest.raises(PolicyError, match="locks"):
+        check_override(s, "web", "env.X", "1")
+    with pytest.raises(SpecError, match="cannot override"):
+        check_override(snap(), "web", "volumes", [])
+    with pytest.raises(SpecError):
+        check_override(snap(), "web", "restartPolicy", "sometimes")
+    with pytest.raises(SpecError):
+        check_override(snap(), "web", "enabled", "yes")
+    check_override(snap(), "web", "env.X", "1")
+    check_override(snap(), "web", "enabled", False)
