@@ -80,8 +80,10 @@ MIN_MEMORY_BYTES = 6 * 1024 * 1024
 # User labels may not pose as the labels the runtime uses to find its own containers.
 RESERVED_LABEL_PREFIX = "io.noderuntime."
 SPEC_HASH_CHARS = 16
-# A few nested aliases expand to billions of nodes; refuse before validation walks them.
+# A few nested aliases expand to billions of nodes, and an alias inside its own anchor nests
+# forever; refuse such documents before anything walks them.
 MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 32
 
 # Pseudo field names for problems that belong to no single field.
 SYNTAX_FIELD = "(syntax)"
@@ -410,7 +412,7 @@ LabelValue = Annotated[
 ]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 AbsolutePath = Annotated[str, AfterValidator(_check_absolute_path)]
-PortNumber = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=65535)]
+PortNumber = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_no_bool)]
 Duration = Annotated[
     float, BeforeValidator(_parse_duration, json_schema_input_type=float | int | str)
 ]
@@ -554,7 +556,7 @@ class HealthCheck(_Model):
     timeout_s: Annotated[Duration, AfterValidator(_positive_s)] = Field(
         default=DEFAULT_PROBE_TIMEOUT_S, alias="timeout", description="at most interval"
     )
-    retries: Annotated[int, BeforeValidator(_no_bool), Field(ge=1)] = Field(
+    retries: Annotated[int, Field(ge=1), BeforeValidator(_no_bool)] = Field(
         default=DEFAULT_PROBE_RETRIES,
         description="consecutive failures before the container counts as unhealthy",
     )
@@ -586,7 +588,7 @@ class HealthCheck(_Model):
 class Resources(_Model):
     """Limits Podman enforces on the container."""
 
-    cpus: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] | None = Field(
+    cpus: Annotated[float, Field(gt=0), BeforeValidator(_no_bool)] | None = Field(
         default=None, description="CPU cores, e.g. 0.5"
     )
     memory_bytes: MemoryBytes | None = Field(
@@ -624,7 +626,7 @@ class WorkloadSpec(_Model):
     working_dir: AbsolutePath | None = Field(default=None, alias="workingDir")
     user: Annotated[str, BeforeValidator(_text), AfterValidator(_check_user)] | None = None
     stop_timeout_s: Annotated[
-        int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_STOP_TIMEOUT_S)
+        int, Field(ge=0, le=MAX_STOP_TIMEOUT_S), BeforeValidator(_no_bool)
     ] = Field(
         default=DEFAULT_STOP_TIMEOUT_S,
         alias="stopTimeoutSeconds",
@@ -1123,7 +1125,7 @@ def _index(root: Node) -> _Index:
     while stack:
         node, path = stack.pop()
         visited += 1
-        if visited > MAX_YAML_NODES:
+        if visited > MAX_YAML_NODES or len(path) > MAX_YAML_DEPTH:
             index.too_large = True
             return index
         if isinstance(node, MappingNode):
@@ -1172,7 +1174,8 @@ def _load_document(
         problems.append(
             FieldProblem(
                 DOCUMENT_FIELD,
-                f"document has more than {MAX_YAML_NODES} values once aliases are expanded",
+                f"document is too large once aliases are expanded (more than {MAX_YAML_NODES} "
+                f"values or {MAX_YAML_DEPTH} levels deep); is an alias used inside its anchor?",
                 node.start_mark.line + 1,
                 document,
             )
@@ -1220,6 +1223,8 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, document: int) -> FieldProbl
             message += f" ({exc.context} at line {exc.context_mark.line + 1})"
         if "'\\t'" in message:
             message += "; indent with spaces, YAML does not allow tabs"
+        elif "could not determine a constructor" in message:
+            message += "; YAML tags are not supported here"
         elif "mapping values are not allowed" in message:
             message += "; quote values that contain ': ', or check the indentation"
         return FieldProblem(
