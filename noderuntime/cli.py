@@ -343,8 +343,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from noderuntime.doctor import render_checks, run_checks
+    from noderuntime.doctor import fix_host, render_checks, run_checks
 
+    if args.fix:
+        for line in fix_host():
+            print(f"fix: {line}")
     data_dir = _data_dir(args)
     socket_path = None
     try:
@@ -524,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("doctor", help="check the host and say what to fix")
+    s.add_argument(
+        "--fix", action="store_true", help="write the Podman settings this host needs, then check"
+    )
     out(s, ("table", "json"))
     s.set_defaults(func=cmd_doctor)
 

