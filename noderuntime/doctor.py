@@ -77,10 +77,12 @@ def check_podman(podman_bin: str = "podman") -> Check:
     return Check("podman", Status.OK, f"Podman {version}, OCI runtime {runtime}, cgroups {cgroups}")
 
 
-def check_host_config(facts: hostsetup.HostFacts | None = None) -> Check:
+def check_host_config(
+    facts: hostsetup.HostFacts | None = None, dropin_dir: Path = hostsetup.DROPIN_DIR
+) -> Check:
     facts = facts or hostsetup.gather_facts()
     fixes = hostsetup.needed_fixes(facts)
-    path = hostsetup.dropin_path()
+    path = hostsetup.dropin_path(dropin_dir)
     summary = (
         f"cgroups {facts.cgroup_layout}, nofile hard limit {facts.nofile_hard}, "
         f"CAP_SYS_RESOURCE {'yes' if facts.cap_sys_resource else 'no'}"

@@ -57,6 +57,10 @@ def test_cgroup_layout_detection(tmp_path: Path) -> None:
     assert cgroup_layout(tmp_path) == "v2"
 
 
-def test_doctor_reports_a_needed_fix_with_the_command() -> None:
-    check = check_host_config(NORMAL)
-    assert check.status is Status.OK
+def test_doctor_reports_a_needed_fix_with_the_command(tmp_path: Path) -> None:
+    assert check_host_config(NORMAL, tmp_path).status is Status.OK
+    check = check_host_config(THIS_KIND, tmp_path)
+    assert check.status is Status.FAIL
+    assert "doctor --fix" in check.fix
+    apply_fixes(needed_fixes(THIS_KIND), base=tmp_path)
+    assert check_host_config(THIS_KIND, tmp_path).status is Status.OK
