@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from noderuntime import cli_fleet
 from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -172,8 +173,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         save_config,
         validate_id,
     )
-    from noderuntime.daemon import node_principal
     from noderuntime.errors import AlreadyInitializedError
+    from noderuntime.fleet.credential import node_principal
 
     data_dir = _data_dir(args)
     config_file = _config_file(args)
@@ -187,7 +188,9 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"{paths.identity_file.name} exists); refusing to overwrite its identity. "
             "Use another --data-dir, or remove the directory to start over"
         )
+    enrollment = cli_fleet.prepare_init_enrollment(args)  # checks the token, writes nothing
     config = NodeConfig(
+        **cli_fleet.init_config_kwargs(args),
         node_id=validate_id("node id", args.node_id),
         site=validate_id("site", args.site),
         role=Role(args.role),
@@ -199,9 +202,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     check_socket_path(paths.api_socket)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
-    ident = identity.generate(node_principal(config.node_id))
+    ident = enrollment.identity() or identity.generate(node_principal(config.node_id))
     identity.save_key(paths.identity_file, ident)
     save_config(paths.config_file, config)
+    fleet_id = enrollment.install(data_dir, config.node_id, config.site)
+    if fleet_id:
+        print(f"enrolled in {fleet_id}; the token is no longer needed: delete it")
     print(f"initialised node {config.node_id} (site {config.site}) in {data_dir}")
     print(f"identity {ident.key_id}; start it with `noderuntime --data-dir {data_dir} run`")
     return EXIT_OK
@@ -239,19 +245,137 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"workload/{w.metadata.name} valid (dry run, nothing recorded)")
         return EXIT_OK
     # The node validates (it is the authority); its errors name our file, field and line.
-    results = _call(args, "workloads.apply", {"yaml": text, "source": source})
+    params: dict[str, Any] = {"yaml": text, "source": source}
+    operator = cli_fleet.operator_from_args(args)
+    if operator is not None:
+        reply = _call(args, "workloads.apply", params | {"prepare": True})
+        if reply["prepared"]["data"] is not None:
+            _submit_signed(args, operator, reply["prepared"])
+        results = reply["results"]
+    else:
+        results = _call(args, "workloads.apply", params)
     for r in results:
         print(f"workload/{r['name']} {r['result']}")
     return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    r = _call(args, "workloads.delete", {"name": args.name})
+    operator = cli_fleet.operator_from_args(args)
+    if operator is not None:
+        r = _call(args, "workloads.delete", {"name": args.name, "prepare": True})
+        _submit_signed(args, operator, r["prepared"])
+    else:
+        r = _call(args, "workloads.delete", {"name": args.name})
     print(f"workload/{r['name']} deleted")
     return EXIT_OK
 
 
+def _submit_signed(args: argparse.Namespace, operator: Any, prepared: dict[str, Any]) -> None:
+    """Sign an update the node prepared with the operator's key; the node verifies it."""
+    import base64
+
+    from noderuntime.crdt.envelope import signing_input
+
+    ident, credential = operator
+    data = base64.b64decode(prepared["data"])
+    signature = ident.sign(signing_input(prepared["doc"], data, prepared["meta"]))
+    _call(
+        args,
+        "updates.submit",
+        {
+            "doc": prepared["doc"],
+            "data": prepared["data"],
+            "meta": prepared["meta"],
+            "author": ident.name,
+            "signature": base64.b64encode(signature).decode(),
+            "credential": credential.decode() if isinstance(credential, bytes) else credential,
+        },
+    )
+
+
+def render_nodes(nodes: list[dict[str, Any]]) -> str:
+    if not nodes:
+        return "No nodes known."
+    rows = []
+    for n in nodes:
+        wl = n.get("workloads") or {}
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(wl.items()) if v) or "-"
+        state = "self" if n.get("self") else ("up" if n.get("up") else "down")
+        rows.append(
+            [
+                n["node"],
+                n.get("site") or "-",
+                n.get("role") or "-",
+                state,
+                age(n.get("last_seen")),
+                n.get("health") or "-",
+                counts,
+            ]
+        )
+    return table(["NODE", "SITE", "ROLE", "STATE", "LAST SEEN", "HEALTH", "WORKLOADS"], rows)
+
+
+def render_peers(data: dict[str, Any]) -> str:
+    if not data.get("enabled"):
+        return "Sync is off: this node is not enrolled in a fleet (see `noderuntime fleet`)."
+    lines = []
+    links = [link for link in data.get("links", []) if "peer" in link]
+    if links:
+        lines.append(
+            table(
+                ["LINK", "DIRECTION", "STATE", "SINCE", "BYTES IN", "BYTES OUT"],
+                [
+                    [
+                        link["peer"],
+                        link["direction"],
+                        "up" if link["up"] else "down",
+                        age(link.get("since")),
+                        str(link.get("in_bytes", 0)),
+                        str(link.get("out_bytes", 0)),
+                    ]
+                    for link in links
+                ],
+            )
+        )
+        lines.append("")
+    rows = [
+        [
+            p["node"],
+            p.get("site") or "-",
+            "up" if p["up"] else "down",
+            age(p.get("up_since")) if p["up"] else "-",
+            age(p.get("last_heard")),
+            str(p["bytes_in"]),
+            str(p["bytes_out"]),
+            age(p.get("last_sync")),
+            str(p["behind_by"]),
+        ]
+        for p in data.get("peers", [])
+    ]
+    headers = ["PEER", "SITE", "STATE", "UP FOR", "LAST HEARD", "BYTES IN", "BYTES OUT"]
+    headers += ["LAST SYNC", "BEHIND BY"]
+    lines.append(table(headers, rows) if rows else "No peers heard yet.")
+    sync = data.get("sync", {})
+    rejected = sync.get("rejections") or {}
+    if rejected:
+        lines.append("Rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())))
+    return "\n".join(lines)
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    emit(_call(args, "sync.peers"), args.output, render_peers)
+    return EXIT_OK
+
+
 def cmd_get(args: argparse.Namespace) -> int:
+    if args.kind in ("node", "nodes"):
+        nodes = _call(args, "nodes.list")
+        if args.name:
+            nodes = [n for n in nodes if n["node"] == args.name]
+            if not nodes:
+                raise NodeRuntimeError(f"no node {args.name!r} known here")
+        emit(nodes, args.output, render_nodes)
+        return EXIT_OK
     if args.name:
         view = _call(args, "workloads.get", {"name": args.name})
         emit(view, args.output, lambda v: render_workloads([v]))
@@ -427,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="node config file (default: <data-dir>/node.yaml; env NODERUNTIME_CONFIG)"
     )
     p.add_argument("--version", action="store_true", help="print versions and exit")
+    cli_fleet.add_global_arguments(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def out(
@@ -442,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", action="append", metavar="KEY=VALUE", help="node label (repeatable)")
     s.add_argument("--podman-socket", help="use this Podman API socket instead of supervising one")
     s.add_argument("--exist-ok", action="store_true", help="succeed if the node already exists")
+    cli_fleet.add_init_arguments(s)
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("run", help="run the node in the foreground")
@@ -458,8 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.set_defaults(func=cmd_delete)
 
-    s = sub.add_parser("get", help="list workloads with desired and observed state")
-    s.add_argument("kind", choices=["workload", "workloads"])
+    s = sub.add_parser("get", help="list workloads (or nodes) with desired and observed state")
+    s.add_argument("kind", choices=["workload", "workloads", "node", "nodes"])
     s.add_argument("name", nargs="?")
     out(s)
     s.set_defaults(func=cmd_get)
@@ -469,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     out(s)
     s.set_defaults(func=cmd_describe)
+
+    s = sub.add_parser("peers", help="sync links and peers: up/down, bytes, last sync, lag")
+    out(s)
+    s.set_defaults(func=cmd_peers)
 
     s = sub.add_parser("status", help="show the node, its store and its Podman connection")
     out(s)
@@ -535,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("tui", help="the technician console (a terminal UI)")
     s.set_defaults(func=cmd_tui)
+
+    cli_fleet.add_parsers(sub)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

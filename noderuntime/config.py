@@ -40,6 +40,9 @@ CRASH_BACKOFF_MAX_S = 300.0
 # A container that ran this long without failing resets its crash-loop backoff.
 CRASH_BACKOFF_RESET_S = 120.0
 COMPACT_EVERY_UPDATES = 1000
+# Local NATS client port (loopback only); the leaf-node port is off unless leafPort is set.
+DEFAULT_NATS_PORT = 4222
+DEFAULT_LEAF_HOST = "0.0.0.0"
 
 # Unix socket paths are limited to 107 bytes plus NUL on Linux.
 MAX_SOCKET_PATH_BYTES = 107
@@ -125,6 +128,16 @@ class NodeConfig(BaseModel):
     compact_every_updates: int = Field(
         default=COMPACT_EVERY_UPDATES, alias="compactEveryUpdates", ge=10
     )
+    # Sync transport (docs/sync.md). natsPort 0 / leafPort 0: any free port (tests).
+    nats_port: int = Field(default=DEFAULT_NATS_PORT, alias="natsPort", ge=0, le=65535)
+    leaf_port: int | None = Field(default=None, alias="leafPort", ge=0, le=65535)
+    leaf_host: str = Field(default=DEFAULT_LEAF_HOST, alias="leafHost")
+    # Leaf-node peers this node dials: nats-leaf://HOST:PORT (HOST must be in the peer's cert).
+    peers: list[str] = Field(default_factory=list)
+    # Use this existing NATS instead of starting our own nats-server.
+    nats_url: str | None = Field(default=None, alias="natsUrl")
+    # A sovereign site keeps its site and node docs inside the site (design decision 7).
+    sovereign: bool = False
 
     @field_validator("node_id")
     @classmethod
@@ -140,6 +153,18 @@ class NodeConfig(BaseModel):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return validate_labels(v)
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, v: list[str]) -> list[str]:
+        from noderuntime.sync.natsserver import parse_peer_url
+
+        for url in v:
+            try:
+                parse_peer_url(url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return v
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

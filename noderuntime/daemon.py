@@ -1,9 +1,9 @@
 """`noderuntime run`: compose the node's parts and run until told to stop.
 
 Parts are async context managers started in dependency order and stopped in reverse:
-state store -> Podman service (if we supervise one) -> runtime adapter -> reconciler ->
-health monitor -> control API. Stopping never stops workloads: containers belong to Podman's
-conmon and keep running; the next start adopts them.
+state store -> nats-server (if enrolled) -> Podman service (if we supervise one) ->
+runtime adapter -> reconciler -> health monitor -> control API. Stopping never stops
+workloads: containers belong to Podman's conmon and keep running; the next start adopts them.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from noderuntime.config import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
+from noderuntime.fleet.trust import FleetTrust
 from noderuntime.health import HealthMonitor
 from noderuntime.identity import Identity, load_key
-from noderuntime.reconcile.loop import Reconciler
+from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
+from noderuntime.sync.engine import SyncEngine, SyncSettings
+from noderuntime.sync.natsserver import NATS_SUBDIR, NatsServer, settings_for_node
 from noderuntime.technicians import TechnicianStore
 
 
@@ -58,8 +61,27 @@ class Node:
         self.reconciler: Reconciler | None = None
         self.health: HealthMonitor | None = None
         self.api: ApiServer | None = None
+        # Fleet enrolment (None: not enrolled, the node runs alone) and its own nats-server
+        # (None: not enrolled, or natsUrl points at an external NATS).
+        self.fleet: FleetTrust | None = None
+        self.nats: NatsServer | None = None
+        # The replication engine (None: not enrolled, no sync).
+        self.sync: SyncEngine | None = None
         self.technicians = TechnicianStore(data_dir)
         self.ready = asyncio.Event()
+
+    @property
+    def nats_url(self) -> str | None:
+        """The NATS URL this node syncs through, credentials included (a secret: don't log it).
+
+        The own nats-server's ``nats://TOKEN@127.0.0.1:PORT`` (nats-py takes a token from the
+        URL), else ``natsUrl`` from the config, else None (not enrolled: no sync).
+        """
+        if self.nats is not None:
+            return self.nats.client_url_with_token
+        if self.fleet is not None and self.config.nats_url:
+            return self.config.nats_url
+        return None
 
     @property
     def podman_socket(self) -> Path:
@@ -81,6 +103,18 @@ class Node:
                 )
             )
             await self._record_node_info()
+            if FleetTrust.is_enrolled(self.paths.data_dir):
+                self.fleet = FleetTrust.load(self.paths.data_dir)
+                if self.config.nats_url is None:
+                    self.nats = await stack.enter_async_context(
+                        NatsServer(
+                            settings_for_node(self.config, self.fleet),
+                            self.paths.data_dir / NATS_SUBDIR,
+                            log=self.log.getChild("nats-server"),
+                        )
+                    )
+            else:
+                self.log.info("not enrolled in a fleet: no sync (see `noderuntime fleet`)")
             if self.config.podman_socket is None:
                 self.podman_service = await stack.enter_async_context(
                     PodmanService(
@@ -109,6 +143,24 @@ class Node:
                 )
             )
             reconciler.on_pass(self.health.refresh)
+            if self.fleet is not None and self.nats_url is not None:
+                self.sync = await stack.enter_async_context(
+                    SyncEngine(
+                        self.state,
+                        self.fleet,
+                        self.identity,
+                        SyncSettings(
+                            fleet=self.fleet.fleet_id,
+                            node_id=self.config.node_id,
+                            site=self.config.site,
+                            role=self.config.role.value,
+                            sovereign=self.config.sovereign,
+                        ),
+                        nats_url=self.nats_url,
+                        log=self.log.getChild("sync"),
+                        health=self._health_summary,
+                    )
+                )
             self.api = await stack.enter_async_context(
                 ApiServer(
                     self.paths.api_socket,
@@ -127,6 +179,16 @@ class Node:
             self.ready.set()
             await stop.wait()
             self.log.info("stopping (workloads keep running)")
+
+    def _health_summary(self) -> dict[str, Any]:
+        """What heartbeats say about this node (ephemeral, never a CRDT write)."""
+        rec, state = self.reconciler, self.state
+        if rec is None or state is None:
+            return {}
+        return {
+            "health": "ok" if rec.runtime_error is None else "degraded",
+            "workloads": phase_counts(state.snapshot().node.status),
+        }
 
     def _authenticate(self, technician: str, pin: str) -> str:
         return self.technicians.verify(technician, pin)

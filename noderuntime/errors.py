@@ -47,6 +47,45 @@ class IdentityError(NodeRuntimeError):
     code = "identity"
 
 
+# --- fleet identity and transport -----------------------------------------------------------
+
+
+class FleetError(NodeRuntimeError):
+    """A fleet directory, enrolment or trust store is missing, damaged or inconsistent."""
+
+    code = "fleet"
+
+
+class CredentialError(FleetError):
+    """A member credential is malformed, not signed by this fleet's root, or expired."""
+
+    code = "invalid_credential"
+
+
+class EnrollmentError(FleetError):
+    """An enrolment token or credential file cannot be installed on this node."""
+
+    code = "enrollment"
+
+
+class NotEnrolledError(FleetError):
+    """The node holds no fleet enrolment (``noderuntime init --enroll`` or ``enroll``)."""
+
+    code = "not_enrolled"
+
+
+class NatsServerError(NodeRuntimeError):
+    """The node's nats-server could not be found, configured or started."""
+
+    code = "nats_server"
+
+
+class UpdateRejectedError(NodeRuntimeError):
+    """A signed update was refused (bad signature, unknown author, not allowed, corrupt)."""
+
+    code = "update_rejected"
+
+
 # --- workload specs -------------------------------------------------------------------------
 
 
@@ -180,17 +219,23 @@ __all__ = [
     "ApiError",
     "ConfigError",
     "ContainerError",
+    "CredentialError",
     "DaemonNotRunningError",
+    "EnrollmentError",
     "FieldProblem",
+    "FleetError",
     "IdentityError",
     "ImageNotFoundError",
+    "NatsServerError",
     "NodeRuntimeError",
+    "NotEnrolledError",
     "NotFoundError",
     "NotInitializedError",
     "PermissionDeniedError",
     "PolicyError",
     "RuntimeUnavailableError",
     "SpecError",
+    "UpdateRejectedError",
     "StoreCorruptError",
     "StoreError",
 ]

@@ -2,11 +2,19 @@
 
 Read routes: node.status, workloads.list, workloads.get, workloads.logs (stream), events.list.
 Write routes: workloads.apply, workloads.delete, workloads.restart, overrides.set,
-overrides.remove.
+overrides.remove, updates.submit.
+Sync routes (read): sync.peers, nodes.list.
+
+Operator-signed changes (``--as FLEETDIR``): ``workloads.apply``/``workloads.delete`` with
+``prepare: true`` validate and return the update the change would make (made on a scratch copy
+of the document, nothing stored); the CLI signs it with the operator's key and sends it to
+``updates.submit``, which verifies it exactly like an update from a peer and ingests it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import platform
@@ -121,6 +129,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "not_selected": sorted(desired.not_selected) if desired else [],
                 "phases": phase_counts(snap.node.status),
             },
+            "sync": node.sync.status() if node.sync is not None else {"enabled": False},
             "host": {
                 **host_metrics(),
                 "disk_total_bytes": disk.total,
@@ -142,7 +151,28 @@ def build_routes(node: Node) -> dict[str, Route]:
                 return view
         raise NotFoundError(f"no workload {name!r} on this node; see `noderuntime get workloads`")
 
-    async def apply(params: Params) -> list[dict[str, str]]:
+    def check_fleet_write(params: Params) -> None:
+        # An enrolled plain node's own signature is not valid on the fleet document: peers
+        # would refuse it. Say so now instead of letting the change diverge.
+        if params.get("prepare") or node.sync is None or node.config.role.value == "hub":
+            return
+        raise ApiError(
+            "fleet changes on an enrolled node must be signed by an operator: "
+            "run the command with --as FLEETDIR (or set NODERUNTIME_AS)",
+            code="operator_signature_required",
+        )
+
+    def prepared(doc: str, mutate: Any, summary: str) -> dict[str, Any]:
+        state, _ = parts()
+        data = state.prepare(doc, mutate)
+        meta = json.dumps({"summary": summary}, sort_keys=True, separators=(",", ":"))
+        return {
+            "doc": doc,
+            "data": base64.b64encode(data).decode() if data is not None else None,
+            "meta": meta,
+        }
+
+    async def apply(params: Params) -> Any:
         state, _ = parts()
         text = _str_param(params, "yaml")
         source = params.get("source") if isinstance(params.get("source"), str) else None
@@ -159,17 +189,20 @@ def build_routes(node: Node) -> dict[str, Route]:
                 continue
             changed.append((name, canon))
             results.append({"name": name, "result": "created" if old is None else "configured"})
+
+        def mutate(doc: Any) -> None:
+            for name, canon in changed:
+                schema.put_workload(doc, name, canon)
+
+        summary = "apply " + ", ".join(f"{n}" for n, _ in changed)
+        if params.get("prepare"):
+            return {"results": results, "prepared": prepared(state.fleet_doc, mutate, summary)}
         if changed:
-
-            def mutate(doc: Any) -> None:
-                for name, canon in changed:
-                    schema.put_workload(doc, name, canon)
-
-            summary = "apply " + ", ".join(f"{n}" for n, _ in changed)
+            check_fleet_write(params)
             await state.write(state.fleet_doc, mutate, summary=summary, on_behalf=_actor(params))
         return results
 
-    async def delete(params: Params) -> dict[str, str]:
+    async def delete(params: Params) -> dict[str, Any]:
         state, _ = parts()
         name = _str_param(params, "name")
         if name not in state.snapshot().fleet.workloads:
@@ -178,6 +211,11 @@ def build_routes(node: Node) -> dict[str, Route]:
         def mutate(doc: Any) -> None:
             schema.delete_workload(doc, name)
 
+        if params.get("prepare"):
+            out: dict[str, Any] = {"name": name, "result": "deleted"}
+            out["prepared"] = prepared(state.fleet_doc, mutate, f"delete {name}")
+            return out
+        check_fleet_write(params)
         await state.write(
             state.fleet_doc, mutate, summary=f"delete {name}", on_behalf=_actor(params)
         )
@@ -323,8 +361,108 @@ def build_routes(node: Node) -> dict[str, Route]:
     async def stop(params: Params) -> dict[str, Any]:
         return await start_stop(params, False)
 
+    def b64_param(params: Params, key: str) -> bytes:
+        try:
+            return base64.b64decode(_str_param(params, key), validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(f"parameter {key!r} must be base64", code="bad_request") from None
+
+    async def submit(params: Params) -> dict[str, Any]:
+        from noderuntime.crdt.store import NewUpdate
+        from noderuntime.sync.verify import submit_signed
+
+        state, _ = parts()
+        trust = node.fleet
+        if trust is None:
+            raise ApiError(
+                "this node is not enrolled in a fleet, so it cannot check an operator's "
+                "signature; enrol it (`noderuntime enroll`) first",
+                code="not_enrolled",
+            )
+        credential = params.get("credential")
+        if isinstance(credential, str) and credential:
+            trust.add(credential)  # verified against the fleet root; raises if not valid
+        update = NewUpdate(
+            doc=_str_param(params, "doc"),
+            data=b64_param(params, "data"),
+            author=_str_param(params, "author"),
+            signature=b64_param(params, "signature"),
+            ts=time.time(),
+            meta=_str_param(params, "meta"),
+        )
+        result = await submit_signed(state, trust, update, hub=node.config.role.value == "hub")
+        return {"doc": update.doc, "author": update.author, "result": result.value}
+
+    async def sync_peers(_: Params) -> dict[str, Any]:
+        links: list[dict[str, Any]] = []
+        nats = getattr(node, "nats", None)
+        if nats is not None and hasattr(nats, "leaf_links"):
+            try:
+                links = [link.to_dict() for link in await nats.leaf_links()]
+            except Exception as exc:
+                links = [{"error": str(exc)}]
+        engine = node.sync
+        return {
+            "enabled": engine is not None,
+            "peers": engine.peer_views() if engine is not None else [],
+            "links": links,
+            "sync": engine.status() if engine is not None else {"enabled": False},
+        }
+
+    async def nodes_list(_: Params) -> list[dict[str, Any]]:
+        state, rec = parts()
+        snap = state.snapshot()
+        me: dict[str, Any] = {
+            "node": node.config.node_id,
+            "site": node.config.site,
+            "role": node.config.role.value,
+            "self": True,
+            "up": True,
+            "last_seen": time.time(),
+            "health": "ok" if rec.runtime_error is None else "degraded",
+            "workloads": phase_counts(snap.node.status),
+        }
+        out = {me["node"]: me}
+        engine = node.sync
+        if engine is not None:
+            for p in engine.peer_views():
+                hb = engine.peers[p["node"]].heartbeat
+                out[p["node"]] = {
+                    "node": p["node"],
+                    "site": p["site"],
+                    "role": p["role"],
+                    "self": False,
+                    "up": p["up"],
+                    "last_seen": p["last_heard"],
+                    "health": hb.get("health"),
+                    "workloads": hb.get("workloads", {}),
+                }
+        # A hub also knows nodes from their documents (even if never heard from directly).
+        for name in state.doc_names:
+            kind, _, ident = name.partition("/")
+            if kind != "node" or ident in out:
+                continue
+            view = state.read(name, schema.read_node)
+            info = dict(view.info)
+            out[ident] = {
+                "node": ident,
+                "site": info.get("site"),
+                "role": info.get("role"),
+                "self": False,
+                "up": False,
+                "last_seen": None,
+                "health": None,
+                "workloads": phase_counts(view.status),
+            }
+        return [out[k] for k in sorted(out)]
+
     return {
         "node.status": Route(status, doc="node, store, Podman and workload summary"),
+        "sync.peers": Route(sync_peers, doc="sync links and peers: up/down, bytes, lag"),
+        "nodes.list": Route(nodes_list, doc="nodes known here: site, last seen, health"),
+        "updates.submit": Route(
+            submit, write=True, doc="ingest an operator-signed update (verified like a peer's)"
+        ),
         "workloads.list": Route(
             list_workloads, doc="every workload with desired and observed state"
         ),

@@ -9,30 +9,93 @@ Invariants:
   holds a live ``Doc``.
 - If a commit fails, the affected document is rebuilt from the store so memory never keeps a
   change the disk does not have.
+- Every update this store produces carries a clock range (see :mod:`noderuntime.crdt.clocks`):
+  a write that only deletes is anchored with a tiny counter in the ``_anchor`` map, so
+  state-vector anti-entropy can see it.
+- Remote updates enter through :meth:`StateStore.ingest` only: idempotent (content digest),
+  structurally checked, trial-applied on a scratch document, durable before listeners hear of
+  them. Signature and ACL checks are the caller's (``noderuntime.sync.verify``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, Map
 
 from noderuntime.crdt import schema
+from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector, gap, parse_update
 from noderuntime.crdt.envelope import signing_input
-from noderuntime.crdt.store import LoadedDoc, NewUpdate, StoredUpdate, StoreStats, UpdateStore
+from noderuntime.crdt.store import (
+    LoadedDoc,
+    NewUpdate,
+    StoredUpdate,
+    StoreStats,
+    UpdateStore,
+    update_digest,
+)
 from noderuntime.errors import StoreError
 from noderuntime.identity import Identity
 
 EMPTY_UPDATE = b"\x00\x00"
 
+ANCHOR_MAP = "_anchor"
+
 Mutation = Callable[[Doc[Any]], None]
 Listener = Callable[[], None]
+
+
+class Origin(enum.Enum):
+    """Where a stored update came from (told to update listeners)."""
+
+    LOCAL = "local"  # written by this node
+    SUBMITTED = "submitted"  # signed elsewhere (an operator's CLI), submitted over the API
+    PEER = "peer"  # received from a peer by the sync engine
+
+
+UpdateListener = Callable[[StoredUpdate, Origin], None]
+
+
+class IngestResult(enum.Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    NOT_HELD = "not_held"  # a document this node does not hold
+    MALFORMED = "malformed"  # not a well-formed v1 update
+    UNANCHORED = "unanchored"  # carries no clock range (invisible to anti-entropy)
+    CLIENT_CONFLICT = "client_conflict"  # reuses a client id another author owns
+    CORRUPT = "corrupt"  # pycrdt refused it
+
+
+def mutate_anchored(doc: Doc[Any], mutate: Mutation) -> bytes:
+    """Run ``mutate`` in a transaction; return the update, anchored to a clock range.
+
+    A write that only deletes produces no struct and so no clock range; a second transaction
+    bumps this client's counter in ``_anchor`` so the update is visible to anti-entropy.
+    """
+    before = doc.get_state()
+    with doc.transaction():
+        mutate(doc)
+    data = doc.get_update(before)
+    if data == EMPTY_UPDATE:
+        return data
+    try:
+        anchored = parse_update(data).anchored
+    except UpdateFormatError:
+        anchored = True
+    if not anchored:
+        anchors: Map[Any] = doc.get(ANCHOR_MAP, type=Map)
+        key = str(doc.client_id)
+        with doc.transaction():
+            anchors[key] = str(int(anchors.get(key, "0")) + 1)
+        data = doc.get_update(before)
+    return data
 
 
 @dataclass(frozen=True)
@@ -83,6 +146,12 @@ class StateStore:
         self._clock = clock
         self._docs: dict[str, Doc[Any]] = {}
         self._listeners: list[Listener] = []
+        self._update_listeners: list[UpdateListener] = []
+        self._stored_sv: dict[str, dict[int, int]] = {}
+        self._client_owner: dict[tuple[str, int], str] = {}
+        self._ingest_lock = asyncio.Lock()
+        self.ingested = 0
+        self.duplicates = 0
         self._generation = 0
         self._snapshot: schema.StateSnapshot | None = None
         self._pending: dict[str, int] = {}
@@ -97,6 +166,10 @@ class StateStore:
         try:
             for name in (self.fleet_doc, self.site_doc, self.node_doc):
                 await self._load(name)
+            # Documents received from peers (a hub holds every site's and node's).
+            for name in await self._store.docs():
+                if name not in self._docs:
+                    await self._load(name)
         except BaseException:
             await self._store.close()
             raise
@@ -120,9 +193,191 @@ class StateStore:
     def generation(self) -> int:
         return self._generation
 
+    @property
+    def last_seq(self) -> int:
+        """The highest store sequence number of any document held."""
+        return max(self._last_seq.values(), default=0)
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def subscribe_updates(self, listener: UpdateListener) -> Callable[[], None]:
+        """Be told of every stored update (after it is durable), with its origin."""
+        self._update_listeners.append(listener)
+        return lambda: self._update_listeners.remove(listener)
+
+    def _notify(self, updates: Sequence[tuple[StoredUpdate, Origin]]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                self._log.exception("state listener failed")
+        for stored, origin in updates:
+            for ulistener in list(self._update_listeners):
+                try:
+                    ulistener(stored, origin)
+                except Exception:
+                    self._log.exception("update listener failed")
+
+    def holds(self, name: str) -> bool:
+        return name in self._docs
+
+    async def ensure_doc(self, name: str) -> None:
+        """Hold document ``name`` from now on (empty until updates arrive)."""
+        if name not in self._docs:
+            await self._load(name)
+
+    def state_vector(self, name: str) -> bytes:
+        """The document's state vector (pycrdt encoding): what it has integrated."""
+        return self._docs[name].get_state()
+
+    def state_vector_map(self, name: str) -> dict[int, int]:
+        return decode_state_vector(self._docs[name].get_state())
+
+    def stored_clocks(self, name: str) -> Mapping[int, int]:
+        """Per client, the highest clock of any stored update of ``name`` (incl. pending)."""
+        return self._stored_sv.get(name, {})
+
+    async def missing_for(
+        self, name: str, peer_sv: Mapping[int, int], limit: int = 10_000
+    ) -> list[StoredUpdate]:
+        """The stored signed updates of ``name`` a peer with state vector ``peer_sv`` lacks."""
+        if name not in self._docs:
+            return []
+        need = gap(self._stored_sv.get(name, {}), peer_sv)
+        if not need:
+            return []
+        return await self._store.updates_for_gap(name, need, limit)
+
+    def prepare(self, name: str, mutate: Mutation) -> bytes | None:
+        """The update ``mutate`` would make to ``name``, made on a scratch copy (not applied).
+
+        For changes another principal (an operator) signs: the scratch copy has a fresh client
+        id, so the update merges whatever else happened to the document meanwhile.
+        """
+        doc = self._docs.get(name)
+        if doc is None:
+            raise StoreError(f"document {name!r} is not held by this node")
+        scratch: Doc[Any] = Doc()
+        scratch.apply_update(doc.get_update())
+        data = mutate_anchored(scratch, mutate)
+        return None if data == EMPTY_UPDATE else data
+
+    def _note_clocks(self, name: str, data: bytes, author: str) -> None:
+        try:
+            ranges = parse_update(data).ranges
+        except UpdateFormatError:
+            return
+        sv = self._stored_sv.setdefault(name, {})
+        for client, (_, end) in ranges.items():
+            if end > sv.get(client, 0):
+                sv[client] = end
+            self._client_owner.setdefault((name, client), author)
+
+    async def ingest(
+        self,
+        updates: Sequence[NewUpdate],
+        *,
+        origin: Origin = Origin.PEER,
+        create_docs: bool = False,
+    ) -> list[IngestResult]:
+        """Store and apply updates signed elsewhere (already verified and authorised).
+
+        Idempotent: an update already stored is reported DUPLICATE and changes nothing.
+        Durable before listeners are told. ``create_docs`` lets a hub take on documents it
+        does not hold yet; otherwise updates of other documents are NOT_HELD.
+        """
+        async with self._ingest_lock:
+            return await self._ingest(updates, origin, create_docs)
+
+    async def _ingest(
+        self, updates: Sequence[NewUpdate], origin: Origin, create_docs: bool
+    ) -> list[IngestResult]:
+        results: list[IngestResult] = []
+        digests = [update_digest(u.doc, u.data, u.author, u.signature, u.meta) for u in updates]
+        known = await self._store.known_digests(digests)
+        accepted: list[NewUpdate] = []
+        seen: set[bytes] = set()
+        broken: set[str] = set()
+        for u, digest in zip(updates, digests, strict=True):
+            if digest in known or digest in seen:
+                results.append(IngestResult.DUPLICATE)
+                self.duplicates += 1
+                continue
+            if u.doc not in self._docs:
+                if not create_docs:
+                    results.append(IngestResult.NOT_HELD)
+                    continue
+                await self._load(u.doc)
+            try:
+                clocks = parse_update(u.data)
+            except UpdateFormatError:
+                results.append(IngestResult.MALFORMED)
+                continue
+            if not clocks.anchored:
+                results.append(IngestResult.UNANCHORED)
+                continue
+            if await self._client_conflict(u.doc, list(clocks.ranges), u.author):
+                results.append(IngestResult.CLIENT_CONFLICT)
+                continue
+            scratch: Doc[Any] = Doc()
+            err = apply_update_safely(scratch, u.data)
+            if err is None:
+                err = apply_update_safely(self._docs[u.doc], u.data)
+                if err is not None:
+                    broken.add(u.doc)
+            if err is not None:
+                self._log.debug("update of %s by %s refused by pycrdt: %s", u.doc, u.author, err)
+                results.append(IngestResult.CORRUPT)
+                continue
+            for client in clocks.ranges:
+                self._client_owner.setdefault((u.doc, client), u.author)
+            seen.add(digest)
+            accepted.append(u)
+            results.append(IngestResult.APPLIED)
+        stored: list[tuple[StoredUpdate, Origin]] = []
+        if accepted:
+            docs = {u.doc for u in accepted}
+            for name in docs:
+                self._pending[name] = self._pending.get(name, 0) + 1
+            try:
+                seqs = await self._store.append(accepted)
+            except BaseException:
+                for name in docs:
+                    self._pending[name] -= 1
+                self._log.error("received updates were not stored; reloading from disk")
+                for name in docs | broken:
+                    await self._load(name)
+                raise
+            for name in docs:
+                self._pending[name] -= 1
+            for u, seq in zip(accepted, seqs, strict=True):
+                self._last_seq[u.doc] = max(self._last_seq.get(u.doc, 0), seq)
+                self._since_snapshot[u.doc] = self._since_snapshot.get(u.doc, 0) + 1
+                self._note_clocks(u.doc, u.data, u.author)
+                stored.append(
+                    (StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta), origin)
+                )
+            self.ingested += len(accepted)
+        for name in broken:
+            # A live apply failed part-way: rebuild the document from what the disk holds.
+            await self._load(name)
+        if stored or broken:
+            self._bump()
+        if stored:
+            self._notify(stored)
+            for name in {u.doc for u in accepted}:
+                if self._since_snapshot[name] >= self._compact_every and not self._pending[name]:
+                    await self._compact(name)
+        return results
+
+    async def _client_conflict(self, doc: str, clients: list[int], author: str) -> bool:
+        unknown = [c for c in clients if (doc, c) not in self._client_owner]
+        if unknown:
+            for client, owner in (await self._store.client_authors(doc, unknown)).items():
+                self._client_owner[(doc, client)] = owner
+        return any(self._client_owner.get((doc, c), author) != author for c in clients)
 
     async def _load(self, name: str) -> None:
         loaded: LoadedDoc = await self._store.load(name)
@@ -138,6 +393,7 @@ class StateStore:
                 self.load_problems += 1
                 self._log.error("skipping unreadable update %d of %s: %s", upd.seq, name, err)
         self._docs[name] = doc
+        self._stored_sv[name] = await self._store.clock_summary(name)
         self._last_seq[name] = loaded.updates[-1].seq if loaded.updates else loaded.snapshot_seq
         self._since_snapshot[name] = len(loaded.updates)
         self._bump()
@@ -173,10 +429,7 @@ class StateStore:
         doc = self._docs.get(name)
         if doc is None:
             raise StoreError(f"document {name!r} is not held by this node")
-        before = doc.get_state()
-        with doc.transaction():
-            mutate(doc)
-        data = doc.get_update(before)
+        data = mutate_anchored(doc, mutate)
         if data == EMPTY_UPDATE:
             return WriteResult(name, None, 0)
         ts = self._clock()
@@ -206,14 +459,14 @@ class StateStore:
         self._pending[name] -= 1
         self._last_seq[name] = max(self._last_seq.get(name, 0), seq)
         self._since_snapshot[name] = self._since_snapshot.get(name, 0) + 1
+        self._note_clocks(name, data, update.author)
         self.writes += 1
         self.last_write_at = ts
         self._bump()
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:
-                self._log.exception("state listener failed")
+        stored = StoredUpdate(
+            seq, name, data, update.author, update.signature, update.ts, update.meta
+        )
+        self._notify([(stored, Origin.LOCAL)])
         if self._since_snapshot[name] >= self._compact_every and not self._pending[name]:
             await self._compact(name)
         return WriteResult(name, seq, len(data))

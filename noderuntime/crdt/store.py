@@ -17,19 +17,25 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
+from noderuntime.crdt.clocks import UpdateFormatError, parse_update
 from noderuntime.errors import StoreCorruptError, StoreError
 
 # Schema version, stored in PRAGMA user_version.
 # 1 (2026-11-25): updates(seq, doc, data, author, signature, ts, meta)
 #                 + snapshots(doc, upto_seq, data).
-SCHEMA_VERSION = 1
+# 2 (2026-11-26): updates.digest (content hash, for idempotent ingest of peers' updates)
+#                 + update_clocks(seq, doc, client, clock_start, clock_end, author): the clock
+#                 range each update carries per client, so anti-entropy is O(missing).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -47,7 +53,42 @@ CREATE TABLE IF NOT EXISTS snapshots (
     upto_seq INTEGER NOT NULL,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS update_clocks (
+    seq INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    client INTEGER NOT NULL,
+    clock_start INTEGER NOT NULL,
+    clock_end INTEGER NOT NULL,
+    author TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS update_clocks_gap ON update_clocks (doc, client, clock_end);
 """
+
+# Run after _SCHEMA on every open; the column is added by the v1 -> v2 migration.
+_SCHEMA_V2_INDEXES = """
+CREATE INDEX IF NOT EXISTS updates_digest ON updates (digest);
+"""
+
+_COLUMNS = "seq, doc, data, author, signature, ts, meta"
+
+
+def update_digest(doc: str, data: bytes, author: str, signature: bytes, meta: str) -> bytes:
+    """Content hash of a signed update: equal digests mean the same update (dedupe key)."""
+    h = hashlib.sha256()
+    for part in (author.encode(), signature, doc.encode(), meta.encode()):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    h.update(data)
+    return h.digest()[:16]
+
+
+def clock_rows(data: bytes) -> list[tuple[int, int, int]]:
+    """(client, clock_start, clock_end) per client ``data`` carries; none if unparseable."""
+    try:
+        clocks = parse_update(data)
+    except UpdateFormatError:
+        return []
+    return [(c, start, end) for c, (start, end) in clocks.ranges.items()]
 
 
 @dataclass(frozen=True)
@@ -75,6 +116,10 @@ class StoredUpdate:
     signature: bytes
     ts: float
     meta: str = "{}"
+
+    @property
+    def digest(self) -> bytes:
+        return update_digest(self.doc, self.data, self.author, self.signature, self.meta)
 
 
 @dataclass(frozen=True)
@@ -139,6 +184,29 @@ class UpdateStore(abc.ABC):
     @abc.abstractmethod
     async def stats(self) -> StoreStats: ...
 
+    # --- replication support ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def known_digests(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Which of ``digests`` (see :func:`update_digest`) are already stored."""
+
+    @abc.abstractmethod
+    async def clock_summary(self, doc: str) -> dict[int, int]:
+        """Per client id, the highest clock end of any stored update of ``doc``."""
+
+    @abc.abstractmethod
+    async def client_authors(self, doc: str, clients: Sequence[int]) -> dict[int, str]:
+        """The author who first wrote each of ``clients`` in ``doc`` (if any)."""
+
+    @abc.abstractmethod
+    async def updates_for_gap(
+        self, doc: str, gap: Mapping[int, int], limit: int = 10_000
+    ) -> list[StoredUpdate]:
+        """Stored updates of ``doc`` carrying a clock beyond ``gap[client]``, in seq order.
+
+        Cost is proportional to the updates returned (an index on (doc, client, clock_end)).
+        """
+
 
 class MemoryStore(UpdateStore):
     """In-memory store with the same contract; for tests of code above the store."""
@@ -147,6 +215,9 @@ class MemoryStore(UpdateStore):
         self._updates: list[StoredUpdate] = []
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._open = False
+        self._digests: set[bytes] = set()
+        # (seq, doc, client, start, end, author)
+        self._clocks: list[tuple[int, str, int, int, int, str]] = []
 
     async def open(self) -> None:
         self._open = True
@@ -163,11 +234,46 @@ class MemoryStore(UpdateStore):
         seqs = []
         for u in updates:
             seq = len(self._updates) + 1
-            self._updates.append(
-                StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta)
-            )
+            stored = StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta)
+            self._updates.append(stored)
+            self._digests.add(stored.digest)
+            for client, start, end in clock_rows(u.data):
+                self._clocks.append((seq, u.doc, client, start, end, u.author))
             seqs.append(seq)
         return seqs
+
+    async def known_digests(self, digests: Sequence[bytes]) -> set[bytes]:
+        self._check()
+        return {d for d in digests if d in self._digests}
+
+    async def clock_summary(self, doc: str) -> dict[int, int]:
+        self._check()
+        out: dict[int, int] = {}
+        for _, d, client, _, end, _ in self._clocks:
+            if d == doc and end > out.get(client, 0):
+                out[client] = end
+        return out
+
+    async def client_authors(self, doc: str, clients: Sequence[int]) -> dict[int, str]:
+        self._check()
+        out: dict[int, str] = {}
+        for _, d, client, _, _, author in self._clocks:
+            if d == doc and client in clients and client not in out:
+                out[client] = author
+        return out
+
+    async def updates_for_gap(
+        self, doc: str, gap: Mapping[int, int], limit: int = 10_000
+    ) -> list[StoredUpdate]:
+        self._check()
+        seqs = sorted(
+            {
+                seq
+                for seq, d, client, _, end, _ in self._clocks
+                if d == doc and client in gap and end > gap[client]
+            }
+        )[:limit]
+        return [self._updates[s - 1] for s in seqs]
 
     async def load(self, doc: str) -> LoadedDoc:
         self._check()
@@ -234,6 +340,9 @@ class SQLiteStore(UpdateStore):
                     f"this one knows {SCHEMA_VERSION}); upgrade noderuntime or restore a backup"
                 )
             await self._db.executescript(_SCHEMA)
+            if version < 2:
+                await self._migrate_v1_to_v2()
+            await self._db.executescript(_SCHEMA_V2_INDEXES)
             await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             async with self._db.execute("PRAGMA quick_check") as cur:
                 check = await cur.fetchone()
@@ -253,6 +362,32 @@ class SQLiteStore(UpdateStore):
             raise
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def _migrate_v1_to_v2(self) -> None:
+        """Add the digest column and index every stored update's clocks (one transaction)."""
+        db = self.db
+        async with db.execute("PRAGMA table_info(updates)") as cur:
+            columns = {r[1] async for r in cur}
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if "digest" not in columns:
+                await db.execute("ALTER TABLE updates ADD COLUMN digest BLOB")
+            await db.execute("DELETE FROM update_clocks")
+            async with db.execute(f"SELECT {_COLUMNS} FROM updates ORDER BY seq") as cur:
+                rows = [_row(r) async for r in cur]
+            await db.executemany(
+                "UPDATE updates SET digest = ? WHERE seq = ?", [(u.digest, u.seq) for u in rows]
+            )
+            await db.executemany(
+                "INSERT INTO update_clocks (seq, doc, client, clock_start, clock_end, author) "
+                "VALUES (?,?,?,?,?,?)",
+                [(u.seq, u.doc, *c, u.author) for u in rows for c in clock_rows(u.data)],
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -315,18 +450,29 @@ class SQLiteStore(UpdateStore):
                 row = await cur.fetchone()
             next_seq = int(row[0]) + 1 if row else 1
             rows = []
+            clocks = []
             for p in batch:
                 seqs = []
                 for u in p.updates:
-                    rows.append((next_seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta))
+                    digest = update_digest(u.doc, u.data, u.author, u.signature, u.meta)
+                    rows.append(
+                        (next_seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta, digest)
+                    )
+                    clocks += [(next_seq, u.doc, *c, u.author) for c in clock_rows(u.data)]
                     seqs.append(next_seq)
                     next_seq += 1
                 results.append(seqs)
             await db.executemany(
-                "INSERT INTO updates (seq, doc, data, author, signature, ts, meta) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO updates (seq, doc, data, author, signature, ts, meta, digest) "
+                "VALUES (?,?,?,?,?,?,?,?)",
                 rows,
             )
+            if clocks:
+                await db.executemany(
+                    "INSERT INTO update_clocks (seq, doc, client, clock_start, clock_end, author) "
+                    "VALUES (?,?,?,?,?,?)",
+                    clocks,
+                )
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -404,6 +550,62 @@ class SQLiteStore(UpdateStore):
         n_snaps = int(row[0]) if row else 0
         size = await asyncio.to_thread(_db_size, self.path)
         return StoreStats(str(self.path), n_updates, n_snaps, size, SCHEMA_VERSION)
+
+    async def known_digests(self, digests: Sequence[bytes]) -> set[bytes]:
+        out: set[bytes] = set()
+        for i in range(0, len(digests), 500):
+            chunk = list(digests[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT digest FROM updates WHERE digest IN ({marks})", chunk
+            ) as cur:
+                out |= {bytes(r[0]) async for r in cur}
+        return out
+
+    async def clock_summary(self, doc: str) -> dict[int, int]:
+        async with self.db.execute(
+            "SELECT client, MAX(clock_end) FROM update_clocks WHERE doc = ? GROUP BY client",
+            (doc,),
+        ) as cur:
+            return {int(r[0]): int(r[1]) async for r in cur}
+
+    async def client_authors(self, doc: str, clients: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for client in clients:
+            async with self.db.execute(
+                "SELECT author FROM update_clocks WHERE doc = ? AND client = ? "
+                "ORDER BY seq LIMIT 1",
+                (doc, client),
+            ) as cur:
+                row = await cur.fetchone()
+            if row:
+                out[client] = str(row[0])
+        return out
+
+    async def updates_for_gap(
+        self, doc: str, gap: Mapping[int, int], limit: int = 10_000
+    ) -> list[StoredUpdate]:
+        seqs: set[int] = set()
+        for client, after in gap.items():
+            async with self.db.execute(
+                "SELECT seq FROM update_clocks WHERE doc = ? AND client = ? AND clock_end > ?",
+                (doc, client, after),
+            ) as cur:
+                seqs |= {int(r[0]) async for r in cur}
+        ordered = sorted(seqs)[:limit]
+        out: list[StoredUpdate] = []
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT {_COLUMNS} FROM updates WHERE seq IN ({marks}) ORDER BY seq", chunk
+            ) as cur:
+                out += [_row(r) async for r in cur]
+        return out
+
+
+def _row(r: Any) -> StoredUpdate:
+    return StoredUpdate(int(r[0]), r[1], bytes(r[2]), r[3], bytes(r[4]), float(r[5]), r[6])
 
 
 def _db_size(path: Path) -> int:

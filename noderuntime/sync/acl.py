@@ -1,0 +1,127 @@
+"""Who may write and who may read each document: pure functions over plain data.
+
+Writer ACL (checked by every receiver, for every update, before pycrdt sees it):
+
+    fleet          operators and hubs. Hubs run rollouts (design decision 7), so they write
+                   fleet state on the operators' behalf; a plain node never does.
+    site/<s>       operators, and nodes (or hubs) enrolled at site <s>. A technician's change
+                   is signed by the node they stand at, attributed in the signed meta
+                   (``onBehalf``), so the node's rights apply.
+    node/<n>       node <n> itself, and operators (node overrides live in the node document,
+                   see ``crdt/schema.py``, and an operator may set them remotely).
+
+Reader ACL (checked before answering a peer's state vector): a member may receive the documents
+it holds; a sovereign site's ``site/<s>`` and ``node/<n>`` (n at s) documents go only to members
+enrolled at <s>, never to hubs or nodes elsewhere.
+
+The trust store is the fleet helper's ``FleetTrust``; only the small :class:`Trust` protocol
+below is used here.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+ROLE_OPERATOR = "operator"
+ROLE_NODE = "node"
+ROLE_HUB = "hub"
+
+
+class MemberLike(Protocol):
+    """An enrolled principal, as the fleet trust anchor vouches for it."""
+
+    @property
+    def principal(self) -> str: ...  # "node:<id>" or "operator:<name>"
+
+    @property
+    def role(self) -> str: ...  # "operator", "node" or "hub"
+
+    @property
+    def site(self) -> str | None: ...
+
+    @property
+    def public_key(self) -> bytes: ...  # raw Ed25519, 32 bytes
+
+
+class Trust(Protocol):
+    def member(self, principal: str) -> MemberLike | None: ...
+
+
+class DocKind(enum.Enum):
+    FLEET = "fleet"
+    SITE = "site"
+    NODE = "node"
+
+
+@dataclass(frozen=True)
+class DocRef:
+    kind: DocKind
+    ident: str = ""  # site id or node id
+
+    @property
+    def name(self) -> str:
+        return "fleet" if self.kind is DocKind.FLEET else f"{self.kind.value}/{self.ident}"
+
+
+def parse_doc(name: str) -> DocRef | None:
+    """The document a name refers to, or None if it is not a valid document name."""
+    if name == "fleet":
+        return DocRef(DocKind.FLEET)
+    kind, sep, ident = name.partition("/")
+    if not sep or not _ID_RE.match(ident):
+        return None
+    if kind == "site":
+        return DocRef(DocKind.SITE, ident)
+    if kind == "node":
+        return DocRef(DocKind.NODE, ident)
+    return None
+
+
+def node_id_of(principal: str) -> str | None:
+    kind, sep, ident = principal.partition(":")
+    return ident if sep and kind == "node" else None
+
+
+def may_write(doc: DocRef, member: MemberLike) -> bool:
+    role = member.role
+    if role == ROLE_OPERATOR:
+        return True
+    if role not in (ROLE_NODE, ROLE_HUB):
+        return False
+    if doc.kind is DocKind.FLEET:
+        return role == ROLE_HUB
+    if doc.kind is DocKind.SITE:
+        return member.site == doc.ident
+    return node_id_of(member.principal) == doc.ident
+
+
+def doc_site(doc: DocRef, site_of_node: str | None) -> str | None:
+    """The site a document belongs to (None for the fleet document)."""
+    if doc.kind is DocKind.SITE:
+        return doc.ident
+    if doc.kind is DocKind.NODE:
+        return site_of_node
+    return None
+
+
+def may_read(doc: DocRef, reader: MemberLike, *, site_of_doc: str | None, sovereign: bool) -> bool:
+    """May ``reader`` be sent ``doc``? ``sovereign``: the doc's site keeps its docs inside."""
+    if doc.kind is DocKind.FLEET:
+        return True
+    if sovereign:
+        return reader.site is not None and reader.site == site_of_doc
+    return True
+
+
+def holds(doc: DocRef, *, role: str, site: str, node_id: str, site_of_doc: str | None) -> bool:
+    """Does a member with this role/site hold ``doc``? (its scopes; a hub holds everything)."""
+    if role == ROLE_HUB or doc.kind is DocKind.FLEET:
+        return True
+    if doc.kind is DocKind.SITE:
+        return doc.ident == site
+    return doc.ident == node_id

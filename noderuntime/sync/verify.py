@@ -1,0 +1,146 @@
+"""Verify before decoding: signature and writer ACL of every update, before pycrdt sees it.
+
+Order of checks for each update in an UPDATES message (cheapest and safest first):
+
+1. the whole message is at most ``maxMessageBytes`` (``protocol.decode``, before parsing);
+2. it parses under the strict wire format, every field bounded (``protocol.decode``);
+3. the document name is valid, and the node holds (or, as a hub, may hold) the document;
+4. the author is an enrolled member of the fleet (``Trust.member``);
+5. the Ed25519 signature over ``signing_input(doc, data, meta)`` verifies with the author's
+   enrolled key;
+6. the author may write the document (:func:`noderuntime.sync.acl.may_write`);
+7. only then the update bytes are parsed (``crdt.clocks.parse_update``, strict and bounded),
+   trial-applied on a scratch document and applied (``StateStore.ingest``), with pycrdt's
+   ``PanicException`` (a ``BaseException``) caught around every apply.
+
+Residual risk: an enrolled, authorised author whose key is stolen can sign bytes that make
+pycrdt loop or allocate without bound (Yrs decoder bugs have done both). Size bounds cap the
+input at ``maxUpdateBytes``, the strict parser refuses anything it cannot account for, and the
+author is named in the log; a hang inside the Rust decoder cannot be interrupted from Python.
+Revoking the author's enrolment is the remedy.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.state import IngestResult, Origin, StateStore
+from noderuntime.crdt.store import NewUpdate
+from noderuntime.errors import UpdateRejectedError
+from noderuntime.identity import verify
+from noderuntime.sync.acl import DocRef, MemberLike, Trust, may_write, parse_doc
+from noderuntime.sync.protocol import WireUpdate
+
+LOG_EVERY_S = 60.0
+
+
+class Cause(enum.Enum):
+    """Why a message or an update was refused (wire value: the string)."""
+
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    VERSION = "version"
+    BAD_DOC = "bad_doc"
+    UNKNOWN_AUTHOR = "unknown_author"
+    BAD_CREDENTIAL = "bad_credential"
+    BAD_SIGNATURE = "bad_signature"
+    UNAUTHORISED = "unauthorised"
+    SOVEREIGN = "sovereign"
+    REPLAYED = "replayed"
+    UNANCHORED = "unanchored"
+    CLIENT_CONFLICT = "client_conflict"
+    CORRUPT = "corrupt"
+    OVERLOAD = "overload"
+    INTERNAL = "internal"
+
+
+def check_update(
+    doc: DocRef, u: WireUpdate, trust: Trust
+) -> tuple[MemberLike | None, Cause | None]:
+    """Steps 4-6 above for one update of ``doc``; returns (author, None) when it may apply."""
+    member = trust.member(u.author)
+    if member is None or member.principal != u.author:
+        return None, Cause.UNKNOWN_AUTHOR
+    if not verify(member.public_key, u.signature, signing_input(doc.name, u.data, u.meta)):
+        return member, Cause.BAD_SIGNATURE
+    if not may_write(doc, member):
+        return member, Cause.UNAUTHORISED
+    return member, None
+
+
+def check_signed(
+    sender: str, signature: bytes, signed: bytes, trust: Trust
+) -> tuple[MemberLike | None, Cause | None]:
+    """A STATE or HEARTBEAT message: enrolled sender, valid signature."""
+    member = trust.member(sender)
+    if member is None or member.principal != sender:
+        return None, Cause.UNKNOWN_AUTHOR
+    if not verify(member.public_key, signature, signed):
+        return member, Cause.BAD_SIGNATURE
+    return member, None
+
+
+async def submit_signed(
+    state: StateStore, trust: Trust, update: NewUpdate, *, hub: bool = False
+) -> IngestResult:
+    """Verify and ingest an update signed elsewhere (an operator's CLI): the peer path.
+
+    Raises :class:`UpdateRejectedError` saying why, so the operator sees it at once.
+    """
+    doc = parse_doc(update.doc)
+    if doc is None:
+        raise UpdateRejectedError(f"{update.doc!r} is not a document name")
+    wire = WireUpdate(update.author, update.signature, update.ts, update.meta, update.data)
+    _, cause = check_update(doc, wire, trust)
+    if cause is not None:
+        raise UpdateRejectedError(
+            f"update of {doc.name} signed by {update.author} was refused ({cause.value}); "
+            "check that the operator is enrolled in this node's fleet"
+        )
+    (result,) = await state.ingest([update], origin=Origin.SUBMITTED, create_docs=hub)
+    if result in (IngestResult.APPLIED, IngestResult.DUPLICATE):
+        return result
+    raise UpdateRejectedError(f"update of {doc.name} was refused ({result.value})")
+
+
+class Rejections:
+    """Counts refusals by cause; logs the first of each cause, then at most once a minute."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        every_s: float = LOG_EVERY_S,
+    ) -> None:
+        self._log = log
+        self._clock = clock
+        self._every_s = every_s
+        self.counts: dict[str, int] = {}
+        self._last_log: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def reject(self, cause: Cause, detail: str = "") -> None:
+        key = cause.value
+        self.counts[key] = self.counts.get(key, 0) + 1
+        now = self._clock()
+        last = self._last_log.get(key)
+        if last is not None and now - last < self._every_s:
+            self._unlogged[key] = self._unlogged.get(key, 0) + 1
+            return
+        more = self._unlogged.pop(key, 0)
+        self._last_log[key] = now
+        self._log.warning(
+            "sync: rejected (%s)%s%s",
+            key,
+            f": {detail}" if detail else "",
+            f" [{more} more since last report]" if more else "",
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())

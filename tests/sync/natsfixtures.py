@@ -1,0 +1,123 @@
+"""Real nats-server processes on 127.0.0.1 free ports, with leaf links; a fake fleet trust."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from noderuntime import identity
+from noderuntime.identity import Identity
+
+NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class NatsServer:
+    """One nats-server; ``leaf_port`` accepts leaf links, ``remotes`` are leaf ports to dial."""
+
+    def __init__(self, name: str, *, accept_leafs: bool = False, remotes: list[int] | None = None):
+        self.name = name
+        self.port = free_port()
+        self.leaf_port = free_port() if accept_leafs else None
+        self.remotes = list(remotes or [])
+        self.dir = Path(tempfile.mkdtemp(prefix=f"nats-{name}-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        lines = [f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}"]
+        leaf = []
+        if self.leaf_port:
+            leaf.append(f"listen: 127.0.0.1:{self.leaf_port}")
+        if self.remotes:
+            urls = ", ".join(f'{{ url: "nats-leaf://127.0.0.1:{p}" }}' for p in self.remotes)
+            leaf.append(f"remotes: [ {urls} ]")
+            leaf.append("reconnect: 1")
+        if leaf:
+            lines.append("leafnodes { " + "\n".join(leaf) + " }")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> NatsServer:
+        conf = self.dir / "server.conf"
+        conf.write_text(self.config())
+        self.proc = subprocess.Popen(
+            [NATS_SERVER, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "server.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 10
+        while not _port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server {self.name} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def rss_kib(self) -> int:
+        if self.proc is None:
+            return 0
+        with contextlib.suppress(OSError), open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+
+@dataclass(frozen=True)
+class Member:
+    principal: str
+    role: str
+    site: str | None
+    public_key: bytes
+    key_id: str
+
+
+class FakeTrust:
+    """The part of the fleet trust the sync engine uses: enrolled members by principal."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, Member] = {}
+        self.identities: dict[str, Identity] = {}
+
+    def enroll(self, principal: str, role: str, site: str | None) -> Identity:
+        ident = identity.generate(principal)
+        self.members[principal] = Member(principal, role, site, ident.public_bytes, ident.key_id)
+        self.identities[principal] = ident
+        return ident
+
+    def member(self, principal: str) -> Member | None:
+        return self.members.get(principal)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
