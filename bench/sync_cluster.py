@@ -23,8 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from noderuntime.crdt import schema  # noqa: E402
-from noderuntime.crdt.state import StateStore  # noqa: E402
-from noderuntime.crdt.store import SQLiteStore  # noqa: E402
 from noderuntime.sync import protocol  # noqa: E402
 from noderuntime.sync.engine import SyncEngine, SyncSettings  # noqa: E402
 from tests.sync.conftest import FLEET, Cluster, put, submit_as, until  # noqa: E402
@@ -56,7 +54,9 @@ async def fanout(c: Cluster, n_nodes: int, rounds: int = 50) -> None:
     )
     # Wire bytes per change: one fleet change, as broadcast.
     (u,) = (await hub.state._store.updates_since("fleet", 0))[-1:]
-    wire = protocol.encode_updates("hub", "fleet", [protocol.WireUpdate(u.author, u.signature, u.ts, u.meta, u.data)])
+    wire = protocol.encode_updates(
+        "hub", "fleet", [protocol.WireUpdate(u.author, u.signature, u.ts, u.meta, u.data)]
+    )
     print(
         f"bytes on the wire per change: {len(wire)} B for a {len(u.data)} B pycrdt update "
         f"(overhead {len(wire) - len(u.data)} B incl. 64 B signature, author, meta {len(u.meta)} B)"
@@ -81,9 +81,7 @@ async def partition(c: Cluster, changes: int, partition_s: float) -> None:
     await asyncio.sleep(max(0.0, partition_s - (time.monotonic() - t_start)))
     t0 = time.perf_counter()
     h.start()
-    await until(
-        lambda: all(len(n.workloads()) == 2 * changes for n in nodes), within_s=120
-    )
+    await until(lambda: all(len(n.workloads()) == 2 * changes for n in nodes), within_s=120)
     print(
         f"partition {partition_s:.0f} s with {changes} changes each side: converged "
         f"{time.perf_counter() - t0:.2f} s after heal (incl. leaf reconnect, 1 s retry)"
@@ -99,11 +97,13 @@ async def anti_entropy_gap(tmp: Path) -> None:
         for chunk in range(10):  # 10 x 1,000 keys (one 10,000-key update exceeds maxUpdateBytes)
             await a.state.write(
                 "fleet",
-                lambda d, chunk=chunk: [
-                    schema.put_workload(d, f"k{i}", {"v": i})
-                    for i in range(chunk * 1000, (chunk + 1) * 1000)
-                ]
-                and None,
+                lambda d, chunk=chunk: (
+                    [
+                        schema.put_workload(d, f"k{i}", {"v": i})
+                        for i in range(chunk * 1000, (chunk + 1) * 1000)
+                    ]
+                    and None
+                ),
             )
         b = await c.node("b", "s1", srv.url, anti_entropy_interval_s=3600)
         await until(lambda: len(b.workloads()) == 10_000, within_s=30)
@@ -116,15 +116,22 @@ async def anti_entropy_gap(tmp: Path) -> None:
         before_out = a.engine.counters.bytes_out
         peer_before = a.engine.peers["b"].bytes_out if "b" in a.engine.peers else 0
         b2 = SyncEngine(
-            b.state, c.trust, b.identity,
+            b.state,
+            c.trust,
+            b.identity,
             SyncSettings(fleet=FLEET, node_id="b", site="s1", anti_entropy_interval_s=3600),
             nats_url=srv.url,
         )
         sv_size = len(b.state.state_vector("fleet"))
         async with b2:
-            await until(
-                lambda: b.workloads().get("k9603", {}).get("image") == "changed-99", within_s=30
-            )
+            try:
+                await until(
+                    lambda: b.workloads().get("k9603", {}).get("image") == "changed-99",
+                    within_s=10,
+                )
+            except AssertionError:
+                print(b2.status(), a.engine.status(), b.workloads().get("k9603"))
+                raise
             sent = a.engine.peers["b"].bytes_out - peer_before
             total = a.engine.counters.bytes_out - before_out
         print(
@@ -169,7 +176,7 @@ async def node_rss(tmp: Path) -> None:
     from tests.sync.natsfixtures import NatsServer
 
     srv = NatsServer("rss").start()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-c", CHILD, str(ROOT), srv.url, str(tmp / "rss.db")],
         stdout=subprocess.PIPE,
     )

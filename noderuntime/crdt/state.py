@@ -288,6 +288,14 @@ class StateStore:
         Durable before listeners are told. ``create_docs`` lets a hub take on documents it
         does not hold yet; otherwise updates of other documents are NOT_HELD.
         """
+        # Shielded: a caller cancelled mid-way (the sync engine stopping) must not leave the
+        # documents and the store's bookkeeping half-updated; the ingest finishes on its own.
+        task = asyncio.ensure_future(self._locked_ingest(updates, origin, create_docs))
+        return await asyncio.shield(task)
+
+    async def _locked_ingest(
+        self, updates: Sequence[NewUpdate], origin: Origin, create_docs: bool
+    ) -> list[IngestResult]:
         async with self._ingest_lock:
             return await self._ingest(updates, origin, create_docs)
 
