@@ -351,12 +351,16 @@ class StateStore:
                 self._pending[name] = self._pending.get(name, 0) + 1
             try:
                 seqs = await self._store.append(accepted)
+            except asyncio.CancelledError:
+                for name in docs:
+                    self._pending[name] -= 1
+                raise
             except BaseException:
                 for name in docs:
                     self._pending[name] -= 1
                 self._log.error("received updates were not stored; reloading from disk")
                 for name in docs | broken:
-                    await self._load(name)
+                    await self._reload(name)
                 raise
             for name in docs:
                 self._pending[name] -= 1
@@ -386,6 +390,15 @@ class StateStore:
             for client, owner in (await self._store.client_authors(doc, unknown)).items():
                 self._client_owner[(doc, client)] = owner
         return any(self._client_owner.get((doc, c), author) != author for c in clients)
+
+    async def _reload(self, name: str) -> None:
+        """Rebuild ``name`` from disk after a failed commit.
+
+        Appends queued behind the failed one may still commit; wait for them, or the rebuilt
+        doc would miss updates that are durable on disk.
+        """
+        await self._store.drain()
+        await self._load(name)
 
     async def _load(self, name: str) -> None:
         loaded: LoadedDoc = await self._store.load(name)
@@ -459,10 +472,14 @@ class StateStore:
         try:
             # No await between the mutation and this call: the store queues in call order.
             (seq,) = await self._store.append([update])
+        except asyncio.CancelledError:
+            # The append stays queued and will commit: the live doc is already right.
+            self._pending[name] -= 1
+            raise
         except BaseException:
             self._pending[name] -= 1
             self._log.error("write to %s was not stored; reloading it from disk", name)
-            await self._load(name)
+            await self._reload(name)
             raise
         self._pending[name] -= 1
         self._last_seq[name] = max(self._last_seq.get(name, 0), seq)

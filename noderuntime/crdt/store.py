@@ -162,6 +162,10 @@ class UpdateStore(abc.ABC):
         """Durably append ``updates`` in order; returns their sequence numbers."""
 
     @abc.abstractmethod
+    async def drain(self) -> None:
+        """Return once every queued append has been committed or has failed."""
+
+    @abc.abstractmethod
     async def load(self, doc: str) -> LoadedDoc: ...
 
     @abc.abstractmethod
@@ -228,6 +232,9 @@ class MemoryStore(UpdateStore):
     def _check(self) -> None:
         if not self._open:
             raise StoreError("store is not open")
+
+    async def drain(self) -> None:
+        return None
 
     async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
         self._check()
@@ -322,6 +329,8 @@ class SQLiteStore(UpdateStore):
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._committing = False
+        self._idle = asyncio.Event()
 
     async def open(self) -> None:
         try:
@@ -418,7 +427,14 @@ class SQLiteStore(UpdateStore):
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(updates, fut))
         self._wakeup.set()
-        return await fut
+        # A cancelled caller does not un-queue its update: it will still be committed, and
+        # the in-memory document already holds it, so both stay in step.
+        return await asyncio.shield(fut)
+
+    async def drain(self) -> None:
+        while (self._queue or self._committing) and self._writer and not self._writer.done():
+            self._idle.clear()
+            await self._idle.wait()
 
     async def _write_loop(self) -> None:
         while True:
@@ -429,6 +445,7 @@ class SQLiteStore(UpdateStore):
                 self._wakeup.clear()
                 continue
             batch, self._queue = self._queue, []
+            self._committing = True
             try:
                 results = await self._commit(batch)
             except sqlite3.Error as exc:
@@ -437,6 +454,9 @@ class SQLiteStore(UpdateStore):
                     if not p.future.done():
                         p.future.set_exception(err)
                 continue
+            finally:
+                self._committing = False
+                self._idle.set()
             for p, seqs in zip(batch, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(seqs)

@@ -68,7 +68,10 @@ def test_node_override_beats_site_override_beats_fleet() -> None:
 def test_override_changes_the_hash_only_when_it_changes_the_container() -> None:
     base = desired(snap()).workloads["web"].spec_hash
     assert desired(snap(node={"web": {"enabled": False}})).workloads["web"].spec_hash == base
-    assert desired(snap(node={"web": {"image": "localhost/other:2"}})).workloads["web"].spec_hash != base
+    assert (
+        desired(snap(node={"web": {"image": "localhost/other:2"}})).workloads["web"].spec_hash
+        != base
+    )
 
 
 def test_env_override_null_removes_variable() -> None:
@@ -77,7 +80,9 @@ def test_env_override_null_removes_variable() -> None:
 
 
 def test_locked_fields_are_ignored_and_reported() -> None:
-    s = snap(locks={"web": frozenset({"image", "env"})}, node={"web": {"image": "x:1", "env.A": "1"}})
+    s = snap(
+        locks={"web": frozenset({"image", "env"})}, node={"web": {"image": "x:1", "env.A": "1"}}
+    )
     web = desired(s).workloads["web"]
     assert web.workload.spec.image == "localhost/busybox:1"
     assert "A" not in web.workload.spec.env
@@ -91,11 +96,18 @@ def test_invalid_override_value_is_ignored_and_reported() -> None:
 
 
 def test_node_selector_uses_labels_and_builtins() -> None:
-    picky = stored(WEB.replace("restartPolicy: always", "restartPolicy: always\n  nodeSelector: {gpu: 'yes'}"))
+    picky = stored(
+        WEB.replace("restartPolicy: always", "restartPolicy: always\n  nodeSelector: {gpu: 'yes'}")
+    )
     s = snap(workloads={"web": picky})
     assert "web" in desired(s).not_selected
     assert "web" in desired(s, {"gpu": "yes"}).workloads
-    pinned = stored(WEB.replace("restartPolicy: always", "restartPolicy: always\n  nodeSelector: {noderuntime.io/site: s1}"))
+    pinned = stored(
+        WEB.replace(
+            "restartPolicy: always",
+            "restartPolicy: always\n  nodeSelector: {noderuntime.io/site: s1}",
+        )
+    )
     assert "web" in desired(snap(workloads={"web": pinned})).workloads
 
 

@@ -130,3 +130,19 @@ async def test_status_records_round_trip() -> None:
         rec = schema.StatusRecord("Running", "abc", 2, "healthy", 5.0, "", "h", None)
         await st.write(st.node_doc, lambda doc: schema.put_status(doc, "web", rec))
         assert st.snapshot().node.status["web"] == rec
+
+
+async def test_cancelled_writer_neither_loses_nor_forgets_its_update(tmp_path: Path) -> None:
+    """A caller cancelled while its append is queued: the update still commits, and the live
+    doc (and every other queued write) stays in step with the disk."""
+    path = tmp_path / "s.db"
+    async with make(SQLiteStore(path)) as st:
+        writes = [asyncio.create_task(st.write(st.fleet_doc, put(f"w{i}"))) for i in range(20)]
+        await asyncio.sleep(0)
+        writes[5].cancel()
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        assert isinstance(results[5], asyncio.CancelledError)
+        await st._store.drain()
+        assert set(st.snapshot().fleet.workloads) == {f"w{i}" for i in range(20)}
+    async with make(SQLiteStore(path)) as st:
+        assert set(st.snapshot().fleet.workloads) == {f"w{i}" for i in range(20)}
