@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from noderuntime import cli_fleet
+from noderuntime import backup, cli_fleet
 from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -141,8 +141,9 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _config_file(args: argparse.Namespace) -> Path | None:
-    value = args.config or os.environ.get("NODERUNTIME_CONFIG")
-    return Path(value).expanduser().absolute() if value else None
+    from noderuntime.config import resolve_config_file
+
+    return resolve_config_file(args.config, _data_dir(args))
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -667,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tui)
 
     cli_fleet.add_parsers(sub)
+    backup.add_parsers(sub)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from noderuntime.errors import ConfigError, NotInitializedError
 
 DEFAULT_DATA_DIR = Path("/var/lib/noderuntime")
+# The appliance layout (packaging/, docs/operations.md): config in /etc, data in /var/lib.
+DEFAULT_CONFIG_FILE = Path("/etc/noderuntime/node.yaml")
 CONFIG_FILE = "node.yaml"
 IDENTITY_FILE = "identity.key"
 STATE_DB_FILE = "state.db"
@@ -66,6 +68,24 @@ def resolve_data_dir(cli_value: str | os.PathLike[str] | None) -> Path:
     if env:
         return Path(env).expanduser().absolute()
     return DEFAULT_DATA_DIR
+
+
+def resolve_config_file(cli_value: str | os.PathLike[str] | None, data_dir: Path) -> Path | None:
+    """``--config``, else ``$NODERUNTIME_CONFIG``, else None (meaning ``<data_dir>/node.yaml``).
+
+    One exception keeps the installed layout usable without flags: for the default data dir
+    with no ``node.yaml`` of its own, ``/etc/noderuntime/node.yaml`` is the config if it exists.
+    """
+    value = cli_value or os.environ.get("NODERUNTIME_CONFIG")
+    if value:
+        return Path(value).expanduser().absolute()
+    if (
+        data_dir == DEFAULT_DATA_DIR
+        and not (data_dir / CONFIG_FILE).exists()
+        and DEFAULT_CONFIG_FILE.exists()
+    ):
+        return DEFAULT_CONFIG_FILE
+    return None
 
 
 def validate_id(kind: str, value: str) -> str:

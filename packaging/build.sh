@@ -54,7 +54,7 @@ if [[ ! -x "$PYTHON" ]]; then
 fi
 if ! "$PYTHON" -c 'import PyInstaller, noderuntime' 2>/dev/null; then
     log "installing noderuntime[package] into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
-    "$PYTHON" -m pip install -q --disable-pip-version-check -e "$REPO[package]"
+    "$PYTHON" -m pip install -q --disable-pip-version-check -e "${REPO}[package]"
 fi
 BIN_DIR="$(dirname "$PYTHON")"
 
@@ -74,6 +74,8 @@ args=(
     --specpath "$WORK"
     --paths "$REPO"
     --log-level WARN
+    # Debug symbols (a pyenv libpython carries ~15 MB of them) only cost size and start-up time.
+    --strip
     # Whole packages, so modules added later (sync, fleet, TUI screens) need no change here.
     --collect-submodules noderuntime
     --collect-submodules tui

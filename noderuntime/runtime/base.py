@@ -89,6 +89,8 @@ class ObservedContainer:
     finished_at: float | None = None
     ip_address: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Published ports: health probes fall back to 127.0.0.1:host_port when the IP is unusable.
+    ports: tuple[PortMapping, ...] = ()
 
 
 @dataclass(frozen=True)

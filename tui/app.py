@@ -1,0 +1,161 @@
+"""The technician console: ``noderuntime tui``.
+
+A Textual app that talks to the running node only through its local control API. Views are
+Textual modes (overview, workloads, peers, events), each with its own stack, so ``Esc`` pops a
+detail or log screen back to its list. One poll of ``node.status`` every couple of seconds keeps
+the link state and the visible view fresh; a lost daemon is shown as such and the next poll
+reconnects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from noderuntime.api.client import ApiClient
+from noderuntime.errors import NodeRuntimeError
+from tui.api import NodeApi
+from tui.context import TuiContext
+from tui.screens.base import BaseView
+from tui.screens.events import EventsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.jump import JumpScreen
+from tui.screens.overview import OverviewScreen
+from tui.screens.peers import PeersScreen
+from tui.screens.workloads import WorkloadsScreen
+
+REFRESH_INTERVAL_S = 2.0
+# A daemon that does not answer within this long is treated as lost (the next poll retries).
+API_TIMEOUT_S = 10.0
+VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events")
+
+
+class NodeRuntimeApp(App[int]):
+    """The TUI. ``api`` is the control-API client; ``clock`` is injectable for tests."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "noderuntime"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("1", "view('overview')", "Overview", show=False),
+        Binding("2", "view('workloads')", "Workloads", show=False),
+        Binding("3", "view('peers')", "Peers", show=False),
+        Binding("4", "view('events')", "Events", show=False),
+        Binding("colon", "jump", "Jump"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        api: NodeApi,
+        *,
+        clock: Callable[[], float] = time.time,
+        refresh_interval_s: float = REFRESH_INTERVAL_S,
+        initial_view: str = "overview",
+    ) -> None:
+        super().__init__()
+        self.ctx = TuiContext(api=api, clock=clock)
+        self.refresh_interval_s = refresh_interval_s
+        self.initial_view = initial_view
+        self.view_history: list[str] = []
+        ctx = self.ctx
+        self.add_mode("overview", lambda: OverviewScreen(ctx))
+        self.add_mode("workloads", lambda: WorkloadsScreen(ctx))
+        self.add_mode("peers", lambda: PeersScreen(ctx))
+        self.add_mode("events", lambda: EventsScreen(ctx))
+
+    async def on_mount(self) -> None:
+        await self.switch_mode(self.initial_view)
+        self.poll()
+        self.set_interval(self.refresh_interval_s, self.poll)
+
+    async def on_unmount(self) -> None:
+        await self.ctx.api.close()
+
+    # --- live refresh ------------------------------------------------------------------------
+
+    @work(exclusive=True, group="poll", exit_on_error=False)
+    async def poll(self) -> None:
+        ctx = self.ctx
+        was_connected = ctx.connected
+        try:
+            status = await ctx.api.call("node.status")
+        except NodeRuntimeError as exc:
+            ctx.connected = False
+            ctx.last_error = str(exc)
+            if was_connected:
+                self.notify(str(exc), title="Lost the node", severity="error", timeout=5)
+        else:
+            ctx.status = dict(status)
+            ctx.connected = True
+            ctx.last_error = ""
+            ctx.last_contact = ctx.clock()
+            if not was_connected and ctx.refreshes:
+                self.notify("the node answers again", title="Reconnected")
+        ctx.refreshes += 1
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, BaseView):
+                screen.refresh_data()
+                return
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # A bug in a view must not end the console with a traceback: say so and carry on.
+        if event.state is WorkerState.ERROR:
+            self.notify(
+                f"{event.worker.name}: {event.worker.error}",
+                title="Internal error",
+                severity="error",
+            )
+
+    # --- navigation --------------------------------------------------------------------------
+
+    def action_view(self, name: str) -> None:
+        if name == "help":
+            self.action_help()
+            return
+        if name == "quit":
+            self.exit(0)
+            return
+        if name not in VIEWS or name == self.current_mode:
+            return
+        self.view_history.append(self.current_mode)
+        self.switch_mode(name)
+
+    def action_jump(self) -> None:
+        def chosen(target: str | None) -> None:
+            if target is not None:
+                self.action_view(target)
+
+        self.push_screen(JumpScreen(), chosen)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_go_back(self) -> None:
+        """Esc: leave a pushed screen, else return to the previous view."""
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+            return
+        while self.view_history:
+            previous = self.view_history.pop()
+            if previous != self.current_mode:
+                self.switch_mode(previous)
+                return
+
+
+def run_tui(socket_path: Path) -> int:
+    """Run the console against the node serving ``socket_path``; returns the exit status."""
+    app = NodeRuntimeApp(ApiClient(socket_path, timeout_s=API_TIMEOUT_S))
+    result = app.run()
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,34 @@
+"""State the app's screens share: the API, the clock, the latest node status, the link state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.api import NodeApi
+
+
+@dataclass
+class TuiContext:
+    api: NodeApi
+    clock: Callable[[], float] = time.time
+    # Latest node.status answer (None until the first one arrives).
+    status: dict[str, Any] | None = None
+    connected: bool = False
+    # Why the node cannot be reached, while it cannot.
+    last_error: str = ""
+    # When the node was last heard from (clock time), for "data is N s old" while disconnected.
+    last_contact: float | None = None
+    # Technician name of the last successful action, pre-filled in the next confirmation.
+    technician: str = ""
+    # Node-wide counters for tests and the benchmark: completed status refreshes.
+    refreshes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_id(self) -> str | None:
+        node = (self.status or {}).get("node") or {}
+        value = node.get("id")
+        return str(value) if value else None
