@@ -15,7 +15,7 @@ import platform
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__
 from noderuntime.api.handlers import build_routes
@@ -24,15 +24,21 @@ from noderuntime.config import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
-from noderuntime.fleet.trust import FleetTrust
 from noderuntime.health import HealthMonitor
 from noderuntime.identity import Identity, load_key
 from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
-from noderuntime.sync.engine import SyncEngine, SyncSettings
-from noderuntime.sync.natsserver import NATS_SUBDIR, NatsServer, settings_for_node
 from noderuntime.technicians import TechnicianStore
+
+if TYPE_CHECKING:
+    from noderuntime.fleet.trust import FleetTrust
+    from noderuntime.sync.engine import SyncEngine
+    from noderuntime.sync.natsserver import NatsServer
+
+# Checked without importing the fleet package: a node that is not enrolled never loads TLS,
+# NATS or sync code (about 20 MB of RSS on an appliance that runs alone).
+FLEET_TRUST_FILE = Path("fleet") / "trust.json"
 
 
 def node_principal(node_id: str) -> str:
@@ -103,7 +109,10 @@ class Node:
                 )
             )
             await self._record_node_info()
-            if FleetTrust.is_enrolled(self.paths.data_dir):
+            if (self.paths.data_dir / FLEET_TRUST_FILE).is_file():
+                from noderuntime.fleet.trust import FleetTrust
+                from noderuntime.sync.natsserver import NATS_SUBDIR, NatsServer, settings_for_node
+
                 self.fleet = FleetTrust.load(self.paths.data_dir)
                 if self.config.nats_url is None:
                     self.nats = await stack.enter_async_context(
@@ -144,6 +153,8 @@ class Node:
             )
             reconciler.on_pass(self.health.refresh)
             if self.fleet is not None and self.nats_url is not None:
+                from noderuntime.sync.engine import SyncEngine, SyncSettings
+
                 self.sync = await stack.enter_async_context(
                     SyncEngine(
                         self.state,

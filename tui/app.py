@@ -31,8 +31,10 @@ from tui.screens.peers import PeersScreen
 from tui.screens.workloads import WorkloadsScreen
 
 REFRESH_INTERVAL_S = 2.0
-# A daemon that does not answer within this long is treated as lost (the next poll retries).
+# A daemon that does not answer a read within this long is treated as lost (the next poll
+# retries). Actions may legitimately take longer: a restart waits out the stop timeout.
 API_TIMEOUT_S = 10.0
+ACTION_TIMEOUT_S = 120.0
 VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events")
 
 
@@ -56,12 +58,13 @@ class NodeRuntimeApp(App[int]):
         self,
         api: NodeApi,
         *,
+        write_api: NodeApi | None = None,
         clock: Callable[[], float] = time.time,
         refresh_interval_s: float = REFRESH_INTERVAL_S,
         initial_view: str = "overview",
     ) -> None:
         super().__init__()
-        self.ctx = TuiContext(api=api, clock=clock)
+        self.ctx = TuiContext(api=api, write_api=write_api, clock=clock)
         self.refresh_interval_s = refresh_interval_s
         self.initial_view = initial_view
         self.view_history: list[str] = []
@@ -78,6 +81,8 @@ class NodeRuntimeApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.ctx.api.close()
+        if self.ctx.write_api is not None:
+            await self.ctx.write_api.close()
 
     # --- live refresh ------------------------------------------------------------------------
 
@@ -156,6 +161,9 @@ class NodeRuntimeApp(App[int]):
 
 def run_tui(socket_path: Path) -> int:
     """Run the console against the node serving ``socket_path``; returns the exit status."""
-    app = NodeRuntimeApp(ApiClient(socket_path, timeout_s=API_TIMEOUT_S))
+    app = NodeRuntimeApp(
+        ApiClient(socket_path, timeout_s=API_TIMEOUT_S),
+        write_api=ApiClient(socket_path, timeout_s=ACTION_TIMEOUT_S),
+    )
     result = app.run()
     return result if isinstance(result, int) else 0

@@ -13,6 +13,9 @@ from tui.api import NodeApi
 @dataclass
 class TuiContext:
     api: NodeApi
+    # Client for state-changing calls: a restart waits out the container's stop timeout, so
+    # these get a connection (and a timeout) of their own and never hold up the live refresh.
+    write_api: NodeApi | None = None
     clock: Callable[[], float] = time.time
     # Latest node.status answer (None until the first one arrives).
     status: dict[str, Any] | None = None
@@ -26,6 +29,10 @@ class TuiContext:
     # Node-wide counters for tests and the benchmark: completed status refreshes.
     refreshes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def writer(self) -> NodeApi:
+        return self.write_api if self.write_api is not None else self.api
 
     @property
     def node_id(self) -> str | None:

@@ -229,7 +229,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                 f"no workload {name!r} on this node; see `noderuntime get workloads`"
             )
         want = desired.workloads[name].spec_hash
-        cands = [c for c in rec.observed if c.workload == name]
+        cands: list[ObservedContainer] = [c for c in rec.observed if c.workload == name]
         cands.sort(key=lambda c: (c.spec_hash != want, c.state is not ContainerState.RUNNING))
         if not cands:
             raise NotFoundError(

@@ -98,6 +98,7 @@ class WorkloadRuntimeState:
     restarts: int = 0
     last_error: str | None = None
     health: str | None = None
+    health_detail: str | None = None
 
 
 class Reconciler:
@@ -166,12 +167,15 @@ class Reconciler:
 
     # --- health integration ----------------------------------------------------------------
 
-    def set_health(self, workload: str, health: str | None) -> None:
+    def set_health(self, workload: str, health: str | None, detail: str | None = None) -> None:
+        """Record a probe transition; ``detail`` is the last probe's (truncated) output or error."""
         st = self._wl.setdefault(workload, WorkloadRuntimeState())
         if st.health != health:
             st.health = health
+            st.health_detail = detail
             if health:
-                self._event(workload, "health", f"health is now {health}")
+                suffix = f": {detail}" if detail and health == "unhealthy" else ""
+                self._event(workload, "health", f"health is now {health}{suffix}")
             self.trigger("health")
 
     def probe_targets(self) -> list[tuple[str, ObservedContainer, ProbeSpec]]:

@@ -76,7 +76,7 @@ class PodmanRuntime:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]  # podman-py leaves it untyped
 
     # --- plumbing ----------------------------------------------------------------------------
 

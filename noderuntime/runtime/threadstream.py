@@ -14,7 +14,7 @@ import contextlib
 import http.client
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -162,7 +162,7 @@ def _pump(socket_path: str, path: str, parse: Parser[T], box: _Outbox[T]) -> Non
 
 async def stream(
     socket_path: str, path: str, parse: Parser[T], *, name: str, max_items: int = QUEUE_MAX_ITEMS
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Yield what ``parse`` reads from GET ``path``; raises what the reading thread raised.
 
     Cancelling (or closing) the iterator interrupts the read at once; the thread exits by itself.

@@ -154,7 +154,7 @@ def test_host_reboot_without_network_brings_every_workload_back() -> None:
 def test_external_podman_going_away_is_reported_and_recovered(podman_service_socket: str) -> None:
     # The node uses an existing Podman API socket (not supervised by it).
     with running_node(
-        extra_config={"podmanSocket": podman_service_socket, "reconcileIntervalSeconds": 2}
+        extra_config={"podmanSocket": str(podman_service_socket), "reconcileIntervalSeconds": 2}
     ) as node:
         node.apply(workload_yaml("ext"))
         w = node.wait_phase("ext", "Running")

@@ -33,7 +33,8 @@ from appliance import REPO, Appliance
 
 import noderuntime
 
-pytestmark = pytest.mark.slow
+# Cold (no cached base, no binary): ~35 s PyInstaller + ~50 s debootstrap; then ~10 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 BUILD = REPO / "packaging" / "build.sh"
 BINARY = REPO / "dist" / "noderuntime"
@@ -110,6 +111,7 @@ def appliance(binary: Path, busybox_image: str) -> Iterator[tuple[Appliance, Pat
         for args in (
             ["init", "--dir", str(fleet)],
             ["enroll", NODE_ID, "--site", SITE, "--dir", str(fleet), "-o", str(token)],
+            ["add-operator", "tester", "--dir", str(fleet), "-o", str(work / "operator")],
         ):
             r = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
             assert r.returncode == 0, f"fleet {args[0]}: {r.stderr}"
@@ -123,6 +125,8 @@ def appliance(binary: Path, busybox_image: str) -> Iterator[tuple[Appliance, Pat
             "natsPort: 0\n"
         )
         app.build(binary, provision)
+        # An operator's profile: workload changes on an enrolled node are signed by one.
+        shutil.copytree(work / "operator", app.path("/root/operator"))
         app.mount()
         yield app, work
     finally:
@@ -231,7 +235,7 @@ def test_runs_on_bare_debian_root(appliance: tuple[Appliance, Path], busybox_ima
         "apiVersion: noderuntime/v1\nkind: Workload\nmetadata: {name: hello}\n"
         f'spec:\n  image: {busybox_image}\n  command: ["sleep", "3600"]\n'
     )
-    app.run("noderuntime", "apply", "-f", "-", input=spec)
+    app.run("noderuntime", "--as", "/root/operator", "apply", "-f", "-", input=spec)
 
     def running() -> bool:
         r = app.run("noderuntime", "get", "workloads", "-o", "json", check=False)

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from fake_api import PIN, TECHNICIAN, FakeApi, clock
 from textual.pilot import Pilot
+from tui_helpers import settle, wait_until
 
-from tests.tui.conftest import settle, wait_until
-from tests.tui.fake_api import PIN, TECHNICIAN, FakeApi, clock
 from tui.app import NodeRuntimeApp
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]

@@ -48,7 +48,8 @@ def test_backup_of_a_live_store_restores_every_committed_update(tmp_path: Path) 
     finally:
         writer.close()
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
-    names = tarfile.open(archive).getnames()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
     assert "data/state.db-wal" not in names and not any(n.startswith("data/nats") for n in names)
 
     assert cli.main(["--data-dir", str(dst), "restore", str(archive)]) == 0

@@ -154,3 +154,10 @@ def test_config_quotes_strings() -> None:
         leaf_port=None,
     )  # fmt: skip
     assert 'server_name: "we\\"ird"' in text and 'token: "a\\"b"' in text
+
+
+def test_daemon_finds_enrolment_without_importing_the_fleet_package() -> None:
+    from noderuntime.daemon import FLEET_TRUST_FILE
+    from noderuntime.fleet.trust import FLEET_SUBDIR, TRUST_FILE
+
+    assert str(FLEET_TRUST_FILE) == f"{FLEET_SUBDIR}/{TRUST_FILE}"

@@ -101,7 +101,7 @@ class ConfirmActionScreen(ModalScreen[str | None]):
     async def send(self, credentials: Credentials) -> None:
         a = self.action_spec
         try:
-            await perform(self.ctx.api, a.method, a.params, credentials)
+            await perform(self.ctx.writer, a.method, a.params, credentials)
         except NodeRuntimeError as exc:
             self.busy = False
             self.query_one("#confirm", Button).disabled = False

@@ -1,4 +1,4 @@
-"""Shared helpers for the TUI tests."""
+"""Shared helpers for the TUI tests (imported by name: pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 

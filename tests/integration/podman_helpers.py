@@ -1,0 +1,111 @@
+"""Shared bits of the tests that drive Podman's REST API directly (no node process)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from noderuntime.runtime.base import (
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_SPEC_HASH,
+    LABEL_WORKLOAD,
+    ContainerSpec,
+)
+
+T = TypeVar("T")
+PREFIX = "nrtest"
+
+
+def unique(kind: str) -> str:
+    return f"{PREFIX}-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def spec(node_id: str, workload: str, image: str, *cmd: str, **kw: object) -> ContainerSpec:
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_NODE: node_id,
+        LABEL_WORKLOAD: workload,
+        LABEL_SPEC_HASH: "h-" + workload,
+    }
+    extra = kw.pop("labels", ())
+    assert isinstance(extra, tuple)
+    labels.update(dict(extra))
+    return ContainerSpec(
+        name=f"{node_id}-{workload}",
+        image=image,
+        command=tuple(cmd),
+        labels=tuple(sorted(labels.items())),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def remove_node_containers(node_id: str) -> None:
+    subprocess.run(
+        ["podman", "rm", "-f", "-t", "0", "--filter", f"label={LABEL_NODE}={node_id}"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def socket_accepts(path: Path | str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_service(path: Path) -> subprocess.Popen[bytes] | None:
+    """Restart the session's Podman service if an earlier test killed it; returns the new one."""
+    if socket_accepts(path):
+        return None
+    path.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{path}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not socket_accepts(path):
+        assert time.monotonic() < deadline, f"podman system service did not come back on {path}"
+        time.sleep(0.05)
+    return proc
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, within_s: float = 30.0, what: str = ""
+) -> T:
+    """Poll an async ``probe`` until it returns something truthy."""
+    deadline = time.monotonic() + within_s
+    last: object = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last  # type: ignore[return-value]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {within_s}s waiting for {what}: last={last!r}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
