@@ -52,6 +52,7 @@ class HealthMonitor:
         self._on_change = on_change
         self._log = log
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
+        self._probed: set[str] = set()
         self._open = False
 
     async def __aenter__(self) -> HealthMonitor:
@@ -81,6 +82,11 @@ class HealthMonitor:
         }
         for key in [k for k in self._tasks if k not in wanted]:
             self._tasks.pop(key).cancel()
+        probed = {key[0] for key in wanted}
+        # Not probed any more (stopped, crashed, deleted): its last verdict no longer holds.
+        for name in sorted(self._probed - probed):
+            self._notify(name, None, None)
+        self._probed = probed
         for key, (name, container, probe) in wanted.items():
             if key not in self._tasks:
                 # Reported here, not in the task: status says "starting" as soon as we know.
@@ -107,6 +113,9 @@ class HealthMonitor:
     def _report(self, name: str, status: str, detail: str | None) -> None:
         log = self._log.warning if status == UNHEALTHY else self._log.info
         log("workload %s: health is now %s%s", name, status, f" ({detail})" if detail else "")
+        self._notify(name, status, detail)
+
+    def _notify(self, name: str, status: str | None, detail: str | None) -> None:
         try:
             self._on_change(name, status, detail)
         except Exception:  # a listener's bug must not stop probing

@@ -158,9 +158,7 @@ def host_gauges(host: Mapping[str, Any]) -> list[Gauge]:
     disk_total = host.get("disk_total_bytes")
     disk_free = host.get("disk_free_bytes")
     disk_used = disk_total - disk_free if disk_total is not None and disk_free is not None else None
-    load_text = (
-        f"load {load1:.2f}/{cpus} cpu" if isinstance(load1, int | float) else f"{cpus} cpu"
-    )
+    load_text = f"load {load1:.2f}/{cpus} cpu" if isinstance(load1, int | float) else f"{cpus} cpu"
     return [
         Gauge("CPU", load1, float(cpus), load_text),
         Gauge("Memory", mem_used, mem_total, fmt_bytes_pair(mem_used, mem_total)),

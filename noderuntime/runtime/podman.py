@@ -50,6 +50,8 @@ from noderuntime.runtime.base import (
 T = TypeVar("T")
 
 POOL_THREADS = 6
+# Health probes exec often and may hang until their timeout: they get threads of their own.
+EXEC_POOL_THREADS = 4
 REQUEST_TIMEOUT_S = 60.0
 # Extra time a stop may take on top of the container's own stop timeout before we call Podman hung.
 STOP_GRACE_S = 30.0
@@ -73,19 +75,27 @@ class PodmanRuntime:
             base_url="unix://" + socket_path, timeout=REQUEST_TIMEOUT_S
         )
         self._pool = ThreadPoolExecutor(pool_threads, thread_name_prefix="podman")
+        self._exec_pool = ThreadPoolExecutor(EXEC_POOL_THREADS, thread_name_prefix="podman-exec")
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._exec_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()  # type: ignore[no-untyped-call]  # podman-py leaves it untyped
 
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _call(
-        self, what: str, fn: Callable[[], T], *, container: str = "", image: str = ""
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        container: str = "",
+        image: str = "",
+        pool: ThreadPoolExecutor | None = None,
     ) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, fn)
+            return await loop.run_in_executor(pool or self._pool, fn)
         except NodeRuntimeError:
             raise
         except (podman_errors.PodmanError, requests.RequestException, OSError) as exc:
@@ -202,7 +212,8 @@ class PodmanRuntime:
         try:
             # The request timeout bounds each read; this bounds the whole call.
             return await asyncio.wait_for(
-                self._call("exec in", run, container=container_id), timeout_s + 5.0
+                self._call("exec in", run, container=container_id, pool=self._exec_pool),
+                timeout_s + 5.0,
             )
         except TimeoutError:
             return _exec_timed_out(timeout_s)

@@ -54,6 +54,19 @@ class LogView(ScrollView, can_focus=True):
         self.scroll_to(y=max(0, index - height // 2), animate=False, immediate=True)
         self.refresh()
 
+    # Jumps through tens of thousands of lines must be instant, not animated.
+    def action_scroll_home(self) -> None:
+        self.scroll_home(animate=False, immediate=True)
+
+    def action_scroll_end(self) -> None:
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def action_page_up(self) -> None:
+        self.scroll_page_up(animate=False)
+
+    def action_page_down(self) -> None:
+        self.scroll_page_down(animate=False)
+
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
         # Scrolling up leaves follow mode; reaching the bottom again resumes it, like `less +F`.
