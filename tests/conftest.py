@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,9 +34,8 @@ def busybox_image() -> str:
     return TEST_IMAGE
 
 
-@pytest.fixture(scope="session")
-def podman_service_socket(busybox_image: str) -> Iterator[Path]:
-    """A `podman system service` on a private socket, for tests that drive the REST API directly."""
+@contextlib.contextmanager
+def _podman_service() -> Iterator[Path]:
     # Unix socket paths are limited to 107 bytes: keep it short, not under pytest's tmp_path.
     tmp = Path(tempfile.mkdtemp(prefix="nrp-", dir="/tmp"))
     sock = tmp / "podman.sock"
@@ -58,4 +58,21 @@ def podman_service_socket(busybox_image: str) -> Iterator[Path]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        # A test may have restarted the service on this socket itself.
+        subprocess.run(["pkill", "-f", f"podman system service.*{sock}"], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def podman_service_socket(busybox_image: str) -> Iterator[Path]:
+    """A shared `podman system service` on a private socket, for tests that drive the REST API
+    directly. Tests must not kill it: use ``own_podman_service`` for that."""
+    with _podman_service() as sock:
+        yield sock
+
+
+@pytest.fixture
+def own_podman_service(busybox_image: str) -> Iterator[Path]:
+    """A `podman system service` for this test alone: it may kill and restart it."""
+    with _podman_service() as sock:
+        yield sock

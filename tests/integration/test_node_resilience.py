@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,7 +152,8 @@ def test_host_reboot_without_network_brings_every_workload_back() -> None:
         node.cleanup()
 
 
-def test_external_podman_going_away_is_reported_and_recovered(podman_service_socket: str) -> None:
+def test_external_podman_going_away_is_reported_and_recovered(own_podman_service: Path) -> None:
+    podman_service_socket = own_podman_service
     # The node uses an existing Podman API socket (not supervised by it).
     with running_node(
         extra_config={"podmanSocket": str(podman_service_socket), "reconcileIntervalSeconds": 2}
