@@ -220,12 +220,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))
+    # --log-level is about noderuntime; libraries (aiosqlite logs every statement at DEBUG)
+    # stay at INFO so a debug log remains readable.
+    level = getattr(logging, args.log_level.upper())
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
+        level=max(level, logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("noderuntime").setLevel(level)
+    for noisy in ("urllib3", "aiosqlite", "nats"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     run_forever(data_dir, config, logging.getLogger("noderuntime"), config_file=_config_file(args))
     return EXIT_OK
 
@@ -528,9 +533,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from tui.app import run_tui
-
     from noderuntime.config import NodePaths, load_config
+    from tui.app import run_tui
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))

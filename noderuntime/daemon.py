@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 # Checked without importing the fleet package: a node that is not enrolled never loads TLS,
 # NATS or sync code (about 20 MB of RSS on an appliance that runs alone).
+# SIGTERM to exit; systemd waits 90 s by default before SIGKILL.
+SHUTDOWN_TIMEOUT_S = 20.0
 FLEET_TRUST_FILE = Path("fleet") / "trust.json"
 
 
@@ -228,6 +232,32 @@ def run_forever(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Node(data_dir, config, log=log, config_file=config_file).run(stop)
+        runner = asyncio.create_task(
+            Node(data_dir, config, log=log, config_file=config_file).run(stop)
+        )
+        await asyncio.wait(
+            [runner, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
+        )
+        if not runner.done():
+            # Shutdown must end: a part stuck on a dead socket would otherwise keep the node
+            # (and its supervised children) alive until someone sends SIGKILL.
+            done, _ = await asyncio.wait([runner], timeout=SHUTDOWN_TIMEOUT_S)
+            if not done:
+                _report_stuck_shutdown(log)
+                os._exit(1)
+        runner.result()
 
     asyncio.run(main())
+    # Threads still blocked in a read (a log stream, a Podman call) must not hold the exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _report_stuck_shutdown(log: logging.Logger) -> None:
+    log.error("shutdown took longer than %ss; exiting anyway. Still running:", SHUTDOWN_TIMEOUT_S)
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=3)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames)
+        log.error("  task %s at %s", task.get_name(), where or "?")
+    logging.shutdown()

@@ -235,7 +235,7 @@ __all__ = [
     "PolicyError",
     "RuntimeUnavailableError",
     "SpecError",
-    "UpdateRejectedError",
     "StoreCorruptError",
     "StoreError",
+    "UpdateRejectedError",
 ]

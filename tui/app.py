@@ -16,6 +16,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from noderuntime.api.client import ApiClient
@@ -116,6 +117,9 @@ class NodeRuntimeApp(App[int]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # A bug in a view must not end the console with a traceback: say so and carry on.
         if event.state is WorkerState.ERROR:
+            node = event.worker.node
+            if isinstance(node, Screen) and not node.is_attached:
+                return  # a view that was closed while it loaded: nothing to show
             self.notify(
                 f"{event.worker.name}: {event.worker.error}",
                 title="Internal error",

@@ -95,6 +95,12 @@ class ApiClient:
                 raise DaemonNotRunningError(
                     f"lost the connection to the node at {self.socket_path}: {exc or 'timeout'}"
                 ) from exc
+            except asyncio.CancelledError:
+                # The answer to this request is still on its way; the next call would read it
+                # as its own. Drop the connection; the next call opens a fresh one.
+                self._writer.close()
+                self._reader = self._writer = None
+                raise
             if not line:
                 await self.close()
                 raise DaemonNotRunningError(f"the node at {self.socket_path} closed the connection")

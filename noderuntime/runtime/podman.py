@@ -1,30 +1,24 @@
-"""The :class:`ContainerRuntime` over Podman's REST API (the PyPI ``podman`` package).
+"""The :class:`ContainerRuntime` over Podman's libpod REST API, spoken directly.
 
-The package is synchronous (requests): every call runs in a small pool of our own, so a hung
-Podman can block at most that pool, never the event loop's default executor. Streams (events,
-logs) run in their own threads (:mod:`noderuntime.runtime.threadstream`) so they can be
-interrupted. Foreign errors are translated here, at the boundary, into noderuntime's tree.
+Requests go through :mod:`noderuntime.runtime.unixhttp`, a small asyncio HTTP/1.1 client on the
+service's unix socket: no thread pool, one connection per request, a bounded timeout per call
+(pulls excepted: they take what they take, and cancelling the caller ends them). Streams (events,
+logs) are the same client reading a response incrementally, so cancelling a consumer closes its
+connection at once. We do not use the PyPI ``podman`` package: importing it (requests, urllib3,
+rich...) cost the daemon ~14 MB of RSS, see docs/architecture.md. Foreign errors are translated
+here, at the boundary, into noderuntime's tree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import http.client
 import json
 import re
 import struct
-import types
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
-
-import podman
-import requests
-from podman import errors as podman_errors
+from typing import Any
 
 from noderuntime.errors import (
     ContainerError,
@@ -32,7 +26,6 @@ from noderuntime.errors import (
     NodeRuntimeError,
     RuntimeUnavailableError,
 )
-from noderuntime.runtime import threadstream
 from noderuntime.runtime.base import (
     LABEL_MANAGED,
     LABEL_NODE,
@@ -46,128 +39,170 @@ from noderuntime.runtime.base import (
     PortMapping,
     RuntimeInfo,
 )
+from noderuntime.runtime.unixhttp import Body, ProtocolError, Response, UnixHttpClient
 
-T = TypeVar("T")
-
-POOL_THREADS = 6
-# Health probes exec often and may hang until their timeout: they get threads of their own.
-EXEC_POOL_THREADS = 4
-REQUEST_TIMEOUT_S = 60.0
+# Podman 4.3 serves /v4.0.0/ upwards (its MinAPIVersion); the libpod API is what we speak.
+API_PREFIX = "/v4.0.0/libpod"
+REQUEST_TIMEOUT_S = 30.0
+# Create and start may wait on storage, networking and conmon: more time before we call it hung.
+SLOW_REQUEST_TIMEOUT_S = 120.0
 # Extra time a stop may take on top of the container's own stop timeout before we call Podman hung.
 STOP_GRACE_S = 30.0
-PULL_TIMEOUT_S = 900.0
 CPU_PERIOD_US = 100_000
 EXEC_TIMEOUT_EXIT_CODE = 124  # what coreutils `timeout` returns; people recognise it
 EXEC_OUTPUT_MAX_CHARS = 64 * 1024
+_ERROR_BODY_MAX_BYTES = 64 * 1024
 _FRAME_HEADER = struct.Struct(">BxxxL")
 _FRACTION = re.compile(r"\.(\d+)")
+# What the Podman API accepts as a named volume; anything else is a host path (bind mount).
+_NAMED_VOLUME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 # Exec sessions (health probes!) and attaches change nothing the reconciler looks at.
 _IGNORED_EVENT_PREFIXES = ("exec", "attach", "health_status")
 _UNREACHABLE_HINT = "is `podman system service` running?"
+# Errors that mean the service is not there (or went away mid-answer). TimeoutError is an
+# OSError too: it is handled before these wherever it means something else.
+_TRANSPORT_ERRORS = (OSError, asyncio.IncompleteReadError)
+
+
+class _HttpStatusError(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+def _q(segment: str) -> str:
+    """A container id or name as one path segment."""
+    return urllib.parse.quote(segment, safe="")
 
 
 class PodmanRuntime:
     """Podman behind the ContainerRuntime protocol. Constructing it connects to nothing."""
 
-    def __init__(self, socket_path: str, *, pool_threads: int = POOL_THREADS) -> None:
+    def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self._client = podman.PodmanClient(
-            base_url="unix://" + socket_path, timeout=REQUEST_TIMEOUT_S
-        )
-        self._pool = ThreadPoolExecutor(pool_threads, thread_name_prefix="podman")
-        self._exec_pool = ThreadPoolExecutor(EXEC_POOL_THREADS, thread_name_prefix="podman-exec")
+        self._http = UnixHttpClient(socket_path, API_PREFIX)
 
     async def close(self) -> None:
-        for pool in (self._pool, self._exec_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()  # type: ignore[no-untyped-call]  # podman-py leaves it untyped
+        """Nothing to release: connections live as long as their request or stream."""
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    async def _call(
+    async def _request(
         self,
+        method: str,
+        path: str,
         what: str,
-        fn: Callable[[], T],
         *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
         container: str = "",
         image: str = "",
-        pool: ThreadPoolExecutor | None = None,
-    ) -> T:
-        loop = asyncio.get_running_loop()
+        accept: tuple[int, ...] = (),
+    ) -> Response:
+        """One request; statuses >= 400 not in ``accept`` raise translated errors."""
         try:
-            return await loop.run_in_executor(pool or self._pool, fn)
-        except NodeRuntimeError:
-            raise
-        except (podman_errors.PodmanError, requests.RequestException, OSError) as exc:
-            raise self._translate(exc, what, container=container, image=image) from exc
-
-    def _translate(
-        self, exc: BaseException, what: str, *, container: str = "", image: str = ""
-    ) -> NodeRuntimeError:
-        if _is_unreachable(exc):
-            return RuntimeUnavailableError(
-                f"Podman at {self.socket_path} is unreachable ({what}): {_root_message(exc)}; "
-                + _UNREACHABLE_HINT
+            resp = await self._http.request(
+                method, path, params=params, body=body, timeout_s=timeout_s
             )
-        detail = _explain(exc)
-        if image and (isinstance(exc, podman_errors.ImageNotFound) or _says_no_image(detail)):
+        except TimeoutError as exc:
+            raise RuntimeUnavailableError(
+                f"Podman at {self.socket_path} did not answer within {timeout_s:g}s ({what}); "
+                + _UNREACHABLE_HINT
+            ) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc, what) from exc
+        if resp.status >= 400 and resp.status not in accept:
+            raise self._refused(resp.status, resp.body, what, container=container, image=image)
+        return resp
+
+    def _unreachable(self, exc: BaseException, what: str) -> RuntimeUnavailableError:
+        verb = "went away" if isinstance(exc, ProtocolError | EOFError) else "is unreachable"
+        return RuntimeUnavailableError(
+            f"Podman at {self.socket_path} {verb} ({what}): "
+            f"{exc or type(exc).__name__}; {_UNREACHABLE_HINT}"
+        )
+
+    def _refused(
+        self, status: int, body: bytes, what: str, *, container: str = "", image: str = ""
+    ) -> NodeRuntimeError:
+        detail = _body_message(body.decode("utf-8", "replace"), status)
+        if image and (status == 404 or _says_no_image(detail)):
             return ImageNotFoundError(f"image {image} not found on {self.socket_path}: {detail}")
         subject = f" container {container[:12]}" if container else ""
         return ContainerError(f"Podman refused to {what}{subject}: {detail}")
 
-    def _container(self, container_id: str) -> Any:
-        # A model without the inspect round-trip `containers.get` would make.
-        return self._client.containers.prepare_model({"Id": container_id})
+    async def _stream_error_body(self, status: int, body: Body) -> _HttpStatusError:
+        try:
+            data = await asyncio.wait_for(body.read_all(_ERROR_BODY_MAX_BYTES), REQUEST_TIMEOUT_S)
+        except (TimeoutError, *_TRANSPORT_ERRORS):
+            data = b""
+        return _HttpStatusError(status, data)
 
     # --- facts -------------------------------------------------------------------------------
 
     async def info(self) -> RuntimeInfo:
-        data = await self._call("read engine info", self._client.info)
-        return parse_info(data)
+        resp = await self._request("GET", "/info", "read engine info")
+        return parse_info(resp.json() or {})
 
     async def list_containers(self, node_id: str) -> list[ObservedContainer]:
-        return await self._call("list containers", functools.partial(self._list, node_id))
-
-    def _list(self, node_id: str) -> list[ObservedContainer]:
         wanted = {LABEL_NODE: node_id, LABEL_MANAGED: "true"}
-        # podman-py mangles a dict of lists; its "key=value" list form builds the right JSON.
-        filters = [f"label={k}={v}" for k, v in wanted.items()]
+        filters = {"label": [f"{k}={v}" for k, v in wanted.items()]}
+        resp = await self._request(
+            "GET",
+            "/containers/json",
+            "list containers",
+            params={"all": "true", "filters": json.dumps(filters)},
+        )
         out = []
-        for summary in self._client.containers.list(all=True, filters=filters):
-            labels = summary.attrs.get("Labels") or {}
+        for summary in resp.json() or ():
+            labels = summary.get("Labels") or {}
             if any(labels.get(k) != v for k, v in wanted.items()):
                 continue  # belt and braces: label filters have had OR semantics in some versions
-            resp = self._client.api.get(f"/containers/{summary.id}/json")
-            if resp.status_code == 404:
+            cid = str(summary["Id"])
+            inspected = await self._request(
+                "GET", f"/containers/{_q(cid)}/json", "inspect", container=cid, accept=(404,)
+            )
+            if inspected.status == 404:
                 continue  # removed between list and inspect
-            resp.raise_for_status()
-            out.append(parse_inspect(resp.json()))
+            out.append(parse_inspect(inspected.json()))
         return out
 
     async def image_present(self, image: str) -> bool:
-        return await self._call(
-            "check for image", functools.partial(self._client.images.exists, image), image=image
+        resp = await self._request(
+            "GET",
+            f"/images/{urllib.parse.quote(image, safe='/:@')}/exists",
+            "check for image",
+            accept=(404,),  # 404 is the answer "no", not an error
         )
+        return resp.status != 404
 
     async def pull_image(self, image: str) -> None:
-        await self._call("pull image", functools.partial(self._pull, image), image=image)
-
-    def _pull(self, image: str) -> None:
+        """Pull with no overall timeout (an image takes what it takes); cancel to give up."""
+        what = "pull image"
+        errors: list[str] = []
         try:
-            resp = self._client.api.post(
-                "/images/pull", params={"reference": image}, timeout=PULL_TIMEOUT_S
-            )
-            resp.raise_for_status()
-        except podman_errors.APIError as exc:
-            if _is_unreachable(exc):
-                raise
+            async with self._http.stream(
+                "POST", "/images/pull", params={"reference": image}
+            ) as resp:
+                if resp.status >= 400:
+                    raise await self._stream_error_body(resp.status, resp.body)
+                # Podman answers 200 and reports a failed pull inside the progress stream.
+                while line := await resp.body.readline():
+                    if error := _pull_error(line):
+                        errors.append(error)
+        except _HttpStatusError as exc:
+            detail = _body_message(exc.body.decode("utf-8", "replace"), exc.status)
             raise ImageNotFoundError(
-                f"could not pull image {image} through {self.socket_path}: {_explain(exc)}"
+                f"could not pull image {image} through {self.socket_path}: {detail}"
             ) from exc
-        # Podman answers 200 and reports a failed pull inside the progress stream.
-        errors = [_pull_error(line) for line in resp.iter_lines() if line]
-        reason = next((e for e in reversed(errors) if e), None)
-        if reason is not None or not self._client.images.exists(image):
+        except TimeoutError as exc:  # connecting
+            raise self._unreachable(exc, what) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc, what) from exc
+        reason = errors[-1] if errors else None
+        if reason is not None or not await self.image_present(image):
             raise ImageNotFoundError(
                 f"could not pull image {image} through {self.socket_path}: "
                 f"{reason or 'Podman reported no error, but the image is not there'}"
@@ -176,122 +211,144 @@ class PodmanRuntime:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> str:
-        kwargs = create_kwargs(spec)
-
-        def create() -> str:
-            return str(self._client.containers.create(spec.image, **kwargs).id)
-
-        return await self._call(f"create container {spec.name}", create, image=spec.image)
+        resp = await self._request(
+            "POST",
+            "/containers/create",
+            f"create container {spec.name}",
+            body=create_body(spec),
+            timeout_s=SLOW_REQUEST_TIMEOUT_S,
+            image=spec.image,
+        )
+        return str(resp.json()["Id"])
 
     async def start(self, container_id: str) -> None:
-        await self._call("start", self._container(container_id).start, container=container_id)
+        # 304: already running, which is what was asked for.
+        await self._request(
+            "POST",
+            f"/containers/{_q(container_id)}/start",
+            "start",
+            timeout_s=SLOW_REQUEST_TIMEOUT_S,
+            container=container_id,
+        )
 
     async def stop(self, container_id: str, timeout_s: int) -> None:
-        def stop() -> None:
-            resp = self._client.api.post(
-                f"/containers/{container_id}/stop",
-                params={"timeout": timeout_s},
-                timeout=timeout_s + STOP_GRACE_S,
-            )
-            if resp.status_code in (304, 404):
-                return  # already stopped, or gone: either way it is not running
-            resp.raise_for_status()
-
-        await self._call("stop", stop, container=container_id)
+        # 304: already stopped; 404: gone. Either way it is not running.
+        await self._request(
+            "POST",
+            f"/containers/{_q(container_id)}/stop",
+            "stop",
+            params={"timeout": str(timeout_s)},
+            timeout_s=timeout_s + STOP_GRACE_S,
+            container=container_id,
+            accept=(404,),
+        )
 
     async def remove(self, container_id: str) -> None:
-        def remove() -> None:
-            with contextlib.suppress(podman_errors.NotFound):
-                # Named volumes are kept: they hold the workload's data across re-creates.
-                self._client.containers.remove(container_id, force=True)
-
-        await self._call("remove", remove, container=container_id)
+        # Named volumes are kept (v=false): they hold the workload's data across re-creates.
+        await self._request(
+            "DELETE",
+            f"/containers/{_q(container_id)}",
+            "remove",
+            params={"force": "true", "v": "false"},
+            timeout_s=SLOW_REQUEST_TIMEOUT_S,
+            container=container_id,
+            accept=(404,),
+        )
 
     async def exec(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
-        run = functools.partial(self._exec, container_id, command, timeout_s)
         try:
-            # The request timeout bounds each read; this bounds the whole call.
-            return await asyncio.wait_for(
-                self._call("exec in", run, container=container_id, pool=self._exec_pool),
-                timeout_s + 5.0,
-            )
+            # Each step has its own bound; this bounds the whole call.
+            async with asyncio.timeout(timeout_s + 5.0):
+                return await self._exec(container_id, command, timeout_s)
         except TimeoutError:
             return _exec_timed_out(timeout_s)
 
-    def _exec(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
-        api = self._client.api
-        body = {"AttachStdout": True, "AttachStderr": True, "Cmd": command}
-        resp = api.post(f"/containers/{container_id}/exec", data=json.dumps(body))
-        resp.raise_for_status()
-        exec_id = resp.json()["Id"]
+    async def _exec(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
+        what = "exec in"
+        created = await self._request(
+            "POST",
+            f"/containers/{_q(container_id)}/exec",
+            what,
+            body={"AttachStdout": True, "AttachStderr": True, "Cmd": command},
+            container=container_id,
+        )
+        exec_id = _q(str(created.json()["Id"]))
+        output = bytearray()
+        keep = EXEC_OUTPUT_MAX_CHARS * 4  # bytes enough for the last N characters of UTF-8
         try:
-            started = api.post(
-                f"/exec/{exec_id}/start",
-                data=json.dumps({"Detach": False, "Tty": False}),
-                timeout=timeout_s,
-            )
-        except podman_errors.APIError as exc:
-            if _caused_by(exc, requests.Timeout | TimeoutError):
-                # Podman 4.3 cannot kill an exec session; it finishes on its own.
-                return _exec_timed_out(timeout_s)
-            raise
-        started.raise_for_status()
-        output = b"".join(podman.api.frames(started)).decode("utf-8", "replace")
-        inspected = api.get(f"/exec/{exec_id}/json")
-        inspected.raise_for_status()
-        code = inspected.json().get("ExitCode")
+            async with (
+                asyncio.timeout(timeout_s),
+                self._http.stream(
+                    "POST", f"/exec/{exec_id}/start", body={"Detach": False, "Tty": False}
+                ) as resp,
+            ):
+                if resp.status >= 400:
+                    raise await self._stream_error_body(resp.status, resp.body)
+                async for _fd, data in _frames(resp.body):
+                    output += data
+                    if len(output) > 2 * keep:
+                        del output[:-keep]
+        except TimeoutError:
+            # Podman 4.3 cannot kill an exec session; it finishes on its own.
+            return _exec_timed_out(timeout_s)
+        except _HttpStatusError as exc:
+            raise self._refused(exc.status, exc.body, what, container=container_id) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc, what) from exc
+        inspected = await self._request(
+            "GET", f"/exec/{exec_id}/json", what, container=container_id
+        )
+        code = (inspected.json() or {}).get("ExitCode")
         return ExecResult(
             exit_code=int(code) if code is not None else -1,
-            output=output[-EXEC_OUTPUT_MAX_CHARS:],
+            output=output.decode("utf-8", "replace")[-EXEC_OUTPUT_MAX_CHARS:],
         )
 
     # --- streams -----------------------------------------------------------------------------
 
     async def events(self, node_id: str) -> AsyncIterator[ContainerEvent]:
+        what = "read the event stream"
         filters = {"type": ["container"], "label": [f"{LABEL_NODE}={node_id}"]}
-        query = urllib.parse.urlencode({"stream": "true", "filters": json.dumps(filters)})
-        path = f"{self._client.api.path_prefix}events?{query}"
-        events = threadstream.stream(
-            self.socket_path, path, _parse_events, name=f"podman-events-{node_id}"
-        )
+        params = {"stream": "true", "filters": json.dumps(filters)}
         try:
-            async for event in events:
-                yield event
-        except (OSError, http.client.HTTPException, threadstream.HttpStatusError) as exc:
-            raise self._stream_error(exc, "read the event stream") from exc
-        finally:
-            await events.aclose()
+            async with self._http.stream("GET", "/events", params=params) as resp:
+                if resp.status >= 400:
+                    raise await self._stream_error_body(resp.status, resp.body)
+                while line := await resp.body.readline():
+                    event = _parse_event(line)
+                    if event is not None:
+                        yield event
+            # Podman never ends an event stream on its own: EOF means the service went away.
+            raise ProtocolError("the event stream ended")
+        except _HttpStatusError as exc:
+            raise self._refused(exc.status, exc.body, what) from exc
+        except _TRANSPORT_ERRORS as exc:  # TimeoutError here: connecting took too long
+            raise self._unreachable(exc, what) from exc
 
     async def logs(
         self, container_id: str, *, follow: bool, tail: int | None
     ) -> AsyncIterator[str]:
+        what = "read logs of"
         params = {
             "stdout": "true",
             "stderr": "true",
             "follow": "true" if follow else "false",
             "tail": "all" if tail is None else str(tail),
         }
-        query = urllib.parse.urlencode(params)
-        path = f"{self._client.api.path_prefix}containers/{container_id}/logs?{query}"
-        lines = threadstream.stream(
-            self.socket_path, path, _parse_log_lines, name=f"podman-logs-{container_id[:12]}"
-        )
+        # No read timeout: with follow, Podman 4.3 sends not even headers until the container
+        # writes something. Cancelling the consumer closes the connection.
         try:
-            async for line in lines:
-                yield line
-        except (OSError, http.client.HTTPException, threadstream.HttpStatusError) as exc:
-            raise self._stream_error(exc, "read logs of", container_id) from exc
-        finally:
-            await lines.aclose()
-
-    def _stream_error(self, exc: BaseException, what: str, container: str = "") -> NodeRuntimeError:
-        if isinstance(exc, threadstream.HttpStatusError):
-            subject = f" container {container[:12]}" if container else ""
-            return ContainerError(f"Podman refused to {what}{subject}: {_body_message(exc.body)}")
-        return RuntimeUnavailableError(
-            f"Podman at {self.socket_path} went away ({what}): {exc or type(exc).__name__}; "
-            + _UNREACHABLE_HINT
-        )
+            async with self._http.stream(
+                "GET", f"/containers/{_q(container_id)}/logs", params=params
+            ) as resp:
+                if resp.status >= 400:
+                    raise await self._stream_error_body(resp.status, resp.body)
+                async for line in _log_lines(resp.body):
+                    yield line
+        except _HttpStatusError as exc:
+            raise self._refused(exc.status, exc.body, what, container=container_id) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc, what) from exc
 
 
 # --- parsing Podman's answers (pure) ----------------------------------------------------------
@@ -372,104 +429,125 @@ def _published_ports(ports: Mapping[str, Any]) -> tuple[PortMapping, ...]:
     return tuple(out)
 
 
-def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """Keyword arguments of podman-py's ``containers.create`` for ``spec``.
+def create_body(spec: ContainerSpec) -> dict[str, Any]:
+    """The libpod SpecGenerator JSON of ``POST /containers/create`` for ``spec``.
 
     No restart policy and no health check: noderuntime supervises both itself.
     """
-    kw: dict[str, Any] = {
+    body: dict[str, Any] = {
         "name": spec.name,
+        "image": spec.image,
         "labels": dict(spec.labels),
-        "environment": dict(spec.env),
+        "env": dict(spec.env),
         "stop_timeout": spec.stop_timeout_s,
-        "detach": True,
     }
     if spec.command:
-        kw["entrypoint"] = list(spec.command)
+        body["entrypoint"] = list(spec.command)
     if spec.args:
-        kw["command"] = list(spec.args)
+        body["command"] = list(spec.args)
     if spec.ports:
-        kw["ports"] = _port_kwargs(spec)
-    named, mounts = _volume_kwargs(spec)
+        body["portmappings"] = _port_mappings(spec)
+    named, mounts = _volumes(spec)
     if named:
-        kw["volumes"] = named
+        body["volumes"] = named
     if mounts:
-        kw["mounts"] = mounts
+        body["mounts"] = mounts
+    limits: dict[str, Any] = {}
     if spec.cpus is not None:
-        # podman-py drops nano_cpus; quota/period says the same thing.
-        kw["cpu_period"] = CPU_PERIOD_US
-        kw["cpu_quota"] = max(1000, int(spec.cpus * CPU_PERIOD_US))
+        # Podman 4.3 ignores nano-CPUs in a SpecGenerator; quota/period says the same thing.
+        limits["cpu"] = {
+            "period": CPU_PERIOD_US,
+            "quota": max(1000, int(spec.cpus * CPU_PERIOD_US)),
+        }
     if spec.memory_bytes is not None:
-        kw["mem_limit"] = spec.memory_bytes
+        limits["memory"] = {"limit": spec.memory_bytes}
+    if limits:
+        body["resource_limits"] = limits
     if spec.working_dir:
-        kw["working_dir"] = spec.working_dir
+        body["work_dir"] = spec.working_dir
     if spec.user:
-        kw["user"] = spec.user
-    return kw
+        body["user"] = spec.user
+    return body
 
 
-def _port_kwargs(spec: ContainerSpec) -> dict[str, list[dict[str, Any]]]:
-    ports: dict[str, list[dict[str, Any]]] = {}
+def _port_mappings(spec: ContainerSpec) -> list[dict[str, Any]]:
+    out = []
     for p in spec.ports:
-        host: dict[str, Any] = {}
+        mapping: dict[str, Any] = {"container_port": p.container_port, "protocol": p.protocol}
         if p.host_port is not None:
-            host["port"] = p.host_port
+            mapping["host_port"] = p.host_port
         if p.host_ip:
-            host["ip"] = p.host_ip
-        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(host)
-    return ports
+            mapping["host_ip"] = p.host_ip
+        out.append(mapping)
+    return out
 
 
-def _volume_kwargs(spec: ContainerSpec) -> tuple[dict[str, dict[str, str]], list[dict[str, Any]]]:
-    named: dict[str, dict[str, str]] = {}
+def _volumes(spec: ContainerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Named volumes (the SpecGenerator's ``volumes``) and bind mounts (its ``mounts``)."""
+    named: dict[str, dict[str, Any]] = {}
     mounts: list[dict[str, Any]] = []
     for v in spec.volumes:
-        if v.kind == "bind":
+        if v.kind == "bind" or not _NAMED_VOLUME.match(v.source):
             mounts.append(
-                {"type": "bind", "source": v.source, "target": v.target, "read_only": v.read_only}
+                {
+                    "type": "bind",
+                    "source": v.source,
+                    "destination": v.target,
+                    "options": ["ro"] if v.read_only else [],
+                }
             )
             continue
         if v.source in named:
             raise ContainerError(
                 f"container {spec.name}: volume {v.source} is mounted twice "
-                f"({named[v.source]['bind']} and {v.target}); Podman's API allows one mount each"
+                f"({named[v.source]['Dest']} and {v.target}); Podman's API allows one mount each"
             )
-        named[v.source] = {"bind": v.target, "mode": "ro" if v.read_only else "rw"}
-    return named, mounts
+        named[v.source] = {
+            "Name": v.source,
+            "Dest": v.target,
+            "Options": ["ro" if v.read_only else "rw"],
+        }
+    return list(named.values()), mounts
 
 
-def _parse_events(resp: http.client.HTTPResponse) -> Iterator[ContainerEvent]:
-    for line in iter(resp.readline, b""):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            continue  # a torn line while the service dies; the stream ends next
-        action = str(raw.get("Action") or raw.get("status") or "")
-        if action.startswith(_IGNORED_EVENT_PREFIXES):
-            continue
-        actor = raw.get("Actor") or {}
-        attrs = actor.get("Attributes") or {}
-        yield ContainerEvent(
-            container_id=str(actor.get("ID") or raw.get("id") or ""),
-            workload=str(attrs.get(LABEL_WORKLOAD, "")),
-            action=action,
-        )
-    # Podman never ends an event stream on its own: EOF means the service went away.
-    raise ConnectionResetError("the event stream ended")
+def _parse_event(line: bytes) -> ContainerEvent | None:
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None  # a torn line while the service dies; the stream ends next
+    if not isinstance(raw, dict):
+        return None
+    # Podman 4.3 calls a container's exit "died" (Docker: "die"); passed on as sent.
+    action = str(raw.get("Action") or raw.get("status") or "")
+    if action.startswith(_IGNORED_EVENT_PREFIXES):
+        return None
+    actor = raw.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    return ContainerEvent(
+        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        workload=str(attrs.get(LABEL_WORKLOAD, "")),
+        action=action,
+    )
 
 
-def _parse_log_lines(resp: http.client.HTTPResponse) -> Iterator[str]:
-    """Lines of Podman's multiplexed log stream (8-byte frame headers, stdout and stderr)."""
-    partial: dict[int, bytes] = {}
+async def _frames(body: Body) -> AsyncIterator[tuple[int, bytes]]:
+    """(fd, data) of a multiplexed stream (8-byte headers: fd, 3 zero bytes, big-endian size)."""
     while True:
-        header = resp.read(_FRAME_HEADER.size)
+        header = await body.readexactly(_FRAME_HEADER.size)
         if len(header) < _FRAME_HEADER.size:
-            break
+            return
         fd, length = _FRAME_HEADER.unpack(header)
-        data = partial.pop(fd, b"") + resp.read(length)
+        yield fd, await body.readexactly(length)
+
+
+async def _log_lines(body: Body) -> AsyncIterator[str]:
+    """Lines of Podman's multiplexed log stream (stdout and stderr)."""
+    partial: dict[int, bytes] = {}
+    async for fd, chunk in _frames(body):
+        data = partial.pop(fd, b"") + chunk
         *lines, rest = data.split(b"\n")
         if rest:
             partial[fd] = rest
@@ -482,55 +560,24 @@ def _parse_log_lines(resp: http.client.HTTPResponse) -> Iterator[str]:
 # --- error helpers ---------------------------------------------------------------------------
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or cur.__context__
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException] | types.UnionType) -> bool:
-    return any(isinstance(e, kind) for e in _causes(exc))
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    for e in _causes(exc):
-        if isinstance(
-            e, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError
-        ):
-            return True
-        if isinstance(e, FileNotFoundError):
-            return True
-        if isinstance(e, podman_errors.APIError) and "Unable to make connection" in str(e):
-            return True
-    return False
-
-
-def _root_message(exc: BaseException) -> str:
-    *_, root = _causes(exc)
-    return str(root) or type(root).__name__
-
-
-def _explain(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    return str(explanation or exc or type(exc).__name__)
-
-
 def _says_no_image(detail: str) -> bool:
     text = detail.lower()
     return "image not known" in text or "no such image" in text or "image not found" in text
 
 
-def _body_message(body: str) -> str:
+def _body_message(body: str, status: int) -> str:
+    """Podman's error message (``message``, plus ``cause`` when it adds something)."""
     try:
         data = json.loads(body)
     except ValueError:
-        return body.strip()
+        return body.strip() or f"HTTP {status}"
     if isinstance(data, dict):
-        return str(data.get("message") or data.get("cause") or body.strip())
-    return body.strip()
+        message = str(data.get("message") or "")
+        cause = str(data.get("cause") or "")
+        if message and cause and cause not in message:
+            return f"{message} ({cause})"
+        return message or cause or body.strip() or f"HTTP {status}"
+    return body.strip() or f"HTTP {status}"
 
 
 def _pull_error(line: bytes) -> str | None:

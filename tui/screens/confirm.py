@@ -97,7 +97,7 @@ class ConfirmActionScreen(ModalScreen[str | None]):
         self.query_one("#confirm", Button).disabled = True
         self.send(Credentials(name, pin))
 
-    @work(exclusive=True, group="confirm")
+    @work(exclusive=True, group="confirm", exit_on_error=False)
     async def send(self, credentials: Credentials) -> None:
         a = self.action_spec
         try:

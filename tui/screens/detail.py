@@ -118,7 +118,7 @@ class WorkloadDetailScreen(BaseView):
     def load(self) -> None:
         self.fetch()
 
-    @work(exclusive=True, group="detail")
+    @work(exclusive=True, group="detail", exit_on_error=False)
     async def fetch(self) -> None:
         try:
             view = await self.ctx.api.call("workloads.get", {"name": self.workload})

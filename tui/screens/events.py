@@ -51,7 +51,7 @@ class EventsScreen(BaseView):
     def load(self) -> None:
         self.fetch()
 
-    @work(exclusive=True, group="events")
+    @work(exclusive=True, group="events", exit_on_error=False)
     async def fetch(self) -> None:
         try:
             self.events = list(await self.ctx.api.call("events.list", {"limit": EVENTS_LIMIT}))

@@ -80,7 +80,7 @@ class LogsScreen(BaseView):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    @work(exclusive=True, group="logs")
+    @work(exclusive=True, group="logs", exit_on_error=False)
     async def stream_logs(self) -> None:
         failures = 0
         while True:

@@ -161,7 +161,7 @@ class OverviewScreen(BaseView):
             self.show(self.ctx.status, self.ctx.extra.get("sync.peers"))
         self.load_peers()
 
-    @work(exclusive=True, group="overview")
+    @work(exclusive=True, group="overview", exit_on_error=False)
     async def load_peers(self) -> None:
         status = self.ctx.status or {}
         sync = status.get("sync") or {}

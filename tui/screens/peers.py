@@ -74,7 +74,7 @@ class PeersScreen(BaseView):
     def load(self) -> None:
         self.fetch()
 
-    @work(exclusive=True, group="peers")
+    @work(exclusive=True, group="peers", exit_on_error=False)
     async def fetch(self) -> None:
         summary = self.query_one("#sync-summary", Static)
         table: DataTable[str | Text] = self.query_one("#peers-table", DataTable)

@@ -75,7 +75,7 @@ class WorkloadsScreen(BaseView):
     def load(self) -> None:
         self.fetch()
 
-    @work(exclusive=True, group="workloads")
+    @work(exclusive=True, group="workloads", exit_on_error=False)
     async def fetch(self) -> None:
         try:
             views = await self.ctx.api.call("workloads.list")
