@@ -20,8 +20,10 @@ def main() -> None:
         baseline = rss_kb(node.proc.pid)  # type: ignore[union-attr]
         node.apply("---\n".join(workload_yaml(f"w{i}") for i in range(10)))
         wait_for(
-            lambda: all(w["phase"] == "Running" for w in node.workloads().values())
-            and len(node.workloads()) == 10,
+            lambda: (
+                all(w["phase"] == "Running" for w in node.workloads().values())
+                and len(node.workloads()) == 10
+            ),
             timeout=120,
             what="10 workloads running",
         )
