@@ -582,11 +582,25 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("apply", help="validate and record workload specs from a YAML file")
     s.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
     s.add_argument("--dry-run", action="store_true", help="validate only; needs no running node")
+    s.add_argument(
+        "--as",
+        dest="as_operator",
+        metavar="FLEETDIR",
+        default=argparse.SUPPRESS,
+        help="sign as the operator in this fleet directory (same as the global --as)",
+    )
     s.set_defaults(func=cmd_apply)
 
     s = sub.add_parser("delete", help="delete a workload")
     s.add_argument("kind", choices=["workload", "workloads"])
     s.add_argument("name")
+    s.add_argument(
+        "--as",
+        dest="as_operator",
+        metavar="FLEETDIR",
+        default=argparse.SUPPRESS,
+        help="sign as the operator in this fleet directory (same as the global --as)",
+    )
     s.set_defaults(func=cmd_delete)
 
     s = sub.add_parser("get", help="list workloads (or nodes) with desired and observed state")
