@@ -3,7 +3,8 @@
 Read routes: node.status, workloads.list, workloads.get, workloads.logs (stream), events.list.
 Write routes: workloads.apply, workloads.delete, workloads.restart, overrides.set,
 overrides.remove, updates.submit.
-Sync routes (read): sync.peers, nodes.list.
+Sync routes (read): sync.peers, nodes.list. Debug (read): state.export (every held document's
+maps, for comparing replicas).
 
 Operator-signed changes (``--as FLEETDIR``): ``workloads.apply``/``workloads.delete`` with
 ``prepare: true`` validate and return the update the change would make (made on a scratch copy
@@ -456,8 +457,19 @@ def build_routes(node: Node) -> dict[str, Route]:
             }
         return [out[k] for k in sorted(out)]
 
+    async def export(params: Params) -> dict[str, Any]:
+        state, _ = parts()
+        wanted = params.get("docs")
+        if wanted is not None and not (
+            isinstance(wanted, list) and all(isinstance(d, str) for d in wanted)
+        ):
+            raise ApiError("parameter 'docs' must be a list of document names", code="bad_request")
+        names = [n for n in state.doc_names if wanted is None or n in wanted]
+        return {n: state.read(n, schema.export_doc) for n in sorted(names)}
+
     return {
         "node.status": Route(status, doc="node, store, Podman and workload summary"),
+        "state.export": Route(export, doc="debug: the held documents' maps (read-only)"),
         "sync.peers": Route(sync_peers, doc="sync links and peers: up/down, bytes, lag"),
         "nodes.list": Route(nodes_list, doc="nodes known here: site, last seen, health"),
         "updates.submit": Route(

@@ -219,3 +219,15 @@ def delete_status(doc: Doc[Any], name: str) -> None:
 
 def put_info(doc: Doc[Any], info: Mapping[str, Any]) -> None:
     _map(doc, INFO)["node"] = json.dumps(info, sort_keys=True)
+
+
+def export_doc(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
+    """Every top-level map of ``doc`` as ``{map: {key: stored value}}`` (read-only).
+
+    Values are returned as stored (JSON strings), so two replicas that converged export
+    identical dicts. Used by the ``state.export`` debug route and convergence tests.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(doc.keys()):
+        out[str(name)] = {str(k): v for k, v in sorted(_map(doc, str(name)).items())}
+    return out

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -749,7 +750,7 @@ class SyncEngine:
         return {
             "enabled": True,
             "fleet": self.settings.fleet,
-            "nats_url": self.nats_url,
+            "nats_url": redact_url(self.nats_url),
             "connected": self.connected,
             "connected_since": self.connected_since,
             "sovereign": self.settings.sovereign,
@@ -760,6 +761,15 @@ class SyncEngine:
             "rejections": dict(self.rejections.counts),
             "rejected_total": self.rejections.total,
         }
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its credentials (the local server's token is a secret)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def _wire(u: StoredUpdate) -> WireUpdate:

@@ -1,0 +1,113 @@
+"""Enrolled `noderuntime run` processes: a fleet directory, tokens, ports, and the debug export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from noderuntime.api.client import ApiClient
+from tests.integration.node_harness import CLI, NodeProcess
+
+FAST_CONFIG = {
+    "reconcileIntervalSeconds": 2,
+    "crashBackoffInitialSeconds": 0.5,
+    "crashBackoffMaxSeconds": 8,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fleet_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"noderuntime {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+class FleetNode(NodeProcess):
+    """A node enrolled with an offline token, its own nats-server on fixed free ports.
+
+    ``leaf=True`` makes it accept leaf links on ``127.0.0.1:<leaf_port>``; ``peers`` are the
+    nodes it dials. Call :meth:`enroll` (at the fleet), then ``init()`` and ``start()``.
+    """
+
+    def __init__(
+        self,
+        fleet_dir: Path,
+        node_id: str,
+        site: str,
+        *,
+        role: str = "node",
+        leaf: bool = False,
+        peers: list[FleetNode] | None = None,
+    ) -> None:
+        super().__init__(node_id=node_id, site=site, extra_config=dict(FAST_CONFIG))
+        self.fleet_dir = fleet_dir
+        self.role = role
+        self.nats_port = free_port()
+        self.leaf_port = free_port() if leaf else None
+        self.peers = list(peers or [])
+        self.token = self.data_dir.parent / f"{self.data_dir.name}.token"
+
+    @property
+    def leaf_url(self) -> str:
+        assert self.leaf_port is not None
+        return f"nats-leaf://127.0.0.1:{self.leaf_port}"
+
+    def enroll(self) -> None:
+        args = ["fleet", "enroll", self.node_id, "--site", self.site, "--role", self.role]
+        args += ["--dir", str(self.fleet_dir), "-o", str(self.token), "--address", "127.0.0.1"]
+        fleet_cli(*args)
+
+    def init(self) -> None:
+        args = ["init", "--node-id", self.node_id, "--site", self.site, "--role", self.role]
+        args += ["--enroll", str(self.token), "--nats-port", str(self.nats_port)]
+        if self.leaf_port is not None:
+            args += ["--leaf-port", str(self.leaf_port), "--leaf-host", "127.0.0.1"]
+        for peer in self.peers:
+            args += ["--peer", peer.leaf_url]
+        self.cli(*args, check=True)
+        self.token.unlink()
+        import yaml
+
+        cfg_path = self.data_dir / "node.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg.update(self.extra_config)
+        cfg_path.write_text(yaml.safe_dump(cfg))
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        self.token.unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
+
+    # --- driving it --------------------------------------------------------------------------
+
+    def as_operator(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """A command signed by the fleet's operator (``--as FLEETDIR``), at this node."""
+        return self.cli("--as", str(self.fleet_dir), *args, input=input, check=True)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        async def go() -> Any:
+            async with ApiClient(self.data_dir / "api.sock") as client:
+                return await client.call(method, params)
+
+        return asyncio.run(go())
+
+    def export(self, *docs: str) -> dict[str, Any]:
+        """The debug export of the held documents (all, or the ones named)."""
+        return dict(self.call("state.export", {"docs": list(docs)} if docs else None))
+
+    def json_cli(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "-o", "json", check=True).stdout)
+
+    @property
+    def client_token(self) -> str:
+        return (self.data_dir / "nats" / "client.token").read_text().strip()
