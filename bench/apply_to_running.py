@@ -30,8 +30,10 @@ def raw_podman(n: int) -> list[float]:
 async def via_node(node: NodeProcess, n: int) -> list[float]:
     times = []
     async with ApiClient(node.data_dir / "api.sock") as client:
-        for i in range(n):
-            name = f"b{i}"
+        for _ in range(n):
+            # A fresh name each time: a deleted workload's container may still be stopping
+            # (busybox `sleep` as PID 1 ignores SIGTERM), and its name is taken until it is gone.
+            name = f"b{uuid.uuid4().hex[:8]}"
             t0 = time.perf_counter()
             await client.call("workloads.apply", {"yaml": workload_yaml(name)})
             while True:
@@ -43,6 +45,9 @@ async def via_node(node: NodeProcess, n: int) -> list[float]:
             await client.call("workloads.delete", {"name": name})
             while await client.call("workloads.list"):  # noqa: ASYNC110 - polling a remote
                 await asyncio.sleep(0.01)
+            # Untimed: let the old container go so it does not load the next sample.
+            while podman("ps", "-aq", "--filter", f"name=nr-{node.node_id}-{name}").stdout.strip():
+                await asyncio.sleep(0.1)
     return times
 
 

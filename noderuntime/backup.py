@@ -28,11 +28,13 @@ import os
 import shutil
 import socket
 import sqlite3
-import tarfile
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tarfile
 
 from noderuntime import __version__
 from noderuntime.config import (
@@ -76,6 +78,8 @@ def _snapshot_db(src: Path, dst: Path) -> int:
 
 def backup(data_dir: Path, config_file: Path, out: Path) -> dict[str, Any]:
     """Write a backup archive of the node in ``data_dir`` to ``out``; return its manifest."""
+    import tarfile  # lazily: only backup/restore need it, not the daemon
+
     config = load_config(data_dir, config_file)
     if not (data_dir / IDENTITY_FILE).exists():
         raise BackupError(f"{data_dir} holds no node identity; nothing to back up")
@@ -146,6 +150,8 @@ def _member_target(name: str, data_dir: Path, config_file: Path) -> Path | None:
 
 def restore(archive: Path, data_dir: Path, config_file: Path | None, *, force: bool) -> str:
     """Restore ``archive`` into ``data_dir``; return the restored node id."""
+    import tarfile  # lazily: only backup/restore need it, not the daemon
+
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
             return _restore_from(tar, archive, data_dir, config_file, force=force)

@@ -220,6 +220,8 @@ def init_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         out["leaf_host"] = args.leaf_host
     if getattr(args, "peer", None):
         out["peers"] = list(args.peer)
+    if getattr(args, "site_peer", None):
+        out["site_peers"] = list(args.site_peer)
     if getattr(args, "nats_url", None):
         out["nats_url"] = args.nats_url
     if getattr(args, "sovereign", False):
@@ -262,6 +264,12 @@ def add_init_arguments(s: argparse.ArgumentParser) -> None:
         action="append",
         metavar="nats-leaf://HOST:PORT",
         help="link to this peer or hub (repeatable)",
+    )
+    s.add_argument(
+        "--site-peer",
+        action="append",
+        metavar="nats-leaf://HOST:PORT",
+        help="link to this peer inside the site (a sovereign site's docs cross only these links)",
     )
     s.add_argument("--nats-url", help="use this existing NATS instead of starting nats-server")
     s.add_argument("--sovereign", action="store_true", help="keep this site's docs inside the site")

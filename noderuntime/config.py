@@ -154,6 +154,10 @@ class NodeConfig(BaseModel):
     leaf_host: str = Field(default=DEFAULT_LEAF_HOST, alias="leafHost")
     # Leaf-node peers this node dials: nats-leaf://HOST:PORT (HOST must be in the peer's cert).
     peers: list[str] = Field(default_factory=list)
+    # Peers inside this node's own site. Same as `peers`, except on a sovereign node: links to
+    # `peers` (hubs, other sites) neither export nor import this site's documents, links to
+    # `sitePeers` carry everything (docs/sync.md, "Sovereign sites").
+    site_peers: list[str] = Field(default_factory=list, alias="sitePeers")
     # Use this existing NATS instead of starting our own nats-server.
     nats_url: str | None = Field(default=None, alias="natsUrl")
     # A sovereign site keeps its site and node docs inside the site (design decision 7).
@@ -174,7 +178,7 @@ class NodeConfig(BaseModel):
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return validate_labels(v)
 
-    @field_validator("peers")
+    @field_validator("peers", "site_peers")
     @classmethod
     def _peers(cls, v: list[str]) -> list[str]:
         from noderuntime.sync.natsserver import parse_peer_url

@@ -224,10 +224,13 @@ def put_info(doc: Doc[Any], info: Mapping[str, Any]) -> None:
 def export_doc(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
     """Every top-level map of ``doc`` as ``{map: {key: stored value}}`` (read-only).
 
-    Values are returned as stored (JSON strings), so two replicas that converged export
-    identical dicts. Used by the ``state.export`` debug route and convergence tests.
+    Values are returned as stored (JSON strings) and empty maps are left out (reading a map
+    creates it locally), so two replicas that converged export identical dicts. Used by the
+    ``state.export`` debug route and convergence tests.
     """
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(doc.keys()):
-        out[str(name)] = {str(k): v for k, v in sorted(_map(doc, str(name)).items())}
+        entries = {str(k): v for k, v in sorted(_map(doc, str(name)).items())}
+        if entries:
+            out[str(name)] = entries
     return out

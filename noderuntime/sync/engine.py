@@ -244,7 +244,7 @@ class SyncEngine:
         deadline = time.monotonic() + within_s
         while not self.connected:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"sync engine did not connect to {self.nats_url}")
+                raise TimeoutError(f"sync engine did not connect to {redact_url(self.nats_url)}")
             await asyncio.sleep(0.02)
 
     # --- connection -----------------------------------------------------------------------
@@ -267,7 +267,7 @@ class SyncEngine:
                     token=self._nats_token,
                 )
             except Exception as exc:
-                self.log.debug("cannot reach local NATS at %s: %s", self.nats_url, exc)
+                self.log.debug("cannot reach local NATS at %s: %s", redact_url(self.nats_url), exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
                 continue
@@ -279,7 +279,7 @@ class SyncEngine:
                 await nc.subscribe(subject, cb=self._on_msg)
             await nc.flush()
             self._mark_connected()
-            self.log.info("sync connected to %s", self.nats_url)
+            self.log.info("sync connected to %s", redact_url(self.nats_url))
             await self._send_heartbeat()
             await self.anti_entropy()
             return
@@ -292,12 +292,14 @@ class SyncEngine:
     async def _on_disconnected(self) -> None:
         if self.connected and not self._closing:
             self.counters.disconnects += 1
-            self.log.warning("sync lost the local NATS server %s; retrying", self.nats_url)
+            self.log.warning(
+                "sync lost the local NATS server %s; retrying", redact_url(self.nats_url)
+            )
         self.connected = False
 
     async def _on_reconnected(self) -> None:
         self._mark_connected()
-        self.log.info("sync reconnected to %s", self.nats_url)
+        self.log.info("sync reconnected to %s", redact_url(self.nats_url))
         self._spawn(self.anti_entropy())
 
     async def _on_error(self, exc: Exception) -> None:

@@ -87,6 +87,15 @@ class NatsServerSettings:
     remotes: tuple[str, ...] = ()
     tls: LeafTLS | None = None
     leaf_reconnect_s: int = LEAF_RECONNECT_S
+    #: Peers inside this node's own site (``sitePeers``): never filtered.
+    site_remotes: tuple[str, ...] = ()
+    #: Subjects the links to ``remotes`` neither export nor import (a sovereign site's
+    #: documents, :func:`noderuntime.sync.protocol.sovereign_subjects`); empty: no filter.
+    deny: tuple[str, ...] = ()
+
+    @property
+    def all_remotes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.remotes + self.site_remotes))
 
 
 @dataclass(frozen=True)
@@ -123,12 +132,16 @@ class LeafLink:
 
 def settings_for_node(config: NodeConfig, trust: FleetTrust) -> NatsServerSettings:
     """The nats-server a node runs, from its config and its fleet enrolment."""
+    from noderuntime.sync.protocol import sovereign_subjects
+
     return NatsServerSettings(
         server_name=config.node_id,
         client_port=config.nats_port,
         leaf_port=config.leaf_port,
         leaf_host=config.leaf_host,
         remotes=tuple(config.peers),
+        site_remotes=tuple(config.site_peers),
+        deny=tuple(sovereign_subjects(trust.fleet_id, config.site)) if config.sovereign else (),
         tls=LeafTLS(
             cert_file=trust.cert_file,
             key_file=trust.key_file,
@@ -174,7 +187,7 @@ def render_config(
     leaf_port: int | None,
 ) -> str:
     """The nats-server config file text (pure). Ports: -1 = any free port."""
-    if (settings.leaf_port is not None or settings.remotes) and settings.tls is None:
+    if (settings.leaf_port is not None or settings.all_remotes) and settings.tls is None:
         raise NatsServerError(
             "leaf links need the node's fleet TLS material; enrol the node first "
             "(`noderuntime init --enroll TOKEN` or `noderuntime enroll --credential FILE`)"
@@ -188,7 +201,7 @@ def render_config(
         "max_payload: 1048576",
     ]
     tls = settings.tls
-    if tls is not None and (settings.leaf_port is not None or settings.remotes):
+    if tls is not None and (settings.leaf_port is not None or settings.all_remotes):
         lines.append("leafnodes {")
         if leaf_port is not None:
             lines += [
@@ -203,13 +216,15 @@ def render_config(
                 f"  authorization {{ users: [ {{ user: {_q(tls.member_name)} }} ] }}",
             ]
         lines.append(f'  reconnect: "{int(settings.leaf_reconnect_s)}s"')
-        if settings.remotes:
+        if settings.all_remotes:
             lines.append("  remotes: [")
-            for url in settings.remotes:
+            for url in settings.all_remotes:
                 parse_peer_url(url)
+                lines += ["    {", f"      url: {_q(url)}"]
+                if settings.deny and url in settings.remotes and url not in settings.site_remotes:
+                    denied = ", ".join(_q(subject) for subject in settings.deny)
+                    lines += [f"      deny_exports: [{denied}]", f"      deny_imports: [{denied}]"]
                 lines += [
-                    "    {",
-                    f"      url: {_q(url)}",
                     "      tls {",
                     f"        cert_file: {_q(tls.cert_file)}",
                     f"        key_file: {_q(tls.key_file)}",
@@ -464,7 +479,7 @@ class NatsServer:
             proc.pid,
             self.client_port,
             f", leaf links on {self.settings.leaf_host}:{self.leaf_port}" if self.leaf_port else "",
-            len(self.settings.remotes),
+            len(self.settings.all_remotes),
         )
 
     async def _pump_stderr(self, proc: asyncio.subprocess.Process) -> None:
@@ -615,7 +630,7 @@ class NatsServer:
             entries = []
         links: list[LeafLink] = []
         used: set[int] = set()
-        for url in self.settings.remotes:
+        for url in self.settings.all_remotes:
             _, port = parse_peer_url(url)
             addrs = await self._peer_addresses(url)
             match = None
