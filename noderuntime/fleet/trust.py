@@ -295,4 +295,8 @@ def node_public_key(data_dir: Path) -> bytes:
 
 
 def show_public_key(data_dir: Path) -> str:
-    return b64u(node_public_key(data_dir))
+    """The key as standard base64: base64url may start with '-', which the shell command
+    `fleet enroll --public-key KEY` would take for an option (1 node in 64)."""
+    import base64
+
+    return base64.b64encode(node_public_key(data_dir)).decode()

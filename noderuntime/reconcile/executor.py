@@ -32,7 +32,10 @@ async def execute(action: Action, runtime: ContainerRuntime) -> str | None:
             await runtime.start(cid)
         case StopContainer(container_id=cid, timeout_s=timeout):
             await runtime.stop(cid, timeout)
-        case RemoveContainer(container_id=cid):
+        case RemoveContainer(container_id=cid, timeout_s=timeout):
+            # Stop first, with the workload's own grace period (up to an hour): a force
+            # remove would wait for it inside one API call we must bound much tighter.
+            await runtime.stop(cid, timeout)
             await runtime.remove(cid)
     return None
 
