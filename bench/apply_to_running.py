@@ -46,7 +46,8 @@ async def via_node(node: NodeProcess, n: int) -> list[float]:
             while await client.call("workloads.list"):  # noqa: ASYNC110 - polling a remote
                 await asyncio.sleep(0.01)
             # Untimed: let the old container go so it does not load the next sample.
-            while podman("ps", "-aq", "--filter", f"name=nr-{node.node_id}-{name}").stdout.strip():
+            gone = f"name=nr-{node.node_id}-{name}"
+            while podman("ps", "-aq", "--filter", gone).stdout.strip():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
     return times
 
