@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,10 +146,11 @@ async def publish_locally(node: FleetNode, subject: str, messages: list[bytes]) 
 
 def test_fleet_of_real_nodes_converges_through_a_hub_outage() -> None:
     with fleet_dir() as fdir:
-        hub = FleetNode(fdir, "hub", "hq", role="hub", leaf=True)
-        n1 = FleetNode(fdir, "n1", SITE, leaf=True, peers=[hub])
-        n2 = FleetNode(fdir, "n2", SITE, peers=[n1])
-        n3 = FleetNode(fdir, "n3", SITE, peers=[hub])
+        run = uuid.uuid4().hex[:6]  # node ids label containers: unique per run
+        hub = FleetNode(fdir, f"hub-{run}", "hq", role="hub", leaf=True)
+        n1 = FleetNode(fdir, f"n1-{run}", SITE, leaf=True, peers=[hub])
+        n2 = FleetNode(fdir, f"n2-{run}", SITE, peers=[n1])
+        n3 = FleetNode(fdir, f"n3-{run}", SITE, peers=[hub])
         nodes = [hub, n1, n2, n3]
         members = [n1, n2, n3]
         late: FleetNode | None = None
@@ -181,10 +183,16 @@ def test_fleet_of_real_nodes_converges_through_a_hub_outage() -> None:
             n3.as_operator("apply", "-f", "-", input=env_yaml("w", "three"))
 
             def mode(node: FleetNode) -> str:
+                """MODE in the node's desired state (what its reconciler works from)."""
                 return str(node.workloads()["w"]["spec"]["spec"]["env"]["MODE"])
 
+            def stored_mode(node: FleetNode) -> str:
+                """MODE in the node's fleet doc."""
+                stored = json.loads(node.export("fleet")["fleet"]["workloads"]["w"])
+                return str(stored["spec"]["env"]["MODE"])
+
             wait_for(lambda: mode(n1) == "two", timeout=CONVERGE_S, what="n2's change at n1")
-            assert mode(n3) == "three"  # partitioned: nothing reached it
+            assert stored_mode(n3) == "three"  # partitioned: nothing reached it
             wait_for(lambda: not running(n1, "w"), timeout=CONVERGE_S, what="w stops on n1")
 
             # The hub comes back (same ports) and an operator applies another workload there.
@@ -198,23 +206,29 @@ def test_fleet_of_real_nodes_converges_through_a_hub_outage() -> None:
                     "not converged:\n"
                     + "\n".join(json.dumps(e, sort_keys=True) for e in shared_docs(nodes))
                 ) from None
-            winner = mode(hub)
+            winner = stored_mode(hub)
             assert winner in ("two", "three")  # one of the concurrent edits, the same everywhere
-            assert all(mode(n) == winner for n in nodes)
+            # Each reconciler picks the merged spec up on its next pass.
+            wait_for(
+                lambda: all(mode(n) == winner for n in nodes),
+                timeout=CONVERGE_S,
+                what=f"MODE={winner} in every node's desired state",
+            )
             final = {m.node_id: wait_running(m, "w") for m in (n2, n3)}
             assert len({w["spec_hash"] for w in final.values()}) == 1
             for m in members:
                 wait_running(m, "w2")
             # n1's override survived the merge and reached the hub; n1 keeps w stopped.
-            assert json.loads(hub.export("node/n1")["node/n1"]["overrides"]["w/enabled"]) is False
+            n1_doc = f"node/{n1.node_id}"
+            assert json.loads(hub.export(n1_doc)[n1_doc]["overrides"]["w/enabled"]) is False
             assert n1.workloads()["w"]["enabled"] is False and not running(n1, "w")
 
             # c. Links, nodes with last-seen, and the sync section of status.
             peers = hub.json_cli("peers")
             inbound = {link["remote_name"] for link in peers["links"] if link["up"]}
-            assert {"n1", "n3"} <= inbound
+            assert {n1.node_id, n3.node_id} <= inbound
             (out,) = [link for link in n2.json_cli("peers")["links"]]
-            assert out["direction"] == "outbound" and out["up"] and out["remote_name"] == "n1"
+            assert out["direction"] == "outbound" and out["up"] and out["remote_name"] == n1.node_id
             assert out["since"] and out["peer"] == n1.leaf_url
 
             def n2_knows_all() -> list[dict[str, Any]] | None:
@@ -257,11 +271,11 @@ def test_fleet_of_real_nodes_converges_through_a_hub_outage() -> None:
             wait_running(n3, "w")
 
             # e. A node enrolled after all this catches up and runs the workloads.
-            late = FleetNode(fdir, "n4", SITE, peers=[hub])
+            late = FleetNode(fdir, f"n4-{run}", SITE, peers=[hub])
             late.enroll()
             late.init()
             late.start()
-            wait_running(late, "w", spec_hash=final["n2"]["spec_hash"])
+            wait_running(late, "w", spec_hash=final[n2.node_id]["spec_hash"])
             wait_running(late, "w2")
             wait_for(
                 lambda: converged([*nodes, late], hub), timeout=CONVERGE_S, what="n4 caught up"
