@@ -425,16 +425,14 @@ def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
 def cmd_override(args: argparse.Namespace) -> int:
     if args.override_cmd == "set":
         value = yaml.safe_load(args.value)
-        r = _call(
-            args, "overrides.set", {"workload": args.workload, "field": args.field, "value": value}
-        )
-        print(
-            f"workload/{r['workload']} override {r['field']}={json.dumps(r['value'])} "
-            "set on this node"
-        )
+        params = {"workload": args.workload, "field": args.field, "value": value}
+        r = _call(args, "overrides.set", {**params, "scope": args.scope})
+        where = "on this node" if args.scope == "node" else "for every node of this site"
+        print(f"workload/{r['workload']} override {r['field']}={json.dumps(r['value'])} {where}")
     else:
-        _call(args, "overrides.remove", {"workload": args.workload, "field": args.field})
-        print(f"workload/{args.workload} override {args.field} removed")
+        params = {"workload": args.workload, "field": args.field, "scope": args.scope}
+        _call(args, "overrides.remove", params)
+        print(f"workload/{args.workload} {args.scope} override {args.field} removed")
     return EXIT_OK
 
 
@@ -648,9 +646,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("workload")
     o.add_argument("field", help="enabled, image, command, args, restartPolicy, env.NAME, ...")
     o.add_argument("value", help="YAML value, e.g. true, '\"text\"', '[a, b]'")
+    o.add_argument(
+        "--scope",
+        choices=["node", "site"],
+        default="node",
+        help="node: this node only (default); site: every node of this site (it syncs)",
+    )
     o = osub.add_parser("rm")
     o.add_argument("workload")
     o.add_argument("field")
+    o.add_argument("--scope", choices=["node", "site"], default="node")
     s.set_defaults(func=cmd_override)
 
     s = sub.add_parser("events", help="recent events on this node")

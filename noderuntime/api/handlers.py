@@ -266,6 +266,16 @@ def build_routes(node: Node) -> dict[str, Route]:
         node.reconciler.trigger("restart")
         return {"name": name, "result": "restarted", "container_id": container.id}
 
+    def override_scope(params: Params) -> tuple[str, str]:
+        """Which document an override goes to: this node's (default) or its whole site's."""
+        state, _ = parts()
+        scope = params.get("scope", "node")
+        if scope == "node":
+            return scope, state.node_doc
+        if scope == "site":
+            return scope, state.site_doc
+        raise ApiError(f"scope must be 'node' or 'site', not {scope!r}", code="bad_request")
+
     async def set_override(params: Params) -> dict[str, Any]:
         state, _ = parts()
         workload = _str_param(params, "workload")
@@ -277,13 +287,14 @@ def build_routes(node: Node) -> dict[str, Route]:
         if workload not in snap.fleet.workloads:
             raise NotFoundError(f"no workload {workload!r} to override")
         check_override(snap, workload, field_path, value)
+        scope, doc_name = override_scope(params)
         await state.write(
-            state.node_doc,
+            doc_name,
             lambda doc: schema.set_override(doc, workload, field_path, value),
-            summary=f"override {workload} {field_path}={json.dumps(value)}",
+            summary=f"override {workload} {field_path}={json.dumps(value)} ({scope})",
             on_behalf=_actor(params),
         )
-        return {"workload": workload, "field": field_path, "value": value, "scope": "node"}
+        return {"workload": workload, "field": field_path, "value": value, "scope": scope}
 
     async def remove_override(params: Params) -> dict[str, Any]:
         state, _ = parts()
@@ -296,15 +307,16 @@ def build_routes(node: Node) -> dict[str, Route]:
             nonlocal removed
             removed = schema.remove_override(doc, workload, field_path)
 
+        scope, doc_name = override_scope(params)
         await state.write(
-            state.node_doc,
+            doc_name,
             mutate,
-            summary=f"remove override {workload} {field_path}",
+            summary=f"remove override {workload} {field_path} ({scope})",
             on_behalf=_actor(params),
         )
         if not removed:
-            raise NotFoundError(f"no node override of {field_path!r} on workload {workload!r}")
-        return {"workload": workload, "field": field_path, "removed": True}
+            raise NotFoundError(f"no {scope} override of {field_path!r} on workload {workload!r}")
+        return {"workload": workload, "field": field_path, "removed": True, "scope": scope}
 
     async def events(params: Params) -> list[dict[str, Any]]:
         _, rec = parts()

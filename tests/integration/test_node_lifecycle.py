@@ -200,6 +200,37 @@ def test_stop_and_start_through_node_override() -> None:
         assert again["container_id"] == w["container_id"]
 
 
+def test_site_and_node_overrides_merge_with_precedence_and_provenance() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("cfg", extra="  env: {A: fleet, B: fleet}\n"))
+        node.wait_phase("cfg", "Running")
+        node.cli("override", "set", "cfg", "env.A", "site", "--scope", "site", check=True)
+        node.cli("override", "set", "cfg", "env.B", "site", "--scope", "site", check=True)
+        node.cli("override", "set", "cfg", "env.B", "node", check=True)
+
+        def merged() -> dict[str, object] | None:
+            w = node.workloads()["cfg"]
+            env = w["spec"]["spec"]["env"]
+            current = w["observed_spec_hash"] == w["spec_hash"] and w["phase"] == "Running"
+            return w if env == {"A": "site", "B": "node"} and current else None
+
+        w = wait_for(merged, what="site and node overrides applied")
+        assert w["provenance"]["env.A"] == "site"
+        assert w["provenance"]["env.B"] == "node"
+        inspect = podman("inspect", w["container_id"]).stdout
+        assert "A=site" in inspect and "B=node" in inspect
+        # Removing the node override lets the site's value through; history says who did what.
+        node.cli("override", "rm", "cfg", "env.B", check=True)
+        wait_for(
+            lambda: node.workloads()["cfg"]["spec"]["spec"]["env"]["B"] == "site",
+            what="site value after node override removed",
+        )
+        bad = node.cli("override", "rm", "cfg", "env.B", "--scope", "site", "--scope", "bogus")
+        assert bad.returncode == 2
+        summaries = [e["summary"] for e in json.loads(node.cli("history", "-o", "json").stdout)]
+        assert any("(site)" in s for s in summaries)
+
+
 def test_missing_image_is_reported_and_recovers_when_image_arrives() -> None:
     image = f"localhost/nr-missing-{os.getpid()}:1"
     with running_node() as node:
