@@ -146,6 +146,10 @@ class PeerStats:
         }
 
 
+# How often a node re-sends its credentials when it meets members that may not know it.
+CREDENTIAL_PUSH_INTERVAL_S = 2.0
+
+
 @dataclass
 class Counters:
     messages_in: int = 0
@@ -163,6 +167,9 @@ class Counters:
     broadcast_dropped: int = 0
     connects: int = 0
     disconnects: int = 0
+    # Heartbeats/state vectors from a member whose credential has not reached us yet: normal
+    # for a few seconds after a node joins, so not counted as rejections (updates still are).
+    awaiting_credentials: int = 0
 
 
 class SyncEngine:
@@ -200,6 +207,7 @@ class SyncEngine:
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(INBOX_LIMIT)
         self._outbox: asyncio.Queue[StoredUpdate] = asyncio.Queue(OUTBOX_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_credential_push = -CREDENTIAL_PUSH_INTERVAL_S
         self._unsubscribe: Callable[[], None] | None = None
         self._sovereign_sites: set[str] = {settings.site} if settings.sovereign else set()
         self._healed: set[str] = set()
@@ -374,7 +382,9 @@ class SyncEngine:
         if isinstance(msg, UpdatesMsg):
             await self._handle_updates(msg, len(data))
         elif isinstance(msg, CredentialsMsg):
-            self._handle_credentials(msg)
+            if self._handle_credentials(msg):
+                # Someone new: make sure they learn us too (they may lack our credential).
+                await self._push_credentials()
         elif isinstance(msg, StateMsg):
             await self._handle_state(msg, len(data))
         else:
@@ -448,7 +458,7 @@ class SyncEngine:
     async def _handle_state(self, msg: StateMsg, size: int) -> None:
         member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
         if cause is not None or member is None:
-            self.rejections.reject(cause or Cause.UNKNOWN_AUTHOR, f"state from {msg.sender!r}")
+            await self._unknown_sender(cause, f"state from {msg.sender!r}")
             return
         node = node_id_of(member.principal)
         if node is None or node == self.settings.node_id:
@@ -514,15 +524,34 @@ class SyncEngine:
             return None
         return protocol.inbox_subject(self.settings.fleet, site, node)
 
-    def _handle_credentials(self, msg: CredentialsMsg) -> None:
+    def _handle_credentials(self, msg: CredentialsMsg) -> bool:
+        """Learn the credentials in ``msg``; True if any member was new to us."""
         add = getattr(self.trust, "add", None)
         if add is None:
-            return
+            return False
+        members = getattr(self.trust, "members", None)
+        before = len(members()) if callable(members) else 0
         for blob in msg.credentials:
             try:
                 add(blob)  # verified against the fleet root; a no-op when already known
             except Exception as exc:
                 self.rejections.reject(Cause.BAD_CREDENTIAL, str(exc))
+        return callable(members) and len(members()) > before
+
+    async def _push_credentials(self) -> None:
+        """Send our credentials now, at most once per CREDENTIAL_PUSH_INTERVAL_S."""
+        now = self.clock()
+        if now - self._last_credential_push < CREDENTIAL_PUSH_INTERVAL_S:
+            return
+        self._last_credential_push = now
+        await self._send_credentials()
+
+    async def _unknown_sender(self, cause: Cause | None, what: str) -> None:
+        if cause in (None, Cause.UNKNOWN_AUTHOR):
+            self.counters.awaiting_credentials += 1
+            await self._push_credentials()
+        else:
+            self.rejections.reject(cause, what)
 
     def _known_credentials(self) -> list[bytes]:
         """Our own credential and every operator's we know (how members learn each other)."""
@@ -549,7 +578,7 @@ class SyncEngine:
     async def _handle_heartbeat(self, msg: HeartbeatMsg, size: int) -> None:
         member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
         if cause is not None or member is None:
-            self.rejections.reject(cause or Cause.UNKNOWN_AUTHOR, f"heartbeat from {msg.sender!r}")
+            await self._unknown_sender(cause, f"heartbeat from {msg.sender!r}")
             return
         node = node_id_of(member.principal)
         if node is None or node == self.settings.node_id:
