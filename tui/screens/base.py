@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from tui.context import TuiContext
 from tui.widgets.header import NodeHeader
@@ -51,3 +51,50 @@ class BaseView(Screen[None]):
 
     def load(self) -> None:
         """Start a worker that fetches this view's data. Views override it."""
+
+
+class FilterableView(BaseView):
+    """A view with one table and a `/` filter box (`#filter`), k9s-style.
+
+    Esc first clears the filter, then goes back. Subclasses name their table and redraw
+    their rows from ``query_text`` in :meth:`render_rows`.
+    """
+
+    TABLE_ID = ""
+
+    def __init__(self, ctx: TuiContext) -> None:
+        super().__init__(ctx)
+        self.query_text = ""
+
+    def render_rows(self) -> None:
+        raise NotImplementedError
+
+    def _focus_table(self) -> None:
+        self.query_one(f"#{self.TABLE_ID}", DataTable).focus()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.query_text = event.value
+            self.render_rows()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            if not event.value:
+                event.input.display = False
+            self._focus_table()
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or self.query_text:
+            box.value = ""
+            box.display = False
+            self.query_text = ""
+            self.render_rows()
+            self._focus_table()
+            return
+        self.app.call_later(self.app.run_action, "go_back")

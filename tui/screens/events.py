@@ -12,14 +12,15 @@ from textual.widgets import DataTable, Input, Static
 
 from noderuntime.errors import NodeRuntimeError
 from tui.model import EVENT_COLUMNS, event_rows
-from tui.screens.base import BaseView
+from tui.screens.base import FilterableView
 
 EVENTS_LIMIT = 200
 HISTORY_LIMIT = 200
 ORIGIN_STYLES = {"runtime": "", "local": "yellow", "synced": "cyan"}
 
 
-class EventsScreen(BaseView):
+class EventsScreen(FilterableView):
+    TABLE_ID = "events-table"
     VIEW_NAME = "Events"
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -30,7 +31,6 @@ class EventsScreen(BaseView):
         super().__init__(ctx)
         self.events: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
-        self.query_text = ""
         self.shown: list[tuple[str, str, str, str]] = []
 
     def compose(self) -> ComposeResult:
@@ -81,30 +81,3 @@ class EventsScreen(BaseView):
             time_, origin, who, what = r.cells()
             table.add_row(time_, Text(origin, style=ORIGIN_STYLES.get(origin, "")), who, what)
         self.add_class("-loaded")
-
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.query_text = event.value
-            self.render_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
-            if not event.value:
-                event.input.display = False
-            self.query_one("#events-table", DataTable).focus()
-
-    def action_back(self) -> None:
-        box = self.query_one("#filter", Input)
-        if box.has_focus or self.query_text:
-            box.value = ""
-            box.display = False
-            self.query_text = ""
-            self.render_rows()
-            self.query_one("#events-table", DataTable).focus()
-            return
-        self.app.call_later(self.app.run_action, "go_back")

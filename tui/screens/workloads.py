@@ -20,7 +20,7 @@ from tui.model import (
     phase_counts,
     workload_rows,
 )
-from tui.screens.base import BaseView
+from tui.screens.base import FilterableView
 
 
 def styled_cells(row: WorkloadRow) -> list[str | Text]:
@@ -32,7 +32,8 @@ def styled_cells(row: WorkloadRow) -> list[str | Text]:
     return cells
 
 
-class WorkloadsScreen(BaseView):
+class WorkloadsScreen(FilterableView):
+    TABLE_ID = "workloads-table"
     VIEW_NAME = "Workloads"
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -48,7 +49,6 @@ class WorkloadsScreen(BaseView):
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         self.views: list[dict[str, Any]] = []
-        self.query_text = ""
         self.shown: list[tuple[str, ...]] = []
         self.loaded = False
 
@@ -118,35 +118,6 @@ class WorkloadsScreen(BaseView):
         except Exception:
             return None
         return str(key.value) if key.value is not None else None
-
-    # --- filter ------------------------------------------------------------------------------
-
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.query_text = event.value
-            self.render_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
-            if not event.value:
-                event.input.display = False
-            self.query_one("#workloads-table", DataTable).focus()
-
-    def action_back(self) -> None:
-        box = self.query_one("#filter", Input)
-        if box.has_focus or self.query_text:
-            box.value = ""
-            box.display = False
-            self.query_text = ""
-            self.render_rows()
-            self.query_one("#workloads-table", DataTable).focus()
-            return
-        self.app.call_later(self.app.run_action, "go_back")
 
     # --- navigation and actions --------------------------------------------------------------
 
