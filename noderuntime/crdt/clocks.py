@@ -251,7 +251,8 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     return out
 
 
-def _put_uint(out: bytearray, value: int) -> None:
+def put_uint(out: bytearray, value: int) -> None:
+    """Append ``value`` as an unsigned LEB128 varint (lib0's encoding, also our wire's)."""
     while True:
         b = value & 0x7F
         value >>= 7
@@ -264,10 +265,10 @@ def _put_uint(out: bytearray, value: int) -> None:
 
 def encode_state_vector(sv: Mapping[int, int]) -> bytes:
     out = bytearray()
-    _put_uint(out, len(sv))
+    put_uint(out, len(sv))
     for client, clock in sorted(sv.items()):
-        _put_uint(out, client)
-        _put_uint(out, clock)
+        put_uint(out, client)
+        put_uint(out, clock)
     return bytes(out)
 
 

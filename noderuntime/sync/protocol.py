@@ -35,6 +35,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from noderuntime.crdt.clocks import put_uint
 from noderuntime.sync.acl import DocKind, DocRef
 
 PROTOCOL_VERSION = 1
@@ -111,17 +112,6 @@ Message = UpdatesMsg | StateMsg | HeartbeatMsg | CredentialsMsg
 # --- encoding -------------------------------------------------------------------------------
 
 
-def _uint(out: bytearray, value: int) -> None:
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return
-
-
 def _str8(out: bytearray, text: str) -> None:
     raw = text.encode()
     if len(raw) > 255:
@@ -131,7 +121,7 @@ def _str8(out: bytearray, text: str) -> None:
 
 
 def _blob(out: bytearray, raw: bytes) -> None:
-    _uint(out, len(raw))
+    put_uint(out, len(raw))
     out += raw
 
 
@@ -155,7 +145,7 @@ def encode_updates(sender: str, doc: str, updates: Sequence[WireUpdate]) -> byte
     out = _header(Kind.UPDATES)
     _str8(out, sender)
     _str8(out, doc)
-    _uint(out, len(updates))
+    put_uint(out, len(updates))
     for u in updates:
         out += encode_update(u)
     return bytes(out)
@@ -207,7 +197,7 @@ def heartbeat_signed_part(sender: str, ts: float, payload: bytes) -> bytes:
 
 def encode_credentials(blobs: Sequence[bytes]) -> bytes:
     out = _header(Kind.CREDENTIALS)
-    _uint(out, len(blobs))
+    put_uint(out, len(blobs))
     for b in blobs:
         _blob(out, b)
     return bytes(out)
