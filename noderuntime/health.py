@@ -10,6 +10,7 @@ reconciler forgets health on every start.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
@@ -27,6 +28,7 @@ HTTP_STATUS_LINE_MAX_BYTES = 1024
 LOOPBACK = "127.0.0.1"
 
 Target = tuple[str, ObservedContainer, ProbeSpec]
+RESULTS_KEPT = 20
 TargetKey = tuple[str, str, float | None, ProbeSpec]
 
 
@@ -54,6 +56,8 @@ class HealthMonitor:
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
         self._probed: set[str] = set()
         self._open = False
+        # Recent probe results per workload, for `describe` and the TUI (memory-bounded).
+        self._results: dict[str, collections.deque[dict[str, object]]] = {}
 
     async def __aenter__(self) -> HealthMonitor:
         self._open = True
@@ -67,6 +71,11 @@ class HealthMonitor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def recent_results(self, workload: str) -> list[dict[str, object]]:
+        """The last probe results of ``workload``, oldest first: ts, ok, detail, duration_ms,
+        consecutive_failures."""
+        return list(self._results.get(workload, ()))
 
     @property
     def watching(self) -> list[TargetKey]:
@@ -86,6 +95,8 @@ class HealthMonitor:
         # Not probed any more (stopped, crashed, deleted): its last verdict no longer holds.
         for name in sorted(self._probed - probed):
             self._notify(name, None, None)
+        for name in [n for n in self._results if n not in probed and n not in self._probed]:
+            del self._results[name]
         self._probed = probed
         for key, (name, container, probe) in wanted.items():
             if key not in self._tasks:
@@ -104,11 +115,24 @@ class HealthMonitor:
             started = time.monotonic()
             result = await self._probe(container, probe)
             failures = 0 if result.ok else failures + 1
+            self._record(name, result, time.monotonic() - started, failures)
             new = HEALTHY if result.ok else (UNHEALTHY if failures >= probe.retries else status)
             if new != status:
                 status = new
                 self._report(name, status, result.detail)
             await asyncio.sleep(max(0.0, probe.interval_s - (time.monotonic() - started)))
+
+    def _record(self, name: str, result: ProbeResult, took_s: float, failures: int) -> None:
+        ring = self._results.setdefault(name, collections.deque(maxlen=RESULTS_KEPT))
+        ring.append(
+            {
+                "ts": time.time(),
+                "ok": result.ok,
+                "detail": result.detail,
+                "duration_ms": round(took_s * 1000, 1),
+                "consecutive_failures": failures,
+            }
+        )
 
     def _report(self, name: str, status: str, detail: str | None) -> None:
         log = self._log.warning if status == UNHEALTHY else self._log.info

@@ -149,6 +149,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                 view["events"] = [e.to_dict() for e in rec.events if e.workload == name][-50:]
                 containers = [c for c in rec.observed if c.workload == name]
                 view["containers"] = [_container_view(c) for c in containers]
+                view["probes"] = node.health.recent_results(name) if node.health else []
                 return view
         raise NotFoundError(f"no workload {name!r} on this node; see `noderuntime get workloads`")
 

@@ -96,6 +96,31 @@ def test_apply_runs_workload_and_reports_it() -> None:
         assert node.workloads()["web"]["container_id"] == w["container_id"]
 
 
+def test_health_probe_results_are_reported_and_an_unhealthy_container_is_restarted() -> None:
+    with running_node() as node:
+        node.apply(
+            workload_yaml(
+                "probed",
+                command=["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www"],
+                extra="  healthCheck: {http: {port: 8080}, interval: 1s, timeout: 1s, retries: 2}\n",
+            )
+        )
+        node.wait_phase("probed", "Running", health="healthy")
+        d = json.loads(node.cli("describe", "workload", "probed", "-o", "json", check=True).stdout)
+        assert d["probes"] and d["probes"][-1]["ok"] is True
+        # Break the service inside the container: the probe fails, the node restarts it.
+        cid = d["container_id"]
+        podman("exec", cid, "rm", "/www/index.html")
+        w = wait_for(
+            lambda: (w := node.workloads()["probed"])["restarts"] >= 1 and w["health"] and w,
+            timeout=60,
+            what="restart after unhealthy",
+        )
+        assert w["restarts"] >= 1
+        events = json.loads(node.cli("events", "-o", "json").stdout)
+        assert any("unhealthy" in e["message"] for e in events)
+
+
 def test_bad_spec_names_field_and_line_and_changes_nothing() -> None:
     with running_node() as node:
         node.apply(workload_yaml("keep"))

@@ -70,7 +70,9 @@ def event_cells(view: Mapping[str, Any]) -> list[tuple[str, str | Text, str]]:
             (
                 fmt_clock(p.get("ts")),
                 Text("probe", style="green" if ok else "bold red"),
-                ("ok" if ok else "FAILED") + (f": {p['message']}" if p.get("message") else ""),
+                ("ok" if ok else "FAILED")
+                + (f" in {p['duration_ms']:g} ms" if p.get("duration_ms") is not None else "")
+                + (f": {p['detail']}" if p.get("detail") else ""),
             )
         )
     out.sort(key=lambda r: r[0], reverse=True)
