@@ -96,12 +96,15 @@ def test_apply_runs_workload_and_reports_it() -> None:
         assert node.workloads()["web"]["container_id"] == w["container_id"]
 
 
+SERVE_INDEX = "mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www"
+
+
 def test_health_probe_results_are_reported_and_an_unhealthy_container_is_restarted() -> None:
     with running_node() as node:
         node.apply(
             workload_yaml(
                 "probed",
-                command=["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www"],
+                command=["sh", "-c", SERVE_INDEX],
                 extra="  healthCheck: {http: {port: 8080}, interval: 1s, timeout: 1s, retries: 2}\n",
             )
         )
