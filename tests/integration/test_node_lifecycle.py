@@ -96,6 +96,7 @@ def test_apply_runs_workload_and_reports_it() -> None:
         assert node.workloads()["web"]["container_id"] == w["container_id"]
 
 
+HTTP_PROBE = "  healthCheck: {http: {port: 8080}, interval: 1s, timeout: 1s, retries: 2}\n"
 SERVE_INDEX = "mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www"
 
 
@@ -105,7 +106,7 @@ def test_health_probe_results_are_reported_and_an_unhealthy_container_is_restart
             workload_yaml(
                 "probed",
                 command=["sh", "-c", SERVE_INDEX],
-                extra="  healthCheck: {http: {port: 8080}, interval: 1s, timeout: 1s, retries: 2}\n",
+                extra=HTTP_PROBE,
             )
         )
         node.wait_phase("probed", "Running", health="healthy")
