@@ -276,6 +276,24 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lock(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {
+        "workload": args.workload,
+        "fields": args.fields,
+        "unlock": args.unlock,
+    }
+    operator = cli_fleet.operator_from_args(args)
+    if operator is not None:
+        r = _call(args, "policy.lock", {**params, "prepare": True})
+        if r["prepared"]["data"] is not None:
+            _submit_signed(args, operator, r["prepared"])
+    else:
+        r = _call(args, "policy.lock", params)
+    locked = ", ".join(r["locked"]) or "nothing"
+    print(f"workload/{r['workload']} locked fields: {locked}")
+    return EXIT_OK
+
+
 def _submit_signed(args: argparse.Namespace, operator: Any, prepared: dict[str, Any]) -> None:
     """Sign an update the node prepared with the operator's key; the node verifies it."""
     import base64
@@ -588,6 +606,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign as the operator in this fleet directory (same as the global --as)",
     )
     s.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser(
+        "lock",
+        help="fleet policy: fields of a workload that site and node overrides may not change",
+    )
+    s.add_argument("workload")
+    s.add_argument("fields", nargs="+", metavar="FIELD", help="e.g. image, env, env.MODE, or '*'")
+    s.add_argument("--unlock", action="store_true", help="remove these fields from the lock")
+    s.add_argument(
+        "--as",
+        dest="as_operator",
+        metavar="FLEETDIR",
+        default=argparse.SUPPRESS,
+        help="sign as the operator in this fleet directory (same as the global --as)",
+    )
+    s.set_defaults(func=cmd_lock)
 
     s = sub.add_parser("delete", help="delete a workload")
     s.add_argument("kind", choices=["workload", "workloads"])

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from noderuntime import __version__
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.crdt import schema
-from noderuntime.desired import ENABLED, check_override
+from noderuntime.crdt.schema import LOCK_ALL
+from noderuntime.desired import ENABLED, check_override, is_override_field
 from noderuntime.errors import (
     ApiError,
     ContainerError,
@@ -203,6 +204,41 @@ def build_routes(node: Node) -> dict[str, Route]:
             check_fleet_write(params)
             await state.write(state.fleet_doc, mutate, summary=summary, on_behalf=_actor(params))
         return results
+
+    async def lock(params: Params) -> dict[str, Any]:
+        """Fleet policy: the fields of a workload no site or node override may change."""
+        state, _ = parts()
+        name = _str_param(params, "workload")
+        fields = params.get("fields")
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise ApiError("fields must be a list of field paths", code="bad_request")
+        bad = [f for f in fields if f != LOCK_ALL and f not in ("env", "resources")]
+        bad = [f for f in bad if not is_override_field(f)]
+        if bad:
+            raise ApiError(
+                f"cannot lock {', '.join(map(repr, bad))}: lockable are {LOCK_ALL!r} (everything), "
+                "enabled, image, command, args, restartPolicy, env, env.<NAME>, resources, "
+                "resources.cpus, resources.memory",
+                code="bad_request",
+            )
+        snap = state.snapshot()
+        if name not in snap.fleet.workloads:
+            raise NotFoundError(f"no workload {name!r}; see `noderuntime get workloads`")
+        current = set(snap.fleet.locks.get(name, frozenset()))
+        new = current | set(fields) if not params.get("unlock") else current - set(fields)
+        summary = f"lock {name}: {', '.join(sorted(new)) or 'nothing'}"
+
+        def mutate(doc: Any) -> None:
+            schema.set_lock(doc, name, sorted(new))
+
+        out: dict[str, Any] = {"workload": name, "locked": sorted(new)}
+        if params.get("prepare"):
+            out["prepared"] = prepared(state.fleet_doc, mutate, summary)
+            return out
+        if new != current:
+            check_fleet_write(params)
+            await state.write(state.fleet_doc, mutate, summary=summary, on_behalf=_actor(params))
+        return out
 
     async def delete(params: Params) -> dict[str, Any]:
         state, _ = parts()
@@ -496,6 +532,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         "events.list": Route(events, doc="recent events, optionally of one workload"),
         "history.list": Route(history, doc="recent signed changes: who changed what, when"),
         "workloads.apply": Route(apply, write=True, doc="validate and record workload specs"),
+        "policy.lock": Route(lock, write=True, doc="lock or unlock workload fields (fleet policy)"),
         "workloads.delete": Route(delete, write=True, doc="delete a workload everywhere"),
         "workloads.restart": Route(restart, write=True, doc="restart a workload's container"),
         "workloads.stop": Route(stop, write=True, doc="disable a workload on this node"),

@@ -260,6 +260,25 @@ def test_site_and_node_overrides_merge_with_precedence_and_provenance() -> None:
         assert any("(site)" in s for s in summaries)
 
 
+def test_fleet_lock_refuses_overrides_clearly_and_changes_nothing() -> None:
+    with running_node() as node:
+        node.apply(workload_yaml("locked", extra="  env: {MODE: safe}\n"))
+        node.wait_phase("locked", "Running")
+        out = node.cli("lock", "locked", "image", "env", check=True).stdout
+        assert "image, env" in out or "env, image" in out
+        before = node.cli("history", "-o", "json", check=True).stdout
+        r = node.cli("override", "set", "locked", "env.MODE", "unsafe")
+        assert r.returncode != 0
+        assert "fleet policy locks 'env.MODE'" in r.stderr
+        assert node.cli("history", "-o", "json", check=True).stdout == before
+        # Other fields stay open; unlocking opens the locked ones again.
+        node.cli("override", "set", "locked", "enabled", "false", check=True)
+        node.cli("lock", "locked", "env", "--unlock", check=True)
+        node.cli("override", "set", "locked", "env.MODE", "unsafe", check=True)
+        bad = node.cli("lock", "locked", "nonsense")
+        assert bad.returncode != 0 and "cannot lock 'nonsense'" in bad.stderr
+
+
 def test_missing_image_is_reported_and_recovers_when_image_arrives() -> None:
     image = f"localhost/nr-missing-{os.getpid()}:1"
     with running_node() as node:

@@ -291,6 +291,28 @@ async def test_invalid_override_is_explained(node: NodeProcess) -> None:
         assert "resources.memory" not in node.workloads()["web"]["provenance"]
 
 
+async def test_fleet_policy_refusal_is_explained(node: NodeProcess) -> None:
+    node.cli("lock", "web", "image", check=True)
+    try:
+        app = make_app(node, "workloads")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await select_workload(pilot, "web")
+            await pilot.press("o")
+            await wait_until(pilot, lambda: isinstance(app.screen, OverrideScreen))
+            await type_text(pilot, "image")
+            await pilot.press("enter")
+            await type_text(pilot, "localhost/other:2")
+            await pilot.press("enter")
+            await authorise(pilot, PIN)
+            await wait_until(
+                pilot, lambda: "fleet policy" in dialog_error(app).lower(), what="policy refusal"
+            )
+            await pilot.press("escape")
+        assert "image" not in node.workloads()["web"]["provenance"]
+    finally:
+        node.cli("lock", "web", "image", "--unlock", check=True)
+
+
 async def test_lockout_after_repeated_wrong_pins(node: NodeProcess) -> None:
     app = make_app(node, "workloads")
     async with app.run_test(size=(80, 24)) as pilot:
