@@ -219,7 +219,11 @@ class Node:
             "hostname": platform.node(),
         }
         if dict(self.state.snapshot().node.info) != info:
-            await self.state.write(self.state.node_doc, lambda doc: schema.put_info(doc, info))
+            await self.state.write(
+                self.state.node_doc,
+                lambda doc: schema.put_info(doc, info),
+                summary=f"node info (version {__version__})",
+            )
 
 
 def run_forever(

@@ -469,7 +469,11 @@ class Reconciler:
                 else:
                     schema.put_status(doc, name, rec)
 
-        await self._state.write(self._state.node_doc, mutate)
+        summary = "status " + ", ".join(
+            f"{name} {rec.phase}" if rec is not None else f"{name} removed"
+            for name, rec in sorted(changes.items())
+        )
+        await self._state.write(self._state.node_doc, mutate, summary=summary[:200])
 
     async def _watch_events(self) -> None:
         failures = 0
