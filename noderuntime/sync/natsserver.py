@@ -206,6 +206,9 @@ def render_config(
         if leaf_port is not None:
             lines += [
                 f"  listen: {_q(_hostport(settings.leaf_host, leaf_port))}",
+                # Peers dial the address they were configured with: advertising our listen
+                # address would let them bypass it (a relay, a NAT, a cut we must respect).
+                "  no_advertise: true",
                 "  tls {",
                 f"    cert_file: {_q(tls.cert_file)}",
                 f"    key_file: {_q(tls.key_file)}",
