@@ -560,6 +560,17 @@ def cmd_tui(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------
 
 
+def add_as_option(s: argparse.ArgumentParser) -> None:
+    """``--as FLEETDIR`` after an operator command too; it leaves a global ``--as`` alone."""
+    s.add_argument(
+        "--as",
+        dest="as_operator",
+        metavar="FLEETDIR",
+        default=argparse.SUPPRESS,
+        help="sign as the operator in this fleet directory (same as the global --as)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="noderuntime",
@@ -598,13 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("apply", help="validate and record workload specs from a YAML file")
     s.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
     s.add_argument("--dry-run", action="store_true", help="validate only; needs no running node")
-    s.add_argument(
-        "--as",
-        dest="as_operator",
-        metavar="FLEETDIR",
-        default=argparse.SUPPRESS,
-        help="sign as the operator in this fleet directory (same as the global --as)",
-    )
+    add_as_option(s)
     s.set_defaults(func=cmd_apply)
 
     s = sub.add_parser(
@@ -614,25 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("workload")
     s.add_argument("fields", nargs="+", metavar="FIELD", help="e.g. image, env, env.MODE, or '*'")
     s.add_argument("--unlock", action="store_true", help="remove these fields from the lock")
-    s.add_argument(
-        "--as",
-        dest="as_operator",
-        metavar="FLEETDIR",
-        default=argparse.SUPPRESS,
-        help="sign as the operator in this fleet directory (same as the global --as)",
-    )
+    add_as_option(s)
     s.set_defaults(func=cmd_lock)
 
     s = sub.add_parser("delete", help="delete a workload")
     s.add_argument("kind", choices=["workload", "workloads"])
     s.add_argument("name")
-    s.add_argument(
-        "--as",
-        dest="as_operator",
-        metavar="FLEETDIR",
-        default=argparse.SUPPRESS,
-        help="sign as the operator in this fleet directory (same as the global --as)",
-    )
+    add_as_option(s)
     s.set_defaults(func=cmd_delete)
 
     s = sub.add_parser("get", help="list workloads (or nodes) with desired and observed state")
