@@ -176,6 +176,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     from noderuntime.errors import AlreadyInitializedError
     from noderuntime.fleet.credential import node_principal
+    from noderuntime.technicians import TechnicianStore, parse_technician_arg
 
     data_dir = _data_dir(args)
     config_file = _config_file(args)
@@ -190,6 +191,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             "Use another --data-dir, or remove the directory to start over"
         )
     enrollment = cli_fleet.prepare_init_enrollment(args)  # checks the token, writes nothing
+    technicians = [parse_technician_arg(t) for t in args.technician or []]
     config = NodeConfig(
         **cli_fleet.init_config_kwargs(args),
         node_id=validate_id("node id", args.node_id),
@@ -207,6 +209,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     identity.save_key(paths.identity_file, ident)
     save_config(paths.config_file, config)
     fleet_id = enrollment.install(data_dir, config.node_id, config.site)
+    if technicians:
+        TechnicianStore(data_dir).add_hashed(technicians)
+        print(f"technicians who may act at the console: {', '.join(t[0] for t in technicians)}")
     if fleet_id:
         print(f"enrolled in {fleet_id}; the token is no longer needed: delete it")
     print(f"initialised node {config.node_id} (site {config.site}) in {data_dir}")
@@ -512,10 +517,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_ERROR if any(c.status.value == "fail" for c in checks) else EXIT_OK
 
 
+def _read_pin(args: argparse.Namespace, who: str) -> str:
+    if args.pin_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    pin = getpass.getpass(f"PIN for {who}: ")
+    if getpass.getpass("again: ") != pin:
+        raise NodeRuntimeError("the PINs differ; nothing was changed")
+    return pin
+
+
 def cmd_technician(args: argparse.Namespace) -> int:
     from noderuntime.config import load_config
-    from noderuntime.technicians import TechnicianStore
+    from noderuntime.technicians import TechnicianStore, hash_pin, parse_technician_arg
 
+    if args.tech_cmd == "hash":
+        # Needs no node: an appliance builder runs it to fill a provisioning file.
+        print(hash_pin(_read_pin(args, "the technician")))
+        return EXIT_OK
     data_dir = _data_dir(args)
     load_config(data_dir, _config_file(args))  # refuses clearly on an uninitialised dir
     store = TechnicianStore(data_dir)
@@ -528,15 +548,12 @@ def cmd_technician(args: argparse.Namespace) -> int:
             raise NodeRuntimeError(f"no technician {args.name!r}")
         print(f"technician {args.name} removed")
         return EXIT_OK
-    if args.pin_stdin:
-        pin = sys.stdin.readline().rstrip("\n")
+    if args.pin_hash:
+        store.add_hashed(
+            [parse_technician_arg(f"{args.name}={args.pin_hash}")], replace=args.replace
+        )
     else:
-        import getpass
-
-        pin = getpass.getpass(f"PIN for {args.name}: ")
-        if getpass.getpass("again: ") != pin:
-            raise NodeRuntimeError("the PINs differ; nothing was changed")
-    store.add(args.name, pin, replace=args.replace)
+        store.add(args.name, _read_pin(args, args.name), replace=args.replace)
     print(f"technician {args.name} can now authorise changes at this node's console")
     return EXIT_OK
 
@@ -599,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", action="append", metavar="KEY=VALUE", help="node label (repeatable)")
     s.add_argument("--podman-socket", help="use this Podman API socket instead of supervising one")
     s.add_argument("--exist-ok", action="store_true", help="succeed if the node already exists")
+    s.add_argument(
+        "--technician",
+        action="append",
+        metavar="NAME=PINHASH",
+        help="a technician who may act at the console (hash from `technician hash`; repeatable)",
+    )
     cli_fleet.add_init_arguments(s)
     s.set_defaults(func=cmd_init)
 
@@ -696,6 +719,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("add", help="add a technician (or --replace their PIN)")
     t.add_argument("name")
     t.add_argument("--replace", action="store_true")
+    pin = t.add_mutually_exclusive_group()
+    pin.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
+    pin.add_argument("--pin-hash", help="a hash from `technician hash` instead of the PIN")
+    t = tsub.add_parser("hash", help="print a PIN hash for a provisioning file (needs no node)")
     t.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
     t = tsub.add_parser("rm", help="remove a technician")
     t.add_argument("name")

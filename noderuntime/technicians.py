@@ -44,10 +44,57 @@ class TechnicianRecord:
     lockouts: int = 0
 
 
+# A PIN hash as carried in a provisioning file or `init --technician`: the scheme names its
+# parameters, so a later change of cost can still read entries made today.
+PIN_HASH_SCHEME = "scrypt-n14r8p1"
+_PIN_HASH_RE = re.compile(rf"^{PIN_HASH_SCHEME}\$([0-9a-f]{{32}})\$([0-9a-f]{{64}})$")
+
+
 def _hash(pin: str, salt: bytes) -> str:
     return hashlib.scrypt(
         pin.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
     ).hex()
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid technician name {name!r}: 1-32 lowercase letters, digits, '-', '_', '.'"
+        )
+
+
+def _check_pin(pin: str) -> None:
+    if len(pin) < MIN_PIN_LENGTH or not pin.strip():
+        raise ConfigError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+
+
+def hash_pin(pin: str) -> str:
+    """A self-describing PIN hash (``scheme$salt$hash``) to provision a technician with.
+
+    An appliance builder puts this, not the PIN, on the image or USB stick: the node never
+    needs to see the PIN itself until the technician types it at the console.
+    """
+    _check_pin(pin)
+    salt = secrets.token_bytes(16)
+    return f"{PIN_HASH_SCHEME}${salt.hex()}${_hash(pin, salt)}"
+
+
+def parse_technician_arg(text: str) -> tuple[str, str, str]:
+    """``NAME=PINHASH`` -> (name, salt hex, hash hex); raises ConfigError naming the problem."""
+    name, sep, entry = text.partition("=")
+    if not sep:
+        raise ConfigError(
+            f"--technician {text!r}: expected NAME=PINHASH (make the hash with "
+            "`noderuntime technician hash`)"
+        )
+    _check_name(name)
+    m = _PIN_HASH_RE.match(entry)
+    if m is None:
+        raise ConfigError(
+            f"--technician {name}: not a PIN hash made by `noderuntime technician hash` "
+            f"(expected {PIN_HASH_SCHEME}$<32 hex>$<64 hex>)"
+        )
+    return name, m.group(1), m.group(2)
 
 
 def principal(name: str) -> str:
@@ -81,17 +128,22 @@ class TechnicianStore:
         return sorted(self._load())
 
     def add(self, name: str, pin: str, *, replace: bool = False) -> None:
-        if not _NAME_RE.match(name):
-            raise ConfigError(
-                f"invalid technician name {name!r}: 1-32 lowercase letters, digits, '-', '_', '.'"
-            )
-        if len(pin) < MIN_PIN_LENGTH or not pin.strip():
-            raise ConfigError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
-        records = self._load()
-        if name in records and not replace:
-            raise ConfigError(f"technician {name!r} exists; use --replace to set a new PIN")
+        _check_name(name)
+        _check_pin(pin)
         salt = secrets.token_bytes(16)
-        records[name] = TechnicianRecord(name=name, salt=salt.hex(), hash=_hash(pin, salt))
+        self.add_hashed([(name, salt.hex(), _hash(pin, salt))], replace=replace)
+
+    def add_hashed(self, entries: list[tuple[str, str, str]], *, replace: bool = False) -> None:
+        """Add technicians from :func:`parse_technician_arg` results, all or none."""
+        names = [name for name, _, _ in entries]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a technician is named twice in {', '.join(names)}")
+        records = self._load()
+        for name in names:
+            if name in records and not replace:
+                raise ConfigError(f"technician {name!r} exists; use --replace to set a new PIN")
+        for name, salt, digest in entries:
+            records[name] = TechnicianRecord(name=name, salt=salt, hash=digest)
         self._save(records)
 
     def remove(self, name: str) -> bool:

@@ -19,6 +19,10 @@
 #   peers: nats-leaf://hub:7422       comma-separated leaf-node peers to dial
 #   leafPort: 7422                    accept leaf-node links from peers on this port
 #   natsPort: 4222                    local NATS client port (0: any free port)
+#   technicians: alice=scrypt-n14r8p1$…$…,bob=…
+#                                     who may act at the console: NAME=PINHASH, comma-separated;
+#                                     make each hash with `noderuntime technician hash` (the PIN
+#                                     itself never goes on the image or the stick)
 #   podmanSocket: /run/podman/podman.sock
 #                                     the Podman API the node drives (the default is the one
 #                                     Debian's podman.socket provides); `none`: the node
@@ -96,7 +100,7 @@ log "provisioning from $provision"
 
 # --- parse and check it ---------------------------------------------------------------------
 declare -A conf=()
-known=" nodeId site role labels enrollToken peers leafPort natsPort podmanSocket "
+known=" nodeId site role labels enrollToken peers leafPort natsPort podmanSocket technicians "
 lineno=0
 while IFS= read -r line || [[ -n "$line" ]]; do
     lineno=$((lineno + 1))
@@ -174,6 +178,13 @@ if [[ -n "${conf[peers]:-}" ]]; then
     for p in "${peers[@]}"; do
         p="$(sed -E 's/^[[:space:]]+|[[:space:]]+$//g' <<<"$p")"
         [[ -z "$p" ]] || args+=(--peer "$p")
+    done
+fi
+if [[ -n "${conf[technicians]:-}" ]]; then
+    IFS=',' read -r -a techs <<<"${conf[technicians]}"
+    for t in "${techs[@]}"; do
+        t="$(sed -E 's/^[[:space:]]+|[[:space:]]+$//g' <<<"$t")"
+        [[ -z "$t" ]] || args+=(--technician "$t")
     done
 fi
 [[ -z "${conf[leafPort]:-}" ]] || args+=(--leaf-port "${conf[leafPort]}")

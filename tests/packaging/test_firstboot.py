@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from noderuntime.errors import PermissionDeniedError
+from noderuntime.technicians import TechnicianStore, hash_pin
 
 FIRSTBOOT = Path(__file__).resolve().parents[2] / "packaging" / "firstboot.sh"
 
@@ -106,3 +110,40 @@ def test_quotes_comments_and_token_kept_when_init_cannot_enrol(tmp_path: Path) -
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert not (tmp_path / "etc" / "n1.token").exists()
     assert (tmp_path / "etc" / "provision.yaml.applied").exists()
+
+
+def _passthrough_cli(tmp_path: Path) -> Path:
+    """The real CLI from this virtualenv, except `doctor` (it would configure this host)."""
+    real = Path(sys.executable).with_name("noderuntime")
+    stub = tmp_path / "noderuntime"
+    stub.write_text(f'#!/bin/sh\ncase "$*" in *doctor*) exit 0;; esac\nexec {real} "$@"\n')
+    stub.chmod(0o755)
+    return stub
+
+
+def test_technicians_from_the_provisioning_file_can_authenticate(tmp_path: Path) -> None:
+    alice, bob = hash_pin("4711"), hash_pin("correct horse")
+    code, out = firstboot(
+        tmp_path,
+        f"nodeId: n1\nsite: lab\npodmanSocket: none\ntechnicians: alice={alice}, bob={bob}\n",
+        nr_bin=_passthrough_cli(tmp_path),
+    )
+    assert code == 0, out
+    store = TechnicianStore(tmp_path / "data")
+    assert store.names() == ["alice", "bob"]
+    assert store.verify("alice", "4711") == "technician:alice"
+    assert store.verify("bob", "correct horse") == "technician:bob"
+    with pytest.raises(PermissionDeniedError):
+        store.verify("alice", "4712")
+
+
+def test_a_technician_entry_that_is_not_a_pin_hash_stops_init(tmp_path: Path) -> None:
+    code, out = firstboot(
+        tmp_path,
+        "nodeId: n1\nsite: lab\npodmanSocket: none\ntechnicians: alice=4711\n",
+        nr_bin=_passthrough_cli(tmp_path),
+    )
+    assert code == 1
+    assert "--technician alice: not a PIN hash" in out
+    assert not (tmp_path / "etc" / "node.yaml").exists()
+    assert not (tmp_path / "data").exists()
