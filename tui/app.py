@@ -4,11 +4,13 @@ A Textual app that talks to the running node only through its local control API.
 Textual modes (overview, workloads, peers, events), each with its own stack, so ``Esc`` pops a
 detail or log screen back to its list. One poll of ``node.status`` every couple of seconds keeps
 the link state and the visible view fresh; a lost daemon is shown as such and the next poll
-reconnects.
+reconnects. Each poll has a deadline of its own and is never cut short by the next tick, so a
+daemon that accepts connections but does not answer is shown as lost, not as "connected".
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +34,11 @@ from tui.screens.peers import PeersScreen
 from tui.screens.workloads import WorkloadsScreen
 
 REFRESH_INTERVAL_S = 2.0
-# A daemon that does not answer a read within this long is treated as lost (the next poll
-# retries). Actions may legitimately take longer: a restart waits out the stop timeout.
+# A status poll not answered within this long marks the node as lost; the next tick retries on
+# a fresh connection. A tick that finds the previous poll still waiting skips (no pile-up).
+POLL_TIMEOUT_S = 5.0
+# Views' reads give up after this long. Actions may legitimately take longer: a restart waits
+# out the stop timeout.
 API_TIMEOUT_S = 10.0
 ACTION_TIMEOUT_S = 120.0
 VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events")
@@ -62,11 +67,14 @@ class NodeRuntimeApp(App[int]):
         write_api: NodeApi | None = None,
         clock: Callable[[], float] = time.time,
         refresh_interval_s: float = REFRESH_INTERVAL_S,
+        poll_timeout_s: float = POLL_TIMEOUT_S,
         initial_view: str = "overview",
     ) -> None:
         super().__init__()
         self.ctx = TuiContext(api=api, write_api=write_api, clock=clock)
         self.refresh_interval_s = refresh_interval_s
+        self.poll_timeout_s = poll_timeout_s
+        self._poll_worker: Worker[None] | None = None
         self.initial_view = initial_view
         self.view_history: list[str] = []
         ctx = self.ctx
@@ -87,21 +95,37 @@ class NodeRuntimeApp(App[int]):
 
     # --- live refresh ------------------------------------------------------------------------
 
-    @work(exclusive=True, group="poll", exit_on_error=False)
-    async def poll(self) -> None:
+    def poll(self) -> None:
+        """Start a status poll, unless the previous one is still within its deadline."""
+        if self._poll_worker is not None and not self._poll_worker.is_finished:
+            return
+        self._poll_worker = self._poll()
+
+    @work(group="poll", exit_on_error=False)
+    async def _poll(self) -> None:
         ctx = self.ctx
         was_connected = ctx.connected
         try:
-            status = await ctx.api.call("node.status")
-        except NodeRuntimeError as exc:
+            status = await asyncio.wait_for(ctx.api.call("node.status"), self.poll_timeout_s)
+        except (NodeRuntimeError, TimeoutError) as exc:
             ctx.connected = False
-            ctx.last_error = str(exc)
+            ctx.poll_failures += 1
+            if isinstance(exc, TimeoutError):
+                ctx.last_error = (
+                    f"the node accepts connections but did not answer within "
+                    f"{self.poll_timeout_s:g}s (daemon hung or overloaded?)"
+                )
+            else:
+                ctx.last_error = str(exc)
+            if ctx.poll_failures > 1:
+                ctx.last_error += f"; {ctx.poll_failures} tries failed, retrying"
             if was_connected:
-                self.notify(str(exc), title="Lost the node", severity="error", timeout=5)
+                self.notify(ctx.last_error, title="Lost the node", severity="error", timeout=5)
         else:
             ctx.status = dict(status)
             ctx.connected = True
             ctx.last_error = ""
+            ctx.poll_failures = 0
             ctx.last_contact = ctx.clock()
             if not was_connected and ctx.refreshes:
                 self.notify("the node answers again", title="Reconnected")

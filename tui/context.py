@@ -22,6 +22,8 @@ class TuiContext:
     connected: bool = False
     # Why the node cannot be reached, while it cannot.
     last_error: str = ""
+    # Status polls that failed in a row (0 while the node answers).
+    poll_failures: int = 0
     # When the node was last heard from (clock time), for "data is N s old" while disconnected.
     last_contact: float | None = None
     # Technician name of the last successful action, pre-filled in the next confirmation.
