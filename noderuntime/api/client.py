@@ -76,6 +76,28 @@ class ApiClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _lost(self, exc: BaseException, what: str = "connection") -> DaemonNotRunningError:
+        return DaemonNotRunningError(
+            f"lost the {what} to the node at {self.socket_path}: {str(exc) or 'no answer in time'}"
+        )
+
+    def _decode(self, line: bytes) -> dict[str, Any]:
+        try:
+            return decode(line)
+        except ValueError as exc:  # json.JSONDecodeError, or not an object
+            raise ApiError(
+                f"the node at {self.socket_path} sent something that is not a control API "
+                f"message ({exc}); is it the same noderuntime version?",
+                code="bad_response",
+            ) from exc
+
+    def _oversized(self) -> ApiError:
+        return ApiError(
+            f"the node at {self.socket_path} sent a message over {MAX_MESSAGE_BYTES} bytes; "
+            "it was dropped with its connection",
+            code="message_too_large",
+        )
+
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         async with self._lock:
             if self._writer is None:
@@ -92,9 +114,12 @@ class ApiClient:
                 line = await asyncio.wait_for(self._reader.readline(), timeout=self.timeout_s)
             except (ConnectionError, TimeoutError, OSError) as exc:
                 await self.close()
-                raise DaemonNotRunningError(
-                    f"lost the connection to the node at {self.socket_path}: {exc or 'timeout'}"
-                ) from exc
+                raise self._lost(exc) from exc
+            except ValueError as exc:
+                # asyncio.LimitOverrunError, re-raised by readline(): the rest of that line is
+                # still unread, so the connection cannot be used again.
+                await self.close()
+                raise self._oversized() from exc
             except asyncio.CancelledError:
                 # The answer to this request is still on its way; the next call would read it
                 # as its own. Drop the connection; the next call opens a fresh one.
@@ -104,7 +129,12 @@ class ApiClient:
             if not line:
                 await self.close()
                 raise DaemonNotRunningError(f"the node at {self.socket_path} closed the connection")
-            return self._result(decode(line))
+            try:
+                msg = self._decode(line)
+            except ApiError:
+                await self.close()
+                raise
+            return self._result(msg)
 
     @staticmethod
     def _result(msg: dict[str, Any]) -> Any:
@@ -113,18 +143,31 @@ class ApiClient:
         raise _error_from(msg.get("error") or {})
 
     async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
-        """Items of a streaming method, on a connection of its own."""
+        """Items of a streaming method, on a connection of its own.
+
+        Every failure of the connection is a :class:`NodeRuntimeError`: a reset, broken or
+        closed connection is :class:`DaemonNotRunningError`, an oversized or garbled line an
+        :class:`ApiError`.
+        """
         reader, writer = await self._connect()
         try:
-            writer.write(
-                encode({"v": API_VERSION, "id": 1, "method": method, "params": params or {}})
-            )
-            await writer.drain()
+            try:
+                writer.write(
+                    encode({"v": API_VERSION, "id": 1, "method": method, "params": params or {}})
+                )
+                await writer.drain()
+            except (ConnectionError, OSError) as exc:
+                raise self._lost(exc, "stream") from exc
             while True:
-                line = await reader.readline()
+                try:
+                    line = await reader.readline()
+                except (ConnectionError, OSError) as exc:
+                    raise self._lost(exc, "stream") from exc
+                except ValueError as exc:  # asyncio.LimitOverrunError
+                    raise self._oversized() from exc
                 if not line:
                     raise DaemonNotRunningError(f"the node at {self.socket_path} closed the stream")
-                msg = decode(line)
+                msg = self._decode(line)
                 if "item" in msg:
                     yield msg["item"]
                     continue

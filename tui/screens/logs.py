@@ -83,10 +83,11 @@ class LogsScreen(BaseView):
     @work(exclusive=True, group="logs", exit_on_error=False)
     async def stream_logs(self) -> None:
         failures = 0
+        dropped = False
         while True:
             self.state = "connecting"
+            first = True
             try:
-                first = True
                 async for line in self.ctx.api.stream(
                     "workloads.logs", {"name": self.workload, "follow": True, "tail": self.tail}
                 ):
@@ -94,20 +95,26 @@ class LogsScreen(BaseView):
                         # A fresh stream re-sends the tail: start over rather than duplicate.
                         self.buffer.clear()
                         self.pending.clear()
-                        self.state = "streaming"
+                        self.state = "streaming (reconnected)" if dropped else "streaming"
                         first = False
                         failures = 0
                     self.pending.append(str(line))
                 self.state = "ended (container stopped?)"
                 failures = 0
-            except DaemonNotRunningError as exc:
-                self.state = f"lost the node, retrying: {exc}"
-                failures += 1
             except NodeRuntimeError as exc:
-                self.state = f"no logs: {exc}"
+                # The client turns every broken stream (reset, closed, oversized or garbled
+                # line) into one of these: say so and open the stream again.
                 failures += 1
+                dropped = True
+                why = "lost the node" if isinstance(exc, DaemonNotRunningError) else "no logs"
+                if not first:
+                    self.notify(f"{exc}; reconnecting", title="Log stream lost", severity="warning")
+                self.state = f"{why}: {exc}"
+            delay = min(RECONNECT_MAX_S, 0.5 * 2 ** min(failures, 4))
+            if failures:
+                self.state = f"reconnecting in {delay:g}s (try {failures}): {self.state}"
             self.show_status()
-            await asyncio.sleep(min(RECONNECT_MAX_S, 0.5 * 2 ** min(failures, 4)))
+            await asyncio.sleep(delay)
 
     def flush(self) -> None:
         """Move received lines into the buffer and repaint (batched, not per line)."""

@@ -1,7 +1,8 @@
-"""A daemon that accepts connections but stops answering: shown as lost, then recovered.
+"""A daemon that misbehaves on cue: it hangs (accepts, never answers), or breaks a log stream
+with an oversized line. The TUI must say so and recover by itself.
 
-A real node cannot be made to hang on cue, so this is a tiny real control-API server on a unix
-socket (the fake's canned answers, the real wire format) driven through the real ApiClient.
+A real node cannot be made to do this on cue, so this is a tiny real control-API server on a
+unix socket (the fake's canned answers, the real wire format) driven through the real ApiClient.
 """
 
 from __future__ import annotations
@@ -20,17 +21,39 @@ from tui_helpers import screen_text, settle, wait_until
 from noderuntime.api.client import ApiClient
 from noderuntime.api.protocol import MAX_MESSAGE_BYTES, decode, encode
 from tui.app import NodeRuntimeApp
+from tui.screens.logs import LogsScreen
 
 
 class HangingServer:
-    """Answers like a node until ``hang`` is set; then reads requests and never answers."""
+    """Answers like a node until ``hang`` is set; then reads requests and never answers.
+
+    Log streams follow ``log_plan``, one entry per stream opened: ``"oversized"`` sends a few
+    lines then one over the protocol's limit; when the plan is empty, the fake's lines and then
+    the stream stays open.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.api = FakeApi()
         self.hang = False
         self.unanswered = 0
+        self.log_plan: list[str] = []
+        self.streams = 0
         self._server: asyncio.Server | None = None
+
+    async def _stream_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        self.streams += 1
+        plan = self.log_plan.pop(0) if self.log_plan else "follow"
+        if plan == "oversized":
+            for i in range(5):
+                writer.write(encode({"id": req["id"], "item": f"before the break {i}"}))
+            writer.write(b'{"id": 1, "item": "' + b"x" * MAX_MESSAGE_BYTES + b'"}\n')
+            await writer.drain()
+            await asyncio.Event().wait()  # the client hangs up
+        for line in self.api.log_lines:
+            writer.write(encode({"id": req["id"], "item": line}))
+        await writer.drain()
+        await asyncio.Event().wait()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
@@ -39,6 +62,8 @@ class HangingServer:
                 if self.hang:
                     self.unanswered += 1
                     await asyncio.Event().wait()
+                if req["method"] == "workloads.logs":
+                    await self._stream_logs(req, writer)
                 try:
                     reply: dict[str, Any] = {
                         "id": req["id"],
@@ -93,3 +118,32 @@ async def test_hung_daemon_is_shown_as_lost_and_recovers(server: HangingServer) 
             pilot, lambda: "| connected" in screen_text(pilot), what="recovered", limit_s=10
         )
         assert app.ctx.poll_failures == 0 and app.ctx.last_error == ""
+
+
+async def test_log_stream_broken_by_an_oversized_line_reconnects(server: HangingServer) -> None:
+    server.log_plan = ["oversized"]
+    app = NodeRuntimeApp(ApiClient(server.path, timeout_s=10), initial_view="workloads")
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs")
+        logs = app.screen
+        assert isinstance(logs, LogsScreen)
+        await wait_until(
+            pilot,
+            lambda: any(n.title == "Log stream lost" for n in app._notifications),
+            what="the break is reported",
+        )
+        notice = next(n for n in app._notifications if n.title == "Log stream lost")
+        assert "over" in notice.message and "reconnecting" in notice.message
+        await wait_until(
+            pilot,
+            lambda: "reconnected" in logs.state and len(logs.buffer) == len(server.api.log_lines),
+            what="streaming again",
+        )
+        assert server.streams == 2
+        await wait_until(
+            pilot, lambda: "streaming (reconnected)" in screen_text(pilot), what="status line"
+        )
+        # The new stream re-sent the tail: nothing is shown twice.
+        assert logs.buffer.count("before the break") == 0
