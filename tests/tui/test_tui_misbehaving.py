@@ -28,8 +28,8 @@ class HangingServer:
     """Answers like a node until ``hang`` is set; then reads requests and never answers.
 
     Log streams follow ``log_plan``, one entry per stream opened: ``"oversized"`` sends a few
-    lines then one over the protocol's limit; when the plan is empty, the fake's lines and then
-    the stream stays open.
+    lines then one over the protocol's limit; ``"gated"`` waits for ``release``; then (and when
+    the plan is empty) the fake's lines, and the stream stays open.
     """
 
     def __init__(self, path: Path) -> None:
@@ -39,6 +39,7 @@ class HangingServer:
         self.unanswered = 0
         self.log_plan: list[str] = []
         self.streams = 0
+        self.release = asyncio.Event()
         self._server: asyncio.Server | None = None
 
     async def _stream_logs(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
@@ -50,6 +51,8 @@ class HangingServer:
             writer.write(b'{"id": 1, "item": "' + b"x" * MAX_MESSAGE_BYTES + b'"}\n')
             await writer.drain()
             await asyncio.Event().wait()  # the client hangs up
+        if plan == "gated":
+            await self.release.wait()
         for line in self.api.log_lines:
             writer.write(encode({"id": req["id"], "item": line}))
         await writer.drain()
@@ -147,3 +150,28 @@ async def test_log_stream_broken_by_an_oversized_line_reconnects(server: Hanging
         )
         # The new stream re-sent the tail: nothing is shown twice.
         assert logs.buffer.count("before the break") == 0
+
+
+async def test_lines_held_while_paused_are_capped(server: HangingServer) -> None:
+    server.log_plan = ["gated"]
+    total = len(server.api.log_lines)
+    app = NodeRuntimeApp(ApiClient(server.path, timeout_s=10), initial_view="workloads")
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot)
+        logs = LogsScreen(app.ctx, "plc-bridge", capacity=50)
+        await app.push_screen(logs)
+        await pilot.press("p")
+        assert logs.paused
+        server.release.set()
+        await wait_until(pilot, lambda: logs.pending_dropped == total - 50, what="capped")
+        assert len(logs.pending) == 50 and len(logs.buffer) == 0
+        await wait_until(
+            pilot,
+            lambda: f"+50 new | {total - 50} dropped while paused" in screen_text(pilot),
+            what="status line",
+        )
+        await pilot.press("p")
+        await wait_until(pilot, lambda: len(logs.buffer) == 50, what="resumed")
+        # The newest lines were kept, the oldest dropped.
+        assert logs.buffer[49] == server.api.log_lines[-1]
+        assert logs.buffer[0] == server.api.log_lines[total - 50]

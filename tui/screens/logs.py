@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 from textual import work
 from textual.app import ComposeResult
@@ -52,7 +53,10 @@ class LogsScreen(BaseView):
         self.buffer = LogBuffer(capacity)
         self.tail = tail
         self.paused = False
-        self.pending: list[str] = []
+        # Lines received but not painted yet (all of them while paused). Capped like the buffer:
+        # past that, the oldest are dropped and counted, as the buffer would drop them anyway.
+        self.pending: deque[str] = deque(maxlen=capacity)
+        self.pending_dropped = 0
         self.state = "connecting"
         self.search_text = ""
         self.matches = 0
@@ -95,10 +99,11 @@ class LogsScreen(BaseView):
                         # A fresh stream re-sends the tail: start over rather than duplicate.
                         self.buffer.clear()
                         self.pending.clear()
+                        self.pending_dropped = 0
                         self.state = "streaming (reconnected)" if dropped else "streaming"
                         first = False
                         failures = 0
-                    self.pending.append(str(line))
+                    self.hold(str(line))
                 self.state = "ended (container stopped?)"
                 failures = 0
             except NodeRuntimeError as exc:
@@ -116,16 +121,25 @@ class LogsScreen(BaseView):
             self.show_status()
             await asyncio.sleep(delay)
 
+    def hold(self, line: str) -> None:
+        """Keep a received line until the next flush; the oldest go once the cap is reached."""
+        if len(self.pending) == self.pending.maxlen:
+            self.pending_dropped += 1
+        self.pending.append(line)
+
     def flush(self) -> None:
         """Move received lines into the buffer and repaint (batched, not per line)."""
         if self.pending and not self.paused:
-            lines, self.pending = self.pending, []
+            lines = list(self.pending)
+            self.pending.clear()
             self.buffer.extend(lines)
             self.log_view.lines_changed()
         self.show_status()
 
     def feed(self, lines: list[str]) -> None:
         """Add lines as if streamed (tests and benchmarks)."""
+        assert self.pending.maxlen is not None
+        self.pending_dropped += max(0, len(self.pending) + len(lines) - self.pending.maxlen)
         self.pending.extend(lines)
         self.flush()
 
@@ -140,6 +154,8 @@ class LogsScreen(BaseView):
             parts.append(f"+{len(self.pending)} new")
         if self.buffer.dropped:
             parts.append(f"{self.buffer.dropped} oldest dropped")
+        if self.pending_dropped:
+            parts.append(f"{self.pending_dropped} dropped while paused")
         if self.search_text:
             parts.append(f"/{self.search_text}: {self.matches} lines match")
         parts.append(self.state)
