@@ -347,3 +347,30 @@ async def test_lost_daemon_is_shown_and_reconnected(node: NodeProcess) -> None:
         await wait_until(
             pilot, lambda: "| connected" in screen_text(pilot), what="reconnected", limit_s=60
         )
+
+
+async def test_escape_goes_back_to_the_previous_view(node: NodeProcess) -> None:
+    app = make_app(node)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape")  # the first view: nothing to go back to, nothing breaks
+        await pilot.pause()
+        assert app.current_mode == "overview" and len(app.screen_stack) == 1
+        await pilot.press("colon")
+        await type_text(pilot, "peers")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "peers", what="peers view")
+        await settle(pilot)
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.current_mode == "workloads", what="workloads view")
+        await settle(pilot)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.current_mode == "peers", what="back to peers")
+        await settle(pilot)
+        await pilot.press("escape")  # from Peers (its table has the focus)
+        await wait_until(pilot, lambda: app.current_mode == "overview", what="back to overview")
+        await settle(pilot)
+        assert node.node_id in screen_text(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.current_mode == "overview"

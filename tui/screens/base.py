@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
@@ -14,6 +15,9 @@ class BaseView(Screen[None]):
     """A view of the node. The app calls :meth:`refresh_data` after every status poll."""
 
     VIEW_NAME = "view"
+    # k9s: Esc goes back to the previous view (nothing to do on the first one). Views with a
+    # filter or a search box bind it themselves to close that first.
+    BINDINGS = [Binding("escape", "app.go_back", "Back", show=False)]
 
     def __init__(self, ctx: TuiContext) -> None:
         super().__init__()
