@@ -181,17 +181,35 @@ def podman_state(podman: Mapping[str, Any]) -> tuple[str, bool]:
     return (f"DOWN: {err}" if err else "not connected yet"), False
 
 
+def _load_problems(store: Mapping[str, Any]) -> int:
+    # A count from the node (older nodes and the fake send a list).
+    problems = store.get("load_problems") or 0
+    return len(problems) if isinstance(problems, list | tuple) else int(problems)
+
+
 def store_state(store: Mapping[str, Any]) -> tuple[str, bool]:
     ok = bool(store.get("healthy"))
-    problems = store.get("load_problems") or []
+    problems = _load_problems(store)
     text = (
         f"{'ok' if ok else 'UNHEALTHY'}, {fmt_bytes(store.get('size_bytes'))}, "
         f"{store.get('updates', 0)} updates"
     )
     if problems:
-        text += f", {len(problems)} load problem(s)"
+        text += f", {problems} load problem(s)"
         ok = False
     return text, ok
+
+
+def store_problem(store: Mapping[str, Any]) -> str | None:
+    """Why the store is not healthy, as the node says (None while it is healthy)."""
+    if store_state(store)[1]:
+        return None
+    if store.get("error"):
+        return str(store["error"])
+    problems = _load_problems(store)
+    if problems:
+        return f"{problems} unreadable update(s) skipped at load; see the node's log"
+    return "the node reports it unhealthy" if store else "not reported by the node"
 
 
 def sync_summary(sync: Mapping[str, Any] | None) -> tuple[str, bool]:

@@ -102,7 +102,16 @@ def build_routes(node: Node) -> dict[str, Route]:
             },
             "store": {
                 "path": stats.path,
-                "healthy": True,
+                # Cheap signals only (no integrity check per call): the latest commit and
+                # what could not be read at load.
+                "healthy": state.store_error is None and not state.load_problems,
+                "error": state.store_error
+                or (
+                    f"{state.load_problems} unreadable update(s) or snapshot(s) skipped at load;"
+                    " see the node's log"
+                    if state.load_problems
+                    else None
+                ),
                 "updates": stats.updates,
                 "snapshots": stats.snapshots,
                 "size_bytes": stats.size_bytes,

@@ -508,6 +508,11 @@ class StateStore:
     async def store_stats(self) -> StoreStats:
         return await self._store.stats()
 
+    @property
+    def store_error(self) -> str | None:
+        """Why the latest commit to disk failed; None while commits succeed."""
+        return self._store.last_error
+
     async def history(self, limit: int = 200) -> list[StoredUpdate]:
         """The newest signed updates of every document (who changed what, when)."""
         return await self._store.recent(limit)

@@ -144,6 +144,9 @@ class StoreStats:
 class UpdateStore(abc.ABC):
     """Append-only signed-update log plus per-document snapshots."""
 
+    #: Why the latest commit failed; None once one succeeds (store health, for node.status).
+    last_error: str | None = None
+
     @abc.abstractmethod
     async def open(self) -> None: ...
 
@@ -449,6 +452,7 @@ class SQLiteStore(UpdateStore):
             try:
                 results = await self._commit(batch)
             except sqlite3.Error as exc:
+                self.last_error = f"commit failed: {exc}"
                 err = StoreError(f"cannot write to state database {self.path}: {exc}")
                 for p in batch:
                     if not p.future.done():
@@ -457,6 +461,7 @@ class SQLiteStore(UpdateStore):
             finally:
                 self._committing = False
                 self._idle.set()
+            self.last_error = None
             for p, seqs in zip(batch, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(seqs)

@@ -126,3 +126,17 @@ def test_sync_not_configured(snap_compare: Any) -> None:
 
 def test_jump_prompt(snap_compare: Any) -> None:
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=keys("colon", *"wor"))
+
+
+class FailingStoreApi(FakeApi):
+    """The fake, with a store whose latest commit failed."""
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        result = await super().call(method, params)
+        if method == "node.status":
+            result["store"].update(healthy=False, error="commit failed: database is locked")
+        return result
+
+
+def test_store_unhealthy(snap_compare: Any) -> None:
+    assert snap_compare(make_app(FailingStoreApi()), terminal_size=(80, 24), run_before=keys())

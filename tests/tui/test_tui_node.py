@@ -7,6 +7,8 @@ PINs (wrong PIN, lock-out); a lost daemon and the automatic reconnect.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from tui.screens.confirm import ConfirmActionScreen
 from tui.screens.detail import WorkloadDetailScreen
 from tui.screens.logs import LogsScreen
 from tui.screens.override import OverrideScreen
+from tui.screens.overview import health_panel
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.usefixtures("busybox_image")]
 
@@ -374,3 +377,38 @@ async def test_escape_goes_back_to_the_previous_view(node: NodeProcess) -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert app.current_mode == "overview"
+
+
+async def test_store_that_cannot_commit_is_shown_unhealthy(node: NodeProcess) -> None:
+    db = NodePaths(node.data_dir, load_config(node.data_dir)).state_db
+    app = make_app(node)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert "Store     ok" in screen_text(pilot)
+        # Another writer holds the database: the node's next commit fails ("database is
+        # locked" after its busy timeout), as it would on a full or failing disk.
+        blocker = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            refused = await asyncio.to_thread(node.cli, "lock", "web", "image")
+            assert refused.returncode != 0
+            await wait_until(
+                pilot, lambda: "UNHEALTHY" in screen_text(pilot), what="unhealthy store"
+            )
+            assert "commit failed: database is locked" in screen_text(pilot)
+            # The reason is painted red (health_panel is what the panel shows).
+            text = health_panel(app.ctx.status or {})
+            start = text.plain.index("commit failed")
+            assert any(
+                "red" in str(span.style) and span.start <= start < span.end for span in text.spans
+            )
+            status = node.status()["store"]
+            assert status["healthy"] is False and "locked" in status["error"]
+        finally:
+            blocker.rollback()
+            blocker.close()
+        # The next commit succeeds: healthy again.
+        await asyncio.to_thread(node.cli, "lock", "web", "image", check=True)
+        await asyncio.to_thread(node.cli, "lock", "web", "image", "--unlock", check=True)
+        await wait_until(pilot, lambda: "Store     ok" in screen_text(pilot), what="healthy")
+        assert node.status()["store"]["error"] is None

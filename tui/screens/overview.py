@@ -22,6 +22,7 @@ from tui.model import (
     host_gauges,
     phase_summary,
     podman_state,
+    store_problem,
     store_state,
     sync_summary,
 )
@@ -52,8 +53,12 @@ def health_panel(status: Mapping[str, Any]) -> Text:
     t = Text(no_wrap=True, overflow="ellipsis")
     podman, ok = podman_state(status.get("podman") or {})
     _line(t, "Podman", podman, ok=ok)
-    store, ok = store_state(status.get("store") or {})
+    store_info = status.get("store") or {}
+    store, ok = store_state(store_info)
     _line(t, "Store", store, ok=ok)
+    problem = store_problem(store_info)
+    if problem:
+        t.append(f"  {problem}\n", style="bold red")
     rec = status.get("reconciler") or {}
     _line(t, "Reconcile", "converged" if rec.get("converged") else "working")
     sync, ok = sync_summary(status.get("sync"))
