@@ -438,6 +438,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        if cli_fleet.operator_from_args(args) is not None:
+            # Stop/start/restart act on this node and are signed by it: silently dropping the
+            # operator's --as would misattribute the change.
+            raise NodeRuntimeError(
+                f"{method} acts on this node alone and is signed by the node; drop --as "
+                "(or unset NODERUNTIME_AS)"
+            )
         _call(args, method, {"name": args.name})
         print(f"workload/{args.name} {verb}")
         return EXIT_OK
@@ -446,15 +453,29 @@ def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_override(args: argparse.Namespace) -> int:
+    operator = cli_fleet.operator_from_args(args)
     if args.override_cmd == "set":
-        value = yaml.safe_load(args.value)
-        params = {"workload": args.workload, "field": args.field, "value": value}
-        r = _call(args, "overrides.set", {**params, "scope": args.scope})
+        method = "overrides.set"
+        params = {
+            "workload": args.workload,
+            "field": args.field,
+            "value": yaml.safe_load(args.value),
+        }
+    else:
+        method = "overrides.remove"
+        params = {"workload": args.workload, "field": args.field}
+    params["scope"] = args.scope
+    if operator is not None:
+        # Site overrides signed by the operator (the node refuses --as on a node override).
+        r = _call(args, method, params | {"prepare": True})
+        if r["prepared"]["data"] is not None:
+            _submit_signed(args, operator, r["prepared"])
+    else:
+        r = _call(args, method, params)
+    if args.override_cmd == "set":
         where = "on this node" if args.scope == "node" else "for every node of this site"
         print(f"workload/{r['workload']} override {r['field']}={json.dumps(r['value'])} {where}")
     else:
-        params = {"workload": args.workload, "field": args.field, "scope": args.scope}
-        _call(args, "overrides.remove", params)
         print(f"workload/{args.workload} {args.scope} override {args.field} removed")
     return EXIT_OK
 
@@ -702,10 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="node",
         help="node: this node only (default); site: every node of this site (it syncs)",
     )
+    add_as_option(o)
     o = osub.add_parser("rm")
     o.add_argument("workload")
     o.add_argument("field")
     o.add_argument("--scope", choices=["node", "site"], default="node")
+    add_as_option(o)
     s.set_defaults(func=cmd_override)
 
     s = sub.add_parser("events", help="recent events on this node")

@@ -174,6 +174,20 @@ def build_routes(node: Node) -> dict[str, Route]:
             code="operator_signature_required",
         )
 
+    def check_operator_override(params: Params, scope: str) -> bool:
+        """True if an operator will sign this override (``prepare``); refuse it on a node doc."""
+        if not params.get("prepare"):
+            return False
+        if scope != "site":
+            # node/<id> is written by its node alone (the writer ACL): an operator's signature
+            # there would be refused by every peer.
+            raise ApiError(
+                "a node override is signed by the node itself; drop --as, or use "
+                "--scope site to sign a site-wide override as the operator",
+                code="bad_request",
+            )
+        return True
+
     def prepared(doc: str, mutate: Any, summary: str) -> dict[str, Any]:
         state, _ = parts()
         data = state.prepare(doc, mutate)
@@ -334,13 +348,21 @@ def build_routes(node: Node) -> dict[str, Route]:
             raise NotFoundError(f"no workload {workload!r} to override")
         check_override(snap, workload, field_path, value)
         scope, doc_name = override_scope(params)
-        await state.write(
-            doc_name,
-            lambda doc: schema.set_override(doc, workload, field_path, value),
-            summary=f"override {workload} {field_path}={json.dumps(value)} ({scope})",
-            on_behalf=_actor(params),
-        )
-        return {"workload": workload, "field": field_path, "value": value, "scope": scope}
+        summary = f"override {workload} {field_path}={json.dumps(value)} ({scope})"
+        out: dict[str, Any] = {
+            "workload": workload,
+            "field": field_path,
+            "value": value,
+            "scope": scope,
+        }
+
+        def mutate(doc: Any) -> None:
+            schema.set_override(doc, workload, field_path, value)
+
+        if check_operator_override(params, scope):
+            return out | {"prepared": prepared(doc_name, mutate, summary)}
+        await state.write(doc_name, mutate, summary=summary, on_behalf=_actor(params))
+        return out
 
     async def remove_override(params: Params) -> dict[str, Any]:
         state, _ = parts()
@@ -354,12 +376,15 @@ def build_routes(node: Node) -> dict[str, Route]:
             removed = schema.remove_override(doc, workload, field_path)
 
         scope, doc_name = override_scope(params)
-        await state.write(
-            doc_name,
-            mutate,
-            summary=f"remove override {workload} {field_path} ({scope})",
-            on_behalf=_actor(params),
-        )
+        summary = f"remove override {workload} {field_path} ({scope})"
+        if check_operator_override(params, scope):
+            out = prepared(doc_name, mutate, summary)
+            if not removed:
+                raise NotFoundError(
+                    f"no {scope} override of {field_path!r} on workload {workload!r}"
+                )
+            return {"workload": workload, "field": field_path, "scope": scope, "prepared": out}
+        await state.write(doc_name, mutate, summary=summary, on_behalf=_actor(params))
         if not removed:
             raise NotFoundError(f"no {scope} override of {field_path!r} on workload {workload!r}")
         return {"workload": workload, "field": field_path, "removed": True, "scope": scope}
