@@ -8,6 +8,7 @@ PINs (wrong PIN, lock-out); a lost daemon and the automatic reconnect.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -273,9 +274,13 @@ async def test_override_set_and_remove(node: NodeProcess) -> None:
         await pilot.press("x")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmActionScreen)
-        history = node.cli("history", "-o", "json").stdout
-        if history.strip().startswith("["):
-            assert "technician:alice" in history
+        # History says who made and removed this override, not merely that alice did something.
+        entries = json.loads(node.cli("history", "-o", "json", check=True).stdout)
+        for change in ('override web env.MODE="field"', "remove override web env.MODE"):
+            mine = [e for e in entries if (e.get("summary") or "").startswith(change)]
+            assert mine, f"no history entry for {change!r}: {entries}"
+            assert mine[0]["on_behalf"] == f"technician:{TECH}", mine[0]
+            assert mine[0]["author"] == f"node:{node.node_id}", mine[0]
 
 
 async def test_invalid_override_is_explained(node: NodeProcess) -> None:
