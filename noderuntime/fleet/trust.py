@@ -211,6 +211,13 @@ class FleetTrust:
         with self._lock:
             return self._by_key.get(key_id)
 
+    def members_of(self, principal: str) -> list[Member]:
+        """Every known key of ``principal``, newest credential first (re-keyed authors' older
+        updates verify against the key they were signed with)."""
+        with self._lock:
+            found = [m for m in self._by_key.values() if m.principal == principal]
+        return sorted(found, key=lambda m: m.credential.serial, reverse=True)
+
     def members(self) -> list[Member]:
         """Every known member (newest credential per key), sorted by principal."""
         with self._lock:

@@ -6,8 +6,8 @@ Order of checks for each update in an UPDATES message (cheapest and safest first
 2. it parses under the strict wire format, every field bounded (``protocol.decode``);
 3. the document name is valid, and the node holds (or, as a hub, may hold) the document;
 4. the author is an enrolled member of the fleet (``Trust.member``);
-5. the Ed25519 signature over ``signing_input(doc, data, meta)`` verifies with the author's
-   enrolled key;
+5. the Ed25519 signature over ``signing_input(doc, data, meta)`` verifies with one of the
+   author's enrolled keys (a re-keyed author's history carries its older keys' signatures);
 6. the author may write the document (:func:`noderuntime.sync.acl.may_write`);
 7. only then the update bytes are parsed (``crdt.clocks.parse_update``, strict and bounded),
    trial-applied on a scratch document and applied (``StateStore.ingest``), with pycrdt's
@@ -61,15 +61,31 @@ class Cause(enum.Enum):
 def check_update(
     doc: DocRef, u: WireUpdate, trust: Trust
 ) -> tuple[MemberLike | None, Cause | None]:
-    """Steps 4-6 above for one update of ``doc``; returns (author, None) when it may apply."""
-    member = trust.member(u.author)
-    if member is None or member.principal != u.author:
+    """Steps 4-6 above for one update of ``doc``; returns (author, None) when it may apply.
+
+    Every known key of the author is tried (newest first): a re-keyed member's history was
+    signed with its older keys, and the ACL applies to what the root said of that key.
+    """
+    keys = keys_of(trust, u.author)
+    if not keys:
         return None, Cause.UNKNOWN_AUTHOR
-    if not verify(member.public_key, u.signature, signing_input(doc.name, u.data, u.meta)):
-        return member, Cause.BAD_SIGNATURE
+    signed = signing_input(doc.name, u.data, u.meta)
+    member = next((m for m in keys if verify(m.public_key, u.signature, signed)), None)
+    if member is None:
+        return keys[0], Cause.BAD_SIGNATURE
     if not may_write(doc, member):
         return member, Cause.UNAUTHORISED
     return member, None
+
+
+def keys_of(trust: Trust, principal: str) -> list[MemberLike]:
+    """The principal's known credentials, newest first (just the newest if ``trust`` cannot
+    list more)."""
+    every = getattr(trust, "members_of", None)
+    found: list[MemberLike] = (
+        list(every(principal)) if callable(every) else [m for m in [trust.member(principal)] if m]
+    )
+    return [m for m in found if m.principal == principal]
 
 
 def check_signed(

@@ -12,6 +12,7 @@ import pytest
 
 from noderuntime import identity
 from noderuntime.cli import main
+from noderuntime.crdt.envelope import signing_input
 from noderuntime.errors import CredentialError, EnrollmentError, FleetError, NotEnrolledError
 from noderuntime.fleet import (
     FleetAuthority,
@@ -32,6 +33,9 @@ from noderuntime.fleet.credential import (
     sign_credential,
     unb64u,
 )
+from noderuntime.sync.acl import parse_doc
+from noderuntime.sync.protocol import WireUpdate
+from noderuntime.sync.verify import Cause, check_update
 
 
 def mode(path: Path) -> int:
@@ -380,3 +384,23 @@ def test_fleet_trust_registry(fleet: FleetAuthority, tmp_path: Path) -> None:
         trust.verify_credential(b"garbage")
     with pytest.raises(CredentialError):
         trust.verify_credential(b"x" * 5000)
+
+
+def test_rekeyed_author_history_still_verifies(fleet: FleetAuthority, tmp_path: Path) -> None:
+    trust = _enrolled_node(fleet, tmp_path)
+    old_key, new_key = identity.generate("node:n2"), identity.generate("node:n2")
+    trust.add(fleet.issue("node:n2", MemberRole.NODE, old_key.public_bytes, site="s1"))
+    trust.add(fleet.issue("node:n2", MemberRole.NODE, new_key.public_bytes, site="s1"))
+    doc = parse_doc("site/s1")
+    assert doc is not None
+
+    def signed_by(key: identity.Identity) -> WireUpdate:
+        return WireUpdate("node:n2", key.sign(signing_input(doc.name, b"x", "{}")), 0.0, "{}", b"x")
+
+    assert trust.member("node:n2") is not None
+    assert trust.member("node:n2").public_key == new_key.public_bytes  # type: ignore[union-attr]
+    for key in (old_key, new_key):
+        member, cause = check_update(doc, signed_by(key), trust)
+        assert cause is None and member is not None and member.public_key == key.public_bytes
+    _, cause = check_update(doc, signed_by(identity.generate("node:n2")), trust)
+    assert cause is Cause.BAD_SIGNATURE
