@@ -117,6 +117,8 @@ class FleetTrust:
         self._lock = threading.Lock()
         self._by_key: dict[str, Member] = {}
         self._by_principal: dict[str, Member] = {}
+        # Peers relay the same credentials over and over: known bytes skip re-verification.
+        self._by_blob: dict[bytes, Member] = {}
         cred = verify_credential(node_blob, root_public_key, now=clock())
         self.node = Member.from_credential(cred, node_blob)
 
@@ -192,7 +194,12 @@ class FleetTrust:
 
     def add(self, blob: bytes | str) -> Member:
         """Verify and remember a member credential (persisted); return the member."""
-        member = self.verify_credential(blob)
+        raw = (blob.encode() if isinstance(blob, str) else bytes(blob)).strip()
+        with self._lock:
+            seen = self._by_blob.get(raw)
+        if seen is not None:
+            return seen
+        member = self.verify_credential(raw)
         with self._lock:
             known = self._by_key.get(member.key_id)
             if known is not None and known.credential.serial >= member.credential.serial:
@@ -225,6 +232,7 @@ class FleetTrust:
 
     def _remember(self, member: Member) -> None:
         with self._lock:
+            self._by_blob[member.blob] = member
             known = self._by_key.get(member.key_id)
             if known is None or known.credential.serial < member.credential.serial:
                 self._by_key[member.key_id] = member

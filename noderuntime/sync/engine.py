@@ -56,6 +56,7 @@ from noderuntime.sync.acl import (
     parse_doc,
 )
 from noderuntime.sync.protocol import (
+    CredentialRequestMsg,
     CredentialsMsg,
     HeartbeatMsg,
     ProtocolError,
@@ -63,7 +64,7 @@ from noderuntime.sync.protocol import (
     UpdatesMsg,
     WireUpdate,
 )
-from noderuntime.sync.verify import Cause, Rejections, check_signed, check_update
+from noderuntime.sync.verify import Cause, Rejections, check_signed, check_update, keys_of
 
 HEARTBEAT_INTERVAL_S = 2.0
 ANTI_ENTROPY_INTERVAL_S = 10.0
@@ -170,6 +171,7 @@ class Counters:
     # Heartbeats/state vectors from a member whose credential has not reached us yet: normal
     # for a few seconds after a node joins, so not counted as rejections (updates still are).
     awaiting_credentials: int = 0
+    credentials_requested: int = 0
 
 
 class SyncEngine:
@@ -208,6 +210,11 @@ class SyncEngine:
         self._outbox: asyncio.Queue[StoredUpdate] = asyncio.Queue(OUTBOX_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_credential_push = -CREDENTIAL_PUSH_INTERVAL_S
+        # Authors whose credential we lack (updates refused as unknown_author): asked for, and
+        # a repair round follows once any of them is learnt.
+        self._missing_authors: set[str] = set()
+        self._last_request: dict[str, float] = {}
+        self._last_answer: dict[str, float] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._sovereign_sites: set[str] = {settings.site} if settings.sovereign else set()
         self._healed: set[str] = set()
@@ -385,6 +392,8 @@ class SyncEngine:
             if self._handle_credentials(msg):
                 # Someone new: make sure they learn us too (they may lack our credential).
                 await self._push_credentials()
+        elif isinstance(msg, CredentialRequestMsg):
+            await self._answer_credential_request(msg)
         elif isinstance(msg, StateMsg):
             await self._handle_state(msg, len(data))
         else:
@@ -432,12 +441,17 @@ class SyncEngine:
                 self.rejections.reject(Cause.SOVEREIGN, f"{doc.name} of sovereign site {site}")
             return
         accepted: list[NewUpdate] = []
+        unknown: set[str] = set()
         for u in msg.updates:
             _, cause = check_update(doc, u, self.trust)
             if cause is not None:
                 self.rejections.reject(cause, f"update of {doc.name} by {u.author!r}")
+                if cause is Cause.UNKNOWN_AUTHOR:
+                    unknown.add(u.author)
                 continue
             accepted.append(NewUpdate(doc.name, u.data, u.author, u.signature, u.ts, u.meta))
+        if unknown:
+            await self._request_credentials(unknown)
         if not accepted:
             return
         results = await self.state.ingest(
@@ -458,7 +472,7 @@ class SyncEngine:
     async def _handle_state(self, msg: StateMsg, size: int) -> None:
         member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
         if cause is not None or member is None:
-            await self._unknown_sender(cause, f"state from {msg.sender!r}")
+            await self._unknown_sender(cause, f"state from {msg.sender!r}", msg.sender)
             return
         node = node_id_of(member.principal)
         if node is None or node == self.settings.node_id:
@@ -531,12 +545,60 @@ class SyncEngine:
             return False
         members = getattr(self.trust, "members", None)
         before = len(members()) if callable(members) else 0
+        learnt: set[str] = set()
         for blob in msg.credentials:
             try:
-                add(blob)  # verified against the fleet root; a no-op when already known
+                member = add(blob)  # verified against the fleet root; a no-op when known
             except Exception as exc:
                 self.rejections.reject(Cause.BAD_CREDENTIAL, str(exc))
+                continue
+            learnt.add(member.principal)
+        found = learnt & self._missing_authors
+        if found:
+            # Their updates were refused; the next exchange brings them again.
+            self._missing_authors -= found
+            if self._heal_task is None or self._heal_task.done():
+                self._heal_task = asyncio.create_task(self._after_heal())
         return callable(members) and len(members()) > before
+
+    async def _request_credentials(self, principals: set[str]) -> None:
+        """Ask everyone for the credentials of ``principals`` (each at most every
+        CREDENTIAL_PUSH_INTERVAL_S): their author may be offline or gone, but every member
+        that verified their updates holds the credential."""
+        self._missing_authors |= principals
+        now = self.clock()
+        due = sorted(
+            p
+            for p in principals
+            if now - self._last_request.get(p, -1e9) >= CREDENTIAL_PUSH_INTERVAL_S
+        )[: protocol.MAX_REQUESTED]
+        if not due:
+            return
+        for p in due:
+            self._last_request[p] = now
+        await self._publish(
+            protocol.credentials_subject(self.settings.fleet),
+            protocol.encode_credential_request(due),
+        )
+        self.counters.credentials_requested += len(due)
+
+    async def _answer_credential_request(self, msg: CredentialRequestMsg) -> None:
+        # Every member that knows one answers, so a requester is served while any of them is
+        # reachable; answering a principal at most every CREDENTIAL_PUSH_INTERVAL_S bounds the
+        # cost of a node that keeps asking.
+        now = self.clock()
+        blobs: list[bytes] = []
+        for principal in msg.principals:
+            if now - self._last_answer.get(principal, -1e9) < CREDENTIAL_PUSH_INTERVAL_S:
+                continue
+            found = [
+                b for m in keys_of(self.trust, principal) if isinstance(b := _blob_of(m), bytes)
+            ]
+            if found:
+                self._last_answer[principal] = now
+                blobs += found
+        if blobs:
+            await self._send_blobs(blobs)
 
     async def _push_credentials(self) -> None:
         """Send our credentials now, at most once per CREDENTIAL_PUSH_INTERVAL_S."""
@@ -546,15 +608,23 @@ class SyncEngine:
         self._last_credential_push = now
         await self._send_credentials()
 
-    async def _unknown_sender(self, cause: Cause | None, what: str) -> None:
+    async def _unknown_sender(
+        self, cause: Cause | None, what: str, principal: str | None = None
+    ) -> None:
         if cause in (None, Cause.UNKNOWN_AUTHOR):
             self.counters.awaiting_credentials += 1
             await self._push_credentials()
+            if principal is not None and principal.startswith("node:"):
+                await self._request_credentials({principal})
         else:
             self.rejections.reject(cause, what)
 
     def _known_credentials(self) -> list[bytes]:
-        """Our own credential and every operator's we know (how members learn each other)."""
+        """Our own credential and every operator's and hub's we know, pushed periodically.
+
+        Other nodes' credentials are relayed on request (:meth:`_request_credentials`), so
+        the periodic push stays small however large the fleet.
+        """
         blobs: list[bytes] = []
         own = getattr(getattr(self.trust, "node", None), "blob", None)
         if isinstance(own, bytes):
@@ -562,23 +632,23 @@ class SyncEngine:
         members = getattr(self.trust, "members", None)
         if callable(members):
             for m in members():
-                blob = getattr(m, "blob", None)
-                if isinstance(blob, bytes) and m.role == "operator" and blob not in blobs:
+                blob = _blob_of(m)
+                if isinstance(blob, bytes) and m.role in ("operator", "hub") and blob not in blobs:
                     blobs.append(blob)
-        return blobs[: protocol.MAX_CREDENTIALS]
+        return blobs
 
     async def _send_credentials(self) -> None:
-        blobs = self._known_credentials()
-        if blobs:
-            await self._publish(
-                protocol.credentials_subject(self.settings.fleet),
-                protocol.encode_credentials(blobs),
-            )
+        await self._send_blobs(self._known_credentials())
+
+    async def _send_blobs(self, blobs: list[bytes]) -> None:
+        subject = protocol.credentials_subject(self.settings.fleet)
+        for data in protocol.batch_credentials(blobs, self.settings.max_message_bytes):
+            await self._publish(subject, data)
 
     async def _handle_heartbeat(self, msg: HeartbeatMsg, size: int) -> None:
         member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
         if cause is not None or member is None:
-            await self._unknown_sender(cause, f"heartbeat from {msg.sender!r}")
+            await self._unknown_sender(cause, f"heartbeat from {msg.sender!r}", msg.sender)
             return
         node = node_id_of(member.principal)
         if node is None or node == self.settings.node_id:
@@ -801,6 +871,11 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _blob_of(member: MemberLike) -> bytes | None:
+    blob = getattr(member, "blob", None)
+    return blob if isinstance(blob, bytes) else None
 
 
 def _wire(u: StoredUpdate) -> WireUpdate:

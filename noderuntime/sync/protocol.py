@@ -16,6 +16,9 @@ Every message starts with a version byte and a kind byte. Strings are ``u8 lengt
         str8 sender principal, f64 ts, blob JSON payload, 64-byte signature
     CREDENTIALS (kind 4): member credentials, each signed by the fleet root (so unsigned here)
         varuint count, count x blob credential
+    CREDENTIAL_REQUEST (kind 5): "send me the credentials of these principals" (unsigned: the
+        answer is root-signed, and anyone may ask)
+        varuint count, count x str8 principal
 
 The signature of STATE and HEARTBEAT covers ``SIGNED_DOMAIN + every byte before it``; the
 signature of each update covers :func:`noderuntime.crdt.envelope.signing_input` (author,
@@ -26,6 +29,8 @@ every read is bounds-checked: any malformed input raises :class:`ProtocolError`.
 
 Protocol version changelog:
     1 (2026-11-26): UPDATES, STATE, HEARTBEAT, CREDENTIALS.
+    1 (2026-12-02): CREDENTIAL_REQUEST added; nodes older than it count one as ``malformed``
+        and ignore it (they only miss the answer), so the version byte stays 1.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ class Kind(enum.Enum):
     STATE = 2
     HEARTBEAT = 3
     CREDENTIALS = 4
+    CREDENTIAL_REQUEST = 5
 
 
 MAX_CREDENTIALS = 256
 MAX_CREDENTIAL_BYTES = 4096
+MAX_REQUESTED = 64
 
 
 class ProtocolError(ValueError):
@@ -106,7 +113,12 @@ class CredentialsMsg:
     credentials: tuple[bytes, ...]
 
 
-Message = UpdatesMsg | StateMsg | HeartbeatMsg | CredentialsMsg
+@dataclass(frozen=True)
+class CredentialRequestMsg:
+    principals: tuple[str, ...]
+
+
+Message = UpdatesMsg | StateMsg | HeartbeatMsg | CredentialsMsg | CredentialRequestMsg
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -200,6 +212,39 @@ def encode_credentials(blobs: Sequence[bytes]) -> bytes:
     put_uint(out, len(blobs))
     for b in blobs:
         _blob(out, b)
+    return bytes(out)
+
+
+def batch_credentials(blobs: Sequence[bytes], max_bytes: int) -> list[bytes]:
+    """Encode ``blobs`` as CREDENTIALS messages of at most MAX_CREDENTIALS and ``max_bytes``.
+
+    A blob a receiver would refuse anyway (over MAX_CREDENTIAL_BYTES) is left out.
+    """
+    messages: list[bytes] = []
+    batch: list[bytes] = []
+    head = len(encode_credentials([])) + 2
+    size = head
+    for b in blobs:
+        n = len(b) + 2
+        if len(b) > MAX_CREDENTIAL_BYTES:
+            continue
+        if batch and (size + n > max_bytes or len(batch) >= MAX_CREDENTIALS):
+            messages.append(encode_credentials(batch))
+            batch, size = [], head
+        batch.append(b)
+        size += n
+    if batch:
+        messages.append(encode_credentials(batch))
+    return messages
+
+
+def encode_credential_request(principals: Sequence[str]) -> bytes:
+    if len(principals) > MAX_REQUESTED:
+        raise ValueError(f"at most {MAX_REQUESTED} principals per request")
+    out = _header(Kind.CREDENTIAL_REQUEST)
+    put_uint(out, len(principals))
+    for p in principals:
+        _str8(out, p)
     return bytes(out)
 
 
@@ -316,6 +361,13 @@ def decode(
         blobs = tuple(r.blob(MAX_CREDENTIAL_BYTES) for _ in range(count))
         r.done()
         return CredentialsMsg(blobs)
+    if kind is Kind.CREDENTIAL_REQUEST:
+        count = r.uint()
+        if count > MAX_REQUESTED:
+            raise ProtocolError(f"request for {count} credentials exceeds {MAX_REQUESTED}")
+        principals = tuple(r.str8() for _ in range(count))
+        r.done()
+        return CredentialRequestMsg(principals)
     sender = r.str8()
     ts = r.f64()
     payload = r.blob(64 * 1024)

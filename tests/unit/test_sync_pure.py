@@ -193,3 +193,18 @@ def test_subjects() -> None:
     assert "nr.f.u.>" in protocol.subscriptions("f", role="hub", site="hq", node_id="h")
     with pytest.raises(ValueError):
         protocol.check_token("a.b")
+
+
+def test_credentials_are_batched_and_requests_round_trip() -> None:
+    blobs = [bytes([65 + i % 26]) * 330 for i in range(600)]
+    messages = protocol.batch_credentials(blobs, 64 * 1024)
+    got: list[bytes] = []
+    for m in messages:
+        assert len(m) <= 64 * 1024
+        msg = protocol.decode(m)
+        assert isinstance(msg, protocol.CredentialsMsg)
+        assert len(msg.credentials) <= protocol.MAX_CREDENTIALS
+        got += msg.credentials
+    assert got == blobs
+    req = protocol.decode(protocol.encode_credential_request(["node:a", "operator:b"]))
+    assert req == protocol.CredentialRequestMsg(("node:a", "operator:b"))
