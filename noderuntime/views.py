@@ -21,7 +21,9 @@ def workload_view(
     *,
     invalid_reason: str | None = None,
     stored_spec: Mapping[str, Any] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
+    """``now`` (epoch seconds) renders a back-off's countdown into ``message``."""
     spec: Any = (
         canonical_dict(desired.workload)
         if desired
@@ -34,8 +36,9 @@ def workload_view(
         "restarts": status.restarts if status else 0,
         "health": status.health if status else None,
         "since": status.since if status else None,
-        "message": status.message if status else "",
+        "message": _message(status, now) if status else "",
         "exit_code": status.exit_code if status else None,
+        "retry_at": status.retry_at if status else None,
         "spec_hash": desired.spec_hash if desired else None,
         "observed_spec_hash": status.spec_hash if status else None,
         "enabled": desired.enabled if desired else True,
@@ -48,3 +51,12 @@ def workload_view(
         view["phase"] = "Failed"
         view["message"] = f"stored spec is invalid: {invalid_reason}"
     return view
+
+
+def _message(status: StatusRecord, now: float | None) -> str:
+    # The stored message has no countdown (it would change every pass, and every change is
+    # a signed write); people still want one, so it is added here, at read time.
+    if status.retry_at is None or now is None:
+        return status.message
+    wait = status.retry_at - now
+    return status.message + (f"; retrying in {wait:.0f}s" if wait > 0.5 else "")

@@ -75,6 +75,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                     snap.node.status.get(name),
                     invalid_reason=invalid.get(name),
                     stored_spec=snap.fleet.workloads.get(name),
+                    now=time.time(),
                 )
             )
         return out

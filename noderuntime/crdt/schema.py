@@ -61,6 +61,8 @@ class StatusRecord:
     message: str = ""
     spec_hash: str | None = None
     exit_code: int | None = None
+    # Next attempt (epoch seconds) while in back-off; readers render the countdown.
+    retry_at: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -73,6 +75,7 @@ class StatusRecord:
                 "message": self.message,
                 "specHash": self.spec_hash,
                 "exitCode": self.exit_code,
+                "retryAt": self.retry_at,
             },
             sort_keys=True,
         )
@@ -81,6 +84,7 @@ class StatusRecord:
     def from_json(cls, text: str) -> StatusRecord:
         d = json.loads(text)
         exit_code = d.get("exitCode")
+        retry_at = d.get("retryAt")  # absent in records written before it existed
         return cls(
             phase=str(d["phase"]),
             container_id=d.get("containerId"),
@@ -90,6 +94,7 @@ class StatusRecord:
             message=str(d.get("message", "")),
             spec_hash=d.get("specHash"),
             exit_code=int(exit_code) if exit_code is not None else None,
+            retry_at=float(retry_at) if retry_at is not None else None,
         )
 
 

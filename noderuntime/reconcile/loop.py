@@ -445,6 +445,7 @@ class Reconciler:
                 message=d.message,
                 spec_hash=w.spec_hash,
                 exit_code=d.exit_code,
+                retry_at=d.retry_at,
             )
             if old is not None and old.phase == rec.phase:
                 rec = schema.StatusRecord(**{**rec.__dict__, "since": old.since})

@@ -28,11 +28,14 @@ class Derived:
     message: str = ""
     container_id: str | None = None
     exit_code: int | None = None
+    # When the next attempt is due (epoch seconds). Kept apart from ``message`` so the
+    # persisted record stays the same for the whole back-off: a countdown in it would make
+    # every pass a status transition, i.e. a signed CRDT write.
+    retry_at: float | None = None
 
 
-def _retry_in(backoff: Backoff, now: float) -> str:
-    wait = backoff.next_attempt_at - now
-    return f"; retrying in {wait:.0f}s" if wait > 0.5 else ""
+def _retry_at(backoff: Backoff) -> float | None:
+    return backoff.next_attempt_at if backoff.failures > 0 else None
 
 
 def derive(
@@ -53,7 +56,7 @@ def derive(
         return Derived(Phase.STOPPED, "disabled by override", cid)
     if keep is None:
         if last_error:
-            return Derived(Phase.PENDING, last_error + _retry_in(backoff, ctx.now))
+            return Derived(Phase.PENDING, last_error, retry_at=_retry_at(backoff))
         return Derived(Phase.PENDING, "creating container")
     if keep.state is ContainerState.RUNNING:
         if health == "unhealthy":
@@ -71,9 +74,10 @@ def derive(
         if backoff.next_attempt_at > ctx.now and (is_restart or last_error):
             return Derived(
                 Phase.FAILED,
-                f"CrashLoopBackOff: exited with code {code}{_retry_in(backoff, ctx.now)}",
+                f"CrashLoopBackOff: exited with code {code}",
                 cid,
                 code,
+                retry_at=_retry_at(backoff),
             )
         return Derived(Phase.STARTING, last_error or "restarting", cid, code)
     if code == 0:
