@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import platform
@@ -26,6 +27,7 @@ from noderuntime.config import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
+from noderuntime.errors import ConfigError
 from noderuntime.health import HealthMonitor
 from noderuntime.identity import Identity, load_key
 from noderuntime.reconcile.loop import Reconciler, phase_counts
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 # SIGTERM to exit; systemd waits 90 s by default before SIGKILL.
 SHUTDOWN_TIMEOUT_S = 20.0
 FLEET_TRUST_FILE = Path("fleet") / "trust.json"
+LOCK_FILE = "node.lock"
 
 
 def node_principal(node_id: str) -> str:
@@ -100,8 +103,11 @@ class Node:
     async def run(self, stop: asyncio.Event) -> None:
         check_socket_path(self.paths.api_socket)
         check_socket_path(self.podman_socket)
-        self.identity = load_key(self.paths.identity_file, node_principal(self.config.node_id))
+        # Before anything else: starting the Podman service alone would replace the socket a
+        # running node's Podman listens on.
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(os.close, acquire_node_lock(self.paths.data_dir))
+            self.identity = load_key(self.paths.identity_file, node_principal(self.config.node_id))
             self.state = await stack.enter_async_context(
                 StateStore(
                     SQLiteStore(self.paths.state_db),
@@ -113,12 +119,23 @@ class Node:
                 )
             )
             await self._record_node_info()
+            # Why sync is off although the node is enrolled (shown in `status`).
+            self.sync_problem: str | None = None
             if (self.paths.data_dir / FLEET_TRUST_FILE).is_file():
+                from noderuntime.errors import CredentialError
                 from noderuntime.fleet.trust import FleetTrust
                 from noderuntime.sync.natsserver import NATS_SUBDIR, NatsServer, settings_for_node
 
-                self.fleet = FleetTrust.load(self.paths.data_dir)
-                if self.config.nats_url is None:
+                try:
+                    self.fleet = FleetTrust.load(self.paths.data_dir)
+                except CredentialError as exc:
+                    # Expired, or a clock far behind (dead RTC battery): the workloads must
+                    # still run, so run local-only rather than not at all.
+                    self.sync_problem = (
+                        f"{exc}; sync is off until this is fixed and the node restarts"
+                    )
+                    self.log.error("running local-only: %s", self.sync_problem)
+                if self.fleet is not None and self.config.nats_url is None:
                     self.nats = await stack.enter_async_context(
                         NatsServer(
                             settings_for_node(self.config, self.fleet),
@@ -224,6 +241,31 @@ class Node:
                 lambda doc: schema.put_info(doc, info),
                 summary=f"node info (version {__version__})",
             )
+
+
+def acquire_node_lock(data_dir: Path) -> int:
+    """Hold an exclusive lock on ``data_dir`` (released when the returned fd or process goes).
+
+    A flock, not a pid file: the kernel drops it when the holder dies, even on kill -9, so a
+    crashed node never blocks its successor.
+    """
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"a node is already running in {data_dir} (pid {holder}); "
+            "stop it first or use a different --data-dir"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def run_forever(
