@@ -141,7 +141,9 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "not_selected": sorted(desired.not_selected) if desired else [],
                 "phases": phase_counts(snap.node.status),
             },
-            "sync": node.sync.status() if node.sync is not None else {"enabled": False},
+            "sync": node.sync.status()
+            if node.sync is not None
+            else {"enabled": False, "problem": getattr(node, "sync_problem", None)},
             "host": {
                 **host_metrics(),
                 "disk_total_bytes": disk.total,

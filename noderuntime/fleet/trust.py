@@ -91,9 +91,13 @@ class FleetTrust:
     * :meth:`verify_credential` checks a blob completely (format, canonical encoding, root
       signature, fleet id, claims, not expired) and returns a :class:`Member`; it raises
       :class:`~noderuntime.errors.CredentialError` on any defect and never changes state.
+      Loading raises it too when the node's *own* credential is expired or issued in the
+      future (a wrong clock): the daemon then runs local-only.
     * :meth:`add` verifies, then remembers the member (persisted, one file per key) and returns
-      it. Adding a credential already known is a cheap no-op. Several keys may belong to one
-      principal (re-enrolment, key rotation): all stay known, so older updates still verify.
+      it; expired credentials are kept (they verify history signed while valid), so who may
+      act *now* is :meth:`expired`'s call. Adding a credential already known is a cheap
+      no-op. Several keys may belong to one principal (re-enrolment, key rotation): all stay
+      known, so older updates still verify.
     * :meth:`member` returns the newest known credential (largest serial) of a principal,
       :meth:`member_by_key` the member holding a key id (``identity.public_key_id``), or None.
     * Lookups are in memory and cheap; the methods are thread-safe. Credentials are never
@@ -179,27 +183,34 @@ class FleetTrust:
         members = fdir / MEMBERS_DIR
         for p in sorted(members.glob("*.cred")) if members.is_dir() else []:
             try:
-                trust._remember(trust.verify_credential(p.read_bytes().strip()))
+                blob = p.read_bytes().strip()
+                trust._remember(trust.verify_credential(blob, check_expiry=False))
             except (CredentialError, OSError):
-                continue  # an expired or damaged file is skipped, not fatal
+                continue  # a damaged file is skipped, not fatal
         return trust
 
     # --- the API ----------------------------------------------------------------------------
 
-    def verify_credential(self, blob: bytes | str) -> Member:
+    def verify_credential(self, blob: bytes | str, *, check_expiry: bool = True) -> Member:
         """Verify ``blob`` against this fleet's root; return the member or raise."""
         raw = blob.encode() if isinstance(blob, str) else bytes(blob)
-        cred = verify_credential(raw, self.root_public_key, now=self.clock())
+        cred = verify_credential(
+            raw, self.root_public_key, now=self.clock(), check_expiry=check_expiry
+        )
         return Member.from_credential(cred, raw.strip())
 
     def add(self, blob: bytes | str) -> Member:
-        """Verify and remember a member credential (persisted); return the member."""
+        """Verify and remember a member credential (persisted); return the member.
+
+        An expired credential is remembered too: it still verifies the history its key signed
+        while valid (callers judge what may be new: :meth:`expired`).
+        """
         raw = (blob.encode() if isinstance(blob, str) else bytes(blob)).strip()
         with self._lock:
             seen = self._by_blob.get(raw)
         if seen is not None:
             return seen
-        member = self.verify_credential(raw)
+        member = self.verify_credential(raw, check_expiry=False)
         with self._lock:
             known = self._by_key.get(member.key_id)
             if known is not None and known.credential.serial >= member.credential.serial:
@@ -209,6 +220,11 @@ class FleetTrust:
         write_atomic(members / _key_file_name(member.key_id), member.blob + b"\n")
         self._remember(member)
         return member
+
+    def expired(self, member: Member) -> bool:
+        """True once ``member``'s credential is past its expiry on this node's clock."""
+        exp = member.credential.not_after
+        return exp is not None and self.clock() > exp
 
     def member(self, principal: str) -> Member | None:
         with self._lock:

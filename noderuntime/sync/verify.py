@@ -54,6 +54,7 @@ class Cause(enum.Enum):
     UNANCHORED = "unanchored"
     CLIENT_CONFLICT = "client_conflict"
     CORRUPT = "corrupt"
+    EXPIRED = "expired"
     OVERLOAD = "overload"
     INTERNAL = "internal"
 
@@ -91,13 +92,21 @@ def keys_of(trust: Trust, principal: str) -> list[MemberLike]:
 def check_signed(
     sender: str, signature: bytes, signed: bytes, trust: Trust
 ) -> tuple[MemberLike | None, Cause | None]:
-    """A STATE or HEARTBEAT message: enrolled sender, valid signature."""
+    """A STATE or HEARTBEAT message: enrolled sender, valid signature, not expired (these are
+    live messages, never history)."""
     member = trust.member(sender)
     if member is None or member.principal != sender:
         return None, Cause.UNKNOWN_AUTHOR
     if not verify(member.public_key, signature, signed):
         return member, Cause.BAD_SIGNATURE
+    if is_expired(trust, member):
+        return member, Cause.EXPIRED
     return member, None
+
+
+def is_expired(trust: Trust, member: MemberLike) -> bool:
+    expired = getattr(trust, "expired", None)
+    return bool(expired(member)) if callable(expired) else False
 
 
 async def submit_signed(
@@ -111,7 +120,13 @@ async def submit_signed(
     if doc is None:
         raise UpdateRejectedError(f"{update.doc!r} is not a document name")
     wire = WireUpdate(update.author, update.signature, update.ts, update.meta, update.data)
-    _, cause = check_update(doc, wire, trust)
+    member, cause = check_update(doc, wire, trust)
+    if cause is None and member is not None and is_expired(trust, member):
+        # A submission is a new change by definition; history is what peers relay.
+        raise UpdateRejectedError(
+            f"the credential of {update.author} has expired; issue a new one "
+            "(`noderuntime fleet add-operator`) to make changes"
+        )
     if cause is not None:
         raise UpdateRejectedError(
             f"update of {doc.name} signed by {update.author} was refused ({cause.value}); "

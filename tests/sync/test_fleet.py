@@ -35,7 +35,7 @@ from noderuntime.fleet.credential import (
 )
 from noderuntime.sync.acl import parse_doc
 from noderuntime.sync.protocol import WireUpdate
-from noderuntime.sync.verify import Cause, check_update
+from noderuntime.sync.verify import Cause, check_signed, check_update
 
 
 def mode(path: Path) -> int:
@@ -404,3 +404,21 @@ def test_rekeyed_author_history_still_verifies(fleet: FleetAuthority, tmp_path: 
         assert cause is None and member is not None and member.public_key == key.public_bytes
     _, cause = check_update(doc, signed_by(identity.generate("node:n2")), trust)
     assert cause is Cause.BAD_SIGNATURE
+
+
+def test_expired_members_verify_history_but_cannot_act_now(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = _enrolled_node(fleet, tmp_path)
+    key = identity.generate("node:n2")
+    past = FleetAuthority.open(fleet.dir, clock=lambda: time.time() - 10 * 86400)
+    blob = past.issue("node:n2", MemberRole.NODE, key.public_bytes, site="s1", valid_days=1)
+    member = trust.add(blob)
+    assert trust.expired(member)
+    assert FleetTrust.load(trust.data_dir).member("node:n2") == member  # not dropped at load
+    doc = parse_doc("site/s1")
+    assert doc is not None
+    sig = key.sign(signing_input(doc.name, b"x", "{}"))
+    assert check_update(doc, WireUpdate("node:n2", sig, 0.0, "{}", b"x"), trust)[1] is None
+    signed = b"heartbeat"
+    assert check_signed("node:n2", key.sign(signed), signed, trust)[1] is Cause.EXPIRED
