@@ -161,9 +161,13 @@ class Node:
                     state=self.state,
                     runtime=self.runtime,
                     log=self.log.getChild("reconcile"),
+                    runtime_problem=self._podman_service_problem,
                 )
             )
             reconciler = self.reconciler
+            if self.podman_service is not None:
+                # Recover as soon as a late Podman serves, not at the loop's next back-off.
+                self.podman_service.on_ready = lambda: reconciler.trigger("podman-service")
             self.health = await stack.enter_async_context(
                 HealthMonitor(
                     runtime=self.runtime,
@@ -211,6 +215,12 @@ class Node:
             self.ready.set()
             await stop.wait()
             self.log.info("stopping (workloads keep running)")
+
+    def _podman_service_problem(self) -> str | None:
+        svc = self.podman_service
+        if svc is None or svc.healthy or svc.last_error is None:
+            return None
+        return f"supervised Podman service: {svc.last_error}"
 
     def _health_summary(self) -> dict[str, Any]:
         """What heartbeats say about this node (ephemeral, never a CRDT write)."""

@@ -111,6 +111,7 @@ class Reconciler:
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
         boot_time: float | None = None,
+        runtime_problem: Callable[[], str | None] | None = None,
     ) -> None:
         self._cfg = config
         self._state = state
@@ -118,6 +119,9 @@ class Reconciler:
         self._log = log or logging.getLogger(__name__)
         self._clock = clock
         self._boot_time = read_boot_time() if boot_time is None else boot_time
+        # Why the runtime is down, when someone knows better than the failed call (the
+        # supervised Podman service that cannot start).
+        self._runtime_problem = runtime_problem
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._events_task: asyncio.Task[None] | None = None
@@ -386,10 +390,14 @@ class Reconciler:
                 self._event(name, "removed", f"removed container {cid[:12]}")
 
     async def _runtime_down(self, reason: str, planned: Mapping[str, PlannedWorkload]) -> float:
+        problem = self._runtime_problem() if self._runtime_problem is not None else None
+        detail = f"{reason} ({problem})" if problem else reason
         if self.runtime_error is None:
-            self._log.error("container runtime unavailable: %s", reason)
-            self._event("", "runtime", f"container runtime unavailable: {reason}")
-        self.runtime_error = reason
+            self._log.error("container runtime unavailable: %s", detail)
+            self._event("", "runtime", f"container runtime unavailable: {detail}")
+        # The detail is served live (status); records get only the stable part, since every
+        # change to them is a write and the service's reason can change with each attempt.
+        self.runtime_error = detail
         self.runtime_ok_since = None
         self._runtime_failures += 1
         await self._record_status(planned, self._observed, self._context(self._clock(), []), reason)

@@ -70,8 +70,10 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 class PodmanService:
     """``async with PodmanService(path, log=...)``: a supervised `podman system service`.
 
-    Entering starts it and waits until the socket accepts connections; a child that dies is
-    restarted with back-off for as long as the node runs; leaving terminates it.
+    Entering starts it and waits until the socket accepts connections; a child that dies, or
+    that cannot start at all, is (re)started with capped back-off for as long as the node runs,
+    so a node whose Podman is broken keeps serving its API and recovers once Podman can start
+    (``healthy`` and ``last_error`` say how it stands); leaving terminates it.
     """
 
     def __init__(
@@ -94,6 +96,8 @@ class PodmanService:
         self.restarts = 0
         self.healthy = False
         self.last_error: str | None = None
+        # Called each time a child starts serving (lets the reconciler retry at once).
+        self.on_ready: Callable[[], None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -106,8 +110,14 @@ class PodmanService:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> PodmanService:
-        await self._start()
-        self._log.info("podman system service (pid %s) listening on %s", self.pid, self.socket_path)
+        try:
+            await self._start()
+        except RuntimeUnavailableError as exc:
+            self._log.error("podman system service cannot start (will keep trying): %s", exc)
+        else:
+            self._log.info(
+                "podman system service (pid %s) listening on %s", self.pid, self.socket_path
+            )
         self._supervisor = asyncio.create_task(self._supervise(), name="podman-service")
         return self
 
@@ -147,19 +157,28 @@ class PodmanService:
         assert self._proc.stderr is not None
         self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc.stderr))
         if not await self._wait_ready():
+            code = self._proc.returncode
             await self._terminate()
             self._fail_start(
-                f"podman system service did not start listening on {self.socket_path} "
+                f"podman system service exited with code {code} before listening on "
+                f"{self.socket_path}"
+                if code is not None
+                else f"podman system service did not start listening on {self.socket_path} "
                 f"within {self._start_timeout_s:g} s"
             )
         # last_error stays: it says why the previous child went away.
         self.healthy = True
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _fail_start(self, message: str) -> NoReturn:
         tail = self.stderr_tail
-        self.last_error = message + (f"; its stderr ends with:\n{tail}" if tail else "")
+        # The last stderr line is usually Podman's own reason; the whole tail goes to the log.
+        self.last_error = message + (f": {self._stderr_tail[-1]}" if tail else "")
         self.healthy = False
-        raise RuntimeUnavailableError(self.last_error)
+        raise RuntimeUnavailableError(
+            message + (f"; its stderr ends with:\n{tail}" if tail else "")
+        )
 
     async def _wait_ready(self) -> bool:
         assert self._proc is not None
@@ -213,36 +232,38 @@ class PodmanService:
     # --- supervision -----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        streak = 0
+        streak = 0 if self.healthy else 1
         while True:
-            assert self._proc is not None
-            code = await self._proc.wait()
-            await self._stderr_done()
-            self.healthy = False
-            ran_s = time.monotonic() - self._started_at
-            if ran_s >= STABLE_AFTER_S:
-                streak = 0
-            streak += 1
-            self.last_error = f"podman system service exited with code {code}" + (
-                f": {self._stderr_tail[-1]}" if self._stderr_tail else ""
-            )
-            if streak == 1:
-                self._log.warning("%s; restarting it\n%s", self.last_error, self.stderr_tail)
+            if self.healthy:
+                assert self._proc is not None
+                code = await self._proc.wait()
+                await self._stderr_done()
+                self.healthy = False
+                ran_s = time.monotonic() - self._started_at
+                if ran_s >= STABLE_AFTER_S:
+                    streak = 0
+                streak += 1
+                self.last_error = f"podman system service exited with code {code}" + (
+                    f": {self._stderr_tail[-1]}" if self._stderr_tail else ""
+                )
+                if streak == 1:
+                    self._log.warning("%s; restarting it\n%s", self.last_error, self.stderr_tail)
             await asyncio.sleep(_backoff_s(streak))
-            await self._restart(streak)
+            if not await self._restart(streak):
+                streak += 1
 
-    async def _restart(self, streak: int) -> None:
+    async def _restart(self, streak: int) -> bool:
         self.restarts += 1
         try:
             await self._start()
         except RuntimeUnavailableError as exc:
             if streak == 1:
                 self._log.warning("restarting podman system service failed: %s", exc)
-            return
-        if streak == 1:
-            self._log.info(
-                "podman system service restarted (pid %s, restart %d)", self.pid, self.restarts
-            )
+            return False
+        self._log.info(
+            "podman system service started (pid %s, attempt %d)", self.pid, self.restarts
+        )
+        return True
 
 
 def _backoff_s(streak: int) -> float:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 
 import pytest
-from node_harness import CLI, running_node, workload_yaml
+from node_harness import CLI, NodeProcess, running_node, wait_for, workload_yaml
 
 pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
 
@@ -38,3 +40,43 @@ def test_second_run_on_the_same_data_dir_refuses_and_leaves_the_node_alone() -> 
         node.wait_phase("web", "Stopped")
         node.cli("start", "web", check=True)
         node.wait_phase("web", "Running", container_id=running["container_id"])
+
+
+def test_node_whose_podman_cannot_start_keeps_serving_and_recovers() -> None:
+    node = NodeProcess()
+    flag = node.data_dir / "podman-may-start"
+    wrapper = node.data_dir / "podman-wrapper"
+    # Fails the way a broken Podman does (exits at once, saying why) until the flag exists.
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'[ -e "{flag}" ] || {{ echo "Error: podman is broken (test)" >&2; exit 125; }}\n'
+        'exec podman "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    node.extra_config = {**node.extra_config, "podmanBin": str(wrapper)}
+    try:
+        node.init()
+        node.start(wait=False)
+
+        def reports_problem() -> dict[str, object] | None:
+            assert node.proc is not None and node.proc.poll() is None, node.log()
+            r = node.cli("status", "-o", "json")
+            if r.returncode != 0:
+                return None
+            podman = json.loads(r.stdout)["podman"]
+            error = podman["error"] or ""
+            return podman if not podman["connected"] and "podman is broken" in error else None
+
+        wait_for(reports_problem, timeout=60, what="status reporting the broken Podman")
+        node.apply(workload_yaml("web"))
+        node.wait_phase("web", "Unknown")
+
+        flag.touch()
+        node.wait_phase("web", "Running", timeout=90)
+        assert node.proc is not None and node.proc.poll() is None
+        assert node.status()["podman"]["connected"]
+    except BaseException:
+        sys.stderr.write(f"--- log of node {node.node_id} ---\n{node.log()[-6000:]}\n")
+        raise
+    finally:
+        node.cleanup()
