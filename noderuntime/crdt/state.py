@@ -32,7 +32,7 @@ from pycrdt import Doc, Map
 
 from noderuntime.crdt import schema
 from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector, gap, parse_update
-from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.envelope import signing_input, size_problem
 from noderuntime.crdt.store import (
     LoadedDoc,
     NewUpdate,
@@ -41,7 +41,7 @@ from noderuntime.crdt.store import (
     UpdateStore,
     update_digest,
 )
-from noderuntime.errors import StoreError
+from noderuntime.errors import StoreError, UpdateRejectedError
 from noderuntime.identity import Identity
 
 EMPTY_UPDATE = b"\x00\x00"
@@ -262,7 +262,12 @@ class StateStore:
         scratch: Doc[Any] = Doc()
         scratch.apply_update(doc.get_update())
         data = mutate_anchored(scratch, mutate)
-        return None if data == EMPTY_UPDATE else data
+        if data == EMPTY_UPDATE:
+            return None
+        problem = size_problem(data, "")
+        if problem:
+            raise UpdateRejectedError(problem)
+        return data
 
     def _note_clocks(self, name: str, data: bytes, author: str) -> None:
         try:
@@ -460,6 +465,11 @@ class StateStore:
         if on_behalf:
             meta_obj["onBehalf"] = on_behalf
         meta = json.dumps(meta_obj, sort_keys=True, separators=(",", ":"))
+        problem = size_problem(data, meta)
+        if problem:
+            # The live doc already holds the change; disk does not: undo it from there.
+            await self._reload(name)
+            raise UpdateRejectedError(problem)
         update = NewUpdate(
             doc=name,
             data=data,

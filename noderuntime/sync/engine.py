@@ -172,6 +172,7 @@ class Counters:
     # for a few seconds after a node joins, so not counted as rejections (updates still are).
     awaiting_credentials: int = 0
     credentials_requested: int = 0
+    updates_undeliverable: int = 0
 
 
 class SyncEngine:
@@ -215,6 +216,7 @@ class SyncEngine:
         self._missing_authors: set[str] = set()
         self._last_request: dict[str, float] = {}
         self._last_answer: dict[str, float] = {}
+        self._undeliverable_logged: set[str] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._sovereign_sites: set[str] = {settings.site} if settings.sovereign else set()
         self._healed: set[str] = set()
@@ -519,9 +521,7 @@ class SyncEngine:
         missing = await self.state.missing_for(doc.name, peer_sv)
         if missing:
             wire = [_wire(u) for u in missing]
-            for data in protocol.batch_updates(
-                self.settings.node_id, doc.name, wire, self.settings.max_message_bytes
-            ):
+            for data in self._batches(doc.name, wire):
                 await self._publish(inbox, data, peer)
             self.counters.repairs_sent += len(missing)
         if ahead > 0:
@@ -721,11 +721,33 @@ class SyncEngine:
                 if subject is None:
                     self.counters.broadcast_dropped += len(wire)
                     continue
-                for data in protocol.batch_updates(
-                    self.settings.node_id, name, wire, self.settings.max_message_bytes
-                ):
+                for data in self._batches(name, wire):
                     await self._publish(subject, data)
                 self.counters.updates_broadcast += len(wire)
+
+    def _batches(self, name: str, wire: list[WireUpdate]) -> list[bytes]:
+        s = self.settings
+        ok = [
+            u
+            for u in wire
+            if protocol.deliverable(
+                u, s.max_message_bytes, s.max_update_bytes, sender=s.node_id, doc=name
+            )
+        ]
+        if len(ok) < len(wire):
+            # Stored before writes were bounded (or limits differ): never sendable, and a
+            # message holding one would be refused whole by every receiver.
+            self.counters.updates_undeliverable += len(wire) - len(ok)
+            if name not in self._undeliverable_logged:
+                self._undeliverable_logged.add(name)
+                self.log.warning(
+                    "sync: %d update(s) of %s exceed what receivers accept (%d bytes); "
+                    "they are not sent",
+                    len(wire) - len(ok),
+                    name,
+                    s.max_update_bytes,
+                )
+        return protocol.batch_updates(s.node_id, name, ok, s.max_message_bytes, s.max_update_bytes)
 
     def _suffix(self, name: str) -> str | None:
         doc = parse_doc(name)

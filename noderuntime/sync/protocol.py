@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from noderuntime.crdt.clocks import put_uint
+from noderuntime.crdt.envelope import MAX_META_BYTES, MAX_UPDATE_BYTES
 from noderuntime.sync.acl import DocKind, DocRef
 
 PROTOCOL_VERSION = 1
@@ -48,7 +49,7 @@ SIGNATURE_BYTES = 64
 SIGNED_DOMAIN = b"noderuntime/sync/v1\x00"
 MAX_BATCH = 4096
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024  # nats-server's default max_payload
-DEFAULT_MAX_UPDATE_BYTES = 256 * 1024
+DEFAULT_MAX_UPDATE_BYTES = MAX_UPDATE_BYTES
 
 
 class Kind(enum.Enum):
@@ -163,21 +164,47 @@ def encode_updates(sender: str, doc: str, updates: Sequence[WireUpdate]) -> byte
     return bytes(out)
 
 
+def deliverable(
+    u: WireUpdate,
+    max_bytes: int,
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
+    *,
+    sender: str = "",
+    doc: str = "",
+) -> bool:
+    """Whether a receiver with these limits accepts ``u`` at all (alone in a message)."""
+    if len(u.data) > max_update_bytes or len(u.meta.encode()) > MAX_META_BYTES:
+        return False
+    return _head(sender, doc) + len(encode_update(u)) <= max_bytes
+
+
+def _head(sender: str, doc: str) -> int:
+    # An empty message plus room for a count of up to MAX_BATCH (varuint).
+    return len(encode_updates(sender, doc, [])) + 4
+
+
 def batch_updates(
-    sender: str, doc: str, updates: Sequence[WireUpdate], max_bytes: int
+    sender: str,
+    doc: str,
+    updates: Sequence[WireUpdate],
+    max_bytes: int,
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
 ) -> list[bytes]:
     """Encode ``updates`` as few UPDATES messages as fit in ``max_bytes`` each.
 
-    An update too large for one message on its own is left out (it can never be delivered;
-    the store's writers keep updates far below the limit).
+    Every message is one the receiver's :func:`decode` accepts: an update larger than its
+    ``max_update_bytes`` would make it refuse the whole message, so such an update (and one
+    too large for a message on its own) is left out; callers count them with
+    :func:`deliverable`. An update near the limit goes alone.
     """
-    head = len(encode_updates(sender, doc, [])) + 4
+    head = _head(sender, doc)
     messages: list[bytes] = []
     batch: list[WireUpdate] = []
     size = head
     for u in updates:
         n = len(encode_update(u))
-        if head + n > max_bytes:
+        too_big = len(u.data) > max_update_bytes or len(u.meta.encode()) > MAX_META_BYTES
+        if too_big or head + n > max_bytes:
             continue
         if batch and (size + n > max_bytes or len(batch) >= MAX_BATCH):
             messages.append(encode_updates(sender, doc, batch))
@@ -335,7 +362,7 @@ def decode(
             author = r.str8()
             signature = r.take(SIGNATURE_BYTES)
             ts = r.f64()
-            meta_raw = r.blob(64 * 1024)
+            meta_raw = r.blob(MAX_META_BYTES)
             data = r.blob(max_update_bytes)
             try:
                 meta = meta_raw.decode("utf-8")

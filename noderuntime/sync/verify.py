@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.envelope import signing_input, size_problem
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate
 from noderuntime.errors import UpdateRejectedError
@@ -119,6 +119,9 @@ async def submit_signed(
     doc = parse_doc(update.doc)
     if doc is None:
         raise UpdateRejectedError(f"{update.doc!r} is not a document name")
+    problem = size_problem(update.data, update.meta)
+    if problem:
+        raise UpdateRejectedError(problem)
     wire = WireUpdate(update.author, update.signature, update.ts, update.meta, update.data)
     member, cause = check_update(doc, wire, trust)
     if cause is None and member is not None and is_expired(trust, member):

@@ -10,9 +10,11 @@ import time
 from typing import Any
 
 import nats
+import pytest
 
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
+from noderuntime.errors import UpdateRejectedError
 from noderuntime.sync import protocol
 from noderuntime.sync.protocol import WireUpdate
 from tests.sync.conftest import FLEET, Cluster, SyncNode, put, submit_as, until
@@ -206,3 +208,28 @@ async def test_sovereign_site_keeps_its_docs(cluster: Cluster) -> None:
     await until(lambda: hub.engine.rejections.counts.get("sovereign", 0) >= 2, what="refused")
     for doc in ("site/s9", "node/n1"):
         assert not hub.state.holds(doc) or not hub.state.state_vector_map(doc)
+
+
+async def test_a_write_too_large_to_replicate_is_refused_and_changes_nothing(
+    cluster: Cluster,
+) -> None:
+    hub, n1, n2, _n3 = await site_topology(cluster)
+    await n1.state.write("site/s1", lambda d: schema.set_override(d, "w", "image", "small"))
+    huge = "x" * (protocol.DEFAULT_MAX_UPDATE_BYTES + 1)
+    with pytest.raises(UpdateRejectedError, match="at most 262144 bytes"):
+        await n1.state.write("site/s1", lambda d: schema.set_override(d, "w", "env.BIG", huge))
+    with pytest.raises(UpdateRejectedError, match="262144"):
+        n1.state.prepare("site/s1", lambda d: schema.set_override(d, "w", "env.BIG", huge))
+    assert n1.state.read("site/s1", schema.read_site) == {"w": {"image": "small"}}
+    # A change just under the limit goes (alone) and reaches everyone holding the doc.
+    near = "y" * (protocol.DEFAULT_MAX_UPDATE_BYTES - 1000)
+    await n1.state.write("site/s1", lambda d: schema.set_override(d, "w", "env.NEAR", near))
+    await until(
+        lambda: (
+            n2.state.read("site/s1", schema.read_site)
+            == {"w": {"image": "small", "env.NEAR": near}}
+        ),
+        what="near-limit change replicates",
+    )
+    assert n1.engine.counters.updates_undeliverable == 0
+    assert "oversized" not in hub.engine.rejections.counts

@@ -208,3 +208,27 @@ def test_credentials_are_batched_and_requests_round_trip() -> None:
     assert got == blobs
     req = protocol.decode(protocol.encode_credential_request(["node:a", "operator:b"]))
     assert req == protocol.CredentialRequestMsg(("node:a", "operator:b"))
+
+
+def test_batches_are_accepted_whole_by_receivers() -> None:
+    limit = protocol.DEFAULT_MAX_UPDATE_BYTES
+
+    def u(n: int) -> WireUpdate:
+        return WireUpdate("node:a", b"s" * 64, 1.0, "{}", bytes(n))
+
+    us = [u(10), u(limit), u(limit - 1), u(limit + 1), u(limit), u(limit), u(10), u(900_000)]
+    msgs = protocol.batch_updates("a", "fleet", us, protocol.DEFAULT_MAX_MESSAGE_BYTES)
+    sent = []
+    for m in msgs:
+        decoded = protocol.decode(m)  # default receiver limits: no message refused whole
+        assert isinstance(decoded, protocol.UpdatesMsg)
+        sent += decoded.updates
+    assert sent == [x for x in us if len(x.data) <= limit]
+    assert [protocol.deliverable(x, protocol.DEFAULT_MAX_MESSAGE_BYTES) for x in us[2:4]] == [
+        True,
+        False,
+    ]
+    # An update near a message's size goes alone.
+    big = u(2000)
+    msgs = protocol.batch_updates("a", "fleet", [u(10), big, u(10)], 2150, 4000)
+    assert len(msgs) == 3 and all(len(m) <= 2150 for m in msgs)
