@@ -72,6 +72,8 @@ PEER_TIMEOUT_HEARTBEATS = 3
 HEAL_DEBOUNCE_S = 0.3
 STATE_REPLY_MIN_INTERVAL_S = 0.5
 INBOX_LIMIT = 10_000
+# 10,000 messages of up to 1 MiB each would be 10 GiB: bound what waits by bytes too.
+INBOX_BYTES_LIMIT = 64 * 1024 * 1024
 OUTBOX_LIMIT = 100_000
 CONNECT_BACKOFF_MAX_S = 5.0
 
@@ -94,6 +96,7 @@ class SyncSettings:
     anti_entropy_interval_s: float = ANTI_ENTROPY_INTERVAL_S
     max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
     max_update_bytes: int = protocol.DEFAULT_MAX_UPDATE_BYTES
+    max_inbox_bytes: int = INBOX_BYTES_LIMIT
 
     def __post_init__(self) -> None:
         protocol.check_token(self.fleet)
@@ -173,6 +176,9 @@ class Counters:
     awaiting_credentials: int = 0
     credentials_requested: int = 0
     updates_undeliverable: int = 0
+    # Messages dropped because the inbound queue was full (also counted as `overload`).
+    inbound_dropped: int = 0
+    inbound_dropped_bytes: int = 0
 
 
 class SyncEngine:
@@ -208,6 +214,7 @@ class SyncEngine:
         self.last_anti_entropy: float | None = None
         self._nc: NatsClient | None = None
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(INBOX_LIMIT)
+        self._inbox_bytes = 0  # queued and in hand
         self._outbox: asyncio.Queue[StoredUpdate] = asyncio.Queue(OUTBOX_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_credential_push = -CREDENTIAL_PUSH_INTERVAL_S
@@ -356,10 +363,18 @@ class SyncEngine:
     # --- inbound --------------------------------------------------------------------------
 
     async def _on_msg(self, msg: Msg) -> None:
-        try:
-            self._inbox.put_nowait((msg.subject, msg.data))
-        except asyncio.QueueFull:
-            self.rejections.reject(Cause.OVERLOAD, "inbound queue full; anti-entropy will heal")
+        size = len(msg.data)
+        if self._inbox_bytes + size <= self.settings.max_inbox_bytes:
+            try:
+                self._inbox.put_nowait((msg.subject, msg.data))
+            except asyncio.QueueFull:
+                pass
+            else:
+                self._inbox_bytes += size
+                return
+        self.counters.inbound_dropped += 1
+        self.counters.inbound_dropped_bytes += size
+        self.rejections.reject(Cause.OVERLOAD, "inbound queue full; anti-entropy will heal")
 
     async def _worker(self) -> None:
         while True:
@@ -374,6 +389,8 @@ class SyncEngine:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                     raise
                 self.rejections.reject(Cause.INTERNAL, f"{type(exc).__name__}: {exc}")
+            finally:
+                self._inbox_bytes -= len(data)
 
     async def handle(self, data: bytes) -> None:
         """Handle one received message (public for tests and the fuzzer)."""

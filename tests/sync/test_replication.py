@@ -7,17 +7,24 @@ to H; n2 and n3 leaf to n1. A hub engine on H, one engine per node server.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nats
 import pytest
 
+from noderuntime import identity
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import UpdateRejectedError
 from noderuntime.sync import protocol
+from noderuntime.sync.engine import SyncEngine, SyncSettings
 from noderuntime.sync.protocol import WireUpdate
 from tests.sync.conftest import FLEET, Cluster, SyncNode, put, submit_as, until
+from tests.sync.natsfixtures import FakeTrust
 
 
 async def site_topology(
@@ -233,3 +240,20 @@ async def test_a_write_too_large_to_replicate_is_refused_and_changes_nothing(
     )
     assert n1.engine.counters.updates_undeliverable == 0
     assert "oversized" not in hub.engine.rejections.counts
+
+
+async def test_inbound_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
+    ident = identity.generate("node:n1")
+    async with StateStore(SQLiteStore(tmp_path / "n1.db"), ident, node_id="n1", site="s1") as st:
+        settings = SyncSettings(fleet=FLEET, node_id="n1", site="s1", max_inbox_bytes=3000)
+        engine = SyncEngine(st, FakeTrust(), ident, settings, nats_url="nats://127.0.0.1:1")
+        for _ in range(5):  # the worker is not running: everything waits in the queue
+            await engine._on_msg(SimpleNamespace(subject="x", data=bytes(1000)))  # type: ignore[arg-type]
+        c = engine.status()["counters"]
+        assert (c["inbound_dropped"], c["inbound_dropped_bytes"]) == (2, 2000)
+        assert engine.status()["rejections"] == {"overload": 2}
+        async with engine:  # the worker drains it, and the bytes are free again
+            await until(lambda: engine._inbox_bytes == 0, what="queue drained")
+            await engine._on_msg(SimpleNamespace(subject="x", data=bytes(1000)))  # type: ignore[arg-type]
+            await until(lambda: engine.counters.messages_in == 4, what="accepted again")
+        assert engine.counters.inbound_dropped == 2
