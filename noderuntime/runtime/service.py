@@ -128,15 +128,20 @@ class PodmanService:
                 await self._supervisor
         await self._terminate()
         self.healthy = False
-        _remove_socket(self.socket_path)
+        # Whatever sits there and is not a socket was never ours (we failed to start because of it).
+        with contextlib.suppress(RuntimeUnavailableError):
+            _remove_socket(self.socket_path)
 
     # --- one child -------------------------------------------------------------------------
 
     async def _start(self) -> None:
         """Start a child and wait until it serves; raises RuntimeUnavailableError if it doesn't."""
-        _remove_socket(self.socket_path)
-        Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
         self._stderr_tail.clear()
+        try:
+            _remove_socket(self.socket_path)
+        except RuntimeUnavailableError as exc:
+            self._fail_start(str(exc))
+        Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 self._bin,
