@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class PeerStats:
     up_since: float | None = None
     last_heard: float | None = None
     last_heartbeat_ts: float = 0.0
+    # Highest heartbeat counter seen per boot of the peer (replay check; see _fresh_heartbeat).
+    boots: dict[str, int] = field(default_factory=dict)
     heartbeat: dict[str, Any] = field(default_factory=dict)
     bytes_in: int = 0
     messages_in: int = 0
@@ -224,6 +227,9 @@ class SyncEngine:
         self._last_request: dict[str, float] = {}
         self._last_answer: dict[str, float] = {}
         self._undeliverable_logged: set[str] = set()
+        # Heartbeats are numbered per process start, so replays are told from a clock step.
+        self._boot = secrets.token_hex(8)
+        self._heartbeat_n = 0
         self._unsubscribe: Callable[[], None] | None = None
         self._sovereign_sites: set[str] = {settings.site} if settings.sovereign else set()
         self._healed: set[str] = set()
@@ -671,15 +677,15 @@ class SyncEngine:
         if node is None or node == self.settings.node_id:
             return
         peer = self._peer(node)
-        if msg.ts <= peer.last_heartbeat_ts:
-            self.rejections.reject(Cause.REPLAYED, f"old heartbeat from {node}")
-            return
         try:
             payload = json.loads(msg.payload)
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
             self.rejections.reject(Cause.MALFORMED, f"heartbeat payload from {node}")
+            return
+        if not _fresh_heartbeat(peer, msg.ts, payload):
+            self.rejections.reject(Cause.REPLAYED, f"old heartbeat from {node}")
             return
         self.counters.heartbeats_received += 1
         now = self.clock()
@@ -860,6 +866,9 @@ class SyncEngine:
                 payload.update(self._health())
             except Exception as exc:
                 self.log.debug("health summary failed: %s", exc)
+        self._heartbeat_n += 1
+        payload["boot"] = self._boot
+        payload["n"] = self._heartbeat_n
         return payload
 
     async def _send_heartbeat(self) -> None:
@@ -910,6 +919,30 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+MAX_BOOTS_REMEMBERED = 16
+
+
+def _fresh_heartbeat(peer: PeerStats, ts: float, payload: Mapping[str, Any]) -> bool:
+    """Whether a signed heartbeat is new rather than replayed.
+
+    Judged by its (boot, n) counter, not its time: a peer whose clock steps backwards (NTP
+    after a dead RTC battery) would otherwise have every later heartbeat refused and stay
+    down for as long as the step. A boot never seen is new (a restart); the last few boots
+    are remembered so their old heartbeats stay refused. Peers that send no counter are
+    judged by time, as before.
+    """
+    boot, n = payload.get("boot"), payload.get("n")
+    if not isinstance(boot, str) or not isinstance(n, int) or isinstance(n, bool):
+        return ts > peer.last_heartbeat_ts
+    if n <= peer.boots.get(boot, -1):
+        return False
+    peer.boots.pop(boot, None)
+    peer.boots[boot] = n  # newest last, so the oldest boot is forgotten first
+    while len(peer.boots) > MAX_BOOTS_REMEMBERED:
+        del peer.boots[next(iter(peer.boots))]
+    return True
 
 
 def _blob_of(member: MemberLike) -> bytes | None:

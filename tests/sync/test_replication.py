@@ -6,6 +6,7 @@ to H; n2 and n3 leaf to n1. A hub engine on H, one engine per node server.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -257,3 +258,29 @@ async def test_inbound_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
             await engine._on_msg(SimpleNamespace(subject="x", data=bytes(1000)))  # type: ignore[arg-type]
             await until(lambda: engine.counters.messages_in == 4, what="accepted again")
         assert engine.counters.inbound_dropped == 2
+
+
+async def test_heartbeats_after_a_clock_step_back_are_not_replays(tmp_path: Path) -> None:
+    trust = FakeTrust()
+    ident = trust.enroll("node:n1", "node", "s1")
+    peer = trust.enroll("node:n2", "node", "s1")
+    async with StateStore(SQLiteStore(tmp_path / "n1.db"), ident, node_id="n1", site="s1") as st:
+        settings = SyncSettings(fleet=FLEET, node_id="n1", site="s1")
+        engine = SyncEngine(st, trust, ident, settings, nats_url="nats://127.0.0.1:1")
+
+        def heartbeat(ts: float, n: int | None, boot: str = "b1") -> bytes:
+            body: dict[str, Any] = {"node": "n2"} | ({"boot": boot, "n": n} if n else {})
+            part = protocol.heartbeat_signed_part("node:n2", ts, json.dumps(body).encode())
+            return part + peer.sign(protocol.signing_bytes(part))
+
+        first = heartbeat(2_000_000_000.0, 1)
+        await engine.handle(first)
+        await engine.handle(heartbeat(1_000_000_000.0, 2))  # its clock stepped back a lot
+        await engine.handle(heartbeat(1_000_000_002.0, 3))
+        assert engine.counters.heartbeats_received == 3
+        await engine.handle(first)  # a replay is still one
+        await engine.handle(heartbeat(900.0, 1, boot="b2"))  # restarted, clock still behind
+        assert engine.counters.heartbeats_received == 4
+        assert engine.rejections.counts == {"replayed": 1}
+        await engine.handle(heartbeat(800.0, None))  # no counter: judged by time, as before
+        assert engine.rejections.counts == {"replayed": 2}
