@@ -63,6 +63,10 @@ class StatusRecord:
     exit_code: int | None = None
     # Next attempt (epoch seconds) while in back-off; readers render the countdown.
     retry_at: float | None = None
+    # False while an override disables the workload; enabled_at: when the node saw it
+    # re-enabled (containers that finished before then are started whatever their policy).
+    enabled: bool = True
+    enabled_at: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -76,6 +80,8 @@ class StatusRecord:
                 "specHash": self.spec_hash,
                 "exitCode": self.exit_code,
                 "retryAt": self.retry_at,
+                "enabled": self.enabled,
+                "enabledAt": self.enabled_at,
             },
             sort_keys=True,
         )
@@ -85,6 +91,9 @@ class StatusRecord:
         d = json.loads(text)
         exit_code = d.get("exitCode")
         retry_at = d.get("retryAt")  # absent in records written before it existed
+        enabled_at = d.get("enabledAt")
+        # Older records said "disabled" only in words.
+        was_disabled = d.get("phase") == "Stopped" and d.get("message") == "disabled by override"
         return cls(
             phase=str(d["phase"]),
             container_id=d.get("containerId"),
@@ -95,6 +104,8 @@ class StatusRecord:
             spec_hash=d.get("specHash"),
             exit_code=int(exit_code) if exit_code is not None else None,
             retry_at=float(retry_at) if retry_at is not None else None,
+            enabled=bool(d.get("enabled", not was_disabled)),
+            enabled_at=float(enabled_at) if enabled_at is not None else None,
         )
 
 

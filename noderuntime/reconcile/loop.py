@@ -127,6 +127,7 @@ class Reconciler:
         self._events_task: asyncio.Task[None] | None = None
         self._wl: dict[str, WorkloadRuntimeState] = {}
         self._stopped_by_us: set[str] = set()
+        self._enabled_at: dict[str, float] = {}
         self._observed: list[ObservedContainer] = []
         self._desired: DesiredState | None = None
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_KEPT)
@@ -241,6 +242,7 @@ class Reconciler:
         )
         self._desired = desired
         planned = {name: self._planned(dw) for name, dw in desired.workloads.items()}
+        self._note_enabled(snap.node.status, planned, now)
 
         try:
             observed = await self._runtime.list_containers(self._cfg.node_id)
@@ -281,6 +283,24 @@ class Reconciler:
             enabled=dw.enabled,
         )
 
+    def _note_enabled(
+        self,
+        status: Mapping[str, schema.StatusRecord],
+        planned: Mapping[str, PlannedWorkload],
+        now: float,
+    ) -> None:
+        """Remember when a disabled workload was enabled again (persisted with its status)."""
+        for name in set(self._enabled_at) - set(planned):
+            del self._enabled_at[name]
+        for name, w in planned.items():
+            old = status.get(name)
+            if not w.enabled:
+                self._enabled_at.pop(name, None)
+            elif old is not None and not old.enabled:
+                self._enabled_at[name] = now
+            elif old is not None and old.enabled_at is not None:
+                self._enabled_at.setdefault(name, old.enabled_at)
+
     def _context(self, now: float, observed: list[ObservedContainer]) -> PlanContext:
         ids = {c.id for c in observed}
         self._stopped_by_us &= ids
@@ -296,6 +316,7 @@ class Reconciler:
             backoff={name: st.backoff for name, st in self._wl.items()},
             unhealthy=unhealthy,
             stopped_by_us=frozenset(self._stopped_by_us),
+            enabled_at=dict(self._enabled_at),
         )
 
     async def _execute(
@@ -454,6 +475,8 @@ class Reconciler:
                 spec_hash=w.spec_hash,
                 exit_code=d.exit_code,
                 retry_at=d.retry_at,
+                enabled=w.enabled,
+                enabled_at=self._enabled_at.get(name) if w.enabled else None,
             )
             if old is not None and old.phase == rec.phase:
                 rec = schema.StatusRecord(**{**rec.__dict__, "since": old.since})

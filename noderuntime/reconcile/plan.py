@@ -7,7 +7,8 @@ Rules, per workload name:
 - Disabled by an override: the kept container is stopped, never removed; nothing is created.
 - A created-but-never-started container is started.
 - An exited container is started again when it was stopped by a host reboot (it finished before
-  the host booted) or by noderuntime itself; otherwise its restart policy decides
+  the host booted), by noderuntime itself, or before the user re-enabled the workload (it
+  finished before ``enabled_at``); otherwise its restart policy decides
   (always: yes, on-failure: if the exit code was not 0, never: no).
 - A running container whose health probe says unhealthy is restarted unless the policy is never.
 - Starts, restarts and re-creates after a failure wait for the workload's back-off; the plan
@@ -81,6 +82,9 @@ class PlanContext:
     unhealthy: frozenset[str] = frozenset()
     # Container ids noderuntime stopped on purpose (disable, health restart): not crashes.
     stopped_by_us: frozenset[str] = frozenset()
+    # Workload -> when this node saw it re-enabled after an override had disabled it (persisted
+    # in its status record, so it survives a node restart, unlike ``stopped_by_us``).
+    enabled_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,10 @@ def wants_start(c: ObservedContainer, w: PlannedWorkload, ctx: PlanContext) -> t
         return True, False
     if c.finished_at is None or c.finished_at < ctx.boot_time:
         # Stopped by a reboot (or never ran): bring it back, whatever the policy.
+        return True, False
+    enabled_at = ctx.enabled_at.get(w.name)
+    if enabled_at is not None and c.finished_at < enabled_at:
+        # `start` after `stop` means run it, whatever the policy and however it had ended.
         return True, False
     if w.restart_policy == "always":
         return True, True

@@ -80,3 +80,30 @@ def test_node_whose_podman_cannot_start_keeps_serving_and_recovers() -> None:
         raise
     finally:
         node.cleanup()
+
+
+def test_start_after_stop_runs_the_workload_whatever_its_policy_across_a_node_restart() -> None:
+    with running_node() as node:
+        # A job that completed (exit 0) and one that runs; neither policy would start them.
+        node.apply(workload_yaml("job", command=["true"], restart="never"))
+        node.apply(workload_yaml("svc", restart="on-failure"))
+        done = node.wait_phase("job", "Stopped", exit_code=0)
+        node.wait_phase("svc", "Running")
+        node.cli("stop", "job", check=True)
+        node.cli("stop", "svc", check=True)
+        node.wait_phase("job", "Stopped", message="disabled by override")
+        node.wait_phase("svc", "Stopped", message="disabled by override")
+        # What the node stopped itself is forgotten with the process; the records remember.
+        node.stop()
+        node.start()
+        node.cli("start", "job", check=True)
+        node.cli("start", "svc", check=True)
+        node.wait_phase("svc", "Running")
+
+        def job_ran_again() -> bool:
+            # Events live in memory: any "started" of job is from after the restart.
+            events = json.loads(node.cli("events", "-o", "json", check=True).stdout)
+            return any(e["workload"] == "job" and e["kind"] == "started" for e in events)
+
+        wait_for(job_ran_again, what="completed job started again")
+        node.wait_phase("job", "Stopped", exit_code=0, container_id=done["container_id"])

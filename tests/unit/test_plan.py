@@ -154,6 +154,21 @@ def test_reenabled_workload_stopped_by_us_starts_even_with_policy_never() -> Non
     assert p.actions == (StartContainer("web", "c1", restart=False),)
 
 
+def test_reenabled_workload_starts_whatever_its_policy_and_exit_code() -> None:
+    # Nothing in memory says the node stopped it (the node restarted, or it had completed
+    # before `stop`): its container finished before the user re-enabled the workload.
+    done = ctr(state=ContainerState.EXITED, exit_code=0, finished=NOW - 50)
+    for policy in ("never", "on-failure"):
+        p = plan(desired(wl(policy=policy)), [done], ctx(enabled_at={"web": NOW - 10}))
+        assert p.actions == (StartContainer("web", "c1", restart=False),)
+        # Once it has run again after being re-enabled, the policy decides as usual.
+        later = replace(done, finished_at=NOW - 5)
+        assert plan(
+            desired(wl(policy=policy)), [later], ctx(enabled_at={"web": NOW - 10})
+        ).converged
+        assert plan(desired(wl(policy=policy)), [done], ctx()).converged
+
+
 def test_unhealthy_container_is_restarted_unless_policy_never() -> None:
     c = ctr()
     p = plan(desired(wl()), [c], ctx(unhealthy=frozenset({"c1"})))

@@ -78,3 +78,11 @@ def test_view_renders_the_countdown_at_read_time() -> None:
     assert view["message"] == "CrashLoopBackOff: exited with code 1; retrying in 275s"
     assert view["retry_at"] == NOW + 275
     assert workload_view("web", None, rec, now=NOW + 300)["message"] == rec.message
+
+
+def test_status_record_keeps_enabled_and_reads_old_disabled_records() -> None:
+    rec = StatusRecord(phase="Running", enabled=True, enabled_at=NOW)
+    assert StatusRecord.from_json(rec.to_json()) == rec
+    old = '{"phase": "Stopped", "message": "disabled by override"}'
+    assert StatusRecord.from_json(old).enabled is False
+    assert StatusRecord.from_json('{"phase": "Stopped"}').enabled is True
