@@ -11,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,16 +327,25 @@ async def test_lockout_after_repeated_wrong_pins(node: NodeProcess) -> None:
         await select_workload(pilot, "web")
         await pilot.press("r")
         await authorise(pilot, "0000", technician="bob")
-        for _ in range(4):
-            await wait_until(pilot, lambda: "PIN" in dialog_error(app), what="refusal")
-            err = dialog_error(app)
+
+        def answered() -> str:
+            # The dialog's answer once the PIN check is over ("Checking PIN..." is not one,
+            # and Enter is ignored while it shows).
+            screen = app.screen
+            busy = isinstance(screen, ConfirmActionScreen) and screen.busy
+            return "" if busy else dialog_error(app)
+
+        def says(text: str) -> Callable[[], bool]:
+            return lambda: text in answered()
+
+        for left in (4, 3, 2, 1):
+            await wait_until(pilot, says(f"({left} tries left)"), what=f"{left} tries left")
             await type_text(pilot, "0000")
             await pilot.press("enter")
-            await wait_until(pilot, lambda e=err: dialog_error(app) != e, what="next refusal")  # type: ignore[misc]
-        await wait_until(pilot, lambda: "locked out" in dialog_error(app), what="lock-out")
+        await wait_until(pilot, says("is now locked out"), what="lock-out")
         await type_text(pilot, "1357")  # the right PIN no longer helps
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "locked out" in dialog_error(app), what="still locked")
+        await wait_until(pilot, says("more after"), what="still locked")
         assert isinstance(app.screen, ConfirmActionScreen)
 
 
