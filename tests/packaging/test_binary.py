@@ -32,6 +32,8 @@ import pytest
 from appliance import REPO, Appliance
 
 import noderuntime
+from noderuntime.technicians import hash_pin
+from tests.integration.node_harness import running_node, wait_for, workload_yaml
 
 # Cold (no cached base, no binary): ~35 s PyInstaller + ~50 s debootstrap; then ~10 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -42,6 +44,7 @@ UNIT = REPO / "packaging" / "systemd" / "noderuntime.service"
 MAX_BINARY_BYTES = 60 * 1000 * 1000
 NODE_ID = "appl-1"
 SITE = "lab"
+TECHNICIAN, TECHNICIAN_PIN = "tess", "2468"
 
 
 def _wait(probe: object, timeout: float, what: str) -> object:
@@ -123,6 +126,7 @@ def appliance(binary: Path, busybox_image: str) -> Iterator[tuple[Appliance, Pat
             "labels: line=3, zone=a\n"
             f"enrollToken: {NODE_ID}.token   # relative to this file\n"
             "natsPort: 0\n"
+            f"technicians: {TECHNICIAN}={hash_pin(TECHNICIAN_PIN)}\n"
         )
         app.build(binary, provision)
         # An operator's profile: workload changes on an enrolled node are signed by one.
@@ -167,6 +171,10 @@ def test_runs_on_bare_debian_root(appliance: tuple[Appliance, Path], busybox_ima
     assert not app.path(f"/etc/noderuntime/{NODE_ID}.token").exists(), "token not deleted"
     assert not app.path("/etc/noderuntime/provision.yaml").exists()
     assert app.path("/etc/noderuntime/provision.yaml.applied").exists()
+    techs = app.path("/var/lib/noderuntime/technicians.json")
+    assert stat.S_IMODE(techs.stat().st_mode) == 0o600
+    assert app.run("noderuntime", "technician", "list").stdout.split() == [TECHNICIAN]
+    assert TECHNICIAN_PIN not in techs.read_text()
 
     # --- Podman's API socket, as podman.socket provides it, in its own network namespace --
     image_tar = app.path("/var/tmp/busybox.tar")
@@ -252,3 +260,46 @@ def test_runs_on_bare_debian_root(appliance: tuple[Appliance, Path], busybox_ima
     node.send_signal(signal.SIGTERM)
     assert node.wait(30) == 0, node_log_tail()
     app.run("podman", "rm", "-a", "-f", "-t", "0", netns_of=podman_svc.pid, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_tui_from_the_binary_in_a_linux_console(binary: Path, busybox_image: str) -> None:
+    """The frozen TUI: stylesheets and Textual's lazily imported widgets are in the binary."""
+
+    def tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-L", sock, *args], capture_output=True, text=True, check=check, timeout=10
+        )
+
+    def screen() -> str:
+        return tmux("capture-pane", "-p", "-t", "tui").stdout
+
+    sock = f"nrbin-{os.getpid()}"
+    with running_node() as node:
+        node.apply(workload_yaml("web", command=["sh", "-c", "echo hello-from-web; sleep 3600"]))
+        node.wait_phase("web", "Running")
+        cmd = f"env TERM=linux {binary} --data-dir {node.data_dir} tui"
+        tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", cmd)
+        try:
+            wait_for(
+                lambda: node.node_id in screen() and "1 desired" in screen(),
+                timeout=30,
+                what="overview from the binary",
+            )
+            for key, expect in (("2", "Running"), ("l", "hello-from-web"), ("?", "Views")):
+                tmux("send-keys", "-t", "tui", key)
+                wait_for(lambda e=expect: e in screen(), timeout=15, what=f"{expect!r} on screen")  # type: ignore[misc]
+            assert "Traceback" not in screen()
+            tmux("send-keys", "-t", "tui", "Escape")
+            wait_for(lambda: "Views" not in screen(), timeout=15, what="help closed")
+            tmux("send-keys", "-t", "tui", "q")
+            try:
+                wait_for(
+                    lambda: tmux("has-session", "-t", "tui", check=False).returncode != 0,
+                    timeout=15,
+                    what="the TUI to exit on q",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{screen()}") from None
+        finally:
+            tmux("kill-server", check=False)
