@@ -522,15 +522,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"fix: {line}")
     data_dir = _data_dir(args)
     socket_path = None
+    podman_bin = "podman"
     try:
         from noderuntime.config import NodePaths, load_config
 
         config = load_config(data_dir, _config_file(args))
+        podman_bin = config.podman_bin
         if config.podman_socket:
             socket_path = str(NodePaths(data_dir, config).podman_socket(config))
     except NodeRuntimeError:
         pass
-    checks = run_checks(data_dir, podman_socket=socket_path)
+    checks = run_checks(data_dir, podman_socket=socket_path, podman_bin=podman_bin)
     if args.output == "json":
         print(json.dumps([c.to_dict() for c in checks], indent=2))
     else:

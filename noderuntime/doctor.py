@@ -13,6 +13,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,43 @@ def check_nats_server() -> Check:
     return Check("nats-server", Status.OK, str(path))
 
 
+# A credential this close to expiry is worth renewing while the authority is reachable.
+CREDENTIAL_WARN_S = 14 * 24 * 3600
+
+
+def check_fleet_credential(data_dir: Path, now: float | None = None) -> Check | None:
+    """Whether this node's own fleet credential lets it sync (None: not enrolled)."""
+    if not (data_dir / "fleet" / "trust.json").is_file():
+        return None
+    from noderuntime.errors import CredentialError
+    from noderuntime.fleet.trust import FleetTrust
+
+    try:
+        trust = FleetTrust.load(data_dir)
+    except CredentialError as exc:
+        return Check(
+            "fleet credential",
+            Status.FAIL,
+            f"{exc}: the node runs local-only (no sync)",
+            "check the clock (`timedatectl`; a dead RTC battery sets it back), or renew the "
+            "credential (docs/operations.md, Keys), then restart the node",
+        )
+    cred = trust.node.credential
+    who = f"{trust.node.principal} in {trust.fleet_id}"
+    if cred.not_after is None:
+        return Check("fleet credential", Status.OK, f"{who}, no expiry")
+    left = cred.not_after - (time.time() if now is None else now)
+    until = time.strftime("%Y-%m-%d", time.gmtime(cred.not_after))
+    if left < CREDENTIAL_WARN_S:
+        return Check(
+            "fleet credential",
+            Status.WARN,
+            f"{who}, expires {until} ({left / 86400:.0f} days)",
+            "renew it before it expires (docs/operations.md, Keys)",
+        )
+    return Check("fleet credential", Status.OK, f"{who}, valid until {until}")
+
+
 def run_checks(
     data_dir: Path, *, podman_socket: str | None = None, podman_bin: str = "podman"
 ) -> list[Check]:
@@ -186,6 +224,7 @@ def run_checks(
         lambda: check_disk(data_dir),
         lambda: check_data_dir(data_dir),
         check_nats_server,
+        lambda: check_fleet_credential(data_dir),
     ]
     out: list[Check] = []
     for check in checks:
