@@ -44,6 +44,15 @@ if TYPE_CHECKING:
     from noderuntime.daemon import Node
 
 MAX_LOG_TAIL = 100_000
+# A container may print a line of any length; one line is one API message, and a message over
+# the protocol's limit would break the stream again at every reconnect (the tail re-sends it).
+MAX_LOG_LINE_CHARS = 64 * 1024
+
+
+def clip_log_line(line: str, limit: int = MAX_LOG_LINE_CHARS) -> str:
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]} [... {len(line) - limit} more characters cut by noderuntime]"
 
 
 def _str_param(params: Params, key: str, *, required: bool = True) -> str:
@@ -312,7 +321,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         container = kept_container(name)
         assert node.runtime is not None
         async for line in node.runtime.logs(container.id, follow=follow, tail=tail):
-            yield line
+            yield clip_log_line(line)
 
     async def restart(params: Params) -> dict[str, str]:
         name = _str_param(params, "name")

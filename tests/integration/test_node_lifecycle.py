@@ -325,3 +325,21 @@ def test_cli_version() -> None:
         [*__import__("node_harness").CLI, "--version"], capture_output=True, text=True
     )
     assert r.returncode == 0 and r.stdout.startswith("noderuntime ")
+
+
+def test_a_huge_log_line_is_clipped_not_fatal_to_the_stream() -> None:
+    long_line = "head -c 9437184 /dev/zero | tr '\\0' x; echo; echo after-the-long-line"
+    with running_node() as node:
+        node.apply(workload_yaml("chatty", command=["sh", "-c", f"{long_line}; exec sleep 3600"]))
+        node.wait_phase("chatty", "Running")
+        r = wait_for(
+            lambda: (
+                (r := node.cli("logs", "chatty")).returncode == 0
+                and "after-the-long-line" in r.stdout
+                and r
+            ),
+            what="the line after a 9 MiB line",
+        )
+        lines = r.stdout.splitlines()
+        assert max(len(line) for line in lines) < 128 * 1024
+        assert any("more characters cut by noderuntime" in line for line in lines)
