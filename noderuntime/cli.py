@@ -26,6 +26,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+# Error codes (local or from the node) that mean "your input is invalid; nothing was changed":
+# scripts tell them from failures by exit code 2 (docs/json-output.md).
+INVALID_INPUT_CODES = frozenset({"invalid_spec", "bad_request", "config"})
 
 
 # --- output helpers -----------------------------------------------------------------------
@@ -793,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_RUNNING
     except NodeRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if exc.code in INVALID_INPUT_CODES else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -202,7 +202,8 @@ fi
 
 mkdir -p "$ETC_DIR" "$(dirname "$API_SOCKET")"
 chmod 0750 "$ETC_DIR"
-"$NR" "${args[@]}"
+"$NR" "${args[@]}" || die "noderuntime init failed (exit $?); fix $provision and run: \
+systemctl start noderuntime-firstboot"
 
 # --- secure the token -------------------------------------------------------------------------
 remove_secret() {

@@ -27,7 +27,7 @@ def test_init_creates_private_identity_and_refuses_to_run_twice() -> None:
         )
         bad = NodeProcess()
         r = bad.cli("init", "--node-id", "Bad_ID", "--site", "x")
-        assert r.returncode == 1 and "invalid node id" in r.stderr
+        assert r.returncode == 2 and "invalid node id" in r.stderr
         bad.cleanup()
     finally:
         node.cleanup()
@@ -136,7 +136,7 @@ def test_bad_spec_names_field_and_line_and_changes_nothing() -> None:
         path = node.data_dir / "bad.yaml"
         path.write_text(bad)
         r = node.cli("apply", "-f", str(path))
-        assert r.returncode == 1
+        assert r.returncode == 2  # invalid input, nothing changed (docs/json-output.md)
         assert "containerPort" in r.stderr and f"{path}:7" in r.stderr, r.stderr
         assert "bad" not in node.workloads()
         assert node.status()["store"]["updates"] == before
