@@ -209,11 +209,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
     ident = enrollment.identity() or identity.generate(node_principal(config.node_id))
-    identity.save_key(paths.identity_file, ident)
-    save_config(paths.config_file, config)
-    fleet_id = enrollment.install(data_dir, config.node_id, config.site)
+    written: list[Path] = []
+    try:
+        identity.save_key(paths.identity_file, ident)
+        written.append(paths.identity_file)
+        save_config(paths.config_file, config)
+        written.append(paths.config_file)
+        fleet_id = enrollment.install(data_dir, config.node_id, config.site)
+        if technicians:
+            TechnicianStore(data_dir).add_hashed(technicians)
+    except BaseException:
+        # A half-initialised node would make every retry refuse ("already holds a node").
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     if technicians:
-        TechnicianStore(data_dir).add_hashed(technicians)
         print(f"technicians who may act at the console: {', '.join(t[0] for t in technicians)}")
     if fleet_id:
         print(f"enrolled in {fleet_id}; the token is no longer needed: delete it")
