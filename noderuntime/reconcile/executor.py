@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noderuntime.errors import ImageNotFoundError
+from noderuntime.errors import ImageNotFoundError, NodeRuntimeError
 from noderuntime.reconcile.plan import (
     Action,
     CreateContainer,
@@ -10,21 +10,37 @@ from noderuntime.reconcile.plan import (
     StartContainer,
     StopContainer,
 )
+from noderuntime.reconcile.pulls import PullManager
 from noderuntime.runtime.base import ContainerRuntime
 
 
-async def execute(action: Action, runtime: ContainerRuntime) -> str | None:
-    """Run one action; returns the new container id for a create. Raises runtime errors."""
+class ImagePulling(Exception):
+    """A create waits for its image, which is being pulled in the background. Not a failure."""
+
+    def __init__(self, image: str, *, started: bool) -> None:
+        super().__init__(f"pulling image {image}")
+        self.image = image
+        self.started = started  # this create started the pull (rather than found it)
+
+
+def pull_failed(image: str, exc: NodeRuntimeError) -> ImageNotFoundError:
+    """What a workload reports when the pull of its missing image failed."""
+    return ImageNotFoundError(
+        f"image {image} is not on this host and could not be pulled "
+        f"({exc}); load it with `podman load -i FILE` or fix the image name"
+    )
+
+
+async def execute(action: Action, runtime: ContainerRuntime, pulls: PullManager) -> str | None:
+    """Run one action; returns the new container id for a create. Raises runtime errors.
+
+    A create whose image is missing starts (or finds) its pull and raises ImagePulling rather
+    than waiting: a pull can take many minutes, and the pass must go on to other workloads.
+    """
     match action:
         case CreateContainer(spec=spec):
             if not await runtime.image_present(spec.image):
-                try:
-                    await runtime.pull_image(spec.image)
-                except ImageNotFoundError as exc:
-                    raise ImageNotFoundError(
-                        f"image {spec.image} is not on this host and could not be pulled "
-                        f"({exc}); load it with `podman load -i FILE` or fix the image name"
-                    ) from exc
+                raise ImagePulling(spec.image, started=pulls.ensure(spec.image))
             cid = await runtime.create(spec)
             await runtime.start(cid)
             return cid

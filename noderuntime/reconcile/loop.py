@@ -23,7 +23,7 @@ from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.desired import DesiredState, DesiredWorkload, compute_desired
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError, RuntimeUnavailableError
-from noderuntime.reconcile.executor import describe, execute
+from noderuntime.reconcile.executor import ImagePulling, describe, execute, pull_failed
 from noderuntime.reconcile.plan import (
     Action,
     Backoff,
@@ -38,6 +38,7 @@ from noderuntime.reconcile.plan import (
     next_backoff,
     plan,
 )
+from noderuntime.reconcile.pulls import PULL_CONCURRENCY, PULL_STALL_TIMEOUT_S, PullManager
 from noderuntime.reconcile.status import Phase, derive
 from noderuntime.runtime.base import (
     ContainerRuntime,
@@ -112,6 +113,8 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         boot_time: float | None = None,
         runtime_problem: Callable[[], str | None] | None = None,
+        pull_concurrency: int = PULL_CONCURRENCY,
+        pull_stall_timeout_s: float | None = PULL_STALL_TIMEOUT_S,
     ) -> None:
         self._cfg = config
         self._state = state
@@ -139,6 +142,13 @@ class Reconciler:
         self._runtime_failures = 0
         self._unsubscribe: Callable[[], None] | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._pulls = PullManager(
+            runtime,
+            on_done=lambda: self.trigger("pull"),
+            concurrency=pull_concurrency,
+            stall_timeout_s=pull_stall_timeout_s,
+            log=self._log,
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -162,6 +172,8 @@ class Reconciler:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        # After the loop: no pass is left to start a pull once they are cancelled.
+        await self._pulls.aclose()
 
     def trigger(self, reason: str = "") -> None:
         self._dirty.set()
@@ -249,6 +261,10 @@ class Reconciler:
         except RuntimeUnavailableError as exc:
             return await self._runtime_down(str(exc), planned)
         self._runtime_up()
+        try:
+            await self._tend_pulls(planned, observed, now)
+        except RuntimeUnavailableError as exc:
+            return await self._runtime_down(str(exc), planned)
 
         ctx = self._context(now, observed)
         the_plan = plan(planned, observed, ctx)
@@ -301,6 +317,35 @@ class Reconciler:
             elif old is not None and old.enabled_at is not None:
                 self._enabled_at.setdefault(name, old.enabled_at)
 
+    async def _tend_pulls(
+        self,
+        planned: Mapping[str, PlannedWorkload],
+        observed: list[ObservedContainer],
+        now: float,
+    ) -> None:
+        """Take the outcomes of finished pulls and cancel the pulls nobody needs any more."""
+        have = {(c.workload, c.spec_hash) for c in observed}
+        waiting = {
+            name: w for name, w in planned.items() if w.enabled and (name, w.spec_hash) not in have
+        }
+        for image, outcome in self._pulls.take_finished().items():
+            for name, w in sorted(waiting.items()):
+                if w.container.image != image:
+                    continue
+                st = self._wl.setdefault(name, WorkloadRuntimeState())
+                if outcome is None:
+                    st.last_error = None
+                    self._event(name, "pulled", f"pulled image {image}")
+                else:
+                    action = CreateContainer(name, w.container, w.spec_hash)
+                    self._failed(name, st, action, pull_failed(image, outcome), now)
+        for image in self._pulls.running():
+            # Loaded by hand (`podman load`) while the pull hangs: no reason to wait for it.
+            if await self._runtime.image_present(image):
+                self._pulls.cancel(image)
+        for image in self._pulls.retain(w.container.image for w in waiting.values()):
+            self._log.info("cancelled the pull of image %s: no workload needs it now", image)
+
     def _context(self, now: float, observed: list[ObservedContainer]) -> PlanContext:
         ids = {c.id for c in observed}
         self._stopped_by_us &= ids
@@ -317,6 +362,7 @@ class Reconciler:
             unhealthy=unhealthy,
             stopped_by_us=frozenset(self._stopped_by_us),
             enabled_at=dict(self._enabled_at),
+            pulling=self._pulls.busy(),
         )
 
     async def _execute(
@@ -331,7 +377,13 @@ class Reconciler:
             st = self._wl.setdefault(name, WorkloadRuntimeState())
             now = self._clock()
             try:
-                new_id = await execute(action, self._runtime)
+                new_id = await execute(action, self._runtime, self._pulls)
+            except ImagePulling as pulling:
+                failed.add(name)
+                if pulling.started:
+                    self._log.info("workload %s: pulling image %s", name, pulling.image)
+                self._event(name, "pulling", f"pulling image {pulling.image}")
+                continue
             except RuntimeUnavailableError:
                 raise
             except NodeRuntimeError as exc:

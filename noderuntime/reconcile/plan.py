@@ -11,6 +11,8 @@ Rules, per workload name:
   finished before ``enabled_at``); otherwise its restart policy decides
   (always: yes, on-failure: if the exit code was not 0, never: no).
 - A running container whose health probe says unhealthy is restarted unless the policy is never.
+- A workload whose image is being pulled (in the background, by the loop) is not created until
+  the pull ends; the pull's end triggers a pass, so there is nothing to requeue.
 - Starts, restarts and re-creates after a failure wait for the workload's back-off; the plan
   then asks to be re-run when the back-off ends (``requeue_after_s``).
 """
@@ -85,6 +87,8 @@ class PlanContext:
     # Workload -> when this node saw it re-enabled after an override had disabled it (persisted
     # in its status record, so it survives a node restart, unlike ``stopped_by_us``).
     enabled_at: Mapping[str, float] = field(default_factory=dict)
+    # Image references whose background pull is under way (or just ended, outcome not taken).
+    pulling: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,8 @@ def plan(
             continue
 
         if keep is None:
+            if w.container.image in ctx.pulling:
+                continue
             if waiting:
                 requeue.append(backoff.next_attempt_at - ctx.now)
             else:

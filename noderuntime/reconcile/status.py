@@ -55,6 +55,9 @@ def derive(
     if not w.enabled:
         return Derived(Phase.STOPPED, "disabled by override", cid)
     if keep is None:
+        if w.container.image in ctx.pulling:
+            # No progress figures: the record must not change while the pull runs.
+            return Derived(Phase.PENDING, f"pulling image {w.container.image}")
         if last_error:
             return Derived(Phase.PENDING, last_error, retry_at=_retry_at(backoff))
         return Derived(Phase.PENDING, "creating container")

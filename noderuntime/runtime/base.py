@@ -138,8 +138,13 @@ class ContainerRuntime(Protocol):
 
     async def image_present(self, image: str) -> bool: ...
 
-    async def pull_image(self, image: str) -> None:
-        """Pull ``image``; raises ImageNotFoundError if no registry has it."""
+    async def pull_image(self, image: str, *, stall_timeout_s: float | None = None) -> None:
+        """Pull ``image``; raises ImageNotFoundError if no registry has it.
+
+        No overall timeout: a big image on a slow link takes what it takes. A pull that shows
+        no progress for ``stall_timeout_s`` (None: no limit) raises ImageNotFoundError.
+        Cancelling the caller ends the pull.
+        """
         ...
 
     async def create(self, spec: ContainerSpec) -> str:

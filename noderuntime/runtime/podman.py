@@ -2,11 +2,12 @@
 
 Requests go through :mod:`noderuntime.runtime.unixhttp`, a small asyncio HTTP/1.1 client on the
 service's unix socket: no thread pool, one connection per request, a bounded timeout per call
-(pulls excepted: they take what they take, and cancelling the caller ends them). Streams (events,
-logs) are the same client reading a response incrementally, so cancelling a consumer closes its
-connection at once. We do not use the PyPI ``podman`` package: importing it (requests, urllib3,
-rich...) cost the daemon ~14 MB of RSS, see docs/architecture.md. Foreign errors are translated
-here, at the boundary, into noderuntime's tree.
+(pulls excepted: they take what they take, bounded only by a stall timeout between progress
+lines, and cancelling the caller ends them). Streams (events, logs) are the same client reading
+a response incrementally, so cancelling a consumer closes its connection at once. We do not use
+the PyPI ``podman`` package: importing it (requests, urllib3, rich...) cost the daemon ~14 MB of
+RSS, see docs/architecture.md. Foreign errors are translated here, at the boundary, into
+noderuntime's tree.
 """
 
 from __future__ import annotations
@@ -178,27 +179,41 @@ class PodmanRuntime:
         )
         return resp.status != 404
 
-    async def pull_image(self, image: str) -> None:
-        """Pull with no overall timeout (an image takes what it takes); cancel to give up."""
+    async def pull_image(self, image: str, *, stall_timeout_s: float | None = None) -> None:
+        """Pull with no overall timeout (an image takes what it takes); cancel to give up.
+
+        ``stall_timeout_s`` bounds the wait for the response and between two progress lines:
+        a registry connection that stalls would otherwise hold the pull forever.
+        """
         what = "pull image"
         errors: list[str] = []
+        stalled = asyncio.timeout(None)
         try:
-            async with self._http.stream(
-                "POST", "/images/pull", params={"reference": image}
-            ) as resp:
-                if resp.status >= 400:
-                    raise await self._stream_error_body(resp.status, resp.body)
-                # Podman answers 200 and reports a failed pull inside the progress stream.
-                while line := await resp.body.readline():
-                    if error := _pull_error(line):
-                        errors.append(error)
+            async with stalled:
+                self._arm(stalled, stall_timeout_s)
+                async with self._http.stream(
+                    "POST", "/images/pull", params={"reference": image}
+                ) as resp:
+                    if resp.status >= 400:
+                        raise await self._stream_error_body(resp.status, resp.body)
+                    # Podman answers 200 and reports a failed pull inside the progress stream.
+                    self._arm(stalled, stall_timeout_s)
+                    while line := await resp.body.readline():
+                        self._arm(stalled, stall_timeout_s)
+                        if error := _pull_error(line):
+                            errors.append(error)
         except _HttpStatusError as exc:
             detail = _body_message(exc.body.decode("utf-8", "replace"), exc.status)
             raise ImageNotFoundError(
                 f"could not pull image {image} through {self.socket_path}: {detail}"
             ) from exc
-        except TimeoutError as exc:  # connecting
-            raise self._unreachable(exc, what) from exc
+        except TimeoutError as exc:
+            if stalled.expired():
+                raise ImageNotFoundError(
+                    f"pull of image {image} made no progress for {stall_timeout_s:g}s and was "
+                    "cancelled (stalled registry connection?)"
+                ) from exc
+            raise self._unreachable(exc, what) from exc  # connecting
         except _TRANSPORT_ERRORS as exc:
             raise self._unreachable(exc, what) from exc
         reason = errors[-1] if errors else None
@@ -207,6 +222,12 @@ class PodmanRuntime:
                 f"could not pull image {image} through {self.socket_path}: "
                 f"{reason or 'Podman reported no error, but the image is not there'}"
             )
+
+    @staticmethod
+    def _arm(cm: asyncio.Timeout, stall_timeout_s: float | None) -> None:
+        """Push the stall deadline out: the pull just showed a sign of life."""
+        if stall_timeout_s is not None:
+            cm.reschedule(asyncio.get_running_loop().time() + stall_timeout_s)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

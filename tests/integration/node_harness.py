@@ -55,6 +55,7 @@ class NodeProcess:
         labels: dict[str, str] | None = None,
         extra_config: dict[str, Any] | None = None,
         data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.node_id = node_id or f"t{uuid.uuid4().hex[:8]}"
         self.site = site
@@ -68,6 +69,8 @@ class NodeProcess:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="nr-", dir="/tmp"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        # Extra environment for `run`; its own `podman system service` inherits it too.
+        self.env = env or {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -92,6 +95,7 @@ class NodeProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
         )
         log.close()
         if wait:

@@ -193,3 +193,18 @@ def test_backoff_grows_caps_and_resets_after_a_long_run() -> None:
     assert b == Backoff(3, NOW + 4)
     b = next_backoff(b, now=NOW, ran_for_s=500, initial_s=1, max_s=60, reset_after_s=120)
     assert b == Backoff(1, NOW + 1)
+
+
+def test_workload_whose_image_is_being_pulled_waits_for_the_pull_not_a_timer() -> None:
+    image = wl().container.image
+    other = replace(wl("api"), container=replace(wl("api").container, image="localhost/x:2"))
+    p = plan(desired(wl(), other), [], ctx(pulling=frozenset({image})))
+    # The pull's end triggers a pass: no create, no requeue for it; others go on.
+    assert p.actions == (CreateContainer("api", other.container, "h1"),)
+    assert p.requeue_after_s is None
+    assert plan(desired(wl()), [], ctx(pulling=frozenset({image}))).converged
+
+
+def test_pulling_an_image_does_not_hold_up_removing_the_old_container() -> None:
+    p = plan(desired(wl(h="h2")), [ctr(h="h1")], ctx(pulling=frozenset({wl().container.image})))
+    assert p.actions == (RemoveContainer("web", "c1", timeout_s=7),)

@@ -86,3 +86,20 @@ def test_status_record_keeps_enabled_and_reads_old_disabled_records() -> None:
     old = '{"phase": "Stopped", "message": "disabled by override"}'
     assert StatusRecord.from_json(old).enabled is False
     assert StatusRecord.from_json('{"phase": "Stopped"}').enabled is True
+
+
+def test_pulling_status_is_identical_for_the_whole_pull() -> None:
+    def during(now: float) -> Derived:
+        ctx = PlanContext(
+            now=now,
+            boot_time=BOOT,
+            backoff={"web": Backoff(2, NOW - 5)},
+            pulling=frozenset({"localhost/busybox:1"}),
+        )
+        return derive(W, None, ctx, health=None, last_error="older error", runtime_error=None)
+
+    first, later = during(NOW), during(NOW + 500)
+    assert first.phase is Phase.PENDING
+    assert first.message == "pulling image localhost/busybox:1"
+    assert first.retry_at is None
+    assert record(first) == record(later)
