@@ -42,6 +42,10 @@ CRASH_BACKOFF_MAX_S = 300.0
 # A container that ran this long without failing resets its crash-loop backoff.
 CRASH_BACKOFF_RESET_S = 120.0
 COMPACT_EVERY_UPDATES = 1000
+# A pull whose progress stream is silent this long is cancelled. Generous on purpose: Podman
+# 4.3 writes a line per blob started and finished, not per byte, so one big layer on a slow
+# link is silent for as long as it downloads.
+IMAGE_PULL_STALL_TIMEOUT_S = 600.0
 # Local NATS client port (loopback only); the leaf-node port is off unless leafPort is set.
 DEFAULT_NATS_PORT = 4222
 DEFAULT_LEAF_HOST = "0.0.0.0"
@@ -147,6 +151,9 @@ class NodeConfig(BaseModel):
     )
     compact_every_updates: int = Field(
         default=COMPACT_EVERY_UPDATES, alias="compactEveryUpdates", ge=10
+    )
+    image_pull_stall_timeout_s: float = Field(
+        default=IMAGE_PULL_STALL_TIMEOUT_S, alias="imagePullStallTimeoutSeconds", gt=0
     )
     # Sync transport (docs/sync.md). natsPort 0 / leafPort 0: any free port (tests).
     nats_port: int = Field(default=DEFAULT_NATS_PORT, alias="natsPort", ge=0, le=65535)

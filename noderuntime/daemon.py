@@ -162,6 +162,7 @@ class Node:
                     runtime=self.runtime,
                     log=self.log.getChild("reconcile"),
                     runtime_problem=self._podman_service_problem,
+                    pull_stall_timeout_s=self.config.image_pull_stall_timeout_s,
                 )
             )
             reconciler = self.reconciler
@@ -195,6 +196,9 @@ class Node:
                         nats_url=self.nats_url,
                         log=self.log.getChild("sync"),
                         health=self._health_summary,
+                        # Our own server's leaf links tell the engine of a heal at once; with
+                        # an external NATS (natsUrl) it relies on heartbeats.
+                        monitor_port=self.nats.monitor_port if self.nats is not None else None,
                     )
                 )
             self.api = await stack.enter_async_context(

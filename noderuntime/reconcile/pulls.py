@@ -13,14 +13,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
+from noderuntime.config import IMAGE_PULL_STALL_TIMEOUT_S
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError
 from noderuntime.runtime.base import ContainerRuntime
 
 PULL_CONCURRENCY = 2
-# A pull whose progress stream is silent this long is cancelled. Generous on purpose: Podman
-# 4.3 writes a line per blob started and finished, not per byte, so one big layer on a slow
-# link is silent for as long as it downloads.
-PULL_STALL_TIMEOUT_S = 600.0
+PULL_STALL_TIMEOUT_S = IMAGE_PULL_STALL_TIMEOUT_S
 
 
 class PullManager:
