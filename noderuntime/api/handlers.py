@@ -31,9 +31,7 @@ from noderuntime.crdt.schema import LOCK_ALL
 from noderuntime.desired import ENABLED, check_override, is_override_field
 from noderuntime.errors import (
     ApiError,
-    ContainerError,
     NotFoundError,
-    RuntimeUnavailableError,
 )
 from noderuntime.reconcile.loop import phase_counts
 from noderuntime.runtime.base import ContainerState, ObservedContainer
@@ -327,15 +325,9 @@ def build_routes(node: Node) -> dict[str, Route]:
         name = _str_param(params, "name")
         container = kept_container(name)
         assert node.runtime is not None and node.reconciler is not None
-        try:
-            await node.runtime.stop(container.id, 10)
-            await node.runtime.start(container.id)
-        except (ContainerError, RuntimeUnavailableError):
-            node.reconciler.trigger("restart-failed")
-            raise
+        await node.reconciler.restart_container(name, container.id)
         node.reconciler.set_health(name, None)
         node.reconciler.note(name, "restarted", f"restarted by {_actor(params) or 'root'}")
-        node.reconciler.trigger("restart")
         return {"name": name, "result": "restarted", "container_id": container.id}
 
     def override_scope(params: Params) -> tuple[str, str]:

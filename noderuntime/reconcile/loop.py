@@ -575,6 +575,23 @@ class Reconciler:
             self.trigger("podman-events-lost")
             await asyncio.sleep(backoff_delay_s(failures, 0.5, RUNTIME_RETRY_MAX_S))
 
+    async def restart_container(self, workload: str, container_id: str) -> None:
+        """A restart someone asked for: stop with the workload's grace period, then start.
+
+        The container counts as stopped by us while it is down, so a pass that runs in between
+        starts it as a plain start instead of counting a crash (no restart count, no back-off).
+        """
+        desired = self.desired
+        dw = desired.workloads.get(workload) if desired else None
+        timeout = self._planned(dw).container.stop_timeout_s if dw else 10
+        self._stopped_by_us.add(container_id)
+        try:
+            await self._runtime.stop(container_id, timeout)
+            await self._runtime.start(container_id)
+        finally:
+            self._stopped_by_us.discard(container_id)
+            self.trigger("restart")
+
     def note(self, workload: str, kind: str, message: str) -> None:
         """Record an event that happened outside the loop (e.g. a restart through the API)."""
         self._event(workload, kind, message)

@@ -343,3 +343,23 @@ def test_a_huge_log_line_is_clipped_not_fatal_to_the_stream() -> None:
         lines = r.stdout.splitlines()
         assert max(len(line) for line in lines) < 128 * 1024
         assert any("more characters cut by noderuntime" in line for line in lines)
+
+
+def test_restart_asked_for_is_not_counted_as_a_crash() -> None:
+    # The container takes its time to stop (TERM is trapped), so reconcile passes run while it
+    # is down; they must not count a crash or back off.
+    slow_stop = "trap 'sleep 2; exit 0' TERM; echo up; while true; do sleep 0.2; done"
+    extra = "  stopTimeoutSeconds: 5\n"
+    with running_node() as node:
+        node.apply(workload_yaml("svc", command=["sh", "-c", slow_stop], extra=extra))
+        before = node.wait_phase("svc", "Running")
+        r = node.cli("restart", "svc")
+        assert r.returncode == 0, r.stderr
+        after = node.wait_phase("svc", "Running")
+        assert after["container_id"] == before["container_id"]
+        assert after["restarts"] == 0 and "CrashLoop" not in after["message"]
+        (c,) = node.containers()
+        assert c["State"] == "running"
+        events = json.loads(node.cli("events", "--workload", "svc", "-o", "json").stdout)
+        assert any("restarted by" in e["message"] for e in events)
+        assert not any(e["kind"] == "restarted" and "exit code" in e["message"] for e in events)
