@@ -159,8 +159,14 @@ def host_gauges(host: Mapping[str, Any]) -> list[Gauge]:
     disk_free = host.get("disk_free_bytes")
     disk_used = disk_total - disk_free if disk_total is not None and disk_free is not None else None
     load_text = f"load {load1:.2f}/{cpus} cpu" if isinstance(load1, int | float) else f"{cpus} cpu"
+    cpu_pct = host.get("cpu_percent")
+    if isinstance(cpu_pct, int | float):
+        # Utilisation fills the gauge; the load average stays beside it as text.
+        cpu_gauge = Gauge("CPU", float(cpu_pct), 100.0, f"{cpu_pct:.0f}% · {load_text}")
+    else:
+        cpu_gauge = Gauge("CPU", load1, float(cpus), load_text)
     return [
-        Gauge("CPU", load1, float(cpus), load_text),
+        cpu_gauge,
         Gauge("Memory", mem_used, mem_total, fmt_bytes_pair(mem_used, mem_total)),
         Gauge("Disk", disk_used, disk_total, fmt_bytes_pair(disk_used, disk_total)),
     ]

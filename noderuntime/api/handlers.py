@@ -21,7 +21,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__
@@ -63,6 +63,8 @@ def _str_param(params: Params, key: str, *, required: bool = True) -> str:
 
 
 def build_routes(node: Node) -> dict[str, Route]:
+    cpu_meter = CpuMeter()
+
     def parts() -> tuple[Any, Any]:
         assert node.state is not None and node.reconciler is not None
         return node.state, node.reconciler
@@ -152,7 +154,7 @@ def build_routes(node: Node) -> dict[str, Route]:
             if node.sync is not None
             else {"enabled": False, "problem": getattr(node, "sync_problem", None)},
             "host": {
-                **host_metrics(),
+                **host_metrics(cpu_meter),
                 "disk_total_bytes": disk.total,
                 "disk_free_bytes": disk.free,
             },
@@ -585,7 +587,37 @@ def _actor(params: Params) -> str | None:
     return actor if isinstance(actor, str) else None
 
 
-def host_metrics() -> dict[str, Any]:
+def read_cpu_times(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, or None where /proc/stat is unreadable."""
+    try:
+        with open(path) as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """Host CPU use between two status calls (what a technician means by "CPU"; the load
+    average counts waiting processes too)."""
+
+    def __init__(self, read: Callable[[], tuple[int, int] | None] = read_cpu_times) -> None:
+        self._read = read
+        self._last = read()
+
+    def percent(self) -> float | None:
+        now = self._read()
+        last, self._last = self._last, now
+        if now is None or last is None or now[1] <= last[1]:
+            return None
+        return round(100.0 * (now[0] - last[0]) / (now[1] - last[1]), 1)
+
+
+def host_metrics(cpu: CpuMeter | None = None) -> dict[str, Any]:
     """CPU, memory and load of the host, from /proc (no extra dependency)."""
     mem: dict[str, int] = {}
     try:
@@ -598,6 +630,7 @@ def host_metrics() -> dict[str, Any]:
         pass
     return {
         "cpus": os.cpu_count() or 1,
+        "cpu_percent": cpu.percent() if cpu is not None else None,
         "load_avg": list(os.getloadavg()),
         "mem_total_bytes": mem.get("MemTotal"),
         "mem_available_bytes": mem.get("MemAvailable"),

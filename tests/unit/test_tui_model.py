@@ -78,6 +78,9 @@ def test_host_gauges() -> None:
     assert gauges[1].fraction == 0.75
     assert gauges[2].fraction == pytest.approx(0.9)
     assert model.host_gauges({})[1].fraction is None
+    # With utilisation from the node, the gauge shows it and keeps the load as text.
+    (cpu, *_) = model.host_gauges({"cpus": 2, "load_avg": [1.0], "cpu_percent": 25.0})
+    assert cpu.fraction == 0.25 and cpu.text == "25% · load 1.00/2 cpu"
 
 
 def test_phase_summary_orders_and_drops_zeros() -> None:
