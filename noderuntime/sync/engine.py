@@ -12,7 +12,13 @@ What it does (protocol and subjects: :mod:`noderuntime.sync.protocol`, docs/sync
   stored signed updates the sender lacks (an index lookup, O(missing)) and, if the sender has
   something it lacks, with its own state vector. Bytes scale with the gap.
 - **Heartbeats.** Signed, ephemeral (never CRDT writes): node, site, role, time, health and
-  workload summary, store sequence, sovereignty.
+  workload summary, store sequence, sovereignty. A node that sees a peer come up answers at
+  once with a heartbeat of its own (rate-limited), so the peer need not wait for our next tick.
+- **Leaf-link changes.** Given the local server's monitoring port, the engine polls ``/leafz``
+  on loopback (every ``LINK_POLL_INTERVAL_S``); when a leaf link comes up it publishes a
+  heartbeat at once and runs a debounced anti-entropy round, so a healed link is repaired
+  without waiting for a heartbeat. Without a monitoring port (an external NATS) heartbeats
+  alone reveal a heal.
 - **Verify before decoding.** See :mod:`noderuntime.sync.verify`. Everything refused is counted
   by cause and logged once per cause per minute; a message can't crash or stall the engine (one
   bounded queue, one worker, every handler guarded).
@@ -42,6 +48,7 @@ from nats.aio.msg import Msg
 from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector, units_behind
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate, StoredUpdate
+from noderuntime.errors import NatsServerError
 from noderuntime.identity import Identity
 from noderuntime.sync import protocol
 from noderuntime.sync.acl import (
@@ -56,6 +63,7 @@ from noderuntime.sync.acl import (
     node_id_of,
     parse_doc,
 )
+from noderuntime.sync.natsserver import http_get_json
 from noderuntime.sync.protocol import (
     CredentialRequestMsg,
     CredentialsMsg,
@@ -70,7 +78,11 @@ from noderuntime.sync.verify import Cause, Rejections, check_signed, check_updat
 HEARTBEAT_INTERVAL_S = 2.0
 ANTI_ENTROPY_INTERVAL_S = 10.0
 PEER_TIMEOUT_HEARTBEATS = 3
-HEAL_DEBOUNCE_S = 0.3
+HEAL_DEBOUNCE_S = 0.1
+# A link-up or peer-up answer heartbeat goes out at most this often (on top of the ticks).
+HEARTBEAT_ANSWER_MIN_INTERVAL_S = 0.25
+# How often the local server's /leafz is polled (loopback; ~1 KB per link).
+LINK_POLL_INTERVAL_S = 0.5
 STATE_REPLY_MIN_INTERVAL_S = 0.5
 INBOX_LIMIT = 10_000
 # 10,000 messages of up to 1 MiB each would be 10 GiB: bound what waits by bytes too.
@@ -182,6 +194,8 @@ class Counters:
     # Messages dropped because the inbound queue was full (also counted as `overload`).
     inbound_dropped: int = 0
     inbound_dropped_bytes: int = 0
+    # Leaf links of the local server seen coming up (0 without a monitoring port).
+    link_ups: int = 0
 
 
 class SyncEngine:
@@ -199,6 +213,7 @@ class SyncEngine:
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
         health: Callable[[], Mapping[str, Any]] | None = None,
+        monitor_port: int | None = None,
     ) -> None:
         self.state = state
         self.trust = trust
@@ -209,6 +224,12 @@ class SyncEngine:
         self.log = log or logging.getLogger(__name__)
         self.clock = clock
         self._health = health
+        # The local nats-server's monitoring port (loopback), watched for leaf-link changes;
+        # None (an external NATS): heal detection by heartbeats only.
+        self.monitor_port = monitor_port
+        self._links: set[tuple[str, object]] = set()
+        self._last_answer_heartbeat = -HEARTBEAT_ANSWER_MIN_INTERVAL_S
+        self._link_healed = False
         self.rejections = Rejections(self.log)
         self.counters = Counters()
         self.peers: dict[str, PeerStats] = {}
@@ -250,6 +271,10 @@ class SyncEngine:
             (self._anti_entropy_loop(), "sync-anti-entropy"),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
+        if self.monitor_port is not None:
+            self._tasks.append(
+                asyncio.create_task(self._link_watch_loop(self.monitor_port), name="sync-links")
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -580,8 +605,7 @@ class SyncEngine:
         if found:
             # Their updates were refused; the next exchange brings them again.
             self._missing_authors -= found
-            if self._heal_task is None or self._heal_task.done():
-                self._heal_task = asyncio.create_task(self._after_heal())
+            self._schedule_heal()
         return callable(members) and len(members()) > before
 
     async def _request_credentials(self, principals: set[str]) -> None:
@@ -704,19 +728,71 @@ class SyncEngine:
             peer.up_since = now
             self.log.info("sync: peer %s (site %s) is up", node, peer.site)
             self._healed.add(node)
-            if self._heal_task is None or self._heal_task.done():
-                self._heal_task = asyncio.create_task(self._after_heal())
+            self._schedule_heal()
+            # It may not know we are up either: tell it now rather than at our next tick.
+            await self._answer_heartbeat()
 
     @property
     def _peer_timeout(self) -> float:
         return self.settings.heartbeat_interval_s * PEER_TIMEOUT_HEARTBEATS
 
+    def _schedule_heal(self) -> None:
+        if self._heal_task is None or self._heal_task.done():
+            self._heal_task = asyncio.create_task(self._after_heal())
+
     async def _after_heal(self) -> None:
         # Debounce: many peers reappear at once when a link heals; sync once, with one of them.
         await asyncio.sleep(HEAL_DEBOUNCE_S)
         healed, self._healed = self._healed, set()
+        link, self._link_healed = self._link_healed, False
         with contextlib.suppress(Exception):
-            await self.anti_entropy(prefer=healed)
+            await self.anti_entropy(prefer=healed, link_healed=link)
+
+    async def _answer_heartbeat(self) -> None:
+        """An extra heartbeat now, at most every HEARTBEAT_ANSWER_MIN_INTERVAL_S."""
+        now = time.monotonic()
+        if now - self._last_answer_heartbeat < HEARTBEAT_ANSWER_MIN_INTERVAL_S:
+            return
+        self._last_answer_heartbeat = now
+        await self._send_heartbeat()
+
+    async def _link_watch_loop(self, port: int) -> None:
+        """Poll the local server's ``/leafz``; a link that comes up triggers :meth:`link_up`.
+
+        A link is its connection id within one run of the server (``server_id``), so a server
+        restart makes every link new. A poll that fails changes nothing.
+        """
+        while True:
+            try:
+                leafz = await http_get_json(port, "/leafz", timeout_s=2.0)
+                server = str(leafz.get("server_id", ""))
+                links = {(server, e.get("id")) for e in leafz.get("leafs") or []}
+            except (OSError, NatsServerError, ValueError, TimeoutError, AttributeError):
+                await asyncio.sleep(LINK_POLL_INTERVAL_S)
+                continue
+            new = links - self._links
+            self._links = links
+            if new:
+                self.counters.link_ups += len(new)
+                try:
+                    await self.link_up()
+                except Exception as exc:
+                    self.log.debug("link-up round failed: %s", exc)
+            await asyncio.sleep(LINK_POLL_INTERVAL_S)
+
+    async def link_up(self) -> None:
+        """A leaf link of the local server came up: announce ourselves, then repair.
+
+        The heartbeat lets peers behind the link see us now (they answer with theirs); the
+        debounced round that follows targets peers heard from meanwhile, and for documents
+        none of them holds announces our state vector on the document's state subject, so a
+        peer that never looked down (a short cut) is reached too.
+        """
+        if not self.connected:
+            return
+        await self._answer_heartbeat()
+        self._link_healed = True
+        self._schedule_heal()
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -798,6 +874,11 @@ class SyncEngine:
             subject = protocol.state_subject(self.settings.fleet, suffix)
         await self._publish(subject, data, target)
         self.counters.state_sent += 1
+        if target is not None:
+            # It answers this with what we lack: a reply to its own state vector that arrives
+            # meanwhile (both sides start a round when a link heals) need not ask again, which
+            # would make it compute and send the same repair twice.
+            self._last_state_reply[(target.node_id, name)] = time.monotonic()
 
     def _holders(self, doc: DocRef, now: float) -> list[PeerStats]:
         site = self._doc_site(doc)
@@ -812,11 +893,14 @@ class SyncEngine:
             out.append(p)
         return out
 
-    async def anti_entropy(self, prefer: set[str] | None = None) -> None:
+    async def anti_entropy(
+        self, prefer: set[str] | None = None, *, link_healed: bool = False
+    ) -> None:
         """Announce our state vector of every document we hold, to one peer each.
 
         The peer is one of ``prefer`` (peers whose link just healed) if any holds the document,
-        else a random live holder; with none known, the announcement goes to everyone
+        else a random live holder; with none known — or after a leaf link of ours came up
+        (``link_healed``) and no ``prefer`` peer holds it — the announcement goes to everyone
         subscribed to the document's state subject.
         """
         if not self.connected:
@@ -830,7 +914,7 @@ class SyncEngine:
                 continue
             holders = self._holders(doc, now)
             preferred = [p for p in holders if prefer and p.node_id in prefer]
-            pool = preferred or holders
+            pool = preferred or ([] if link_healed else holders)
             if not pool:
                 await self._send_state(name)
                 continue

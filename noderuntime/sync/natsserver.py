@@ -6,13 +6,14 @@ Each node runs the bundled ``nats-server`` (design decision 4) with a config gen
 * client listener on ``127.0.0.1:<natsPort>`` only, protected by a random per-node token kept
   in ``<data-dir>/nats/client.token`` (0600), so other local users cannot publish;
 * monitoring endpoint on ``127.0.0.1`` only (a random port), used for readiness (``/healthz``)
-  and link state (``/leafz``, ``/varz``);
+  and link state (``/leafz``, ``/varz``); the replication engine polls ``/leafz`` on it
+  (``monitor_port``) to notice a healed link at once;
 * leaf-node listener on ``<leafHost>:<leafPort>`` only if ``leafPort`` is set, and one leaf
   remote per configured peer. Both sides use mutual TLS with the fleet CA: the listener
   requires a client certificate signed by the fleet CA (``verify_and_map`` to the member name
   every fleet certificate carries), remotes present the node's certificate and check the
   peer's against the fleet CA *and* the host in the peer URL. nats-server retries remotes
-  forever, every ``LEAF_RECONNECT_S``;
+  forever at the fixed interval ``LEAF_RECONNECT_S`` (no back-off);
 * JetStream off.
 
 Supervision: the child gets ``PR_SET_PDEATHSIG`` (it dies with the node process, even on

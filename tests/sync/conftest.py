@@ -85,8 +85,12 @@ class Cluster:
         *,
         role: str = "node",
         sovereign: bool = False,
+        watch_links: bool = True,
         **settings: Any,
     ) -> SyncNode:
+        """A node syncing through the server at ``url``; like the daemon, its engine watches
+        that server's leaf links (``/leafz``) unless ``watch_links`` is False (as with an
+        external NATS: heartbeats only)."""
         principal = f"node:{node_id}"
         ident = self.trust.identities.get(principal) or self.trust.enroll(principal, role, site)
         stack = contextlib.AsyncExitStack()
@@ -108,6 +112,9 @@ class Cluster:
                     **params,
                 ),
                 nats_url=url,
+                monitor_port=next(
+                    (s.monitor_port for s in self.servers if s.url == url and watch_links), None
+                ),
             )
         )
         await engine.wait_connected()

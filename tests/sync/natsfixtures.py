@@ -31,12 +31,17 @@ def _port_open(port: int) -> bool:
 
 
 class NatsServer:
-    """One nats-server; ``leaf_port`` accepts leaf links, ``remotes`` are leaf ports to dial."""
+    """One nats-server; ``leaf_port`` accepts leaf links, ``remotes`` are leaf ports to dial.
+
+    ``monitor_port`` serves the monitoring endpoints on loopback (``/leafz``), as a node's own
+    server does; engines given it learn of leaf-link changes from it.
+    """
 
     def __init__(self, name: str, *, accept_leafs: bool = False, remotes: list[int] | None = None):
         self.name = name
         self.port = free_port()
         self.leaf_port = free_port() if accept_leafs else None
+        self.monitor_port = free_port()
         self.remotes = list(remotes or [])
         self.dir = Path(tempfile.mkdtemp(prefix=f"nats-{name}-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,7 +51,11 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        lines = [f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}"]
+        lines = [
+            f'server_name: "{self.name}"',
+            f"listen: 127.0.0.1:{self.port}",
+            f"http: 127.0.0.1:{self.monitor_port}",
+        ]
         leaf = []
         if self.leaf_port:
             leaf.append(f"listen: 127.0.0.1:{self.leaf_port}")
