@@ -8,7 +8,7 @@ kept line, so positions stay meaningful while old lines fall off the front.
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import re
 from collections.abc import Iterable
 
@@ -40,6 +40,9 @@ class LogBuffer:
         self._lines: list[str] = []
         self.dropped = 0  # lines that fell off the front
         self.max_width = 0
+        self._search_query = ""
+        self._search_hits: list[int] = []  # absolute numbers of the lines matching it
+        self._search_upto = 0  # absolute number of the first line not indexed yet
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -59,6 +62,7 @@ class LogBuffer:
         self._lines.clear()
         self.dropped = 0
         self.max_width = 0
+        self._search_query, self._search_hits, self._search_upto = "", [], 0
 
     def append(self, line: str) -> None:
         self.extend((line,))
@@ -93,6 +97,31 @@ class LogBuffer:
         return self._lines[max(0, start) : max(0, stop)]
 
     # --- search ------------------------------------------------------------------------------
+    #
+    # The lines matching the current query are indexed once (absolute line numbers, so lines
+    # falling off the front need no renumbering) and the index is extended with each batch of
+    # new lines: counting is O(1) and n/N a bisection, not a scan of the whole buffer per key.
+
+    def matches(self, query: str) -> list[int]:
+        """Indexes of the lines containing ``query`` (case-insensitive), ascending."""
+        if not query:
+            return []
+        first = self.dropped
+        return [n - first for n in self._index(query)]
+
+    def _index(self, query: str) -> list[int]:
+        q = query.lower()
+        if q != self._search_query or self._search_upto < self.dropped:
+            self._search_query, self._search_hits, self._search_upto = q, [], self.dropped
+        hits, first = self._search_hits, self.dropped
+        if hits and hits[0] < first:
+            del hits[: bisect.bisect_left(hits, first)]
+        lines = self._lines
+        for i in range(self._search_upto - first, len(lines)):
+            if q in lines[i].lower():
+                hits.append(first + i)
+        self._search_upto = first + len(lines)
+        return hits
 
     def find(self, query: str, start: int, *, backward: bool = False) -> int | None:
         """Index of the next line containing ``query`` (case-insensitive) after/before ``start``.
@@ -101,24 +130,21 @@ class LogBuffer:
         """
         if not query or not self._lines:
             return None
-        q = query.lower()
-        n = len(self._lines)
-        start = min(max(start, -1), n)
+        hits = self._index(query)
+        if not hits:
+            return None
+        first = self.dropped
+        at = first + min(max(start, -1), len(self._lines))
         if backward:
-            order = itertools.chain(range(start - 1, -1, -1), range(n - 1, start - 1, -1))
-        else:
-            order = itertools.chain(range(start + 1, n), range(0, min(start + 1, n)))
-        lines = self._lines
-        for i in order:
-            if q in lines[i].lower():
-                return i
-        return None
+            i = bisect.bisect_left(hits, at)
+            return (hits[i - 1] if i > 0 else hits[-1]) - first
+        i = bisect.bisect_right(hits, at)
+        return (hits[i] if i < len(hits) else hits[0]) - first
 
     def count(self, query: str) -> int:
         if not query:
             return 0
-        q = query.lower()
-        return sum(1 for line in self._lines if q in line.lower())
+        return len(self._index(query))
 
 
 def match_spans(line: str, query: str) -> list[tuple[int, int]]:

@@ -99,7 +99,7 @@ async def select_workload(pilot: Pilot[Any], name: str) -> None:
     await settle(pilot)
     table = app.screen.query_one("#workloads-table", DataTable)
     await wait_until(pilot, lambda: name in [str(k.value) for k in table.rows], what=name)
-    names = [str(k.value) for k in table.rows]
+    names = [str(r.key.value) for r in table.ordered_rows]  # display order
     table.move_cursor(row=names.index(name))
     await pilot.pause()
 

@@ -90,3 +90,36 @@ def test_fifty_thousand_lines_stay_fast() -> None:
     assert len(buf) == 50_000
     # Generous bound: a regression to per-line O(n) work would take far longer.
     assert elapsed < 2.0
+
+
+def test_search_index_follows_appends_drops_and_query_changes() -> None:
+    """The incremental match index answers exactly like a scan of the buffer, as lines
+    arrive, old ones fall off the front and the query changes."""
+    import random
+
+    rng = random.Random(7)
+    buf = LogBuffer(capacity=50)
+    words = ["alpha", "Beta", "gamma", "ALPHA beta", "delta"]
+
+    def scan(query: str, start: int, backward: bool) -> int | None:
+        lines = [buf[i] for i in range(len(buf))]
+        n = len(lines)
+        start = min(max(start, -1), n)
+        if backward:
+            order = [*range(start - 1, -1, -1), *range(n - 1, start - 1, -1)]
+        else:
+            order = [*range(start + 1, n), *range(0, min(start + 1, n))]
+        return next((i for i in order if query.lower() in lines[i].lower()), None)
+
+    for step in range(300):
+        buf.extend(f"{step} {rng.choice(words)}" for _ in range(rng.randint(0, 9)))
+        if step % 37 == 0:
+            buf.trim()
+        query = rng.choice(["alpha", "beta", "zzz", "a b"])
+        assert buf.count(query) == sum(query.lower() in buf[i].lower() for i in range(len(buf)))
+        assert buf.matches(query) == [i for i in range(len(buf)) if query.lower() in buf[i].lower()]
+        for start in (-1, 0, len(buf) // 2, len(buf) - 1, len(buf)):
+            for backward in (False, True):
+                assert buf.find(query, start, backward=backward) == scan(query, start, backward)
+    buf.clear()
+    assert buf.count("alpha") == 0 and buf.find("alpha", 0) is None

@@ -22,6 +22,7 @@ class BaseView(Screen[None]):
     def __init__(self, ctx: TuiContext) -> None:
         super().__init__()
         self.ctx = ctx
+        self._banner_text = ""
 
     def compose_header(self) -> ComposeResult:
         yield NodeHeader(id="header")
@@ -43,9 +44,10 @@ class BaseView(Screen[None]):
             banner.display = False
         else:
             banner.display = True
-            banner.update(
-                self.ctx.last_error or "connecting to the node...",
-            )
+            message = self.ctx.last_error or "connecting to the node..."
+            if message != self._banner_text:
+                self._banner_text = message
+                banner.update(message)
 
     def refresh_data(self) -> None:
         """Show the link state and reload this view's data (in a worker)."""

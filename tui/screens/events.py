@@ -79,5 +79,7 @@ class EventsScreen(FilterableView):
         table.clear()
         for r in rows:
             time_, origin, who, what = r.cells()
-            table.add_row(time_, Text(origin, style=ORIGIN_STYLES.get(origin, "")), who, what)
+            # Text, not str: DataTable would parse a message with brackets in it as markup.
+            origin_cell = Text(origin, style=ORIGIN_STYLES.get(origin, ""))
+            table.add_row(Text(time_), origin_cell, Text(who), Text(what))
         self.add_class("-loaded")

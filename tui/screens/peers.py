@@ -21,6 +21,7 @@ from tui.model import (
     rejection_rows,
 )
 from tui.screens.base import BaseView
+from tui.widgets.table_sync import sync_table
 
 NOT_CONFIGURED = "sync not configured on this node"
 
@@ -68,7 +69,8 @@ class PeersScreen(BaseView):
     def on_mount(self) -> None:
         super().on_mount()
         table = self.query_one("#peers-table", DataTable)
-        table.add_columns(*PEER_COLUMNS)
+        for col in PEER_COLUMNS:
+            table.add_column(col, key=col)
         table.focus()
 
     def load(self) -> None:
@@ -91,14 +93,13 @@ class PeersScreen(BaseView):
             return
         table.display = True
         summary.update(sync_text(info, self.ctx.clock()))
-        row = table.cursor_row
-        table.clear()
+        rows: dict[str, list[Text]] = {}  # by peer id (a repeated id shows once, first)
         for cells in peer_rows(info.get("peers") or [], self.ctx.clock()):
-            styled: list[str | Text] = list(cells)
+            styled = [Text(cell) for cell in cells]  # Text: no markup parsing of peer data
             styled[3] = Text(cells[3], style="green" if cells[3] == "up" else "bold red")
-            table.add_row(*styled)
-        if 0 <= row < table.row_count:
-            table.move_cursor(row=row, animate=False)
+            rows.setdefault(cells[0], styled)
+        # In place, like the workloads table: last-contact ages change every refresh.
+        sync_table(table, list(rows.items()), key_column=PEER_COLUMNS[0])
         self.add_class("-loaded")
 
     def not_configured(self, why: str) -> None:

@@ -21,10 +21,13 @@ from tui.model import (
     workload_rows,
 )
 from tui.screens.base import FilterableView
+from tui.widgets.table_sync import cursor_key, sync_table
 
 
-def styled_cells(row: WorkloadRow) -> list[str | Text]:
-    cells: list[str | Text] = list(row.cells())
+def styled_cells(row: WorkloadRow) -> list[Text]:
+    # Text for every cell: DataTable parses a plain string as markup (slower, and a name or
+    # image with brackets in it would be mangled).
+    cells = [Text(cell) for cell in row.cells()]
     cells[1] = Text(row.want, style="bright_black" if row.want == "stop" else "")
     cells[2] = Text(row.phase, style=PHASE_STYLES.get(row.phase, ""))
     cells[3] = Text(row.health, style=HEALTH_STYLES.get(row.health, ""))
@@ -50,6 +53,7 @@ class WorkloadsScreen(FilterableView):
         super().__init__(ctx)
         self.views: list[dict[str, Any]] = []
         self.shown: list[tuple[str, ...]] = []
+        self.summary = ""
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -85,39 +89,29 @@ class WorkloadsScreen(FilterableView):
         self.views = list(views)
         self.loaded = True
         self.render_rows()
+        self.add_class("-loaded")
 
     def render_rows(self) -> None:
         table: DataTable[str | Text] = self.query_one("#workloads-table", DataTable)
         rows = workload_rows(self.views, self.ctx.clock(), self.query_text)
-        cells = [r.cells() for r in rows]
         counts = phase_counts(self.views)
         summary = f" {len(rows)} of {len(self.views)} workloads"
         if self.query_text:
             summary += f"  filter: {self.query_text}"
         summary += "  " + "  ".join(f"{p} {n}" for p, n in sorted(counts.items()))
-        self.query_one("#workloads-summary", Static).update(summary)
-        if cells == self.shown:
-            return
-        selected = self.selected()
-        table.clear()
-        for row in rows:
-            table.add_row(*styled_cells(row), key=row.name)
-        self.shown = cells
-        if selected is not None:
-            names = [r.name for r in rows]
-            if selected in names:
-                table.move_cursor(row=names.index(selected), animate=False)
-        self.add_class("-loaded")
+        if summary != self.summary:
+            self.summary = summary
+            # One line high (app.tcss): no layout pass needed for new text.
+            self.query_one("#workloads-summary", Static).update(summary, layout=False)
+        cells = [r.cells() for r in rows]
+        if cells != self.shown:
+            # In place: only changed cells, appeared and vanished rows; the cursor stays on
+            # the selected workload.
+            sync_table(table, [(row.name, styled_cells(row)) for row in rows], key_column="NAME")
+            self.shown = cells
 
     def selected(self) -> str | None:
-        table: DataTable[str | Text] = self.query_one("#workloads-table", DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return str(key.value) if key.value is not None else None
+        return cursor_key(self.query_one("#workloads-table", DataTable))
 
     # --- navigation and actions --------------------------------------------------------------
 

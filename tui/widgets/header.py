@@ -12,6 +12,8 @@ from tui.model import fmt_age
 class NodeHeader(Static):
     """Shows the node and link state; turns into a warning bar when the daemon is lost."""
 
+    _shown = Text()
+
     def show(self, ctx: TuiContext, view: str) -> None:
         node = (ctx.status or {}).get("node") or {}
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -27,4 +29,6 @@ class NodeHeader(Static):
             text.append("| connected")
         elif ctx.last_contact is not None:
             text.append(f"| data {fmt_age(ctx.last_contact, ctx.clock())} old")
-        self.update(text)
+        if text != self._shown:  # rich Text equality: same characters and spans
+            self._shown = text
+            self.update(text, layout=False)  # one line high (app.tcss): no layout needed

@@ -38,7 +38,9 @@ class LogView(ScrollView, can_focus=True):
         """Call after the buffer changed: resize the virtual canvas, keep following."""
         self.virtual_size = Size(max(self.buffer.max_width, 1), len(self.buffer))
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # force: the scrollbar for the new size only exists after the next layout, and
+            # without it Textual refuses the scroll (the first big batch stayed at the top).
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self.refresh()
 
     def set_query(self, query: str) -> None:
@@ -49,9 +51,10 @@ class LogView(ScrollView, can_focus=True):
     def go_to(self, index: int) -> None:
         """Scroll so line ``index`` is visible (centred) and mark it current."""
         self.current = index
-        self.follow = False
         height = self.scrollable_content_region.height
         self.scroll_to(y=max(0, index - height // 2), animate=False, immediate=True)
+        # After the scroll: landing on the bottom line must not resume following.
+        self.follow = False
         self.refresh()
 
     # Jumps through tens of thousands of lines must be instant, not animated.
@@ -70,7 +73,8 @@ class LogView(ScrollView, can_focus=True):
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
         # Scrolling up leaves follow mode; reaching the bottom again resumes it, like `less +F`.
-        if new_value < old_value:
+        # A scroll clamped to a new, lower bottom (the view got taller) is still at the bottom.
+        if new_value < old_value and new_value < self.max_scroll_y:
             self.follow = False
         elif new_value >= self.max_scroll_y and new_value > old_value:
             self.follow = True
