@@ -92,3 +92,30 @@ async def test_sqlite_refuses_garbage_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="state database"):
         async with SQLiteStore(path):
             pass
+
+
+def _client_update(client_id: int, writes: int) -> bytes:
+    """A real pycrdt update from one client, carrying clocks 0..writes."""
+    from pycrdt import Doc, Map
+
+    doc: Doc = Doc(client_id=client_id)
+    m = doc.get("m", type=Map)
+    for i in range(writes):
+        m[f"k{i}"] = i
+    return doc.get_update()
+
+
+async def test_updates_for_gap_finds_exactly_what_a_peer_lacks(store: UpdateStore) -> None:
+    # More clients than one query batch, as after a partition full of operator changes.
+    clients = list(range(1000, 1450))
+    await store.append([upd("fleet", _client_update(c, 1 + c % 3)) for c in clients])
+    await store.append([upd("other", _client_update(5000, 2))])
+    # The peer has clients it saw fully, partly, or not at all, and one we never heard of.
+    gap = {c: (0 if c % 2 else 1 + c % 3) for c in clients} | {9999: 0, 5000: 0}
+    got = await store.updates_for_gap("fleet", gap)
+    want = [c for c in clients if c % 2]  # those behind; the rest are covered
+    assert [u.seq for u in got] == sorted(u.seq for u in got)
+    assert len(got) == len(want)
+    assert all(u.doc == "fleet" for u in got)
+    assert len(await store.updates_for_gap("fleet", gap, limit=7)) == 7
+    assert await store.updates_for_gap("fleet", {}) == []
