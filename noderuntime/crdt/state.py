@@ -150,6 +150,7 @@ class StateStore:
         self._stored_sv: dict[str, dict[int, int]] = {}
         self._client_owner: dict[tuple[str, int], str] = {}
         self._ingest_lock = asyncio.Lock()
+        self._ingests: set[asyncio.Future[list[IngestResult]]] = set()
         self.ingested = 0
         self.duplicates = 0
         self._generation = 0
@@ -176,14 +177,19 @@ class StateStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        try:
-            for name in list(self._docs):
-                if self._since_snapshot.get(name, 0) > 0:
-                    await self._compact(name)
-        except StoreError as err:
-            self._log.warning("could not snapshot documents at shutdown: %s", err)
-        finally:
-            await self._store.close()
+        # An ingest shielded from its caller's cancellation may still be running or queued:
+        # let it finish (it is one batch) rather than closing the database under it.
+        if self._ingests:
+            await asyncio.gather(*self._ingests, return_exceptions=True)
+        async with self._ingest_lock:
+            try:
+                for name in list(self._docs):
+                    if self._since_snapshot.get(name, 0) > 0:
+                        await self._compact(name)
+            except StoreError as err:
+                self._log.warning("could not snapshot documents at shutdown: %s", err)
+            finally:
+                await self._store.close()
 
     @property
     def doc_names(self) -> list[str]:
@@ -296,6 +302,8 @@ class StateStore:
         # Shielded: a caller cancelled mid-way (the sync engine stopping) must not leave the
         # documents and the store's bookkeeping half-updated; the ingest finishes on its own.
         task = asyncio.ensure_future(self._locked_ingest(updates, origin, create_docs))
+        self._ingests.add(task)
+        task.add_done_callback(self._ingests.discard)
         return await asyncio.shield(task)
 
     async def _locked_ingest(

@@ -146,3 +146,22 @@ async def test_cancelled_writer_neither_loses_nor_forgets_its_update(tmp_path: P
         assert set(st.snapshot().fleet.workloads) == {f"w{i}" for i in range(20)}
     async with make(SQLiteStore(path)) as st:
         assert set(st.snapshot().fleet.workloads) == {f"w{i}" for i in range(20)}
+
+
+async def test_closing_waits_for_an_ingest_whose_caller_was_cancelled(tmp_path: Path) -> None:
+    """The sync engine stops (cancelling an ingest it awaited), then the store closes: the
+    shielded ingest finishes and is durable instead of failing on a closed database."""
+    other = identity.generate("node:n2")
+    async with make(SQLiteStore(tmp_path / "a.db")) as source:
+        await source.write(source.fleet_doc, put("web"))
+        (u,) = await source._store.updates_since("fleet", 0)
+    signed = NewUpdate("fleet", u.data, other.name, other.sign(b"x"), u.ts, u.meta)
+    st = make(SQLiteStore(tmp_path / "b.db"))
+    await st.__aenter__()
+    caller = asyncio.create_task(st.ingest([signed]))
+    await asyncio.sleep(0)  # the ingest has started
+    caller.cancel()
+    await st.__aexit__(None, None, None)
+    assert caller.cancelled()
+    async with make(SQLiteStore(tmp_path / "b.db")) as again:
+        assert "web" in again.snapshot().fleet.workloads
