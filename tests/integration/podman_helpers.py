@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -68,6 +72,38 @@ def socket_accepts(path: Path | str) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def podman_service(env: dict[str, str] | None = None) -> Iterator[Path]:
+    """A `podman system service` on a private socket (started with ``env`` added), until exit."""
+    # Unix socket paths are limited to 107 bytes: keep it short, not under pytest's tmp_path.
+    tmp = Path(tempfile.mkdtemp(prefix="nrp-", dir="/tmp"))
+    sock = tmp / "podman.sock"
+    proc = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_accepts(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"podman system service did not come up on {sock}")
+            time.sleep(0.05)
+        yield sock
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        # A test may have restarted the service on this socket itself.
+        subprocess.run(["pkill", "-f", f"podman system service.*{sock}"], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ensure_service(path: Path) -> subprocess.Popen[bytes] | None:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from node_harness import podman, running_node, wait_for, workload_yaml
-from podman_helpers import free_port, socket_accepts
+from podman_helpers import free_port, podman_service
 
 from noderuntime.errors import ImageNotFoundError
 from noderuntime.runtime.podman import PodmanRuntime
@@ -125,31 +121,6 @@ def test_a_hanging_pull_does_not_block_other_workloads(tmp_path: Path) -> None:
         node.wait_phase("stuck", "Pending", message=f"pulling image {image}")
         assert node.stop() == 0
         assert "shutdown took longer" not in node.log()
-
-
-@contextlib.contextmanager
-def podman_service(env: dict[str, str]) -> Iterator[Path]:
-    """A `podman system service` of this test's own, started with ``env``."""
-    tmp = Path(tempfile.mkdtemp(prefix="nrp-", dir="/tmp"))  # unix socket paths must be short
-    sock = tmp / "podman.sock"
-    proc = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )
-    try:
-        wait_for(lambda: socket_accepts(sock), timeout=30, what="podman system service")
-        yield sock
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def test_a_stalled_pull_is_cancelled_and_reported(tmp_path: Path) -> None:
