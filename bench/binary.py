@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 from _common import ROOT, rss_kb
+from podman_helpers import podman_service
 
 from noderuntime.api.client import ApiClient
 from noderuntime.errors import NodeRuntimeError
@@ -47,29 +46,6 @@ def _status_ok(sock: Path) -> bool:
             return False
 
     return asyncio.run(go())
-
-
-@contextlib.contextmanager
-def podman_service() -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix="nrb-", dir="/tmp"))
-    sock = tmp / "podman.sock"
-    proc = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("podman system service did not come up")
-            time.sleep(0.05)
-        yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Variant:

@@ -6,18 +6,14 @@ Issue 3 asks for the RSS of a node including its nats-server. Run:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 from _common import ROOT, rss_kb, wait_for, workload_yaml
 
 sys.path.insert(0, str(ROOT))
-from tests.sync.fleet_harness import FleetNode, fleet_cli
+from tests.sync.fleet_harness import FleetNode, hub_and_node
 
 
 def nats_pid(node: FleetNode) -> int:
@@ -28,17 +24,7 @@ def nats_pid(node: FleetNode) -> int:
 
 
 def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="nrb-", dir="/tmp"))
-    fdir = base / "fleet"
-    fleet_cli("fleet", "init", "--dir", str(fdir), "--operator", "bench")
-    run = uuid.uuid4().hex[:6]
-    hub = FleetNode(fdir, f"hub-{run}", "hq", role="hub", leaf=True)
-    node = FleetNode(fdir, f"n-{run}", "s1", peers=[hub])
-    try:
-        for n in (hub, node):
-            n.enroll()
-            n.init()
-            n.start()
+    with hub_and_node("bench") as (hub, node):
         hub.as_operator(
             "apply", "-f", "-", input="---\n".join(workload_yaml(f"w{i}") for i in range(10))
         )
@@ -54,10 +40,6 @@ def main() -> None:
         assert node.proc is not None
         daemon = max(rss_kb(node.proc.pid) for _ in range(3))
         nats = rss_kb(nats_pid(node))
-    finally:
-        for n in (node, hub):
-            n.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
     print(f"enrolled node, 10 workloads, linked to a hub: noderuntime run {daemon / 1024:.1f} MB")
     print(f"its nats-server:                                {nats / 1024:.1f} MB")
     print(f"total:                                          {(daemon + nats) / 1024:.1f} MB")

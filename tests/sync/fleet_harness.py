@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +116,24 @@ class FleetNode(NodeProcess):
     @property
     def client_token(self) -> str:
         return (self.data_dir / "nats" / "client.token").read_text().strip()
+
+
+@contextlib.contextmanager
+def hub_and_node(operator: str = "ops") -> Iterator[tuple[FleetNode, FleetNode]]:
+    """A fresh fleet, a hub, and a node at site s1 linked to it, both running; removed after."""
+    base = Path(tempfile.mkdtemp(prefix="nrt-", dir="/tmp"))
+    run = uuid.uuid4().hex[:6]  # node ids label containers: unique per run
+    fdir = base / "fleet"
+    fleet_cli("fleet", "init", "--dir", str(fdir), "--operator", operator)
+    hub = FleetNode(fdir, f"hub-{run}", "hq", role="hub", leaf=True)
+    node = FleetNode(fdir, f"n-{run}", "s1", peers=[hub])
+    try:
+        for n in (hub, node):
+            n.enroll()
+            n.init()
+            n.start()
+        yield hub, node
+    finally:
+        for n in (node, hub):
+            n.cleanup()
+        shutil.rmtree(base, ignore_errors=True)

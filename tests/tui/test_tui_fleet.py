@@ -6,18 +6,14 @@ Real daemons, real nats-servers, real enrolment; the TUI runs on the node and is
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable
 from tui_helpers import screen_text, settle, wait_until
 
 from noderuntime.api.client import ApiClient
-from tests.sync.fleet_harness import FleetNode, fleet_cli
+from tests.sync.fleet_harness import FleetNode, hub_and_node
 from tui.app import NodeRuntimeApp
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.usefixtures("busybox_image")]
@@ -27,22 +23,8 @@ CONVERGE_S = 60.0
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[tuple[FleetNode, FleetNode]]:
-    base = Path(tempfile.mkdtemp(prefix="nrt-", dir="/tmp"))
-    run = uuid.uuid4().hex[:6]
-    fdir = base / "fleet"
-    fleet_cli("fleet", "init", "--dir", str(fdir), "--operator", "ops")
-    hub = FleetNode(fdir, f"hub-{run}", "hq", role="hub", leaf=True)
-    node = FleetNode(fdir, f"n-{run}", "s1", peers=[hub])
-    try:
-        for n in (hub, node):
-            n.enroll()
-            n.init()
-            n.start()
-        yield hub, node
-    finally:
-        for n in (node, hub):
-            n.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
+    with hub_and_node() as pair:
+        yield pair
 
 
 def peer_cells(app: NodeRuntimeApp, peer: str) -> list[str]:
