@@ -80,6 +80,8 @@ class Node:
         self.nats: NatsServer | None = None
         # The replication engine (None: not enrolled, no sync).
         self.sync: SyncEngine | None = None
+        # Why sync is off although the node is enrolled (shown in `status`).
+        self.sync_problem: str | None = None
         self.technicians = TechnicianStore(data_dir)
         self.ready = asyncio.Event()
 
@@ -119,8 +121,6 @@ class Node:
                 )
             )
             await self._record_node_info()
-            # Why sync is off although the node is enrolled (shown in `status`).
-            self.sync_problem: str | None = None
             if (self.paths.data_dir / FLEET_TRUST_FILE).is_file():
                 from noderuntime.errors import CredentialError
                 from noderuntime.fleet.trust import FleetTrust
