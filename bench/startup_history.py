@@ -17,7 +17,7 @@ from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import DaemonNotRunningError
-from noderuntime.identity import load_key
+from noderuntime.identity.keys import load_key
 
 
 async def fill(node: NodeProcess, n: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from noderuntime.cli import main
+from noderuntime.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

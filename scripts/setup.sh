@@ -67,7 +67,7 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
 fi
 
 # --- Podman for this host ----------------------------------------------------------------------
-"$VENV/bin/python" -m noderuntime.hostsetup
+"$VENV/bin/python" -m noderuntime.host.hostsetup
 bash "$REPO/scripts/build-test-images.sh"
 
 # --- the job ---------------------------------------------------------------------------------

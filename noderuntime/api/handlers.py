@@ -1,4 +1,4 @@
-"""Control API routes (version 1) over a running :class:`~noderuntime.daemon.Node`.
+"""Control API routes (version 1) over a running :class:`~noderuntime.node.daemon.Node`.
 
 Read routes: node.status, workloads.list, workloads.get, workloads.logs (stream), events.list.
 Write routes: workloads.apply, workloads.delete, workloads.restart, overrides.set,
@@ -26,20 +26,20 @@ from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
+from noderuntime.api.views import workload_view
 from noderuntime.crdt import schema
 from noderuntime.crdt.schema import LOCK_ALL
-from noderuntime.desired import ENABLED, check_override, is_override_field
 from noderuntime.errors import (
     ApiError,
     NotFoundError,
 )
+from noderuntime.reconcile.desired import ENABLED, check_override, is_override_field
 from noderuntime.reconcile.loop import phase_counts
 from noderuntime.runtime.base import ContainerState, ObservedContainer
 from noderuntime.spec import canonical_dict, parse_workloads
-from noderuntime.views import workload_view
 
 if TYPE_CHECKING:
-    from noderuntime.daemon import Node
+    from noderuntime.node.daemon import Node
 
 MAX_LOG_TAIL = 100_000
 # A container may print a line of any length; one line is one API message, and a message over

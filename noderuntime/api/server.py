@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, decode, encode
-from noderuntime.config import check_socket_path
+from noderuntime.config.model import check_socket_path
 from noderuntime.errors import ConfigError, NodeRuntimeError, PermissionDeniedError
 
 Params = dict[str, Any]

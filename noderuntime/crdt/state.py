@@ -42,7 +42,7 @@ from noderuntime.crdt.store import (
     update_digest,
 )
 from noderuntime.errors import StoreError, UpdateRejectedError
-from noderuntime.identity import Identity
+from noderuntime.identity.keys import Identity
 
 EMPTY_UPDATE = b"\x00\x00"
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noderuntime import identity
-from noderuntime.config import validate_id
+from noderuntime.config.model import validate_id
 from noderuntime.errors import ConfigError, CredentialError, FleetError
 from noderuntime.fleet.bundle import (
     EnrollmentBundle,
@@ -46,7 +45,8 @@ from noderuntime.fleet.credential import (
     verify_credential,
 )
 from noderuntime.fleet.tls import issue_member_cert, make_ca
-from noderuntime.identity import Identity
+from noderuntime.identity import keys as identity
+from noderuntime.identity.keys import Identity
 
 FLEET_FILE = "fleet.json"
 ROOT_KEY_FILE = "root.key"

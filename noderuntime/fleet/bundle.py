@@ -43,7 +43,7 @@ from noderuntime.fleet.credential import (
     verify_credential,
 )
 from noderuntime.fleet.tls import check_member_cert
-from noderuntime.identity import Identity
+from noderuntime.identity.keys import Identity
 
 BUNDLE_VERSION = 1
 TOKEN_KIND = "noderuntime-enrollment-token"

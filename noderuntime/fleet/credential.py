@@ -36,9 +36,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from noderuntime.config import validate_id
+from noderuntime.config.model import validate_id
 from noderuntime.errors import ConfigError, CredentialError
-from noderuntime.identity import Identity, public_key_id, verify
+from noderuntime.identity.keys import Identity, public_key_id, verify
 
 CREDENTIAL_VERSION = 1
 CREDENTIAL_PREFIX = "nrc1."

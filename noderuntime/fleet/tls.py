@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from noderuntime.errors import EnrollmentError
 from noderuntime.fleet.credential import Credential
-from noderuntime.identity import Identity
+from noderuntime.identity.keys import Identity
 
 CA_VALIDITY_DAYS = 20 * 365
 MEMBER_CERT_VALIDITY_DAYS = 10 * 365

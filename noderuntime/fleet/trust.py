@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from noderuntime import identity
 from noderuntime.errors import CredentialError, EnrollmentError, FleetError, NotEnrolledError
 from noderuntime.fleet.bundle import EnrollmentBundle, write_atomic
 from noderuntime.fleet.credential import (
@@ -34,6 +33,7 @@ from noderuntime.fleet.credential import (
     verify_credential,
 )
 from noderuntime.fleet.tls import check_member_cert, member_san
+from noderuntime.identity import keys as identity
 
 FLEET_SUBDIR = "fleet"
 TRUST_FILE = "trust.json"
@@ -41,7 +41,7 @@ CA_FILE = "ca.crt"
 NODE_CRED_FILE = "node.cred"
 NODE_CERT_FILE = "node.crt"
 MEMBERS_DIR = "members"
-IDENTITY_FILE = "identity.key"  # same name as noderuntime.config.IDENTITY_FILE
+IDENTITY_FILE = "identity.key"  # same name as noderuntime.config.model.IDENTITY_FILE
 
 
 @dataclass(frozen=True)

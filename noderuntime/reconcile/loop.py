@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from noderuntime.config import NodeConfig
+from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
-from noderuntime.desired import DesiredState, DesiredWorkload, compute_desired
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError, RuntimeUnavailableError
+from noderuntime.reconcile.desired import DesiredState, DesiredWorkload, compute_desired
 from noderuntime.reconcile.executor import ImagePulling, describe, execute, pull_failed
 from noderuntime.reconcile.plan import (
     Action,

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-from noderuntime.config import IMAGE_PULL_STALL_TIMEOUT_S
+from noderuntime.config.model import IMAGE_PULL_STALL_TIMEOUT_S
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError
 from noderuntime.runtime.base import ContainerRuntime
 

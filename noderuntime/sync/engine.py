@@ -49,7 +49,7 @@ from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector, unit
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate, StoredUpdate
 from noderuntime.errors import NatsServerError
-from noderuntime.identity import Identity
+from noderuntime.identity.keys import Identity
 from noderuntime.sync import protocol
 from noderuntime.sync.acl import (
     ROLE_HUB,

@@ -40,13 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from noderuntime.config.peers import parse_peer_url
 from noderuntime.errors import NatsServerError
 from noderuntime.version import find_nats_server
 
 if TYPE_CHECKING:
-    from noderuntime.config import NodeConfig
+    from noderuntime.config.model import NodeConfig
     from noderuntime.fleet.trust import FleetTrust
 
 NATS_SUBDIR = "nats"
@@ -62,7 +62,6 @@ RESTART_BACKOFF_MAX_S = 30.0
 RESTART_BACKOFF_RESET_S = 60.0
 STDERR_TAIL_LINES = 40
 MONITOR_TIMEOUT_S = 3.0
-PEER_SCHEMES = ("nats-leaf", "tls", "nats")
 PR_SET_PDEATHSIG = 1
 
 
@@ -150,24 +149,6 @@ def settings_for_node(config: NodeConfig, trust: FleetTrust) -> NatsServerSettin
             member_name=trust.member_san,
         ),
     )
-
-
-def parse_peer_url(url: str) -> tuple[str, int]:
-    """(host, port) of a peer URL ``nats-leaf://HOST:PORT``; raise ValueError if invalid."""
-    parts = urlsplit(url)
-    if parts.scheme not in PEER_SCHEMES:
-        raise ValueError(f"peer URL {url!r} must start with nats-leaf:// (or tls://)")
-    if parts.username or parts.password:
-        raise ValueError(f"peer URL {url!r} must not carry credentials (mutual TLS is used)")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"peer URL {url!r} has an invalid port") from None
-    if not parts.hostname or port is None:
-        raise ValueError(f"peer URL {url!r} needs a host and a port, e.g. nats-leaf://HOST:7422")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"peer URL {url!r} must be just scheme://HOST:PORT")
-    return parts.hostname, port
 
 
 def _q(value: str | Path) -> str:

@@ -31,7 +31,7 @@ from noderuntime.crdt.envelope import signing_input, size_problem
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate
 from noderuntime.errors import UpdateRejectedError
-from noderuntime.identity import verify
+from noderuntime.identity.keys import verify
 from noderuntime.sync.acl import DocRef, MemberLike, Trust, may_write, parse_doc
 from noderuntime.sync.protocol import WireUpdate
 

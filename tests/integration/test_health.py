@@ -18,7 +18,6 @@ from podman_helpers import (
     unique,
 )
 
-from noderuntime.health import HealthMonitor, probe_addresses
 from noderuntime.runtime.base import (
     ContainerState,
     ObservedContainer,
@@ -26,6 +25,7 @@ from noderuntime.runtime.base import (
     ProbeKind,
     ProbeSpec,
 )
+from noderuntime.runtime.health import HealthMonitor, probe_addresses
 from noderuntime.runtime.podman import PodmanRuntime
 
 pytestmark = pytest.mark.podman

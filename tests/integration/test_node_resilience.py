@@ -18,7 +18,7 @@ from noderuntime.api.client import ApiClient
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import DaemonNotRunningError
-from noderuntime.identity import load_key
+from noderuntime.identity.keys import load_key
 
 pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
 

@@ -32,7 +32,7 @@ import pytest
 from appliance import REPO, Appliance
 
 import noderuntime
-from noderuntime.technicians import hash_pin
+from noderuntime.identity.technicians import hash_pin
 from tests.integration.node_harness import running_node, wait_for, workload_yaml
 
 # Cold (no cached base, no binary): ~35 s PyInstaller + ~50 s debootstrap; then ~10 s.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from noderuntime.errors import PermissionDeniedError
-from noderuntime.technicians import TechnicianStore, hash_pin
+from noderuntime.identity.technicians import TechnicianStore, hash_pin
 
 FIRSTBOOT = Path(__file__).resolve().parents[2] / "packaging" / "firstboot.sh"
 

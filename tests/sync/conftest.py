@@ -16,7 +16,7 @@ from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate, SQLiteStore
-from noderuntime.identity import Identity
+from noderuntime.identity.keys import Identity
 from noderuntime.sync.engine import SyncEngine, SyncSettings
 from tests.sync.natsfixtures import FakeTrust, NatsServer
 

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from noderuntime import identity
-from noderuntime.identity import Identity
+from noderuntime.identity import keys as identity
+from noderuntime.identity.keys import Identity
 
 NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
 

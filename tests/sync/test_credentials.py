@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from noderuntime.cli import main
+from noderuntime.cli.main import main
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.fleet import FleetAuthority, FleetTrust
 from noderuntime.fleet.authority import write_bundle
 from noderuntime.fleet.credential import MemberRole
-from noderuntime.identity import load_key
+from noderuntime.identity.keys import load_key
 from noderuntime.sync.engine import SyncEngine, SyncSettings
 from tests.sync.conftest import until
 from tests.sync.natsfixtures import NatsServer

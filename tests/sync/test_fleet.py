@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from noderuntime import identity
-from noderuntime.cli import main
+from noderuntime.cli.main import main
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.errors import CredentialError, EnrollmentError, FleetError, NotEnrolledError
 from noderuntime.fleet import (
@@ -33,6 +32,7 @@ from noderuntime.fleet.credential import (
     sign_credential,
     unb64u,
 )
+from noderuntime.identity import keys as identity
 from noderuntime.sync.acl import parse_doc
 from noderuntime.sync.protocol import WireUpdate
 from noderuntime.sync.verify import Cause, check_signed, check_update

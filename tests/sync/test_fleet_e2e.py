@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from noderuntime import identity
 from noderuntime.crdt.envelope import signing_input
+from noderuntime.identity import keys as identity
 from noderuntime.sync import protocol
 from tests.integration.node_harness import podman, wait_for, workload_yaml
 from tests.sync.fleet_harness import FleetNode, fleet_cli

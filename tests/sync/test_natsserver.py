@@ -18,9 +18,9 @@ from pathlib import Path
 import nats
 import pytest
 
-from noderuntime import identity
 from noderuntime.errors import NatsServerError
 from noderuntime.fleet import FleetAuthority, FleetTrust, install_bundle
+from noderuntime.identity import keys as identity
 from noderuntime.sync.natsserver import LeafTLS, NatsServer, NatsServerSettings
 
 REPO = Path(__file__).resolve().parents[2]

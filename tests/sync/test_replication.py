@@ -15,12 +15,12 @@ from typing import Any
 import nats
 import pytest
 
-from noderuntime import identity
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import UpdateRejectedError
+from noderuntime.identity import keys as identity
 from noderuntime.sync import protocol
 from noderuntime.sync.engine import SyncEngine, SyncSettings
 from noderuntime.sync.protocol import WireUpdate
@@ -150,7 +150,9 @@ async def test_forged_tampered_replayed_unknown_unauthorised_oversized(cluster: 
     await hub.state.write("fleet", put("web", "v1"))
     await until(lambda: all("web" in n.workloads() for n in nodes))
     (genuine,) = await hub.state._store.updates_since("fleet", 0)
-    stranger = __import__("noderuntime.identity", fromlist=["generate"]).generate("operator:eve")
+    stranger = __import__("noderuntime.identity.keys", fromlist=["generate"]).generate(
+        "operator:eve"
+    )
 
     # Build updates on a scratch copy of the fleet doc so they would apply cleanly.
     def signed(doc: str, author: str, key: object, image: str) -> WireUpdate:

@@ -15,7 +15,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from noderuntime.config import NodeConfig
+from noderuntime.config.model import NodeConfig
 from noderuntime.fleet import FleetAuthority, FleetTrust
 from noderuntime.sync import protocol
 from noderuntime.sync.natsserver import (

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from noderuntime import identity
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate, SQLiteStore, StoredUpdate
 from noderuntime.errors import UpdateRejectedError
+from noderuntime.identity import keys as identity
 from noderuntime.sync.verify import submit_signed
 from tests.sync.conftest import put
 from tests.sync.natsfixtures import FakeTrust

@@ -25,7 +25,7 @@ from node_harness import NodeProcess, running_node, wait_for, workload_yaml
 from tui_helpers import screen_text, settle, wait_until
 
 from noderuntime.api.client import ApiClient
-from noderuntime.config import NodePaths, load_config
+from noderuntime.config.model import NodePaths, load_config
 from tui.app import NodeRuntimeApp
 from tui.screens.confirm import ConfirmActionScreen
 from tui.screens.detail import WorkloadDetailScreen

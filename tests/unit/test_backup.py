@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from noderuntime import cli
-from noderuntime.backup import BackupError, restore
+from noderuntime.cli import main as cli
+from noderuntime.host.backup import BackupError, restore
 
 
 def _init(data_dir: Path) -> None:

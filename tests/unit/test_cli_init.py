@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from noderuntime.cli import EXIT_OK, EXIT_USAGE, main
-from noderuntime.technicians import TechnicianStore, hash_pin
+from noderuntime.cli.main import EXIT_OK, EXIT_USAGE, main
+from noderuntime.identity.technicians import TechnicianStore, hash_pin
 
 
 def test_init_that_fails_late_leaves_nothing_behind_and_can_be_retried(

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from noderuntime.crdt.schema import FleetView, NodeView, StateSnapshot
-from noderuntime.desired import check_override, compute_desired
 from noderuntime.errors import PolicyError, SpecError
+from noderuntime.reconcile.desired import check_override, compute_desired
 from noderuntime.spec import canonical_dict, parse_workloads
 
 WEB = """

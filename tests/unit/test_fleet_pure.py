@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from noderuntime import identity
-from noderuntime.config import NodeConfig
+from noderuntime.config.model import NodeConfig
+from noderuntime.config.peers import parse_peer_url
 from noderuntime.errors import ConfigError, CredentialError, NatsServerError
 from noderuntime.fleet.credential import (
     Credential,
@@ -18,7 +18,8 @@ from noderuntime.fleet.credential import (
     sign_credential,
     verify_credential,
 )
-from noderuntime.sync.natsserver import LeafTLS, NatsServerSettings, parse_peer_url, render_config
+from noderuntime.identity import keys as identity
+from noderuntime.sync.natsserver import LeafTLS, NatsServerSettings, render_config
 
 TLS = LeafTLS(Path("/d/node.crt"), Path("/d/identity.key"), Path("/d/ca.crt"), "member.f.invalid")
 
@@ -157,7 +158,7 @@ def test_config_quotes_strings() -> None:
 
 
 def test_daemon_finds_enrolment_without_importing_the_fleet_package() -> None:
-    from noderuntime.daemon import FLEET_TRUST_FILE
     from noderuntime.fleet.trust import FLEET_SUBDIR, TRUST_FILE
+    from noderuntime.node.daemon import FLEET_TRUST_FILE
 
     assert str(FLEET_TRUST_FILE) == f"{FLEET_SUBDIR}/{TRUST_FILE}"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noderuntime.doctor import Status, check_host_config
-from noderuntime.hostsetup import HostFacts, apply_fixes, cgroup_layout, needed_fixes, render_dropin
+from noderuntime.host.doctor import Status, check_host_config
+from noderuntime.host.hostsetup import (
+    HostFacts,
+    apply_fixes,
+    cgroup_layout,
+    needed_fixes,
+    render_dropin,
+)
 
 NORMAL = HostFacts(
     "v2", nofile_hard=1_048_576, nproc_hard=4_194_304, cap_sys_resource=True, runc_installed=False

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from noderuntime import identity
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore, NewUpdate, SQLiteStore
 from noderuntime.errors import StoreError
+from noderuntime.identity import keys as identity
 
 IDENT = identity.generate("node:n1")
 

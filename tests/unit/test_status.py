@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from noderuntime.api.views import workload_view
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.reconcile.plan import Backoff, PlanContext, PlannedWorkload, next_backoff
 from noderuntime.reconcile.status import Derived, Phase, derive
 from noderuntime.runtime.base import ContainerSpec, ContainerState, ObservedContainer
-from noderuntime.views import workload_view
 
 NOW = 10_000.0
 BOOT = 1_000.0

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from noderuntime import identity
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import StoreError
+from noderuntime.identity import keys as identity
 from tui import model
 
 IDENT = identity.generate("node:n1")

@@ -146,7 +146,7 @@ def apply_fixes(fixes: list[Fix], base: Path = DROPIN_DIR) -> Path | None:
 
 
 def main() -> int:
-    """`python -m noderuntime.hostsetup`: used by scripts/setup.sh before Podman is first used."""
+    """`python -m noderuntime.host.hostsetup`: run by scripts/setup.sh before Podman is used."""
     fixes = needed_fixes(gather_facts())
     path = apply_fixes(fixes)
     if path is None:

@@ -1,7 +1,7 @@
 """`noderuntime doctor`: check the host and say what to fix.
 
 Each check is independent and returns a verdict with a one-line fix; nothing here changes the
-host unless ``--fix`` is given (then only the Podman drop-in of :mod:`noderuntime.hostsetup`).
+host unless ``--fix`` is given (then only the Podman drop-in of :mod:`noderuntime.host.hostsetup`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noderuntime import hostsetup
+from noderuntime.host import hostsetup
 from noderuntime.version import find_nats_server
 
 DISK_FAIL_BYTES = 100 * 1024 * 1024

@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any
 from noderuntime import __version__
 from noderuntime.api.handlers import build_routes
 from noderuntime.api.server import ApiServer
-from noderuntime.config import NodeConfig, NodePaths, check_socket_path
+from noderuntime.config.model import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import ConfigError
-from noderuntime.health import HealthMonitor
-from noderuntime.identity import Identity, load_key
+from noderuntime.identity.keys import Identity, load_key
+from noderuntime.identity.technicians import TechnicianStore
 from noderuntime.reconcile.loop import Reconciler, phase_counts
+from noderuntime.runtime.health import HealthMonitor
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
-from noderuntime.technicians import TechnicianStore
 
 if TYPE_CHECKING:
     from noderuntime.fleet.trust import FleetTrust

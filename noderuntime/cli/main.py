@@ -19,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from noderuntime import backup, cli_fleet
+from noderuntime.cli import backup
+from noderuntime.cli import fleet as cli_fleet
+from noderuntime.cli.common import _config_file, _data_dir
 from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -137,21 +139,9 @@ def render_describe(v: dict[str, Any]) -> str:
 # --- commands -----------------------------------------------------------------------------
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    from noderuntime.config import resolve_data_dir
-
-    return resolve_data_dir(args.data_dir)
-
-
-def _config_file(args: argparse.Namespace) -> Path | None:
-    from noderuntime.config import resolve_config_file
-
-    return resolve_config_file(args.config, _data_dir(args))
-
-
 def _client(args: argparse.Namespace) -> Any:
     from noderuntime.api.client import ApiClient
-    from noderuntime.config import NodePaths, load_config
+    from noderuntime.config.model import NodePaths, load_config
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))
@@ -167,8 +157,7 @@ def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None =
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from noderuntime import identity
-    from noderuntime.config import (
+    from noderuntime.config.model import (
         NodeConfig,
         NodePaths,
         Role,
@@ -179,7 +168,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     from noderuntime.errors import AlreadyInitializedError
     from noderuntime.fleet.credential import node_principal
-    from noderuntime.technicians import TechnicianStore, parse_technician_arg
+    from noderuntime.identity import keys as identity
+    from noderuntime.identity.technicians import TechnicianStore, parse_technician_arg
 
     data_dir = _data_dir(args)
     config_file = _config_file(args)
@@ -233,8 +223,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from noderuntime.config import load_config
-    from noderuntime.daemon import run_forever
+    from noderuntime.config.model import load_config
+    from noderuntime.node.daemon import run_forever
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))
@@ -528,7 +518,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from noderuntime.doctor import fix_host, render_checks, run_checks
+    from noderuntime.host.doctor import fix_host, render_checks, run_checks
 
     if args.fix:
         for line in fix_host():
@@ -537,7 +527,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     socket_path = None
     podman_bin = "podman"
     try:
-        from noderuntime.config import NodePaths, load_config
+        from noderuntime.config.model import NodePaths, load_config
 
         config = load_config(data_dir, _config_file(args))
         podman_bin = config.podman_bin
@@ -565,8 +555,8 @@ def _read_pin(args: argparse.Namespace, who: str) -> str:
 
 
 def cmd_technician(args: argparse.Namespace) -> int:
-    from noderuntime.config import load_config
-    from noderuntime.technicians import TechnicianStore, hash_pin, parse_technician_arg
+    from noderuntime.config.model import load_config
+    from noderuntime.identity.technicians import TechnicianStore, hash_pin, parse_technician_arg
 
     if args.tech_cmd == "hash":
         # Needs no node: an appliance builder runs it to fill a provisioning file.
@@ -602,7 +592,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from noderuntime.config import NodePaths, load_config
+    from noderuntime.config.model import NodePaths, load_config
     from tui.app import run_tui
 
     data_dir = _data_dir(args)

@@ -1,5 +1,5 @@
 """CLI commands for fleet identity: ``fleet init|enroll|add-operator|show``, ``enroll``, and the
-enrolment options of ``init``. Hooked into :func:`noderuntime.cli.build_parser`.
+enrolment options of ``init``. Hooked into :func:`noderuntime.cli.main.build_parser`.
 
 Which enrolment path to use:
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 # Heavy imports (cryptography) happen inside the commands: the CLI must start fast.
 if TYPE_CHECKING:
     from noderuntime.fleet.bundle import EnrollmentBundle
-    from noderuntime.identity import Identity
+    from noderuntime.identity.keys import Identity
 
 AS_ENV = "NODERUNTIME_AS"  # same as noderuntime.fleet.authority.AS_ENV
 EXIT_OK = 0
@@ -114,13 +114,13 @@ def cmd_fleet_show(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from noderuntime import identity
-    from noderuntime.cli import _config_file, _data_dir
-    from noderuntime.config import load_config
+    from noderuntime.cli.common import _config_file, _data_dir
+    from noderuntime.config.model import load_config
     from noderuntime.errors import EnrollmentError
     from noderuntime.fleet.bundle import read_bundle
     from noderuntime.fleet.credential import MemberRole, node_principal
     from noderuntime.fleet.trust import install_bundle, show_public_key
+    from noderuntime.identity import keys as identity
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))

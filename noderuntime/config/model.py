@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from noderuntime.config.peers import parse_peer_url
 from noderuntime.errors import ConfigError, NotInitializedError
 
 DEFAULT_DATA_DIR = Path("/var/lib/noderuntime")
@@ -188,8 +189,6 @@ class NodeConfig(BaseModel):
     @field_validator("peers", "site_peers")
     @classmethod
     def _peers(cls, v: list[str]) -> list[str]:
-        from noderuntime.sync.natsserver import parse_peer_url
-
         for url in v:
             try:
                 parse_peer_url(url)

@@ -20,7 +20,6 @@ key: it is written 0600 and must be kept like the key itself.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     import tarfile
 
 from noderuntime import __version__
-from noderuntime.config import (
+from noderuntime.config.model import (
     API_SOCKET_FILE,
     CONFIG_FILE,
     IDENTITY_FILE,
@@ -211,47 +210,3 @@ def _restore_from(
         os.chmod(tmp, 0o640 if target == config_file else 0o600)
         os.replace(tmp, target)
     return str(manifest.get("nodeId", "?"))
-
-
-# --- CLI ----------------------------------------------------------------------------------------
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    from noderuntime.cli import _config_file, _data_dir
-
-    data_dir = _data_dir(args)
-    config_file = _config_file(args) or data_dir / CONFIG_FILE
-    out = Path(args.output).expanduser().absolute()
-    if out.exists() and not args.force:
-        raise BackupError(f"{out} exists; choose another file or add --force")
-    m = backup(data_dir, config_file, out)
-    print(
-        f"backed up node {m['nodeId']} (site {m['site']}, store schema {m['storeSchema']}) "
-        f"to {out}; it holds the node's private key: keep it like the key"
-    )
-    return 0
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    from noderuntime.cli import _config_file, _data_dir
-
-    data_dir = _data_dir(args)
-    node = restore(
-        Path(args.archive).expanduser().absolute(),
-        data_dir,
-        _config_file(args),
-        force=args.force,
-    )
-    print(f"restored node {node} into {data_dir}; start it with `systemctl start noderuntime`")
-    return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    s = sub.add_parser("backup", help="write a consistent backup of this node's data")
-    s.add_argument("-o", "--output", required=True, help="archive to write (.tar.gz)")
-    s.add_argument("--force", action="store_true", help="overwrite the archive if it exists")
-    s.set_defaults(func=cmd_backup)
-    s = sub.add_parser("restore", help="restore a backup into the data dir (node stopped)")
-    s.add_argument("archive", help="a file written by `noderuntime backup`")
-    s.add_argument("--force", action="store_true", help="replace the node that is there")
-    s.set_defaults(func=cmd_restore)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from noderuntime.crdt.schema import StatusRecord
-from noderuntime.desired import DesiredWorkload
+from noderuntime.reconcile.desired import DesiredWorkload
 from noderuntime.spec import canonical_dict
 
 

@@ -1,0 +1,1 @@
+"""Node configuration: the validated node.yaml value object, peer URLs, where things live."""
