@@ -25,6 +25,8 @@ from typing import Any
 
 from pycrdt import Doc, Map
 
+from noderuntime import codec
+
 FLEET_DOC = "fleet"
 WORKLOADS = "workloads"
 LOCKS = "locks"
@@ -88,7 +90,9 @@ class StatusRecord:
 
     @classmethod
     def from_json(cls, text: str) -> StatusRecord:
-        d = json.loads(text)
+        d = codec.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("a status record is a JSON object")
         exit_code = d.get("exitCode")
         retry_at = d.get("retryAt")  # absent in records written before it existed
         enabled_at = d.get("enabledAt")
@@ -107,6 +111,23 @@ class StatusRecord:
             enabled=bool(d.get("enabled", not was_disabled)),
             enabled_at=float(enabled_at) if enabled_at is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A stored record no reader can use (malformed, too deep, too large): set aside, reported.
+
+    One bad record must not stop a site: readers skip it, views and the reconciler go on with
+    everything else, and ``status`` names it so an operator can remove it.
+    """
+
+    doc: str
+    map: str
+    key: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"doc": self.doc, "map": self.map, "key": self.key, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,7 @@ class StateSnapshot:
     fleet: FleetView
     site_overrides: Mapping[str, Mapping[str, Any]]
     node: NodeView
+    quarantined: tuple[Quarantined, ...] = ()
 
 
 def _map(doc: Doc[Any], name: str) -> Map[Any]:
@@ -137,49 +159,69 @@ def _map(doc: Doc[Any], name: str) -> Map[Any]:
     return m
 
 
-def _json_entries(doc: Doc[Any], name: str) -> dict[str, Any]:
+# Where a reader reports records it set aside: (map, key, reason). Readers take an optional list
+# so callers that only want the values (tests, one-off reads) need not care.
+Bad = list[tuple[str, str, str]]
+
+
+def _json_entries(doc: Doc[Any], name: str, bad: Bad | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in _map(doc, name).items():
         try:
-            out[str(key)] = json.loads(raw)
-        except (TypeError, ValueError):
-            # A value we can't read must not take the node down; it is skipped and logged.
-            log.warning("skipping unreadable %s entry %r", name, key)
+            if not isinstance(raw, str):
+                raise codec.DecodeError(f"a {type(raw).__name__}, not a JSON string")
+            out[str(key)] = codec.loads(raw)
+        except codec.DecodeError as exc:
+            # A value we can't read must not take the node down: it is set aside and reported.
+            _set_aside(bad, name, str(key), str(exc))
     return out
 
 
-def _overrides(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
+def _set_aside(bad: Bad | None, name: str, key: str, reason: str) -> None:
+    if bad is not None:
+        bad.append((name, key[:200], reason[:200]))
+    log.debug("setting aside unreadable %s entry %.200r: %s", name, key, reason)
+
+
+def _overrides(doc: Doc[Any], bad: Bad | None = None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for key, value in _json_entries(doc, OVERRIDES).items():
+    for key, value in _json_entries(doc, OVERRIDES, bad).items():
         workload, sep, field_path = key.partition("/")
         if sep and workload and field_path:
             out.setdefault(workload, {})[field_path] = value
     return out
 
 
-def read_fleet(doc: Doc[Any]) -> FleetView:
-    workloads = {k: v for k, v in _json_entries(doc, WORKLOADS).items() if isinstance(v, dict)}
+def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
+    workloads: dict[str, Mapping[str, Any]] = {}
+    for k, v in _json_entries(doc, WORKLOADS, bad).items():
+        if isinstance(v, dict):
+            workloads[k] = v
+        else:
+            _set_aside(bad, WORKLOADS, k, "a workload is a JSON object")
     locks: dict[str, frozenset[str]] = {}
-    for k, v in _json_entries(doc, LOCKS).items():
+    for k, v in _json_entries(doc, LOCKS, bad).items():
         if isinstance(v, list):
             locks[k] = frozenset(str(x) for x in v)
+        else:
+            _set_aside(bad, LOCKS, k, "a lock is a JSON list of fields")
     return FleetView(workloads=workloads, locks=locks)
 
 
-def read_site(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
-    return _overrides(doc)
+def read_site(doc: Doc[Any], bad: Bad | None = None) -> dict[str, dict[str, Any]]:
+    return _overrides(doc, bad)
 
 
-def read_node(doc: Doc[Any]) -> NodeView:
+def read_node(doc: Doc[Any], bad: Bad | None = None) -> NodeView:
     status: dict[str, StatusRecord] = {}
     for key, raw in _map(doc, STATUS).items():
         try:
             status[str(key)] = StatusRecord.from_json(raw)
-        except (TypeError, ValueError, KeyError):
-            log.warning("skipping unreadable status entry %r", key)
-    info = _json_entries(doc, INFO).get("node", {})
+        except (TypeError, ValueError, KeyError) as exc:
+            _set_aside(bad, STATUS, str(key), str(exc) or type(exc).__name__)
+    info = _json_entries(doc, INFO, bad).get("node", {})
     return NodeView(
-        overrides=_overrides(doc), status=status, info=info if isinstance(info, dict) else {}
+        overrides=_overrides(doc, bad), status=status, info=info if isinstance(info, dict) else {}
     )
 
 

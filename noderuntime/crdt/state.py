@@ -154,6 +154,7 @@ class StateStore:
         self.ingested = 0
         self.duplicates = 0
         self._generation = 0
+        self._quarantine_logged: frozenset[schema.Quarantined] = frozenset()
         self._snapshot: schema.StateSnapshot | None = None
         self._pending: dict[str, int] = {}
         self._last_seq: dict[str, int] = {}
@@ -438,14 +439,37 @@ class StateStore:
         self._generation += 1
         self._snapshot = None
 
+    def _report_quarantine(self, records: tuple[schema.Quarantined, ...]) -> None:
+        """Log each record set aside once, at error level, not once per snapshot."""
+        current = frozenset(records)
+        for record in current - self._quarantine_logged:
+            self._log.error(
+                "record %s %s %.200r set aside (%s); everything else goes on. Remove it with "
+                "`noderuntime record rm %s %s KEY`",
+                record.doc,
+                record.map,
+                record.key,
+                record.reason,
+                record.doc,
+                record.map,
+            )
+        self._quarantine_logged = current
+
     def snapshot(self) -> schema.StateSnapshot:
         if self._snapshot is None or self._snapshot.generation != self._generation:
+            bad: dict[str, schema.Bad] = {self.fleet_doc: [], self.site_doc: [], self.node_doc: []}
             self._snapshot = schema.StateSnapshot(
                 generation=self._generation,
-                fleet=schema.read_fleet(self._docs[self.fleet_doc]),
-                site_overrides=schema.read_site(self._docs[self.site_doc]),
-                node=schema.read_node(self._docs[self.node_doc]),
+                fleet=schema.read_fleet(self._docs[self.fleet_doc], bad[self.fleet_doc]),
+                site_overrides=schema.read_site(self._docs[self.site_doc], bad[self.site_doc]),
+                node=schema.read_node(self._docs[self.node_doc], bad[self.node_doc]),
+                quarantined=tuple(
+                    schema.Quarantined(doc, name, key, reason)
+                    for doc, entries in bad.items()
+                    for name, key, reason in entries
+                ),
             )
+            self._report_quarantine(self._snapshot.quarantined)
         return self._snapshot
 
     def read(self, name: str, reader: Callable[[Doc[Any]], object]) -> object:
