@@ -31,7 +31,7 @@ LOCKOUT_MAX_S = 3600.0
 _SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
-_NAME_RE = re.compile(r"^[a-z0-9][-a-z0-9_.]{0,31}$")
+_NAME_RE = re.compile(r"^[a-z0-9][-a-z0-9_.]{0,31}\Z")
 
 
 @dataclass
@@ -47,7 +47,7 @@ class TechnicianRecord:
 # A PIN hash as carried in a provisioning file or `init --technician`: the scheme names its
 # parameters, so a later change of cost can still read entries made today.
 PIN_HASH_SCHEME = "scrypt-n14r8p1"
-_PIN_HASH_RE = re.compile(rf"^{PIN_HASH_SCHEME}\$([0-9a-f]{{32}})\$([0-9a-f]{{64}})$")
+_PIN_HASH_RE = re.compile(rf"^{PIN_HASH_SCHEME}\$([0-9a-f]{{32}})\$([0-9a-f]{{64}})\Z")
 
 
 def _hash(pin: str, salt: bytes) -> str:

@@ -33,7 +33,7 @@ SOURCE_NODE = "node"
 
 ENABLED = "enabled"
 _SCALAR_FIELDS = {"image", "command", "args", "restartPolicy", "resources.cpus", "resources.memory"}
-_ENV_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Labels every node matches on, besides its configured ones.
 BUILTIN_NODE_LABEL = "noderuntime.io/node"

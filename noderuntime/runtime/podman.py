@@ -56,7 +56,7 @@ _ERROR_BODY_MAX_BYTES = 64 * 1024
 _FRAME_HEADER = struct.Struct(">BxxxL")
 _FRACTION = re.compile(r"\.(\d+)")
 # What the Podman API accepts as a named volume; anything else is a host path (bind mount).
-_NAMED_VOLUME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_NAMED_VOLUME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 # Exec sessions (health probes!) and attaches change nothing the reconciler looks at.
 _IGNORED_EVENT_PREFIXES = ("exec", "attach", "health_status")
 _UNREACHABLE_HINT = "is `podman system service` running?"

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?\Z")
 
 ROLE_OPERATOR = "operator"
 ROLE_NODE = "node"

@@ -71,3 +71,15 @@ def test_a_poison_status_record_is_set_aside() -> None:
     view = schema.read_node(doc, bad)
     assert list(view.status) == ["ok"]
     assert sorted(key for _, key, _ in bad) == ["bad", "list"]
+
+
+def test_names_with_a_trailing_newline_are_refused() -> None:
+    from noderuntime.config.model import validate_id
+    from noderuntime.errors import ConfigError
+    from noderuntime.sync.acl import parse_doc
+
+    assert parse_doc("site/plant-a") is not None
+    assert parse_doc("site/plant-a\n") is None
+    assert parse_doc("node/n1\n") is None
+    with pytest.raises(ConfigError):
+        validate_id("site", "plant-a\n")
