@@ -208,6 +208,12 @@ class ApiError(NodeRuntimeError):
         return out
 
 
+class InvalidInputError(NodeRuntimeError):
+    """An argument or file given to a command is malformed; the message says which and why."""
+
+    code = "bad_request"
+
+
 class PermissionDeniedError(NodeRuntimeError):
     """The caller may not use this control API route."""
 
@@ -226,6 +232,7 @@ __all__ = [
     "FleetError",
     "IdentityError",
     "ImageNotFoundError",
+    "InvalidInputError",
     "NatsServerError",
     "NodeRuntimeError",
     "NotEnrolledError",

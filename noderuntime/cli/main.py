@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
+from noderuntime import codec
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
 from noderuntime.cli.common import _config_file, _data_dir
-from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
+from noderuntime.errors import DaemonNotRunningError, InvalidInputError, NodeRuntimeError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -455,6 +456,20 @@ def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _override_value(text: str) -> Any:
+    """The VALUE argument of `override set`, read as YAML, bounded like every stored value."""
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else "not valid YAML"
+        raise InvalidInputError(f"override VALUE is {problem}") from None
+    try:
+        codec.check_value(value)
+    except codec.DecodeError as exc:
+        raise InvalidInputError(f"override VALUE is {exc}") from None
+    return value
+
+
 def cmd_override(args: argparse.Namespace) -> int:
     operator = cli_fleet.operator_from_args(args)
     if args.override_cmd == "set":
@@ -462,7 +477,7 @@ def cmd_override(args: argparse.Namespace) -> int:
         params = {
             "workload": args.workload,
             "field": args.field,
-            "value": yaml.safe_load(args.value),
+            "value": _override_value(args.value),
         }
     else:
         method = "overrides.remove"

@@ -83,3 +83,14 @@ def test_names_with_a_trailing_newline_are_refused() -> None:
     assert parse_doc("node/n1\n") is None
     with pytest.raises(ConfigError):
         validate_id("site", "plant-a\n")
+
+
+def test_the_cli_refuses_a_poison_override_value_before_sending(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from noderuntime.cli.main import main
+
+    for value in ("[" * 3000, "[" * 70 + "]" * 70, "&a [*a]"):
+        argv = ["--data-dir", str(tmp_path), "override", "set", "web", "env.A", value]
+        assert main(argv) == 2
+        assert "override VALUE is" in capsys.readouterr().err
