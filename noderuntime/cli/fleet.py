@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from noderuntime.identity.principals import node_principal, operator_principal
+
 # Heavy imports (cryptography) happen inside the commands: the CLI must start fast.
 if TYPE_CHECKING:
     from noderuntime.fleet.bundle import EnrollmentBundle
@@ -45,7 +47,9 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
     auth = FleetAuthority.init(_path(args.dir), name)
     print(f"created fleet {auth.fleet_id} in {auth.dir}")
     print(f"  root key  {auth.dir / 'root.key'} (0600): keep it offline and backed up")
-    print(f"  operator  operator:{name}; sign changes with `--as {auth.dir}` or {AS_ENV}")
+    print(
+        f"  operator  {operator_principal(name)}; sign changes with `--as {auth.dir}` or {AS_ENV}"
+    )
     print(f"enrol nodes with `noderuntime fleet enroll NODE_ID --site SITE --dir {auth.dir} -o T`")
     return EXIT_OK
 
@@ -86,7 +90,7 @@ def cmd_fleet_add_operator(args: argparse.Namespace) -> int:
 
     auth = FleetAuthority.open(_path(args.dir))
     target, _ = auth.add_operator(args.name, _path(args.output) if args.output else None)
-    print(f"operator:{args.name} enrolled in {auth.fleet_id}; profile in {target}")
+    print(f"{operator_principal(args.name)} enrolled in {auth.fleet_id}; profile in {target}")
     print("  it holds the operator's PRIVATE key: hand it over securely")
     print(f"  sign changes with `noderuntime --as {target} apply -f FILE` (or {AS_ENV}={target})")
     return EXIT_OK
@@ -118,7 +122,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from noderuntime.config.model import load_config
     from noderuntime.errors import EnrollmentError
     from noderuntime.fleet.bundle import read_bundle
-    from noderuntime.fleet.credential import MemberRole, node_principal
+    from noderuntime.fleet.credential import MemberRole
     from noderuntime.fleet.trust import install_bundle, show_public_key
     from noderuntime.identity import keys as identity
 
@@ -180,7 +184,7 @@ def prepare_init_enrollment(args: argparse.Namespace) -> InitEnrollment:
     """Read and check ``--enroll TOKEN`` against ``--node-id/--site/--role`` (writes nothing)."""
     from noderuntime.errors import EnrollmentError
     from noderuntime.fleet.bundle import read_bundle
-    from noderuntime.fleet.credential import MemberRole, node_principal
+    from noderuntime.fleet.credential import MemberRole
 
     if not getattr(args, "enroll", None):
         return InitEnrollment(None)
@@ -193,8 +197,8 @@ def prepare_init_enrollment(args: argparse.Namespace) -> InitEnrollment:
     cred = bundle.credential
     if cred.principal != node_principal(args.node_id):
         raise EnrollmentError(
-            f"{args.enroll} enrols {cred.principal}, not node:{args.node_id}; use the token made "
-            f"for this node, or --node-id {cred.name}"
+            f"{args.enroll} enrols {cred.principal}, not {node_principal(args.node_id)}; use "
+            f"the token made for this node, or --node-id {cred.name}"
         )
     if cred.site != args.site:
         raise EnrollmentError(

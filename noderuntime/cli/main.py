@@ -168,8 +168,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         validate_id,
     )
     from noderuntime.errors import AlreadyInitializedError
-    from noderuntime.fleet.credential import node_principal
     from noderuntime.identity import keys as identity
+    from noderuntime.identity.principals import node_principal
     from noderuntime.identity.technicians import TechnicianStore, parse_technician_arg
 
     data_dir = _data_dir(args)

@@ -38,8 +38,6 @@ from noderuntime.fleet.credential import (
     b64u,
     decode_credential,
     fleet_id_for,
-    node_principal,
-    operator_principal,
     sign_credential,
     unb64u,
     verify_credential,
@@ -47,6 +45,7 @@ from noderuntime.fleet.credential import (
 from noderuntime.fleet.tls import issue_member_cert, make_ca
 from noderuntime.identity import keys as identity
 from noderuntime.identity.keys import Identity
+from noderuntime.identity.principals import node_principal, operator_principal
 
 FLEET_FILE = "fleet.json"
 ROOT_KEY_FILE = "root.key"

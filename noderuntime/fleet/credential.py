@@ -39,6 +39,7 @@ from typing import Any
 from noderuntime.config.model import validate_id
 from noderuntime.errors import ConfigError, CredentialError
 from noderuntime.identity.keys import Identity, public_key_id, verify
+from noderuntime.identity.principals import NODE, OPERATOR, parse_principal
 
 CREDENTIAL_VERSION = 1
 CREDENTIAL_PREFIX = "nrc1."
@@ -78,14 +79,6 @@ def fleet_id_for(root_public_key: bytes) -> str:
     return "fleet-" + base64.b32encode(digest[:10]).decode().lower()
 
 
-def node_principal(node_id: str) -> str:
-    return f"node:{node_id}"
-
-
-def operator_principal(name: str) -> str:
-    return f"operator:{name}"
-
-
 def canonical_json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -110,7 +103,8 @@ class Credential:
     @property
     def name(self) -> str:
         """The principal without its kind: the node id or the operator name."""
-        return self.principal.split(":", 1)[1]
+        parsed = parse_principal(self.principal)
+        return parsed[1] if parsed is not None else self.principal
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -134,9 +128,10 @@ class Credential:
 
 def check_claims(cred: Credential) -> None:
     """Raise :class:`CredentialError` unless the claims are internally consistent."""
-    kind, sep, name = cred.principal.partition(":")
-    if not sep:
+    parsed = parse_principal(cred.principal)
+    if parsed is None:
         raise CredentialError(f"principal {cred.principal!r} must be node:ID or operator:NAME")
+    kind, name = parsed
     try:
         validate_id("principal name", name)
         if cred.site is not None:
@@ -144,9 +139,9 @@ def check_claims(cred: Credential) -> None:
     except ConfigError as exc:
         raise CredentialError(str(exc)) from None
     if cred.role is MemberRole.OPERATOR:
-        if kind != "operator" or cred.site is not None:
+        if kind != OPERATOR or cred.site is not None:
             raise CredentialError("an operator credential needs operator:NAME and no site")
-    elif kind != "node" or cred.site is None:
+    elif kind != NODE or cred.site is None:
         raise CredentialError(f"a {cred.role.value} credential needs node:ID and a site")
     if len(cred.public_key) != 32:
         raise CredentialError("credential public key is not a 32-byte Ed25519 key")

@@ -28,12 +28,12 @@ from noderuntime.fleet.credential import (
     MemberRole,
     b64u,
     fleet_id_for,
-    node_principal,
     unb64u,
     verify_credential,
 )
 from noderuntime.fleet.tls import check_member_cert, member_san
 from noderuntime.identity import keys as identity
+from noderuntime.identity.principals import node_principal
 
 FLEET_SUBDIR = "fleet"
 TRUST_FILE = "trust.json"

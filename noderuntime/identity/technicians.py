@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from noderuntime.errors import ConfigError, PermissionDeniedError
+from noderuntime.identity.principals import technician_principal
 
 TECHNICIANS_FILE = "technicians.json"
 MIN_PIN_LENGTH = 4
@@ -97,10 +98,6 @@ def parse_technician_arg(text: str) -> tuple[str, str, str]:
     return name, m.group(1), m.group(2)
 
 
-def principal(name: str) -> str:
-    return f"technician:{name}"
-
-
 class TechnicianStore:
     def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = data_dir / TECHNICIANS_FILE
@@ -172,7 +169,7 @@ class TechnicianStore:
                 rec.failures = 0
                 rec.lockouts = 0
                 self._save(records)
-            return principal(name)
+            return technician_principal(name)
         rec.failures += 1
         left = MAX_FAILURES - rec.failures
         if rec.failures >= MAX_FAILURES:

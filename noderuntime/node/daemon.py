@@ -29,6 +29,7 @@ from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import ConfigError
 from noderuntime.identity.keys import Identity, load_key
+from noderuntime.identity.principals import node_principal
 from noderuntime.identity.technicians import TechnicianStore
 from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.runtime.health import HealthMonitor
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
 SHUTDOWN_TIMEOUT_S = 20.0
 FLEET_TRUST_FILE = Path("fleet") / "trust.json"
 LOCK_FILE = "node.lock"
-
-
-def node_principal(node_id: str) -> str:
-    return f"node:{node_id}"
 
 
 class Node:

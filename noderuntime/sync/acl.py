@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from noderuntime.identity.principals import node_id_of
+
 _ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?\Z")
 
 ROLE_OPERATOR = "operator"
@@ -80,11 +82,6 @@ def parse_doc(name: str) -> DocRef | None:
     if kind == "node":
         return DocRef(DocKind.NODE, ident)
     return None
-
-
-def node_id_of(principal: str) -> str | None:
-    kind, sep, ident = principal.partition(":")
-    return ident if sep and kind == "node" else None
 
 
 def may_write(doc: DocRef, member: MemberLike) -> bool:

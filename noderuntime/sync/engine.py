@@ -50,6 +50,7 @@ from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate, StoredUpdate
 from noderuntime.errors import NatsServerError
 from noderuntime.identity.keys import Identity
+from noderuntime.identity.principals import node_id_of, node_principal
 from noderuntime.sync import protocol
 from noderuntime.sync.acl import (
     ROLE_HUB,
@@ -60,7 +61,6 @@ from noderuntime.sync.acl import (
     doc_site,
     holds,
     may_read,
-    node_id_of,
     parse_doc,
 )
 from noderuntime.sync.natsserver import http_get_json
@@ -118,7 +118,7 @@ class SyncSettings:
 
     @property
     def principal(self) -> str:
-        return f"node:{self.node_id}"
+        return node_principal(self.node_id)
 
 
 @dataclass
@@ -458,7 +458,7 @@ class SyncEngine:
     def _site_of_node(self, node_id: str) -> str | None:
         if node_id == self.settings.node_id:
             return self.settings.site
-        member = self.trust.member(f"node:{node_id}")
+        member = self.trust.member(node_principal(node_id))
         if member is not None and member.site:
             return member.site
         peer = self.peers.get(node_id)
@@ -661,7 +661,7 @@ class SyncEngine:
         if cause in (None, Cause.UNKNOWN_AUTHOR):
             self.counters.awaiting_credentials += 1
             await self._push_credentials()
-            if principal is not None and principal.startswith("node:"):
+            if principal is not None and node_id_of(principal) is not None:
                 await self._request_credentials({principal})
         else:
             self.rejections.reject(cause, what)
@@ -919,7 +919,7 @@ class SyncEngine:
                 await self._send_state(name)
                 continue
             peer = random.choice(pool)
-            member = self.trust.member(f"node:{peer.node_id}")
+            member = self.trust.member(node_principal(peer.node_id))
             inbox = self._inbox_of(member) if member is not None else None
             if inbox is None:
                 await self._send_state(name)
