@@ -36,7 +36,8 @@ from noderuntime.errors import (
 from noderuntime.reconcile.desired import ENABLED, check_override, is_override_field
 from noderuntime.reconcile.loop import phase_counts
 from noderuntime.runtime.base import ContainerState, ObservedContainer
-from noderuntime.spec import canonical_dict, parse_workloads
+from noderuntime.spec.models import canonical_dict
+from noderuntime.spec.parse import parse_workloads
 
 if TYPE_CHECKING:
     from noderuntime.node.daemon import Node

@@ -11,7 +11,7 @@ from typing import Any
 
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.reconcile.desired import DesiredWorkload
-from noderuntime.spec import canonical_dict
+from noderuntime.spec.models import canonical_dict
 
 
 def workload_view(

@@ -254,7 +254,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             raise NodeRuntimeError(f"cannot read {args.filename}: {exc.strerror}") from exc
         source = args.filename
     if args.dry_run:
-        from noderuntime.spec import parse_workloads
+        from noderuntime.spec.parse import parse_workloads
 
         for w in parse_workloads(text, source):
             print(f"workload/{w.metadata.name} valid (dry run, nothing recorded)")

@@ -25,7 +25,8 @@ from typing import Any
 
 from noderuntime.crdt.schema import LOCK_ALL, StateSnapshot
 from noderuntime.errors import PolicyError, SpecError
-from noderuntime.spec import Workload, canonical_dict, spec_hash, workload_from_dict
+from noderuntime.spec.models import Workload, canonical_dict, spec_hash
+from noderuntime.spec.parse import workload_from_dict
 
 SOURCE_FLEET = "fleet"
 SOURCE_SITE = "site"

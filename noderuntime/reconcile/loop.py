@@ -22,6 +22,7 @@ from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError, RuntimeUnavailableError
+from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
 from noderuntime.reconcile.desired import DesiredState, DesiredWorkload, compute_desired
 from noderuntime.reconcile.executor import ImagePulling, describe, execute, pull_failed
 from noderuntime.reconcile.plan import (
@@ -46,7 +47,6 @@ from noderuntime.runtime.base import (
     ObservedContainer,
     ProbeSpec,
 )
-from noderuntime.spec import to_container_spec, to_probe_spec
 
 # Retries of a failed create (missing image, bad mount) back off up to this, not to the
 # crash-loop cap: the usual cause (an image being loaded) goes away while someone watches.

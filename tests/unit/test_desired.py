@@ -9,7 +9,8 @@ import pytest
 from noderuntime.crdt.schema import FleetView, NodeView, StateSnapshot
 from noderuntime.errors import PolicyError, SpecError
 from noderuntime.reconcile.desired import check_override, compute_desired
-from noderuntime.spec import canonical_dict, parse_workloads
+from noderuntime.spec.models import canonical_dict
+from noderuntime.spec.parse import parse_workloads
 
 WEB = """
 apiVersion: noderuntime/v1

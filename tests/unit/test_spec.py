@@ -7,22 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from noderuntime.errors import SpecError
+from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
 from noderuntime.runtime.base import (
     LABEL_NODE,
     LABEL_SPEC_HASH,
     LABEL_WORKLOAD,
     ProbeKind,
 )
-from noderuntime.spec import (
-    RestartPolicy,
-    canonical_dict,
-    json_schema,
-    parse_workloads,
-    spec_hash,
-    to_container_spec,
-    to_probe_spec,
-    workload_from_dict,
-)
+from noderuntime.spec.models import RestartPolicy, canonical_dict, json_schema, spec_hash
+from noderuntime.spec.parse import parse_workloads, workload_from_dict
 
 MINIMAL = """\
 apiVersion: noderuntime/v1
