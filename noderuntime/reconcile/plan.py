@@ -15,6 +15,11 @@ Rules, per workload name:
   the pull ends; the pull's end triggers a pass, so there is nothing to requeue.
 - Starts, restarts and re-creates after a failure wait for the workload's back-off; the plan
   then asks to be re-run when the back-off ends (``requeue_after_s``).
+- Held (``ctx.hold`` says why: the store lost its memory, so "not desired" may only mean
+  "forgotten"): no container is stopped or removed. Each such action is withheld, and so are
+  the actions that depended on it (the create that replaces a container kept, the start of a
+  restart); their workloads are named in ``Plan.held``. Starts of stopped containers and
+  creates of workloads with no container at all still happen: they destroy nothing.
 """
 
 from __future__ import annotations
@@ -89,12 +94,16 @@ class PlanContext:
     enabled_at: Mapping[str, float] = field(default_factory=dict)
     # Image references whose background pull is under way (or just ended, outcome not taken).
     pulling: frozenset[str] = frozenset()
+    # Why the node holds its containers (store lost or damaged), or None: reconcile normally.
+    hold: str | None = None
 
 
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
     requeue_after_s: float | None = None
+    # Workloads with actions withheld because the node is held (see the rules above).
+    held: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -214,4 +223,27 @@ def plan(
             continue
         actions.append(StartContainer(name, keep.id, restart=is_restart))
 
-    return Plan(tuple(actions), min(requeue) if requeue else None)
+    held: tuple[str, ...] = ()
+    if ctx.hold is not None:
+        actions, held = withhold_destructive(actions)
+    return Plan(tuple(actions), min(requeue) if requeue else None, held)
+
+
+def withhold_destructive(actions: Sequence[Action]) -> tuple[list[Action], tuple[str, ...]]:
+    """``actions`` without stops and removes, nor what depends on them; and whom that spares.
+
+    A create of a workload whose old container stays would clash with its name, and a start
+    that follows a withheld stop is the second half of a restart.
+    """
+    held = sorted({a.workload for a in actions if isinstance(a, StopContainer | RemoveContainer)})
+    stopped = {a.container_id for a in actions if isinstance(a, StopContainer)}
+    kept: list[Action] = []
+    for a in actions:
+        if isinstance(a, StopContainer | RemoveContainer):
+            continue
+        if isinstance(a, CreateContainer) and a.workload in held:
+            continue
+        if isinstance(a, StartContainer) and a.container_id in stopped:
+            continue
+        kept.append(a)
+    return kept, tuple(held)

@@ -208,3 +208,53 @@ def test_workload_whose_image_is_being_pulled_waits_for_the_pull_not_a_timer() -
 def test_pulling_an_image_does_not_hold_up_removing_the_old_container() -> None:
     p = plan(desired(wl(h="h2")), [ctr(h="h1")], ctx(pulling=frozenset({wl().container.image})))
     assert p.actions == (RemoveContainer("web", "c1", timeout_s=7),)
+
+
+# --- held: the store lost its memory, nothing may be destroyed ----------------------------
+
+HOLD = "state.db is missing"
+
+
+def test_held_keeps_containers_no_workload_wants() -> None:
+    observed = [ctr("c1", "web"), ctr("c2", "db", state=ContainerState.EXITED, finished=NOW)]
+    assert plan({}, observed, ctx()).actions  # not held: both removed
+    p = plan({}, observed, ctx(hold=HOLD))
+    assert p.actions == ()
+    assert p.held == ("db", "web")
+    assert p.converged
+
+
+def test_held_keeps_the_old_container_and_creates_no_clashing_new_one() -> None:
+    p = plan(desired(wl(h="h2")), [ctr(h="h1")], ctx(hold=HOLD))
+    assert p.actions == ()
+    assert p.held == ("web",)
+
+
+def test_held_neither_stops_a_disabled_workload_nor_restarts_an_unhealthy_one() -> None:
+    disabled = plan(desired(wl(enabled=False)), [ctr()], ctx(hold=HOLD))
+    assert (disabled.actions, disabled.held) == ((), ("web",))
+    sick = plan(desired(wl()), [ctr()], ctx(hold=HOLD, unhealthy=frozenset({"c1"})))
+    assert (sick.actions, sick.held) == ((), ("web",))
+
+
+def test_held_keeps_duplicates_but_still_starts_the_kept_container() -> None:
+    kept = ctr("c1", state=ContainerState.EXITED, exit_code=1, finished=BOOT - 1, started=None)
+    p = plan(desired(wl()), [kept, ctr("c2", h="old", started=None)], ctx(hold=HOLD))
+    assert p.actions == (StartContainer("web", "c1", restart=False),)
+    assert p.held == ("web",)
+
+
+def test_held_still_creates_a_workload_that_has_no_container() -> None:
+    p = plan(desired(wl("new")), [ctr("c9", "gone")], ctx(hold=HOLD))
+    assert p.actions == (CreateContainer("new", wl("new").container, "h1"),)
+    assert p.held == ("gone",)
+
+
+def test_held_plan_fed_back_stays_the_same() -> None:
+    observed = [ctr("c1", "web", h="h1")]
+    first = plan(desired(wl(h="h2")), observed, ctx(hold=HOLD))
+    assert plan(desired(wl(h="h2")), observed, ctx(hold=HOLD)) == first
+    assert plan(desired(wl(h="h2")), observed, ctx()).actions == (
+        RemoveContainer("web", "c1", timeout_s=7),
+        CreateContainer("web", wl(h="h2").container, "h2"),
+    )
