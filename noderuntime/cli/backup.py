@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from noderuntime.cli.common import _config_file, _data_dir
-from noderuntime.config.model import CONFIG_FILE
+from noderuntime.config.model import CONFIG_FILE, DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR
 from noderuntime.host.backup import BackupError, backup, restore
 
 
@@ -24,12 +24,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def restore_config_path(args: argparse.Namespace, data_dir: Path) -> Path:
+    """Where the node being restored reads its config, decided here and never by the archive:
+    ``--config`` / ``$NODERUNTIME_CONFIG``; else, for the default data dir of an installed
+    appliance (``/etc/noderuntime`` exists), ``/etc/noderuntime/node.yaml``, which is what its
+    service reads; else ``<data-dir>/node.yaml``."""
+    explicit = _config_file(args)
+    if explicit is not None:
+        return explicit
+    if (
+        data_dir == DEFAULT_DATA_DIR
+        and not (data_dir / CONFIG_FILE).exists()
+        and DEFAULT_CONFIG_FILE.parent.is_dir()
+    ):
+        return DEFAULT_CONFIG_FILE
+    return data_dir / CONFIG_FILE
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     node = restore(
         Path(args.archive).expanduser().absolute(),
         data_dir,
-        _config_file(args),
+        restore_config_path(args, data_dir),
         force=args.force,
     )
     print(f"restored node {node} into {data_dir}; start it with `systemctl start noderuntime`")

@@ -31,7 +31,7 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 # Error codes (local or from the node) that mean "your input is invalid; nothing was changed":
 # scripts tell them from failures by exit code 2 (docs/json-output.md).
-INVALID_INPUT_CODES = frozenset({"invalid_spec", "bad_request", "config"})
+INVALID_INPUT_CODES = frozenset({"invalid_spec", "bad_request", "config", "invalid_backup"})
 
 
 # --- output helpers -----------------------------------------------------------------------

@@ -51,6 +51,9 @@ IMAGE_PULL_STALL_TIMEOUT_S = 600.0
 DEFAULT_NATS_PORT = 4222
 DEFAULT_LEAF_HOST = "0.0.0.0"
 
+# node.yaml is a few hundred bytes; anything this large is the wrong file, or an attack.
+MAX_CONFIG_BYTES = 1024 * 1024
+
 # Unix socket paths are limited to 107 bytes plus NUL on Linux.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -229,7 +232,8 @@ def check_socket_path(path: Path) -> None:
 def load_config(data_dir: Path, config_file: Path | None = None) -> NodeConfig:
     path = config_file or data_dir / CONFIG_FILE
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise NotInitializedError(
             f"no node config at {path}: run `noderuntime init --node-id ID --site SITE` first "
@@ -237,19 +241,43 @@ def load_config(data_dir: Path, config_file: Path | None = None) -> NodeConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: bytes, source: str) -> NodeConfig:
+    """``node.yaml`` bytes -> NodeConfig; every malformed input is a ConfigError naming ``source``.
+
+    Also used on configs that arrive in a backup archive, so nothing here may trust the bytes:
+    size, encoding, YAML and nesting depth are all checked before the model is.
+    """
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source} is larger than {MAX_CONFIG_BYTES} bytes; it is not a node config"
+        )
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x}); "
+            "is it the right file?"
+        ) from exc
+    try:
+        # Anchors and aliases are kept as shared references by the constructor (no expansion),
+        # and the depth is bounded by the composer's recursion: both are safe at this size.
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{source} is nested too deeply to be a node config") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings")
+        raise ConfigError(f"{source} must hold a mapping of settings")
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"{path} is invalid: {problems}") from exc
+        raise ConfigError(f"{source} is invalid: {problems}") from exc
 
 
 def save_config(path: Path, config: NodeConfig) -> None:

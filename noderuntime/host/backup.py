@@ -16,11 +16,18 @@ Left out: sockets, the store's -wal/-shm files (the snapshot holds their content
 Restore writes a backup into a data directory with no node in it (``--force`` replaces one),
 and refuses while a node answers on the control socket. The archive holds the node's private
 key: it is written 0600 and must be kept like the key itself.
+
+Restore treats the archive as untrusted input (it runs as root and archives travel): it writes
+only into the data dir and config path of the node being restored, never to a path the
+manifest names; it accepts only the members a backup holds (plain files under ``config/`` and
+``data/``; no links, devices, absolute paths or ``..``); it validates the manifest and the config
+strictly; and it checks all of that before writing anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -29,8 +36,12 @@ import socket
 import sqlite3
 import tempfile
 import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:
     import tarfile
@@ -40,12 +51,15 @@ from noderuntime.config.model import (
     API_SOCKET_FILE,
     CONFIG_FILE,
     IDENTITY_FILE,
+    MAX_CONFIG_BYTES,
     PODMAN_SOCKET_FILE,
     STATE_DB_FILE,
     NodePaths,
     load_config,
+    parse_config,
+    validate_id,
 )
-from noderuntime.errors import NodeRuntimeError
+from noderuntime.errors import ConfigError, NodeRuntimeError
 
 # Backup archive format. 1 (2026-11-26): manifest + config/ + data/, gzip-compressed tar.
 BACKUP_FORMAT = 1
@@ -53,10 +67,18 @@ MANIFEST = "noderuntime-backup.json"
 SKIP_TOP = {API_SOCKET_FILE, PODMAN_SOCKET_FILE, "nats"}
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp")
 ARCHIVE_MODE = 0o600
+# The manifest is a few hundred bytes; read no more than this of what claims to be one.
+MAX_MANIFEST_BYTES = 64 * 1024
 
 
 class BackupError(NodeRuntimeError):
     """A backup could not be made or restored; the message says why and what to do."""
+
+
+class InvalidBackupError(BackupError):
+    """The archive given to restore is damaged, foreign or crafted; nothing was written."""
+
+    code = "invalid_backup"
 
 
 def _snapshot_db(src: Path, dst: Path) -> int:
@@ -133,80 +155,259 @@ def _node_answers(sock: Path) -> bool:
     return True
 
 
-def _member_target(name: str, data_dir: Path, config_file: Path) -> Path | None:
-    """Where an archive member goes; None for the manifest. Refuses anything unexpected."""
+def _refuse(name: str, why: str) -> InvalidBackupError:
+    return InvalidBackupError(
+        f"refusing archive member {name!r}: {why}; this is not a backup made by noderuntime"
+    )
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "a symbolic link"
+    if member.islnk():
+        return "a hard link"
+    if member.isdir():
+        return "a directory"
+    if member.ischr() or member.isblk():
+        return "a device"
+    if member.isfifo():
+        return "a fifo"
+    return "not a plain file"
+
+
+def _member_dest(member: tarfile.TarInfo) -> str | None:
+    """Check one member; return the data-dir relative path it restores to, "" for the config,
+    None for the manifest. Only what :func:`backup` writes passes."""
+    name = member.name
     p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts:
-        raise BackupError(f"refusing archive member {name!r}: not a backup made by noderuntime")
+    if p.is_absolute():
+        raise _refuse(name, "an absolute path")
+    if ".." in p.parts:
+        raise _refuse(name, "a path with '..'")
+    if p.as_posix() != name or "\\" in name or not name.isprintable():
+        raise _refuse(name, "not a plain relative path")
+    if not member.isreg():
+        raise _refuse(name, _member_kind(member))
     if name == MANIFEST:
         return None
     if name == f"config/{CONFIG_FILE}":
-        return config_file
-    if p.parts[0] == "data" and len(p.parts) > 1:
-        return data_dir.joinpath(*p.parts[1:])
-    raise BackupError(f"refusing archive member {name!r}: not a backup made by noderuntime")
+        return ""
+    if p.parts[0] != "data" or len(p.parts) < 2:
+        raise _refuse(name, "outside config/ and data/")
+    rel = PurePosixPath(*p.parts[1:])
+    if rel.parts[0] in SKIP_TOP or rel.name.endswith(SKIP_SUFFIXES) or rel.name.startswith("."):
+        raise _refuse(name, "a file a backup never holds")
+    return rel.as_posix()
+
+
+class Manifest(BaseModel):
+    """``noderuntime-backup.json``, format 1. Paths in it are informational only: a restore
+    writes where the node being restored keeps its files, never where the archive says."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    format: Literal[1]
+    noderuntime_version: str = Field(alias="noderuntimeVersion", max_length=200)
+    node_id: str = Field(alias="nodeId")
+    site: str
+    created_at: float = Field(alias="createdAt", ge=0)
+    store_schema: int | None = Field(alias="storeSchema", ge=0)
+    data_dir: str = Field(alias="dataDir", max_length=4096)
+    config_file: str = Field(alias="configFile", max_length=4096)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, v: str) -> str:
+        return validate_id("node id", v)
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        return validate_id("site", v)
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+    if member.size > limit:
+        raise InvalidBackupError(
+            f"{member.name} in the archive is {member.size} bytes, more than a backup holds "
+            f"({limit}); this is not a backup made by noderuntime"
+        )
+    src = tar.extractfile(member)
+    if src is None:
+        raise InvalidBackupError(f"cannot read {member.name} from the archive")
+    return src.read(limit + 1)
+
+
+def _parse_manifest(blob: bytes) -> Manifest:
+    try:
+        data = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidBackupError(f"its manifest {MANIFEST} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidBackupError(f"its manifest {MANIFEST} is not a JSON object")
+    if data.get("format") != BACKUP_FORMAT:
+        raise InvalidBackupError(
+            f"unknown backup format {data.get('format')!r} (this noderuntime reads format "
+            f"{BACKUP_FORMAT}); restore it with the noderuntime that made it"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except (ValidationError, ConfigError) as exc:
+        if isinstance(exc, ConfigError):
+            problems = str(exc)
+        else:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+        raise InvalidBackupError(f"its manifest {MANIFEST} is invalid: {problems}") from exc
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """An archive that passed every check, before anything is written."""
+
+    manifest: Manifest
+    config: bytes
+    data: list[tuple[tarfile.TarInfo, str]]
+
+
+def _check_archive(tar: tarfile.TarFile) -> _Checked:
+    seen: set[str] = set()
+    manifest_member: tarfile.TarInfo | None = None
+    config_member: tarfile.TarInfo | None = None
+    data: list[tuple[tarfile.TarInfo, str]] = []
+    for member in tar.getmembers():
+        dest = _member_dest(member)
+        if member.name in seen:
+            raise _refuse(member.name, "it is in the archive twice")
+        seen.add(member.name)
+        if dest is None:
+            manifest_member = member
+        elif dest == "":
+            config_member = member
+        else:
+            data.append((member, dest))
+    if manifest_member is None:
+        raise InvalidBackupError(f"it holds no manifest ({MANIFEST})")
+    manifest = _parse_manifest(_read_member(tar, manifest_member, MAX_MANIFEST_BYTES))
+    if config_member is None:
+        raise InvalidBackupError(f"it holds no node config (config/{CONFIG_FILE})")
+    config_blob = _read_member(tar, config_member, MAX_CONFIG_BYTES)
+    try:
+        config = parse_config(config_blob, f"config/{CONFIG_FILE} in the archive")
+    except ConfigError as exc:
+        raise InvalidBackupError(str(exc)) from exc
+    if (config.node_id, config.site) != (manifest.node_id, manifest.site):
+        raise InvalidBackupError(
+            f"its config is for node {config.node_id} (site {config.site}) but its manifest "
+            f"says {manifest.node_id} (site {manifest.site})"
+        )
+    dests = {dest for _, dest in data}
+    if IDENTITY_FILE not in dests:
+        raise InvalidBackupError(f"it holds no node identity (data/{IDENTITY_FILE})")
+    if (STATE_DB_FILE in dests) != (manifest.store_schema is not None):
+        raise InvalidBackupError(
+            f"its manifest and its data/{STATE_DB_FILE} disagree on whether it holds a store"
+        )
+    return _Checked(manifest, config_blob, data)
 
 
 def restore(archive: Path, data_dir: Path, config_file: Path | None, *, force: bool) -> str:
-    """Restore ``archive`` into ``data_dir``; return the restored node id."""
+    """Restore ``archive`` into ``data_dir`` and ``config_file`` (default: the data dir's
+    node.yaml); return the restored node id.
+
+    Everything in the archive is checked before anything is written; a damaged archive found
+    only while copying (a truncated store) leaves the node as it was.
+    """
     import tarfile  # lazily: only backup/restore need it, not the daemon
 
+    config_file = config_file or data_dir / CONFIG_FILE
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
-            return _restore_from(tar, archive, data_dir, config_file, force=force)
-    except (OSError, tarfile.TarError) as exc:
+            checked = _check_archive(tar)
+            _check_target(data_dir, config_file, force=force)
+            _write(tar, checked, data_dir, config_file)
+            return checked.manifest.node_id
+    except InvalidBackupError as exc:
+        raise InvalidBackupError(f"cannot restore from {archive}: {exc}") from exc
+    except BackupError:
+        raise
+    except FileNotFoundError as exc:
+        raise BackupError(f"cannot restore: {archive} does not exist") from exc
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidBackupError(
+            f"cannot restore from {archive}: it is not a whole gzip-compressed tar archive "
+            f"({exc or type(exc).__name__}); is it damaged or truncated?"
+        ) from exc
+    except OSError as exc:
         raise BackupError(f"cannot restore from {archive}: {exc}") from exc
 
 
-def _restore_from(
-    tar: tarfile.TarFile, archive: Path, data_dir: Path, config_file: Path | None, *, force: bool
-) -> str:
-    try:
-        manifest = json.load(tar.extractfile(MANIFEST) or io.BytesIO(b"null"))
-    except (KeyError, ValueError) as exc:
-        raise BackupError(f"{archive} is not a noderuntime backup (no manifest)") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != BACKUP_FORMAT:
-        raise BackupError(f"{archive}: unknown backup format; use a matching noderuntime")
-    if config_file is None:
-        # Where it was, unless it lived in the old data dir: then in the new one.
-        old, old_dir = Path(manifest["configFile"]), Path(manifest["dataDir"])
-        config_file = data_dir / old.relative_to(old_dir) if old.is_relative_to(old_dir) else old
+def _check_target(data_dir: Path, config_file: Path, *, force: bool) -> None:
     present = [
         p for p in (config_file, data_dir / IDENTITY_FILE, data_dir / STATE_DB_FILE) if p.exists()
     ]
-    if present:
-        sock = NodePaths(data_dir).api_socket
-        with contextlib.suppress(NodeRuntimeError):
-            sock = NodePaths(data_dir, load_config(data_dir, config_file)).api_socket
-        if _node_answers(sock):
-            raise BackupError(
-                f"a node is running on {sock}: stop it first (systemctl stop noderuntime), "
-                "then restore"
-            )
-        if not force:
-            raise BackupError(
-                f"{', '.join(map(str, present))} already exist(s): restoring would replace "
-                "this node; add --force to do so"
-            )
-        for name in (STATE_DB_FILE, f"{STATE_DB_FILE}-wal", f"{STATE_DB_FILE}-shm"):
-            (data_dir / name).unlink(missing_ok=True)
-    members = tar.getmembers()
-    targets = [(m, _member_target(m.name, data_dir, config_file)) for m in members]
-    for member, target in targets:
-        if target is not None and not member.isfile():
-            raise BackupError(f"refusing archive member {member.name!r}: not a plain file")
+    if not present:
+        return
+    sock = NodePaths(data_dir).api_socket
+    with contextlib.suppress(NodeRuntimeError):
+        sock = NodePaths(data_dir, load_config(data_dir, config_file)).api_socket
+    if _node_answers(sock):
+        raise BackupError(
+            f"a node is running on {sock}: stop it first (systemctl stop noderuntime), then restore"
+        )
+    if not force:
+        raise BackupError(
+            f"{', '.join(map(str, present))} already exist(s): restoring would replace "
+            "this node; add --force to do so"
+        )
+
+
+def _parent_inside(data_dir: Path, dest: str) -> Path:
+    """The directory ``dest`` goes in, made if need be; never through a symlink out of the
+    data dir (one already there is local state, but a restore must not follow it)."""
+    cur = data_dir
+    for part in PurePosixPath(dest).parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
+            raise BackupError(f"{cur} is not a directory of the node; move it away and retry")
+        cur.mkdir(exist_ok=True, mode=0o700)
+    return cur
+
+
+def _write(tar: tarfile.TarFile, checked: _Checked, data_dir: Path, config_file: Path) -> None:
+    """Copy the data files into a staging directory first, so that an archive truncated
+    half-way through the store leaves the node as it was; then move them into place."""
+    created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
-    for member, target in targets:
-        if target is None:
-            continue
-        src = tar.extractfile(member)
-        if src is None:
-            raise BackupError(f"cannot read {member.name} from {archive}")
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = target.with_name(target.name + ".restore")
-        with open(tmp, "wb") as fh:
-            shutil.copyfileobj(src, fh)
-        os.chmod(tmp, 0o640 if target == config_file else 0o600)
-        os.replace(tmp, target)
-    return str(manifest.get("nodeId", "?"))
+    staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data_dir))
+    try:
+        for i, (member, _dest) in enumerate(checked.data):
+            src = tar.extractfile(member)
+            if src is None:
+                raise InvalidBackupError(f"cannot read {member.name} from the archive")
+            fd = os.open(staging / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                shutil.copyfileobj(src, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for name in (STATE_DB_FILE, f"{STATE_DB_FILE}-wal", f"{STATE_DB_FILE}-shm"):
+            (data_dir / name).unlink(missing_ok=True)
+        for i, (_member, dest) in enumerate(checked.data):
+            os.replace(staging / str(i), _parent_inside(data_dir, dest) / PurePosixPath(dest).name)
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = config_file.with_name(config_file.name + ".restore")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(checked.config)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, config_file)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
