@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from noderuntime.errors import CredentialError, EnrollmentError, FleetError, NotEnrolledError
 from noderuntime.fleet.bundle import EnrollmentBundle, write_atomic
@@ -74,9 +75,21 @@ class Member:
         return self.credential.name
 
     @property
+    def not_after(self) -> int | None:
+        """When the credential expires (unix seconds), or None if it never does."""
+        return self.credential.not_after
+
+    @property
     def is_node(self) -> bool:
         """True for nodes and hubs (principals ``node:ID`` with a site)."""
         return self.role in (MemberRole.NODE, MemberRole.HUB)
+
+
+class Expiring(Protocol):
+    """Anything with a credential's expiry: a :class:`Member`, or sync's ``MemberLike``."""
+
+    @property
+    def not_after(self) -> float | None: ...
 
 
 def _key_file_name(key_id: str) -> str:
@@ -102,6 +115,8 @@ class FleetTrust:
       :meth:`member_by_key` the member holding a key id (``identity.public_key_id``), or None.
     * Lookups are in memory and cheap; the methods are thread-safe. Credentials are never
       trusted because they came from a peer: they are only ever accepted after verification.
+    * It is the ``Trust`` of :mod:`noderuntime.sync.acl` (``node``, ``member``, ``members_of``,
+      ``members``, ``add``, ``expired``); mypy checks that where the daemon hands it to sync.
     """
 
     def __init__(
@@ -221,9 +236,9 @@ class FleetTrust:
         self._remember(member)
         return member
 
-    def expired(self, member: Member) -> bool:
+    def expired(self, member: Expiring) -> bool:
         """True once ``member``'s credential is past its expiry on this node's clock."""
-        exp = member.credential.not_after
+        exp = member.not_after
         return exp is not None and self.clock() > exp
 
     def member(self, principal: str) -> Member | None:

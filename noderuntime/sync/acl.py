@@ -14,14 +14,15 @@ Reader ACL (checked before answering a peer's state vector): a member may receiv
 it holds; a sovereign site's ``site/<s>`` and ``node/<n>`` (n at s) documents go only to members
 enrolled at <s>, never to hubs or nodes elsewhere.
 
-The trust store is the fleet helper's ``FleetTrust``; only the small :class:`Trust` protocol
-below is used here.
+The trust store is the fleet helper's ``FleetTrust``; sync uses it only through the
+:class:`Trust` protocol below, so mypy checks every call across that seam.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,9 +50,52 @@ class MemberLike(Protocol):
     @property
     def public_key(self) -> bytes: ...  # raw Ed25519, 32 bytes
 
+    @property
+    def blob(self) -> bytes | None:
+        """The credential as the root signed it, relayed to peers that lack it (None: this
+        store holds nothing it could relay)."""
+        ...
+
+    @property
+    def not_after(self) -> float | None: ...  # expiry, unix seconds; None: never
+
 
 class Trust(Protocol):
-    def member(self, principal: str) -> MemberLike | None: ...
+    """What the sync engine and the verifier need of the fleet's trust store.
+
+    Implemented by ``noderuntime.fleet.trust.FleetTrust`` (its docstring states the contract)
+    and by the tests' ``FakeTrust``. Lookups are cheap and in memory; only :meth:`add` may
+    touch the disk.
+    """
+
+    @property
+    def node(self) -> MemberLike | None:
+        """This node's own credential (None: a store not bound to one node, as in tests)."""
+        ...
+
+    def member(self, principal: str) -> MemberLike | None:
+        """The newest known credential of ``principal``."""
+        ...
+
+    def members_of(self, principal: str) -> Sequence[MemberLike]:
+        """Every known key of ``principal``, newest credential first."""
+        ...
+
+    def members(self) -> Sequence[MemberLike]:
+        """Every known member (one entry per key)."""
+        ...
+
+    def add(self, blob: bytes) -> MemberLike:
+        """Verify a credential against the fleet root and remember it; a no-op when known.
+
+        Raises :class:`~noderuntime.errors.CredentialError` for a blob that does not verify.
+        """
+        ...
+
+    def expired(self, member: MemberLike) -> bool:
+        """Whether ``member``'s credential is past its expiry now (it may still verify
+        history it signed while valid, but not new changes or live messages)."""
+        ...
 
 
 class DocKind(enum.Enum):

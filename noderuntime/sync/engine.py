@@ -588,16 +588,12 @@ class SyncEngine:
 
     def _handle_credentials(self, msg: CredentialsMsg) -> bool:
         """Learn the credentials in ``msg``; True if any member was new to us."""
-        add = getattr(self.trust, "add", None)
-        if add is None:
-            return False
-        members = getattr(self.trust, "members", None)
-        before = len(members()) if callable(members) else 0
+        before = len(self.trust.members())
         learnt: set[str] = set()
         for blob in msg.credentials:
             try:
-                member = add(blob)  # verified against the fleet root; a no-op when known
-            except Exception as exc:
+                member = self.trust.add(blob)  # verified against the fleet root; a no-op when known
+            except Exception as exc:  # CredentialError, or the disk: a peer's bytes never crash us
                 self.rejections.reject(Cause.BAD_CREDENTIAL, str(exc))
                 continue
             learnt.add(member.principal)
@@ -606,7 +602,7 @@ class SyncEngine:
             # Their updates were refused; the next exchange brings them again.
             self._missing_authors -= found
             self._schedule_heal()
-        return callable(members) and len(members()) > before
+        return len(self.trust.members()) > before
 
     async def _request_credentials(self, principals: set[str]) -> None:
         """Ask everyone for the credentials of ``principals`` (each at most every
@@ -638,9 +634,7 @@ class SyncEngine:
         for principal in msg.principals:
             if now - self._last_answer.get(principal, -1e9) < CREDENTIAL_PUSH_INTERVAL_S:
                 continue
-            found = [
-                b for m in keys_of(self.trust, principal) if isinstance(b := _blob_of(m), bytes)
-            ]
+            found = [m.blob for m in keys_of(self.trust, principal) if m.blob is not None]
             if found:
                 self._last_answer[principal] = now
                 blobs += found
@@ -673,15 +667,12 @@ class SyncEngine:
         the periodic push stays small however large the fleet.
         """
         blobs: list[bytes] = []
-        own = getattr(getattr(self.trust, "node", None), "blob", None)
-        if isinstance(own, bytes):
-            blobs.append(own)
-        members = getattr(self.trust, "members", None)
-        if callable(members):
-            for m in members():
-                blob = _blob_of(m)
-                if isinstance(blob, bytes) and m.role in ("operator", "hub") and blob not in blobs:
-                    blobs.append(blob)
+        own = self.trust.node
+        if own is not None and own.blob is not None:
+            blobs.append(own.blob)
+        for m in self.trust.members():
+            if m.blob is not None and m.role in ("operator", "hub") and m.blob not in blobs:
+                blobs.append(m.blob)
         return blobs
 
     async def _send_credentials(self) -> None:
@@ -1027,11 +1018,6 @@ def _fresh_heartbeat(peer: PeerStats, ts: float, payload: Mapping[str, Any]) -> 
     while len(peer.boots) > MAX_BOOTS_REMEMBERED:
         del peer.boots[next(iter(peer.boots))]
     return True
-
-
-def _blob_of(member: MemberLike) -> bytes | None:
-    blob = getattr(member, "blob", None)
-    return blob if isinstance(blob, bytes) else None
 
 
 def _wire(u: StoredUpdate) -> WireUpdate:

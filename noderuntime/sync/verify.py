@@ -80,13 +80,8 @@ def check_update(
 
 
 def keys_of(trust: Trust, principal: str) -> list[MemberLike]:
-    """The principal's known credentials, newest first (just the newest if ``trust`` cannot
-    list more)."""
-    every = getattr(trust, "members_of", None)
-    found: list[MemberLike] = (
-        list(every(principal)) if callable(every) else [m for m in [trust.member(principal)] if m]
-    )
-    return [m for m in found if m.principal == principal]
+    """The principal's known credentials, newest first."""
+    return [m for m in trust.members_of(principal) if m.principal == principal]
 
 
 def check_signed(
@@ -99,14 +94,9 @@ def check_signed(
         return None, Cause.UNKNOWN_AUTHOR
     if not verify(member.public_key, signature, signed):
         return member, Cause.BAD_SIGNATURE
-    if is_expired(trust, member):
+    if trust.expired(member):
         return member, Cause.EXPIRED
     return member, None
-
-
-def is_expired(trust: Trust, member: MemberLike) -> bool:
-    expired = getattr(trust, "expired", None)
-    return bool(expired(member)) if callable(expired) else False
 
 
 async def submit_signed(
@@ -124,7 +114,7 @@ async def submit_signed(
         raise UpdateRejectedError(problem)
     wire = WireUpdate(update.author, update.signature, update.ts, update.meta, update.data)
     member, cause = check_update(doc, wire, trust)
-    if cause is None and member is not None and is_expired(trust, member):
+    if cause is None and member is not None and trust.expired(member):
         # A submission is a new change by definition; history is what peers relay.
         raise UpdateRejectedError(
             f"the credential of {update.author} has expired; issue a new one "

@@ -11,9 +11,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from noderuntime.errors import CredentialError
 from noderuntime.identity import keys as identity
 from noderuntime.identity.keys import Identity
+from noderuntime.sync.acl import MemberLike, Trust
 
 NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
 
@@ -109,23 +112,49 @@ class Member:
     site: str | None
     public_key: bytes
     key_id: str
+    blob: bytes | None = None  # nothing to relay: every node shares this store
+    not_after: float | None = None
 
 
 class FakeTrust:
-    """The part of the fleet trust the sync engine uses: enrolled members by principal."""
+    """The fleet trust sync uses (``noderuntime.sync.acl.Trust``), shared by a test's nodes.
+
+    Every member is enrolled here by the test, so every node knows every member from the start:
+    there is nothing to relay (no blobs, no own ``node``) and nothing to learn (:meth:`add`
+    refuses). Relaying and expiry are tested with the real ``FleetTrust``.
+    """
+
+    node: Member | None = None
 
     def __init__(self) -> None:
-        self.members: dict[str, Member] = {}
+        self.by_principal: dict[str, Member] = {}
         self.identities: dict[str, Identity] = {}
 
     def enroll(self, principal: str, role: str, site: str | None) -> Identity:
         ident = identity.generate(principal)
-        self.members[principal] = Member(principal, role, site, ident.public_bytes, ident.key_id)
+        member = Member(principal, role, site, ident.public_bytes, ident.key_id)
+        self.by_principal[principal] = member
         self.identities[principal] = ident
         return ident
 
     def member(self, principal: str) -> Member | None:
-        return self.members.get(principal)
+        return self.by_principal.get(principal)
+
+    def members_of(self, principal: str) -> list[Member]:
+        return [m for m in [self.by_principal.get(principal)] if m is not None]
+
+    def members(self) -> list[Member]:
+        return sorted(self.by_principal.values(), key=lambda m: m.principal)
+
+    def add(self, blob: bytes) -> Member:
+        raise CredentialError("the test trust learns no credentials from peers")
+
+    def expired(self, member: MemberLike) -> bool:
+        return False
+
+
+if TYPE_CHECKING:
+    _checked: Trust = FakeTrust()  # mypy: FakeTrust implements the protocol sync uses
 
 
 def env_flag(name: str) -> bool:
