@@ -68,6 +68,12 @@ class EnrollmentError(FleetError):
     code = "enrollment"
 
 
+class EnrollmentFileError(EnrollmentError):
+    """An enrolment token or credential file is malformed or does not verify; nothing was done."""
+
+    code = "invalid_enrollment_file"
+
+
 class NotEnrolledError(FleetError):
     """The node holds no fleet enrolment (``noderuntime init --enroll`` or ``enroll``)."""
 
@@ -228,6 +234,7 @@ __all__ = [
     "CredentialError",
     "DaemonNotRunningError",
     "EnrollmentError",
+    "EnrollmentFileError",
     "FieldProblem",
     "FleetError",
     "IdentityError",

@@ -1,11 +1,14 @@
-"""What every command needs: where the node's data dir and config file are."""
+"""What every command needs: where the node's data dir and config file are, and how to read
+the files given to it."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from noderuntime.config.model import resolve_config_file, resolve_data_dir
+from noderuntime.errors import InvalidInputError
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -14,3 +17,25 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _config_file(args: argparse.Namespace) -> Path | None:
     return resolve_config_file(args.config, _data_dir(args))
+
+
+def decode_input(raw: bytes, source: str) -> str:
+    """Bytes a user handed a command, as text; anything but UTF-8 is invalid input (exit 2)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{source} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x}); "
+            "is it the right file? Save it as UTF-8"
+        ) from None
+
+
+def read_input(filename: str) -> tuple[str, str]:
+    """A file given to a command (``-``: stdin) as text, and the name errors call it by."""
+    if filename == "-":
+        return decode_input(sys.stdin.buffer.read(), "<stdin>"), "<stdin>"
+    try:
+        raw = Path(filename).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {filename}: {exc.strerror}") from exc
+    return decode_input(raw, filename), filename

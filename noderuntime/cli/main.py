@@ -22,7 +22,7 @@ import yaml
 from noderuntime import codec
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
-from noderuntime.cli.common import _config_file, _data_dir
+from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -31,7 +31,9 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 # Error codes (local or from the node) that mean "your input is invalid; nothing was changed":
 # scripts tell them from failures by exit code 2 (docs/json-output.md).
-INVALID_INPUT_CODES = frozenset({"invalid_spec", "bad_request", "config", "invalid_backup"})
+INVALID_INPUT_CODES = frozenset(
+    {"invalid_spec", "bad_request", "config", "invalid_backup", "invalid_enrollment_file"}
+)
 
 
 # --- output helpers -----------------------------------------------------------------------
@@ -245,14 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    if args.filename == "-":
-        text, source = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text = Path(args.filename).read_text()
-        except OSError as exc:
-            raise NodeRuntimeError(f"cannot read {args.filename}: {exc.strerror}") from exc
-        source = args.filename
+    text, source = read_input(args.filename)
     if args.dry_run:
         from noderuntime.spec.parse import parse_workloads
 
@@ -538,29 +533,40 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.fix:
         for line in fix_host():
             print(f"fix: {line}")
+    from noderuntime.config.model import NodePaths, load_config
+    from noderuntime.errors import ConfigError, NotInitializedError
+    from noderuntime.host.doctor import Check, Status
+
     data_dir = _data_dir(args)
     socket_path = None
     podman_bin = "podman"
+    bad_config: Check | None = None
     try:
-        from noderuntime.config.model import NodePaths, load_config
-
         config = load_config(data_dir, _config_file(args))
         podman_bin = config.podman_bin
         if config.podman_socket:
             socket_path = str(NodePaths(data_dir, config).podman_socket(config))
-    except NodeRuntimeError:
-        pass
+    except NotInitializedError:
+        pass  # doctor checks a host before `init` too (first boot runs it first)
+    except ConfigError as exc:
+        # The host checks still run (with default settings); the config is named first.
+        fix = "correct it, or point --config / NODERUNTIME_CONFIG at the node's node.yaml"
+        bad_config = Check("node config", Status.FAIL, str(exc), fix)
     checks = run_checks(data_dir, podman_socket=socket_path, podman_bin=podman_bin)
+    if bad_config is not None:
+        checks.insert(0, bad_config)
     if args.output == "json":
         print(json.dumps([c.to_dict() for c in checks], indent=2))
     else:
         print(render_checks(checks))
+    if bad_config is not None:
+        return EXIT_USAGE  # invalid input: the file given as node.yaml
     return EXIT_ERROR if any(c.status.value == "fail" for c in checks) else EXIT_OK
 
 
 def _read_pin(args: argparse.Namespace, who: str) -> str:
     if args.pin_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return decode_input(sys.stdin.buffer.readline(), "the PIN on stdin").rstrip("\n")
     import getpass
 
     pin = getpass.getpass(f"PIN for {who}: ")

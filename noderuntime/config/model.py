@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from noderuntime import codec
 from noderuntime.config.peers import parse_peer_url
 from noderuntime.errors import ConfigError, NotInitializedError
 
@@ -53,6 +54,10 @@ DEFAULT_LEAF_HOST = "0.0.0.0"
 
 # node.yaml is a few hundred bytes; anything this large is the wrong file, or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
+# Values in it, counted through YAML aliases: settings, labels and peers are a few dozen.
+MAX_CONFIG_ITEMS = 10_000
+# libyaml when present: it bounds nesting depth itself and is fast on a hostile file.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Unix socket paths are limited to 107 bytes plus NUL on Linux.
 MAX_SOCKET_PATH_BYTES = 107
@@ -262,13 +267,15 @@ def parse_config(raw: bytes, source: str) -> NodeConfig:
             "is it the right file?"
         ) from exc
     try:
-        # Anchors and aliases are kept as shared references by the constructor (no expansion),
-        # and the depth is bounded by the composer's recursion: both are safe at this size.
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
+        codec.check_value(data, max_items=MAX_CONFIG_ITEMS)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"{source} is nested too deeply to be a node config") from exc
+    except (RecursionError, codec.DecodeError) as exc:
+        # Aliases are shared references, not copies, but a value that nests or repeats without
+        # bound would still break whatever walks it next.
+        why = exc if isinstance(exc, codec.DecodeError) else "nested too deeply"
+        raise ConfigError(f"{source} is not a node config: {why}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a mapping of settings")
     try:

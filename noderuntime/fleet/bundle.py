@@ -33,7 +33,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from noderuntime.errors import CredentialError, EnrollmentError
+from noderuntime import codec
+from noderuntime.errors import CredentialError, EnrollmentError, EnrollmentFileError
 from noderuntime.fleet.credential import (
     Credential,
     MemberRole,
@@ -117,12 +118,24 @@ def _str(data: dict[str, Any], key: str) -> str:
 
 def parse_bundle(raw: bytes, *, source: str = "enrolment file") -> EnrollmentBundle:
     """Parse and fully verify a token or credential file; raise a clear error on any defect."""
-    if len(raw) > MAX_BUNDLE_BYTES:
-        raise EnrollmentError(f"{source} is larger than {MAX_BUNDLE_BYTES} bytes")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise EnrollmentError(f"{source} is not a noderuntime enrolment file (not JSON)") from None
+        return _parse_bundle(raw, source)
+    except EnrollmentFileError:
+        raise
+    except EnrollmentError as exc:
+        # Every defect of the file itself is invalid input (exit 2), whichever check found it.
+        raise EnrollmentFileError(str(exc)) from exc
+
+
+def _parse_bundle(raw: bytes, source: str) -> EnrollmentBundle:
+    if len(raw) > MAX_BUNDLE_BYTES:
+        raise EnrollmentFileError(f"{source} is larger than {MAX_BUNDLE_BYTES} bytes")
+    try:
+        data = codec.loads(raw, max_bytes=MAX_BUNDLE_BYTES)
+    except codec.DecodeError as exc:
+        raise EnrollmentFileError(
+            f"{source} is not a noderuntime enrolment file (not JSON: {exc})"
+        ) from None
     if not isinstance(data, dict) or data.get("kind") not in (TOKEN_KIND, CREDENTIAL_KIND):
         raise EnrollmentError(f"{source} is not a noderuntime enrolment token or credential file")
     if data.get("version") != BUNDLE_VERSION:

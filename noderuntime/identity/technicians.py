@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from noderuntime import codec
 from noderuntime.errors import ConfigError, PermissionDeniedError
 from noderuntime.identity.principals import technician_principal
 
@@ -32,6 +33,7 @@ LOCKOUT_MAX_S = 3600.0
 _SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
+_REPAIR = "remove it and add the technicians again with `noderuntime technician add`"
 _NAME_RE = re.compile(r"^[a-z0-9][-a-z0-9_.]{0,31}\Z")
 
 
@@ -105,12 +107,28 @@ class TechnicianStore:
 
     def _load(self) -> dict[str, TechnicianRecord]:
         try:
-            raw = json.loads(self.path.read_text())
+            raw = codec.loads(self.path.read_bytes())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {self.path}: {exc}") from exc
-        return {name: TechnicianRecord(**rec) for name, rec in raw.items()}
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from exc
+        except codec.DecodeError as exc:
+            raise ConfigError(f"{self.path} is damaged ({exc}); {_REPAIR}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.path} is damaged (not a JSON object); {_REPAIR}")
+        try:
+            records = {name: TechnicianRecord(**rec) for name, rec in raw.items()}
+        except TypeError as exc:
+            raise ConfigError(f"{self.path} is damaged ({exc}); {_REPAIR}") from exc
+        for name, rec in records.items():
+            if not (
+                isinstance(rec.salt, str)
+                and isinstance(rec.hash, str)
+                and all(isinstance(v, int | float) for v in (rec.failures, rec.locked_until))
+                and isinstance(rec.lockouts, int)
+            ):
+                raise ConfigError(f"{self.path} is damaged (entry {name!r}); {_REPAIR}")
+        return records
 
     def _save(self, records: dict[str, TechnicianRecord]) -> None:
         tmp = self.path.with_suffix(".tmp")
