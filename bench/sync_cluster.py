@@ -25,12 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from noderuntime.crdt import schema  # noqa: E402
 from noderuntime.sync import protocol  # noqa: E402
-from noderuntime.sync.engine import (  # noqa: E402
-    ANTI_ENTROPY_INTERVAL_S,
-    HEARTBEAT_INTERVAL_S,
-    SyncEngine,
-    SyncSettings,
-)
+from noderuntime.sync.engine import SyncEngine, SyncSettings  # noqa: E402
+from noderuntime.sync.settings import ANTI_ENTROPY_INTERVAL_S, HEARTBEAT_INTERVAL_S  # noqa: E402
 from tests.sync.conftest import FLEET, Cluster, put, submit_as, until  # noqa: E402
 
 

@@ -86,6 +86,12 @@ class NatsServerError(NodeRuntimeError):
     code = "nats_server"
 
 
+class ChannelError(NodeRuntimeError):
+    """The sync transport could not send a message (the link is down or the client failed)."""
+
+    code = "sync_channel"
+
+
 class UpdateRejectedError(NodeRuntimeError):
     """A signed update was refused (bad signature, unknown author, not allowed, corrupt)."""
 
@@ -229,6 +235,7 @@ class PermissionDeniedError(NodeRuntimeError):
 __all__ = [
     "AlreadyInitializedError",
     "ApiError",
+    "ChannelError",
     "ConfigError",
     "ContainerError",
     "CredentialError",

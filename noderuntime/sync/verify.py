@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from noderuntime.crdt.envelope import signing_input, size_problem
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
@@ -77,6 +77,22 @@ def check_update(
     if not may_write(doc, member):
         return member, Cause.UNAUTHORISED
     return member, None
+
+
+def verify_updates(
+    doc: DocRef, updates: Sequence[WireUpdate], trust: Trust
+) -> tuple[list[NewUpdate], list[tuple[Cause, str]]]:
+    """Steps 4-6 for every update of one UPDATES message of ``doc``: the updates that may be
+    applied, in order, and the (cause, author) of each refused one, in order."""
+    accepted: list[NewUpdate] = []
+    refused: list[tuple[Cause, str]] = []
+    for u in updates:
+        _, cause = check_update(doc, u, trust)
+        if cause is not None:
+            refused.append((cause, u.author))
+        else:
+            accepted.append(NewUpdate(doc.name, u.data, u.author, u.signature, u.ts, u.meta))
+    return accepted, refused
 
 
 def keys_of(trust: Trust, principal: str) -> list[MemberLike]:

@@ -109,7 +109,7 @@ async def test_random_bytes_on_every_subject_leave_nodes_healthy(cluster: Cluste
         await nc.flush()
     finally:
         await nc.close()
-    await until(lambda: all(n.engine._inbox.empty() for n in nodes), what="fuzz drained")
+    await until(lambda: all(n.engine.inbox.empty() for n in nodes), what="fuzz drained")
     await hub.state.write("fleet", put("after", "ok"))
     await n1.state.write("site/s1", lambda d: schema.set_override(d, "after", "image", "y"))
     await until(

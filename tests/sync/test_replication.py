@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import nats
@@ -207,7 +206,7 @@ async def test_sovereign_site_keeps_its_docs(cluster: Cluster) -> None:
     hub = await cluster.node("hub", "hq", h.url, role="hub")
     n1 = await cluster.node("n1", "s9", s1.url, sovereign=True)
     await until(lambda: hub.engine.status()["peers_up"] == 1)
-    await until(lambda: "s9" in hub.engine._sovereign_sites)
+    await until(lambda: "s9" in hub.engine.scopes.sovereign_sites)
     await n1.state.write("site/s9", lambda d: schema.set_override(d, "web", "image", "secret"))
     await hub.state.write("fleet", put("web"))
     await until(lambda: "web" in n1.workloads(), what="fleet doc still reaches the site")
@@ -251,13 +250,13 @@ async def test_inbound_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
         settings = SyncSettings(fleet=FLEET, node_id="n1", site="s1", max_inbox_bytes=3000)
         engine = SyncEngine(st, FakeTrust(), ident, settings, nats_url="nats://127.0.0.1:1")
         for _ in range(5):  # the worker is not running: everything waits in the queue
-            await engine._on_msg(SimpleNamespace(subject="x", data=bytes(1000)))  # type: ignore[arg-type]
+            await engine.on_message("x", bytes(1000))
         c = engine.status()["counters"]
         assert (c["inbound_dropped"], c["inbound_dropped_bytes"]) == (2, 2000)
         assert engine.status()["rejections"] == {"overload": 2}
         async with engine:  # the worker drains it, and the bytes are free again
-            await until(lambda: engine._inbox_bytes == 0, what="queue drained")
-            await engine._on_msg(SimpleNamespace(subject="x", data=bytes(1000)))  # type: ignore[arg-type]
+            await until(lambda: engine.inbox.bytes == 0, what="queue drained")
+            await engine.on_message("x", bytes(1000))
             await until(lambda: engine.counters.messages_in == 4, what="accepted again")
         assert engine.counters.inbound_dropped == 2
 

@@ -1,0 +1,107 @@
+"""The sync :class:`~noderuntime.sync.channel.Channel` over nats-py: the node's local server.
+
+Connects until it succeeds (capped back-off), then lets nats-py reconnect forever: the local
+server may come and go. Subscriptions are nats-py's and survive reconnects. nats-py's own
+errors are logged at debug level; a failed publish becomes a ``ChannelError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from noderuntime.errors import ChannelError
+from noderuntime.sync.channel import ChannelListener
+
+CONNECT_BACKOFF_MAX_S = 5.0
+PENDING_BYTES = 16 * 1024 * 1024
+
+
+class NatsChannel:
+    def __init__(
+        self, url: str, *, name: str, token: str | None = None, log: logging.Logger
+    ) -> None:
+        self.url = url
+        self.name = name
+        self._token = token
+        self.log = log
+        self._nc: NatsClient | None = None
+        self._listener: ChannelListener | None = None
+
+    @property
+    def address(self) -> str:
+        return redact_url(self.url)
+
+    async def open(self, subjects: Sequence[str], listener: ChannelListener) -> None:
+        self._listener = listener
+        backoff = 0.1
+        while True:
+            try:
+                nc = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                    pending_size=PENDING_BYTES,
+                    token=self._token,
+                )
+            except Exception as exc:
+                self.log.debug("cannot reach local NATS at %s: %s", self.address, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
+                continue
+            self._nc = nc
+            for subject in subjects:
+                await nc.subscribe(subject, cb=self._on_msg)
+            await nc.flush()
+            await listener.on_connected(again=False)
+            return
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        nc = self._nc
+        if nc is None:
+            raise ChannelError(f"not connected to {self.address}")
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            raise ChannelError(str(exc)) from exc
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            await nc.close()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if self._listener is not None:
+            await self._listener.on_message(msg.subject, msg.data)
+
+    async def _on_disconnected(self) -> None:
+        if self._listener is not None:
+            await self._listener.on_disconnected()
+
+    async def _on_reconnected(self) -> None:
+        if self._listener is not None:
+            await self._listener.on_connected(again=True)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.log.debug("nats: %s", exc)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its credentials (the local server's token is a secret)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))

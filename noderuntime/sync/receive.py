@@ -1,0 +1,297 @@
+"""Handling one received message: verify, decide, apply, answer.
+
+One message at a time (the engine's single worker); every refusal is counted by cause
+(:class:`~noderuntime.sync.verify.Rejections`). Per kind:
+
+- **UPDATES**: our own echo is ignored; a document we do not hold is dropped (counted as
+  ``sovereign`` when it belongs to a sovereign site elsewhere); each update is verified
+  (:func:`~noderuntime.sync.verify.verify_updates`) and the accepted ones ingested as from a
+  peer. Unknown authors' credentials are requested first.
+- **STATE**: a signed, live message from an enrolled node. If it is for us and we hold the
+  document (a hub takes one on), and the sender may read it, we answer with the updates it
+  lacks and, if it has some we lack, with our own state vector (:mod:`.antientropy`).
+- **HEARTBEAT**: signed and fresh (:func:`~noderuntime.sync.peers.fresh_heartbeat`), it
+  refreshes the peer table; a peer that comes up calls for a repair round with it and an
+  answer heartbeat.
+- **CREDENTIALS / CREDENTIAL_REQUEST**: the relay's policy (:mod:`.credentials`).
+
+A live message from a sender whose credential we lack is not a rejection: we push ours and
+ask for theirs (``awaiting_credentials``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector
+from noderuntime.crdt.state import IngestResult, Origin, StateStore
+from noderuntime.crdt.store import NewUpdate
+from noderuntime.identity.principals import node_id_of
+from noderuntime.sync import protocol
+from noderuntime.sync.acl import ROLE_HUB, DocRef, MemberLike, Trust, may_read, parse_doc
+from noderuntime.sync.antientropy import StateReplies, compare, wire
+from noderuntime.sync.counters import Counters
+from noderuntime.sync.credentials import CredentialRelay
+from noderuntime.sync.outbound import Outbound
+from noderuntime.sync.peers import PeerStats, PeerTable, fresh_heartbeat, parse_heartbeat_payload
+from noderuntime.sync.protocol import (
+    CredentialRequestMsg,
+    CredentialsMsg,
+    HeartbeatMsg,
+    ProtocolError,
+    StateMsg,
+    UpdatesMsg,
+)
+from noderuntime.sync.scopes import Scopes
+from noderuntime.sync.settings import SyncSettings
+from noderuntime.sync.verify import Cause, Rejections, check_signed, verify_updates
+
+_INGEST_CAUSES = {
+    IngestResult.MALFORMED: Cause.MALFORMED,
+    IngestResult.UNANCHORED: Cause.UNANCHORED,
+    IngestResult.CLIENT_CONFLICT: Cause.CLIENT_CONFLICT,
+    IngestResult.CORRUPT: Cause.CORRUPT,
+}
+
+# Called when a repair round is due: with the node whose heartbeats reappeared, or None when
+# credentials we lacked arrived (the next exchange brings their updates again).
+HealCallback = Callable[[str | None], None]
+
+
+class Receiver:
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        trust: Trust,
+        settings: SyncSettings,
+        table: PeerTable,
+        scopes: Scopes,
+        relay: CredentialRelay,
+        replies: StateReplies,
+        out: Outbound,
+        counters: Counters,
+        rejections: Rejections,
+        on_heal: HealCallback,
+        log: logging.Logger,
+        clock: Callable[[], float],
+    ) -> None:
+        self.state = state
+        self.trust = trust
+        self.settings = settings
+        self.table = table
+        self.scopes = scopes
+        self.relay = relay
+        self.replies = replies
+        self.out = out
+        self.counters = counters
+        self.rejections = rejections
+        self.on_heal = on_heal
+        self.log = log
+        self.clock = clock
+
+    async def handle(self, data: bytes) -> None:
+        self.counters.messages_in += 1
+        self.counters.bytes_in += len(data)
+        try:
+            msg = protocol.decode(
+                data,
+                max_bytes=self.settings.max_message_bytes,
+                max_update_bytes=self.settings.max_update_bytes,
+            )
+        except ProtocolError as exc:
+            self.rejections.reject(Cause(exc.cause), str(exc))
+            return
+        if isinstance(msg, UpdatesMsg):
+            await self._updates(msg, len(data))
+        elif isinstance(msg, CredentialsMsg):
+            await self._credentials(msg)
+        elif isinstance(msg, CredentialRequestMsg):
+            await self._credential_request(msg)
+        elif isinstance(msg, StateMsg):
+            await self._state(msg, len(data))
+        else:
+            await self._heartbeat(msg, len(data))
+
+    # --- updates --------------------------------------------------------------------------
+
+    async def _updates(self, msg: UpdatesMsg, size: int) -> None:
+        if msg.sender == self.settings.node_id:
+            return  # our own broadcast, echoed back by the server
+        doc = parse_doc(msg.doc)
+        if doc is None:
+            self.rejections.reject(Cause.BAD_DOC, f"{msg.doc!r}")
+            return
+        peer = self.table.get(msg.sender)
+        if peer is not None:
+            peer.received(size)
+        if not self.scopes.may_hold(doc):
+            site = self.scopes.doc_site(doc)
+            if self.scopes.is_sovereign(site):
+                self.rejections.reject(Cause.SOVEREIGN, f"{doc.name} of sovereign site {site}")
+            return
+        accepted, refused = verify_updates(doc, msg.updates, self.trust)
+        for cause, author in refused:
+            self.rejections.reject(cause, f"update of {doc.name} by {author!r}")
+        unknown = {author for cause, author in refused if cause is Cause.UNKNOWN_AUTHOR}
+        if unknown:
+            await self.request_credentials(unknown)
+        if not accepted:
+            return
+        results = await self.state.ingest(
+            accepted, origin=Origin.PEER, create_docs=self.settings.role == ROLE_HUB
+        )
+        self._count_ingested(doc, msg.sender, accepted, results)
+
+    def _count_ingested(
+        self, doc: DocRef, sender: str, accepted: list[NewUpdate], results: Sequence[IngestResult]
+    ) -> None:
+        for new, result in zip(accepted, results, strict=True):
+            if result is IngestResult.APPLIED:
+                self.counters.updates_applied += 1
+                peer = self.table.get(sender)
+                if peer is not None:
+                    peer.updates_in += 1
+            elif result is IngestResult.DUPLICATE:
+                self.counters.duplicates += 1
+            elif result in _INGEST_CAUSES:
+                self.rejections.reject(
+                    _INGEST_CAUSES[result], f"update of {doc.name} by {new.author!r}"
+                )
+
+    # --- state vectors --------------------------------------------------------------------
+
+    async def _state(self, msg: StateMsg, size: int) -> None:
+        member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
+        if cause is not None or member is None:
+            await self._unknown_sender(cause, f"state from {msg.sender!r}", msg.sender)
+            return
+        node = node_id_of(member.principal)
+        if node is None or node == self.settings.node_id:
+            return
+        self.counters.state_received += 1
+        peer = self.table.peer(node)
+        peer.received(size)
+        if member.site:
+            peer.site = member.site
+        peer.role = member.role
+        if msg.target and msg.target != self.settings.node_id:
+            return
+        doc = parse_doc(msg.doc)
+        if doc is None:
+            self.rejections.reject(Cause.BAD_DOC, f"{msg.doc!r}")
+            return
+        try:
+            peer_sv = decode_state_vector(msg.state_vector)
+        except UpdateFormatError:
+            self.rejections.reject(Cause.MALFORMED, f"state vector from {node}")
+            return
+        if not await self._holds_for(doc, peer_sv):
+            return
+        site = self.scopes.doc_site(doc)
+        if not may_read(doc, member, site_of_doc=site, sovereign=self.scopes.is_sovereign(site)):
+            self.rejections.reject(Cause.SOVEREIGN, f"{node} asked for {doc.name}")
+            return
+        await self._answer_state(doc, peer, member, peer_sv)
+
+    async def _holds_for(self, doc: DocRef, peer_sv: dict[int, int]) -> bool:
+        """Whether we hold ``doc`` to answer a peer's state vector; a hub takes on a document
+        a peer has something of."""
+        if self.state.holds(doc.name):
+            return True
+        if not (self.settings.role == ROLE_HUB and self.scopes.may_hold(doc) and peer_sv):
+            return False
+        await self.state.ensure_doc(doc.name)
+        return True
+
+    async def _answer_state(
+        self, doc: DocRef, peer: PeerStats, member: MemberLike, peer_sv: dict[int, int]
+    ) -> None:
+        peer.last_sync = self.clock()
+        behind, ahead = compare(self.state.state_vector_map(doc.name), peer_sv)
+        peer.behind_by[doc.name] = behind
+        peer.ahead_by[doc.name] = ahead
+        inbox = self.scopes.inbox_of(member)
+        if inbox is None:
+            return
+        missing = await self.state.missing_for(doc.name, peer_sv)
+        if missing:
+            await self.out.send_updates(inbox, doc.name, [wire(u) for u in missing], peer)
+            self.counters.repairs_sent += len(missing)
+        if ahead > 0 and self.replies.due(peer.node_id, doc.name):
+            await self.out.send_state(doc.name, target=peer, subject=inbox)
+
+    # --- heartbeats -----------------------------------------------------------------------
+
+    async def _heartbeat(self, msg: HeartbeatMsg, size: int) -> None:
+        member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
+        if cause is not None or member is None:
+            await self._unknown_sender(cause, f"heartbeat from {msg.sender!r}", msg.sender)
+            return
+        node = node_id_of(member.principal)
+        if node is None or node == self.settings.node_id:
+            return
+        peer = self.table.peer(node)
+        payload = parse_heartbeat_payload(msg.payload)
+        if payload is None:
+            self.rejections.reject(Cause.MALFORMED, f"heartbeat payload from {node}")
+            return
+        if not fresh_heartbeat(peer, msg.ts, payload):
+            self.rejections.reject(Cause.REPLAYED, f"old heartbeat from {node}")
+            return
+        self.counters.heartbeats_received += 1
+        came_up = self.table.heard_heartbeat(
+            peer,
+            site=member.site,
+            role=member.role,
+            ts=msg.ts,
+            payload=payload,
+            size=size,
+            now=self.clock(),
+        )
+        self.scopes.learn_sovereign(peer)
+        if came_up:
+            self.log.info("sync: peer %s (site %s) is up", node, peer.site)
+            self.on_heal(node)
+            # It may not know we are up either: tell it now rather than at our next tick.
+            await self.out.answer_heartbeat()
+
+    # --- credentials (policy: noderuntime.sync.credentials) ---------------------------------
+
+    async def _credentials(self, msg: CredentialsMsg) -> None:
+        learnt = self.relay.learn(msg.credentials)
+        for why in learnt.refused:
+            self.rejections.reject(Cause.BAD_CREDENTIAL, why)
+        if learnt.repair:
+            # Their updates were refused; the next exchange brings them again.
+            self.on_heal(None)
+        if learnt.new_member:
+            # Someone new: make sure they learn us too (they may lack our credential).
+            await self.push_credentials()
+
+    async def _credential_request(self, msg: CredentialRequestMsg) -> None:
+        blobs = self.relay.answer(msg.principals)
+        if blobs:
+            await self.out.send_credentials(blobs)
+
+    async def request_credentials(self, principals: set[str]) -> None:
+        due = self.relay.to_request(principals)
+        if due:
+            await self.out.request_credentials(due)
+
+    async def push_credentials(self) -> None:
+        """Send our credentials now, at most once per CREDENTIAL_PUSH_INTERVAL_S."""
+        if self.relay.push_due():
+            await self.out.send_credentials(self.relay.known())
+
+    async def _unknown_sender(
+        self, cause: Cause | None, what: str, principal: str | None = None
+    ) -> None:
+        if cause in (None, Cause.UNKNOWN_AUTHOR):
+            self.counters.awaiting_credentials += 1
+            await self.push_credentials()
+            if principal is not None and node_id_of(principal) is not None:
+                await self.request_credentials({principal})
+        else:
+            self.rejections.reject(cause, what)
