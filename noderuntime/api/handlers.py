@@ -97,6 +97,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         svc = node.podman_service
         disk = shutil.disk_usage(node.paths.data_dir)
         desired = rec.desired
+        hold = store_hold(node, rec)
         return {
             "node": {
                 "id": node.config.node_id,
@@ -115,8 +116,9 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "path": stats.path,
                 # Cheap signals only (no integrity check per call): the latest commit and
                 # what could not be read at load.
-                "healthy": state.store_error is None and not state.load_problems,
+                "healthy": state.store_error is None and not state.load_problems and not hold,
                 "error": state.store_error
+                or (hold["reason"] if hold else None)
                 or (
                     f"{state.load_problems} unreadable update(s) or snapshot(s) skipped at load;"
                     " see the node's log"
@@ -131,6 +133,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "writes_since_start": state.writes,
                 "last_write_at": state.last_write_at,
                 "load_problems": state.load_problems,
+                "hold": hold,
             },
             "podman": {
                 "socket": str(node.podman_socket),
@@ -159,6 +162,22 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "disk_total_bytes": disk.total,
                 "disk_free_bytes": disk.free,
             },
+        }
+
+    async def store_reset(params: Params) -> dict[str, Any]:
+        _, rec = parts()
+        if params.get("confirm") is not True:
+            raise ApiError(
+                "a reset takes the store as it is and removes every container it does not "
+                "name; confirm it (`noderuntime reset --i-mean-it`)",
+                code="bad_request",
+            )
+        assert node.store_guard is not None
+        ended = await node.store_guard.release(f"reset by {_actor(params) or 'root'}")
+        rec.trigger("store-reset")
+        return {
+            "result": "reset" if ended is not None else "not_held",
+            "hold": ended.to_dict() if ended is not None else None,
         }
 
     async def list_workloads(_: Params) -> list[dict[str, Any]]:
@@ -559,6 +578,9 @@ def build_routes(node: Node) -> dict[str, Route]:
 
     return {
         "node.status": Route(status, doc="node, store, Podman and workload summary"),
+        "store.reset": Route(
+            store_reset, write=True, doc="end a store hold: take the store as it is (destructive)"
+        ),
         "state.export": Route(export, doc="debug: the held documents' maps (read-only)"),
         "sync.peers": Route(sync_peers, doc="sync links and peers: up/down, bytes, lag"),
         "nodes.list": Route(nodes_list, doc="nodes known here: site, last seen, health"),
@@ -580,6 +602,20 @@ def build_routes(node: Node) -> dict[str, Route]:
         "workloads.start": Route(start, write=True, doc="re-enable a workload on this node"),
         "overrides.set": Route(set_override, write=True, doc="set a node override"),
         "overrides.remove": Route(remove_override, write=True, doc="remove a node override"),
+    }
+
+
+def store_hold(node: Node, rec: Any) -> dict[str, Any] | None:
+    """The store hold for status: why, since when, and what it spares (None: not held)."""
+    guard = node.store_guard
+    view = guard.view() if guard is not None else None
+    if view is None:
+        return None
+    plan = rec.last_plan
+    return {
+        **view,
+        "containers": len(rec.observed),
+        "workloads": list(plan.held) if plan is not None else [],
     }
 
 

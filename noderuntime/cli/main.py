@@ -22,6 +22,7 @@ import yaml
 from noderuntime import codec
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
+from noderuntime.cli import store as cli_store
 from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError, NodeRuntimeError
 
@@ -110,7 +111,21 @@ def render_status(s: dict[str, Any]) -> str:
     ]
     if wl.get("invalid"):
         lines.append(f"Invalid:    {wl['invalid']} stored workload spec(s) do not validate")
-    return "\n".join(lines)
+    return "\n".join(lines + render_store_problem(st))
+
+
+def render_store_problem(st: dict[str, Any]) -> list[str]:
+    """Lines saying why the store is unhealthy, and a hold with what it spares and how to end it."""
+    hold = st.get("hold")
+    if not hold:
+        return [] if st.get("healthy", True) else [f"STORE:      UNHEALTHY: {st.get('error')}"]
+    spared = ", ".join(hold.get("workloads") or []) or "none so far"
+    return [
+        f"STORE HELD: {hold['reason']}",
+        f"            nothing is stopped or removed; {hold.get('containers', 0)} container(s) "
+        f"of this node kept as they are (workloads spared: {spared})",
+        f"            since {age(hold.get('since'))} ago; to decide: {hold.get('decide', '')}",
+    ]
 
 
 def render_describe(v: dict[str, Any]) -> str:
@@ -795,6 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_fleet.add_parsers(sub)
     backup.add_parsers(sub)
+    cli_store.add_parsers(sub)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

@@ -205,6 +205,11 @@ class StateStore:
         """The highest store sequence number of any document held."""
         return max(self._last_seq.values(), default=0)
 
+    @property
+    def doc_seqs(self) -> dict[str, int]:
+        """Per document held, the highest store sequence number it has (0: nothing stored)."""
+        return {name: self._last_seq.get(name, 0) for name in self._docs}
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)

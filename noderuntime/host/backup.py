@@ -59,6 +59,7 @@ from noderuntime.config.model import (
     parse_config,
     validate_id,
 )
+from noderuntime.crdt.mark import MARK_FILE, accept_store
 from noderuntime.errors import ConfigError, NodeRuntimeError
 
 # Backup archive format. 1 (2026-11-26): manifest + config/ + data/, gzip-compressed tar.
@@ -327,6 +328,8 @@ def restore(archive: Path, data_dir: Path, config_file: Path | None, *, force: b
             checked = _check_archive(tar)
             _check_target(data_dir, config_file, force=force)
             _write(tar, checked, data_dir, config_file)
+            # The restored store is the truth now: no mark of the store it replaced may hold it.
+            accept_store(data_dir / MARK_FILE, "restore")
             return checked.manifest.node_id
     except InvalidBackupError as exc:
         raise InvalidBackupError(f"cannot restore from {archive}: {exc}") from exc

@@ -25,6 +25,8 @@ from noderuntime.api.handlers import build_routes
 from noderuntime.api.server import ApiServer
 from noderuntime.config.model import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
+from noderuntime.crdt.guard import StoreGuard
+from noderuntime.crdt.mark import MARK_FILE
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import ConfigError
@@ -66,6 +68,8 @@ class Node:
         self.started_at = time.time()
         self.identity: Identity | None = None
         self.state: StateStore | None = None
+        # Holds the containers while the store has lost what it had (crdt/mark.py).
+        self.store_guard: StoreGuard | None = None
         self.runtime: PodmanRuntime | None = None
         self.podman_service: PodmanService | None = None
         self.reconciler: Reconciler | None = None
@@ -117,6 +121,12 @@ class Node:
                     log=self.log.getChild("state"),
                 )
             )
+            # Before anything writes: the store is judged as it was found.
+            self.store_guard = await stack.enter_async_context(
+                StoreGuard(
+                    self.paths.data_dir / MARK_FILE, self.state, log=self.log.getChild("store")
+                )
+            )
             await self._record_node_info()
             if (self.paths.data_dir / FLEET_TRUST_FILE).is_file():
                 from noderuntime.errors import CredentialError
@@ -159,6 +169,7 @@ class Node:
                     runtime=self.runtime,
                     log=self.log.getChild("reconcile"),
                     runtime_problem=self._podman_service_problem,
+                    hold=self.store_guard,
                     pull_stall_timeout_s=self.config.image_pull_stall_timeout_s,
                 )
             )

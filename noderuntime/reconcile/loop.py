@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
@@ -91,6 +91,17 @@ class Event:
         }
 
 
+class HoldSource(Protocol):
+    """Who says the node must hold its containers (the store guard, ``crdt/guard.py``)."""
+
+    @property
+    def holding(self) -> str | None: ...  # why the node holds now; None: it does not
+
+    async def check(self, containers: int) -> str | None:
+        """Why the node holds, given the number of containers labelled for it."""
+        ...
+
+
 @dataclass
 class WorkloadRuntimeState:
     """What the loop remembers about one workload between passes (not persisted)."""
@@ -115,6 +126,7 @@ class Reconciler:
         runtime_problem: Callable[[], str | None] | None = None,
         pull_concurrency: int = PULL_CONCURRENCY,
         pull_stall_timeout_s: float | None = PULL_STALL_TIMEOUT_S,
+        hold: HoldSource | None = None,
     ) -> None:
         self._cfg = config
         self._state = state
@@ -125,6 +137,9 @@ class Reconciler:
         # Why the runtime is down, when someone knows better than the failed call (the
         # supervised Podman service that cannot start).
         self._runtime_problem = runtime_problem
+        self._hold_source = hold
+        # Why this node holds its containers (the store lost its memory): no stop, no remove.
+        self.hold: str | None = None
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._events_task: asyncio.Task[None] | None = None
@@ -248,6 +263,9 @@ class Reconciler:
         self.passes += 1
         now = self._clock()
         self.last_pass_at = now
+        # Read before the snapshot: a hold lifted while this pass runs (a resync that just
+        # brought the documents back) must not meet the snapshot taken before them.
+        held_at_snapshot = self._hold_source.holding if self._hold_source else None
         snap = self._state.snapshot()
         desired = compute_desired(
             snap, node_id=self._cfg.node_id, site=self._cfg.site, node_labels=self._cfg.labels
@@ -261,6 +279,7 @@ class Reconciler:
         except RuntimeUnavailableError as exc:
             return await self._runtime_down(str(exc), planned)
         self._runtime_up()
+        await self._check_hold(len(observed), held_at_snapshot)
         try:
             await self._tend_pulls(planned, observed, now)
         except RuntimeUnavailableError as exc:
@@ -285,6 +304,18 @@ class Reconciler:
         if the_plan.requeue_after_s is not None:
             wait = min(wait, max(0.05, the_plan.requeue_after_s))
         return wait
+
+    async def _check_hold(self, containers: int, held_at_snapshot: str | None) -> None:
+        if self._hold_source is None:
+            return
+        hold = await self._hold_source.check(containers) or held_at_snapshot
+        if hold == self.hold:
+            return
+        if hold is not None:
+            self._event("", "store-hold", f"holding every container (no stop, no remove): {hold}")
+        else:
+            self._event("", "store-hold", "hold lifted: reconciling from the store again")
+        self.hold = hold
 
     def _planned(self, dw: DesiredWorkload) -> PlannedWorkload:
         return PlannedWorkload(
@@ -363,6 +394,7 @@ class Reconciler:
             stopped_by_us=frozenset(self._stopped_by_us),
             enabled_at=dict(self._enabled_at),
             pulling=self._pulls.busy(),
+            hold=self.hold,
         )
 
     async def _execute(
