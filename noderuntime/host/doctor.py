@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from noderuntime.config.model import STATE_DB_FILE
 from noderuntime.host import hostsetup
 from noderuntime.version import find_nats_server
 
@@ -163,6 +164,59 @@ def check_data_dir(data_dir: Path) -> Check:
     return Check("data dir", Status.OK, f"{data_dir} present, keys private")
 
 
+def check_store(data_dir: Path) -> Check | None:
+    """The store throughout (integrity, digests, every update and snapshot decoding) and
+    against its mark (what the node had stored; a hold). None where no node was made."""
+    import sqlite3
+
+    from noderuntime.crdt.check import inspect_store
+    from noderuntime.crdt.mark import HOLD_DECISIONS, MARK_FILE, read_mark
+    from noderuntime.errors import StoreError
+
+    db = data_dir / STATE_DB_FILE
+    fix = f"decide what the node's state is: {HOLD_DECISIONS}"
+    try:
+        mark = read_mark(data_dir / MARK_FILE)  # before the store: it never runs ahead of it
+    except StoreError as exc:
+        return Check("store", Status.WARN, str(exc), "it is rewritten while the node runs")
+    trusted = mark if mark is not None and mark.accept is None else None
+    held = (
+        [f"the node holds its containers: {trusted.hold.reason}"]
+        if trusted and trusted.hold
+        else []
+    )
+    if not db.exists():
+        had = max(trusted.docs.values(), default=0) if trusted else 0
+        if had:
+            return Check(
+                "store",
+                Status.FAIL,
+                f"{db} is missing, but the node had stored updates up to sequence {had}",
+                fix,
+            )
+        if not (data_dir / "identity.key").exists():
+            return None
+        return Check("store", Status.OK, f"{db} not made yet (the node has not run)")
+    try:
+        found = inspect_store(db)
+    except sqlite3.Error as exc:
+        return Check("store", Status.FAIL, f"cannot read {db}: {exc}", fix)
+    problems = found.problems()
+    for doc, had in sorted(trusted.docs.items() if trusted else []):
+        if found.seqs.get(doc, 0) < had:
+            problems.append(
+                f"{doc} ends at sequence {found.seqs.get(doc, 0)}, but the node had stored up "
+                f"to {had} (a truncated store or WAL)"
+            )
+    if problems or held:
+        return Check("store", Status.FAIL, f"{db}: " + "; ".join(problems + held), fix)
+    return Check(
+        "store",
+        Status.OK,
+        f"{db}: {found.updates} updates, integrity ok, every update and snapshot decodes",
+    )
+
+
 def check_nats_server() -> Check:
     path = find_nats_server()
     if path is None:
@@ -223,6 +277,7 @@ def run_checks(
         lambda: check_podman_socket(podman_socket),
         lambda: check_disk(data_dir),
         lambda: check_data_dir(data_dir),
+        lambda: check_store(data_dir),
         check_nats_server,
         lambda: check_fleet_credential(data_dir),
     ]
