@@ -23,7 +23,7 @@ from noderuntime.spec.values import API_VERSION, KIND, Loc, describe
 SYNTAX_FIELD = "(syntax)"
 DOCUMENT_FIELD = "(document)"
 
-_PATH_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PATH_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,15 +182,20 @@ def _message(
     if kind in ("enum", "literal_error"):
         return f"must be {ctx.get('expected', 'one of the allowed values')}, got {got}"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}, got {got}"
+        return f"must be at least {_number(ctx['ge'])}, got {got}"
     if kind == "greater_than":
-        return f"must be greater than {ctx['gt']}, got {got}"
+        return f"must be greater than {_number(ctx['gt'])}, got {got}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}, got {got}"
+        return f"must be at most {_number(ctx['le'])}, got {got}"
     if kind == "less_than":
-        return f"must be less than {ctx['lt']}, got {got}"
+        return f"must be less than {_number(ctx['lt'])}, got {got}"
     if kind in ("too_short", "string_too_short"):
         return "must not be empty"
     if kind == "value_error":
         return str(error["msg"]).removeprefix("Value error, ")
     return str(error["msg"])
+
+
+def _number(bound: Any) -> Any:
+    # pydantic reports a float field's bound as a float: "at most 1024", not "1024.0".
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -61,6 +62,8 @@ from noderuntime.spec.values import (
 
 SPEC_HASH_CHARS = 16
 _WILDCARD_IPS = frozenset({"", "0.0.0.0", "::"})
+# ASCII digits only (str.isdigit also takes '²' and '٣'); enough of them to say "at most 65535".
+_PORT_DIGITS_RE = re.compile(r"[0-9]{1,10}\Z")
 
 
 class _Model(BaseModel):
@@ -95,7 +98,7 @@ def _port_short_form(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     usage = (
-        f"invalid port {value!r}: write CONTAINER, HOST:CONTAINER or IP:HOST:CONTAINER, "
+        f"invalid port {describe(value)}: write CONTAINER, HOST:CONTAINER or IP:HOST:CONTAINER, "
         'optionally ending in /tcp or /udp (e.g. "8080:80", "127.0.0.1:53:53/udp")'
     )
     text = value.strip()
@@ -115,12 +118,12 @@ def _port_short_form(value: Any) -> Any:
     if any("-" in p for p in parts[-2:]):
         fail("port", f"invalid port {value!r}: port ranges are not supported; list each port")
     *front, container = parts
-    if not container.isdigit():
+    if not _PORT_DIGITS_RE.match(container):
         fail("port", usage)
     out["containerPort"] = int(container)
     if front:
         host = front[-1]
-        if host and not host.isdigit():
+        if host and not _PORT_DIGITS_RE.match(host):
             fail("port", usage)
         if host:
             out["hostPort"] = int(host)
@@ -309,6 +312,7 @@ class WorkloadSpec(_Model):
     @classmethod
     def _unique_mount_paths(cls, volumes: list[Volume]) -> list[Volume]:
         first: dict[str, int] = {}
+        first_named: dict[str, int] = {}
         problems: list[tuple[Loc, str, Any]] = []
         for i, volume in enumerate(volumes):
             j = first.setdefault(volume.mount_path, i)
@@ -318,6 +322,19 @@ class WorkloadSpec(_Model):
                         (i, "mountPath"),
                         f"mount path {volume.mount_path!r} is already used by volumes[{j}]",
                         volume.mount_path,
+                    )
+                )
+            if volume.name is None:
+                continue
+            j = first_named.setdefault(volume.name, i)
+            if j != i:
+                # Podman's create API takes each named volume once per container.
+                problems.append(
+                    (
+                        (i, "name"),
+                        f"volume {volume.name!r} is already mounted by volumes[{j}]; "
+                        "a named volume can be mounted once per container",
+                        volume.name,
                     )
                 )
         if problems:

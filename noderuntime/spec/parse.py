@@ -16,6 +16,7 @@ from noderuntime.spec.messages import DOCUMENT_FIELD, format_path, validate, wir
 from noderuntime.spec.models import Workload
 from noderuntime.spec.values import describe
 from noderuntime.spec.yamlindex import (
+    MAX_NUMBER_CHARS,
     MAX_YAML_DEPTH,
     MAX_YAML_NODES,
     YAML_LOADER,
@@ -103,6 +104,19 @@ def _load_document(
                 document,
             )
         )
+        return None, index
+    for path, line, chars in index.long_numbers:
+        wire, _ = wire_path(path)
+        problems.append(
+            FieldProblem(
+                format_path(wire),
+                f"number is too long ({chars} characters, at most {MAX_NUMBER_CHARS}); "
+                "no field takes a number this large",
+                line,
+                document,
+            )
+        )
+    if index.long_numbers:
         return None, index
     for path, line, first_line in index.duplicates:
         wire, _ = wire_path(path)

@@ -11,7 +11,7 @@ import math
 import posixpath
 import re
 from collections.abc import Callable
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, DecimalException
 from typing import Annotated, Any, Final, Literal, NoReturn
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
@@ -30,17 +30,39 @@ DEFAULT_PROBE_RETRIES = 3
 MIN_PROBE_INTERVAL_S = 1.0
 # Podman refuses smaller memory limits ("minimum memory limit allowed is 6MB").
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
+
+# Upper bounds: a spec that validates must be one the runtime can take (issue 9 §2: cpus 1e308
+# validated, then every reconcile pass failed building the container). Bounds are the same on every
+# node, since the operator validates without knowing the node.
+# cgroups take a CPU quota above the host's CPU count (it just never binds), so a node with fewer
+# CPUs runs such a workload with all of its own; 1024 keeps quota * period far inside int64.
+MAX_CPUS = 1024
+# Podman 4.3 sets swap to twice the memory limit in an int64 and refuses 2**62 and above;
+# 1Ei is the largest round quantity below that.
+MAX_MEMORY_BYTES = 2**60
+MAX_MEMORY_TEXT = "1Ei"
+# Probe timings: a day is already far beyond any useful probe, and keeps timers finite.
+MAX_DURATION_S = 24 * 3600.0
+MAX_PROBE_RETRIES = 1000
 # User labels may not pose as the labels the runtime uses to find its own containers.
 RESERVED_LABEL_PREFIX = "io.noderuntime."
 
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_PLAIN_NUMBER_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)$")
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([A-Za-z]*)$")
+# `\Z`, not `$` (which also matches before a final newline), and ASCII digits, not `\d`.
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+_DNS_SUBDOMAIN_RE = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z"
+)
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
+_PLAIN_NUMBER_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
+_MEMORY_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([A-Za-z]*)\Z")
+_HTTP_PATH_RE = re.compile(r"^[!-~]*\Z")
+# More integer digits than this is above MAX_MEMORY_BYTES in any unit.
+_MEMORY_MAX_INT_DIGITS = len(str(MAX_MEMORY_BYTES))
+# Python refuses to print an int of more than 4300 digits; messages describe those differently.
+_PRINTABLE_INT_BITS = 4000
 
 _DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Kubernetes quantity suffixes: decimal (k, M, G...) and binary (Ki, Mi, Gi...).
@@ -78,6 +100,8 @@ def describe(value: Any) -> str:
         return "null (no value)"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > _PRINTABLE_INT_BITS:
+        return f"a number of about {int(value.bit_length() * math.log10(2))} digits"
     if isinstance(value, int | float):
         return f"the number {value}"
     if isinstance(value, str):
@@ -109,8 +133,17 @@ def _text(value: Any) -> Any:
         )
     if value is None:
         fail("text_null", 'has no value (null); quote it, e.g. "" for an empty string')
+    if isinstance(value, int) and value.bit_length() > _PRINTABLE_INT_BITS:
+        fail("text_number", f"{describe(value)} is too long to be read as text; quote it")
     if isinstance(value, int | float):
         return str(value)
+    return value
+
+
+def _no_nul(value: str) -> str:
+    # A NUL ends a C string: no process can receive it in an argument or environment variable.
+    if "\0" in value:
+        fail("text_nul", f"must not contain a NUL character (\\0), got {describe(value)}")
     return value
 
 
@@ -191,7 +224,7 @@ def _check_env_name(key: str) -> str:
 def _check_image(value: str) -> str:
     if not value:
         fail("image", "must not be empty; name an image such as localhost/busybox:1")
-    if any(c.isspace() for c in value):
+    if any(c.isspace() or c == "\0" for c in value):
         fail("image", f"invalid image {value!r}: an image reference contains no whitespace")
     return value
 
@@ -214,7 +247,7 @@ def _check_volume_name(value: str) -> str:
 
 
 def _check_user(value: str) -> str:
-    if not value or any(c.isspace() for c in value) or value.count(":") > 1:
+    if not value or any(c.isspace() or c == "\0" for c in value) or value.count(":") > 1:
         fail("user", f"invalid user {value!r}: write USER, UID, USER:GROUP or UID:GID")
     return value
 
@@ -231,6 +264,13 @@ def _check_ip(value: str) -> str:
 def _check_http_path(value: str) -> str:
     if not value.startswith("/"):
         fail("http_path", f"must start with '/', got {value!r}")
+    # It goes into the probe's request line as it is.
+    if not _HTTP_PATH_RE.match(value):
+        fail(
+            "http_path",
+            f"invalid path {value!r}: use printable ASCII without spaces; "
+            "percent-encode anything else (e.g. %20 for a space)",
+        )
     return value
 
 
@@ -255,10 +295,14 @@ def _parse_duration(value: Any) -> float:
             if not parts or "".join(p.group(0) for p in parts) != text:
                 fail("duration", f"invalid duration {value!r}; {accepted}")
             seconds = sum(float(p.group(1)) * _DURATION_UNITS_S[p.group(2)] for p in parts)
+    elif isinstance(value, int) and not 0 <= value <= MAX_DURATION_S:
+        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int: OverflowError
     else:
         seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
+    if math.isnan(seconds) or seconds < 0:
         fail("duration", f"invalid duration {value!r}: must be zero or more seconds")
+    if seconds > MAX_DURATION_S:
+        fail("duration_max", f"must be at most 24h, got {describe(value)}")
     return seconds
 
 
@@ -287,6 +331,10 @@ def _parse_memory(value: Any) -> int:
     )
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         fail("memory", f"expected a memory size, got {describe(value)}; {accepted}")
+    too_large = (
+        f"must be at most {MAX_MEMORY_TEXT} ({MAX_MEMORY_BYTES} bytes), the most Podman takes; "
+        f"got {describe(value)}"
+    )
     if isinstance(value, str):
         match = _MEMORY_RE.match(value.strip())
         if not match:
@@ -298,17 +346,26 @@ def _parse_memory(value: Any) -> int:
                 # Podman reads 512m as mebibytes, Kubernetes as milli-bytes: refuse to guess.
                 hint = f" ({suffix!r} means different things to Podman and Kubernetes)"
             fail("memory", f"invalid memory size {value!r}{hint}; {accepted}")
+        # Checked before any arithmetic: a million digits overflow Decimal's exponent.
+        if len(number.partition(".")[0].lstrip("0")) > _MEMORY_MAX_INT_DIGITS:
+            fail("memory_max", too_large)
         try:
             exact = Decimal(number) * _MEMORY_UNITS[suffix]
-        except InvalidOperation:
+        except DecimalException:
             fail("memory", f"invalid memory size {value!r}; {accepted}")
+        if exact > MAX_MEMORY_BYTES:
+            fail("memory_max", too_large)
         size = int(exact.to_integral_value(rounding=ROUND_CEILING))
     elif isinstance(value, float):
         if not value.is_integer():
             fail("memory", f"invalid memory size {value!r}: bytes must be a whole number")
+        if value > MAX_MEMORY_BYTES:
+            fail("memory_max", too_large)
         size = int(value)
     else:
         size = value
+    if size > MAX_MEMORY_BYTES:
+        fail("memory_max", too_large)
     if size < MIN_MEMORY_BYTES:
         fail(
             "memory_min",
@@ -342,7 +399,11 @@ def raise_at(title: str, problems: list[tuple[Loc, str, Any]]) -> NoReturn:
 
 # --- annotated types --------------------------------------------------------------------------
 
-Text = Annotated[str, BeforeValidator(_text, json_schema_input_type=str | int | float)]
+Text = Annotated[
+    str,
+    BeforeValidator(_text, json_schema_input_type=str | int | float),
+    AfterValidator(_no_nul),
+]
 Name = Annotated[str, BeforeValidator(_text), AfterValidator(_check_name)]
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
 UserLabelKey = Annotated[str, AfterValidator(_check_user_label_key)]
@@ -365,8 +426,8 @@ VolumeName = Annotated[str, AfterValidator(_check_volume_name)]
 HttpPath = Annotated[str, AfterValidator(_check_http_path)]
 ProbeInterval = Annotated[Duration, AfterValidator(_at_least_s(MIN_PROBE_INTERVAL_S))]
 PositiveDuration = Annotated[Duration, AfterValidator(_positive_s)]
-Retries = Annotated[int, Field(ge=1), BeforeValidator(_no_bool)]
-Cpus = Annotated[float, Field(gt=0), BeforeValidator(_no_bool)]
+Retries = Annotated[int, Field(ge=1, le=MAX_PROBE_RETRIES), BeforeValidator(_no_bool)]
+Cpus = Annotated[float, Field(gt=0, le=MAX_CPUS), BeforeValidator(_no_bool)]
 StopTimeoutS = Annotated[int, Field(ge=0, le=MAX_STOP_TIMEOUT_S), BeforeValidator(_no_bool)]
 ApiVersion = Annotated[Literal["noderuntime/v1"], BeforeValidator(_api_version)]
 Kind = Annotated[Literal["Workload"], BeforeValidator(_kind)]

@@ -20,6 +20,9 @@ from noderuntime.spec.values import Loc
 # forever; refuse such documents before anything walks them.
 MAX_YAML_NODES = 100_000
 MAX_YAML_DEPTH = 32
+# No field takes a number this long, and the YAML loader's int() raises a bare ValueError beyond
+# 4300 digits: such numbers are refused at their line before the document is loaded.
+MAX_NUMBER_CHARS = 100
 
 # libyaml's parser is ~10x faster than PyYAML's pure-Python one (YAML parsing was most of an
 # apply's cost); both produce the same nodes with the same marks.
@@ -70,6 +73,9 @@ class Index:
     lines: dict[Loc, int] = dataclasses.field(default_factory=dict)
     raw: dict[Loc, str] = dataclasses.field(default_factory=dict)
     duplicates: list[tuple[Loc, int, int]] = dataclasses.field(default_factory=list)
+    long_numbers: list[tuple[Loc, int, int]] = dataclasses.field(
+        default_factory=list
+    )  # loc, line, chars
     too_large: bool = False
 
 
@@ -109,6 +115,7 @@ def index_document(root: Node) -> Index:
                     continue  # complex keys: the constructor or validation reports them
                 key_path = (*path, key.value)
                 line = key.start_mark.line + 1
+                _check_number_length(key, key_path, index)
                 if explicit:
                     ident = (key.tag, key.value)
                     if check and ident in seen:
@@ -126,7 +133,13 @@ def index_document(root: Node) -> Index:
             index.raw[path] = node.value
             if node.tag in _NUMBER_TAGS and _is_text_position(path):
                 node.tag = _STR_TAG
+            _check_number_length(node, path, index)
     return index
+
+
+def _check_number_length(node: ScalarNode, path: Loc, index: Index) -> None:
+    if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        index.long_numbers.append((path, node.start_mark.line + 1, len(node.value)))
 
 
 def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
