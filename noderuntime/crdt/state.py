@@ -5,6 +5,15 @@ Invariants:
   acknowledged). Listeners are told after the commit, never before.
 - Writes to one document are appended in the order they were made: the mutation and the enqueue
   happen with no ``await`` between them, and the store commits its queue in order.
+- Nothing is reported as stored, equal or unchanged before it is durable. Each document is
+  held twice: the *working* doc takes mutations and ingests at once (so queued writes build on
+  each other and group-commit), the *durable* doc takes an update only when its commit is
+  durable. Every reader (:meth:`StateStore.snapshot`, :meth:`StateStore.read`, state vectors,
+  :meth:`StateStore.prepare`, compaction) sees the durable doc, so an "unchanged" answer, a
+  view or an export never shows a change a crash could still take away, and no item id of a
+  change that is not durable ever leaves the process (the reuse of client ids relies on it).
+- A write whose mutation changes nothing returns only once the writes queued before it on the
+  same document are durable: what it found in the working doc is then on disk.
 - Readers get a :class:`StateSnapshot` built from the documents; nothing outside this package
   holds a live ``Doc``.
 - If a commit fails, the affected document is rebuilt from the store so memory never keeps a
@@ -144,7 +153,11 @@ class StateStore:
         self._compact_every = compact_every
         self._log = log or logging.getLogger(__name__)
         self._clock = clock
+        # Working docs (mutations, ingests) and durable docs (every reader); see the invariants.
         self._docs: dict[str, Doc[Any]] = {}
+        self._durable: dict[str, Doc[Any]] = {}
+        # Per document, the latest queued commit: a no-op write waits for it.
+        self._tail: dict[str, asyncio.Future[list[int]]] = {}
         self._listeners: list[Listener] = []
         self._update_listeners: list[UpdateListener] = []
         self._stored_sv: dict[str, dict[int, int]] = {}
@@ -241,11 +254,11 @@ class StateStore:
             await self._load(name)
 
     def state_vector(self, name: str) -> bytes:
-        """The document's state vector (pycrdt encoding): what it has integrated."""
-        return self._docs[name].get_state()
+        """The document's state vector (pycrdt encoding): what it has durably integrated."""
+        return self._durable[name].get_state()
 
     def state_vector_map(self, name: str) -> dict[int, int]:
-        return decode_state_vector(self._docs[name].get_state())
+        return decode_state_vector(self._durable[name].get_state())
 
     def stored_clocks(self, name: str) -> Mapping[int, int]:
         """Per client, the highest clock of any stored update of ``name`` (incl. pending)."""
@@ -266,9 +279,11 @@ class StateStore:
         """The update ``mutate`` would make to ``name``, made on a scratch copy (not applied).
 
         For changes another principal (an operator) signs: the scratch copy has a fresh client
-        id, so the update merges whatever else happened to the document meanwhile.
+        id, so the update merges whatever else happened to the document meanwhile. The copy is
+        of the durable doc: the update leaves the node, so it must not build on (name the item
+        ids of) a local change that is not durable yet.
         """
-        doc = self._docs.get(name)
+        doc = self._durable.get(name)
         if doc is None:
             raise StoreError(f"document {name!r} is not held by this node")
         scratch: Doc[Any] = Doc()
@@ -363,45 +378,86 @@ class StateStore:
             seen.add(digest)
             accepted.append(u)
             results.append(IngestResult.APPLIED)
-        stored: list[tuple[StoredUpdate, Origin]] = []
         if accepted:
             docs = {u.doc for u in accepted}
-            for name in docs:
-                self._pending[name] = self._pending.get(name, 0) + 1
             try:
-                seqs = await self._store.append(accepted)
+                await asyncio.shield(self._enqueue(accepted, origin))
             except asyncio.CancelledError:
-                for name in docs:
-                    self._pending[name] -= 1
                 raise
             except BaseException:
-                for name in docs:
-                    self._pending[name] -= 1
                 self._log.error("received updates were not stored; reloading from disk")
                 for name in docs | broken:
                     await self._reload(name)
                 raise
-            for name in docs:
-                self._pending[name] -= 1
-            for u, seq in zip(accepted, seqs, strict=True):
-                self._last_seq[u.doc] = max(self._last_seq.get(u.doc, 0), seq)
-                self._since_snapshot[u.doc] = self._since_snapshot.get(u.doc, 0) + 1
-                self._note_clocks(u.doc, u.data, u.author)
-                stored.append(
-                    (StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta), origin)
-                )
             self.ingested += len(accepted)
         for name in broken:
             # A live apply failed part-way: rebuild the document from what the disk holds.
             await self._load(name)
-        if stored or broken:
+        if broken:
             self._bump()
-        if stored:
-            self._notify(stored)
-            for name in {u.doc for u in accepted}:
-                if self._since_snapshot[name] >= self._compact_every and not self._pending[name]:
-                    await self._compact(name)
+        for name in {u.doc for u in accepted}:
+            if self._since_snapshot[name] >= self._compact_every and not self._pending[name]:
+                await self._compact(name)
         return results
+
+    def _enqueue(self, updates: Sequence[NewUpdate], origin: Origin) -> asyncio.Future[list[int]]:
+        """Queue ``updates`` (already in the working docs) for commit; see :meth:`_committed`.
+
+        Synchronous, so the caller's mutation and this enqueue have no ``await`` between them.
+        """
+        fut = self._store.enqueue(updates)
+        for name in {u.doc for u in updates}:
+            self._pending[name] = self._pending.get(name, 0) + 1
+            self._tail[name] = fut
+        if fut.done():
+            # Awaiting a done future does not yield: bring the durable doc up to date first.
+            self._committed(updates, origin, fut)
+        else:
+            # Registered before anyone awaits the future, so it runs before they resume, and
+            # it runs even if they were cancelled meanwhile (the commit still happens).
+            fut.add_done_callback(lambda f: self._committed(updates, origin, f))
+        return fut
+
+    def _committed(
+        self,
+        updates: Sequence[NewUpdate],
+        origin: Origin,
+        fut: asyncio.Future[list[int]],
+    ) -> None:
+        """The commit of ``updates`` ended: on success they join the durable docs, then
+        listeners are told."""
+        for name in {u.doc for u in updates}:
+            self._pending[name] -= 1
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the waiting caller reloads the working doc from disk
+        stored: list[tuple[StoredUpdate, Origin]] = []
+        for u, seq in zip(updates, fut.result(), strict=True):
+            self._last_seq[u.doc] = max(self._last_seq.get(u.doc, 0), seq)
+            self._since_snapshot[u.doc] = self._since_snapshot.get(u.doc, 0) + 1
+            self._note_clocks(u.doc, u.data, u.author)
+            durable = self._durable.get(u.doc)
+            if durable is not None:
+                err = apply_update_safely(durable, u.data)
+                if err:  # it applied to the working doc; a failure here is a bug, not input
+                    self._log.error("durable view of %s refused update %d: %s", u.doc, seq, err)
+            stored.append(
+                (StoredUpdate(seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta), origin)
+            )
+        if origin is Origin.LOCAL:
+            self.writes += len(updates)
+            self.last_write_at = max(u.ts for u in updates)
+        self._bump()
+        self._notify(stored)
+
+    async def _settled(self, name: str) -> None:
+        """Return once every write to ``name`` queued so far is durable (raise if one failed)."""
+        tail = self._tail.get(name)
+        if tail is None or tail.done():
+            return
+        try:
+            await asyncio.shield(tail)
+        except StoreError as exc:
+            raise StoreError(f"an earlier change to {name} was not stored: {exc}") from exc
 
     async def _client_conflict(self, doc: str, clients: list[int], author: str) -> bool:
         unknown = [c for c in clients if (doc, c) not in self._client_owner]
@@ -432,7 +488,10 @@ class StateStore:
             if err:
                 self.load_problems += 1
                 self._log.error("skipping unreadable update %d of %s: %s", upd.seq, name, err)
+        durable: Doc[Any] = Doc()
+        durable.apply_update(doc.get_update())
         self._docs[name] = doc
+        self._durable[name] = durable
         self._stored_sv[name] = await self._store.clock_summary(name)
         self._last_seq[name] = loaded.updates[-1].seq if loaded.updates else loaded.snapshot_seq
         self._since_snapshot[name] = len(loaded.updates)
@@ -465,9 +524,9 @@ class StateStore:
             bad: dict[str, schema.Bad] = {self.fleet_doc: [], self.site_doc: [], self.node_doc: []}
             self._snapshot = schema.StateSnapshot(
                 generation=self._generation,
-                fleet=schema.read_fleet(self._docs[self.fleet_doc], bad[self.fleet_doc]),
-                site_overrides=schema.read_site(self._docs[self.site_doc], bad[self.site_doc]),
-                node=schema.read_node(self._docs[self.node_doc], bad[self.node_doc]),
+                fleet=schema.read_fleet(self._durable[self.fleet_doc], bad[self.fleet_doc]),
+                site_overrides=schema.read_site(self._durable[self.site_doc], bad[self.site_doc]),
+                node=schema.read_node(self._durable[self.node_doc], bad[self.node_doc]),
                 quarantined=tuple(
                     schema.Quarantined(doc, name, key, reason)
                     for doc, entries in bad.items()
@@ -478,8 +537,8 @@ class StateStore:
         return self._snapshot
 
     def read(self, name: str, reader: Callable[[Doc[Any]], object]) -> object:
-        """Run a read-only function over one live document (inside this package's callers)."""
-        return reader(self._docs[name])
+        """Run a read-only function over one durable document (inside this package's callers)."""
+        return reader(self._durable[name])
 
     async def write(
         self, name: str, mutate: Mutation, *, summary: str = "", on_behalf: str | None = None
@@ -494,6 +553,8 @@ class StateStore:
             raise StoreError(f"document {name!r} is not held by this node")
         data = mutate_anchored(doc, mutate)
         if data == EMPTY_UPDATE:
+            # The mutation found what it wanted in the working doc: answer once that is durable.
+            await self._settled(name)
             return WriteResult(name, None, 0)
         ts = self._clock()
         meta_obj: dict[str, str] = {}
@@ -515,38 +576,24 @@ class StateStore:
             ts=ts,
             meta=meta,
         )
-        self._pending[name] = self._pending.get(name, 0) + 1
         try:
             # No await between the mutation and this call: the store queues in call order.
-            (seq,) = await self._store.append([update])
+            # A cancelled caller leaves it queued; it commits and joins the durable doc.
+            (seq,) = await asyncio.shield(self._enqueue([update], Origin.LOCAL))
         except asyncio.CancelledError:
-            # The append stays queued and will commit: the live doc is already right.
-            self._pending[name] -= 1
             raise
         except BaseException:
-            self._pending[name] -= 1
             self._log.error("write to %s was not stored; reloading it from disk", name)
             await self._reload(name)
             raise
-        self._pending[name] -= 1
-        self._last_seq[name] = max(self._last_seq.get(name, 0), seq)
-        self._since_snapshot[name] = self._since_snapshot.get(name, 0) + 1
-        self._note_clocks(name, data, update.author)
-        self.writes += 1
-        self.last_write_at = ts
-        self._bump()
-        stored = StoredUpdate(
-            seq, name, data, update.author, update.signature, update.ts, update.meta
-        )
-        self._notify([(stored, Origin.LOCAL)])
         if self._since_snapshot[name] >= self._compact_every and not self._pending[name]:
             await self._compact(name)
         return WriteResult(name, seq, len(data))
 
     async def _compact(self, name: str) -> None:
-        # Only called with no write of this doc in flight, so the doc equals the log up to
-        # _last_seq and the snapshot covers exactly that prefix.
-        doc = self._docs[name]
+        # The durable doc holds exactly the log up to _last_seq, so the snapshot covers that
+        # prefix (callers also wait for no write of this doc in flight).
+        doc = self._durable[name]
         upto = self._last_seq.get(name, 0)
         await self._store.write_snapshot(name, doc.get_update(), upto)
         self._since_snapshot[name] = 0

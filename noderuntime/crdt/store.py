@@ -9,7 +9,10 @@ snapshot of a document covers the log up to ``upto_seq`` and loading replays the
 the log after it, so start-up cost does not grow with history.
 
 Durability: ``append`` returns only after the rows are committed with ``synchronous=FULL`` in
-WAL mode. Concurrent appends are group-committed (one fsync for all of them).
+WAL mode. Concurrent appends are group-committed (one fsync for all of them). ``enqueue`` is the
+same without waiting: it queues synchronously (call order is commit order) and hands back the
+future that resolves once the rows are durable, so a caller can act on the commit itself (the
+state's durable view) even if it stops waiting.
 """
 
 from __future__ import annotations
@@ -161,8 +164,20 @@ class UpdateStore(abc.ABC):
         await self.close()
 
     @abc.abstractmethod
+    def enqueue(self, updates: Sequence[NewUpdate]) -> asyncio.Future[list[int]]:
+        """Queue ``updates`` for a durable append; the future gives their sequence numbers.
+
+        Queues before returning (no ``await``), so calls commit in call order. The future
+        resolves only after the commit is durable, or fails with :class:`StoreError`; a caller
+        that stops waiting does not un-queue the updates.
+        """
+
     async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
         """Durably append ``updates`` in order; returns their sequence numbers."""
+        if not updates:
+            return []
+        # A cancelled caller does not un-queue its updates: they are still committed.
+        return await asyncio.shield(self.enqueue(updates))
 
     @abc.abstractmethod
     async def drain(self) -> None:
@@ -239,7 +254,15 @@ class MemoryStore(UpdateStore):
     async def drain(self) -> None:
         return None
 
-    async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
+    def enqueue(self, updates: Sequence[NewUpdate]) -> asyncio.Future[list[int]]:
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        try:
+            fut.set_result(self._append_now(updates))
+        except StoreError as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def _append_now(self, updates: Sequence[NewUpdate]) -> list[int]:
         self._check()
         seqs = []
         for u in updates:
@@ -422,17 +445,17 @@ class SQLiteStore(UpdateStore):
             raise StoreError("state database is not open")
         return self._db
 
-    async def append(self, updates: Sequence[NewUpdate]) -> list[int]:
-        if not updates:
-            return []
-        if self._writer is None or self._writer.done() or self._closing:
-            raise StoreError("state database is not open")
+    def enqueue(self, updates: Sequence[NewUpdate]) -> asyncio.Future[list[int]]:
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done() or self._closing:
+            fut.set_exception(StoreError("state database is not open"))
+            return fut
+        if not updates:
+            fut.set_result([])
+            return fut
         self._queue.append(_Pending(updates, fut))
         self._wakeup.set()
-        # A cancelled caller does not un-queue its update: it will still be committed, and
-        # the in-memory document already holds it, so both stay in step.
-        return await asyncio.shield(fut)
+        return fut
 
     async def drain(self) -> None:
         while (self._queue or self._committing) and self._writer and not self._writer.done():

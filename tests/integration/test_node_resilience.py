@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
+import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from node_harness import NodeProcess, podman, running_node, wait_for, workload_yaml
 
 from noderuntime.api.client import ApiClient
+from noderuntime.api.protocol import decode, encode
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import DaemonNotRunningError
@@ -97,6 +101,71 @@ def test_kill_9_during_applies_loses_no_acknowledged_change() -> None:
         # The node starts normally on the history the crashes left behind.
         node.start()
         assert node.status()["workloads"]["desired"] == 0
+    finally:
+        node.cleanup()
+
+
+def _send(sock: socket.socket, method: str, params: dict[str, Any]) -> None:
+    sock.sendall(encode({"v": 1, "id": 1, "method": method, "params": params}))
+
+
+def _answer(sock: socket.socket) -> dict[str, Any]:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "the node closed the connection"
+        line += chunk
+    return decode(line)
+
+
+def test_kill_9_while_a_commit_is_held_loses_nothing_that_was_reported() -> None:
+    """Issue 9 section 8, the way it was found: X is queued but not on disk, the node is asked
+    about it (export, a repeated apply), then killed. Whatever it said must be on disk.
+
+    The commit is held by holding SQLite's write lock from the test (the node waits on it up to
+    its busy timeout). Requests are ordered without timing: a request sent on one connection
+    before another connection is opened is read by the node first, and a reply to a request
+    is in its socket before the node reads the next connection's request.
+    """
+    spec = workload_yaml("web", extra=UNSCHEDULED)
+    node = NodeProcess()
+    try:
+        node.init()
+        node.start()
+        node.apply(spec)
+        sock_path = str(node.data_dir / "api.sock")
+        lock = sqlite3.connect(node.data_dir / "state.db", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        conns = []
+        try:
+            for _ in range(3):
+                conns.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            first, asker, repeat = conns
+            first.connect(sock_path)
+            _send(first, "workloads.apply", {"yaml": spec.replace("busybox:1", "busybox:2")})
+            asker.connect(sock_path)
+            _send(asker, "state.export", {"docs": ["fleet"]})
+            shown = json.loads(_answer(asker)["result"]["fleet"]["workloads"]["web"])
+            repeat.connect(sock_path)
+            _send(repeat, "workloads.apply", {"yaml": spec.replace("busybox:1", "busybox:2")})
+            _send(asker, "state.export", {"docs": ["fleet"]})  # read after the repeat
+            _answer(asker)
+            try:
+                early = repeat.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                early = b""
+            node.kill9()
+        finally:
+            lock.rollback()
+            lock.close()
+            for c in conns:
+                c.close()
+        stored = asyncio.run(_stored_fleet(node))
+        assert shown["spec"]["image"] == stored["web"]["spec"]["image"], (
+            f"the export showed {shown['spec']['image']} before it was durable; "
+            f"after kill -9 the store holds {stored['web']['spec']['image']}"
+        )
+        assert b'"ok":true' not in early, f"the repeat was answered before X was durable: {early!r}"
     finally:
         node.cleanup()
 

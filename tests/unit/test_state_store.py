@@ -95,10 +95,12 @@ async def test_concurrent_writes_all_land_in_order(tmp_path: Path) -> None:
 class FailingStore(MemoryStore):
     fail = False
 
-    async def append(self, updates: Any) -> list[int]:
+    def enqueue(self, updates: Any) -> asyncio.Future[list[int]]:
         if self.fail:
-            raise StoreError("disk full")
-        return await super().append(updates)
+            fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+            fut.set_exception(StoreError("disk full"))
+            return fut
+        return super().enqueue(updates)
 
 
 async def test_failed_commit_leaves_memory_as_disk() -> None:

@@ -40,6 +40,14 @@ async def test_concurrent_appends_keep_call_order(store: UpdateStore) -> None:
     assert [u.data[0] for u in loaded.updates] == list(range(50))
 
 
+async def test_enqueue_queues_at_once_and_resolves_when_durable(store: UpdateStore) -> None:
+    futures = [store.enqueue([upd("d", bytes([i]))]) for i in range(5)]
+    seqs = [(await f)[0] for f in futures]
+    assert seqs == sorted(seqs)
+    loaded = await store.load("d")
+    assert [u.data[0] for u in loaded.updates] == list(range(5))
+
+
 async def test_snapshot_hides_covered_log(store: UpdateStore) -> None:
     seqs = await store.append([upd("d", b"a"), upd("d", b"b"), upd("d", b"c")])
     await store.write_snapshot("d", b"SNAP", seqs[1])
