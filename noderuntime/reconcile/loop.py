@@ -23,7 +23,7 @@ from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError, RuntimeUnavailableError
 from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
-from noderuntime.reconcile.desired import DesiredState, DesiredWorkload, compute_desired
+from noderuntime.reconcile.desired import DesiredMemo, DesiredState, DesiredWorkload
 from noderuntime.reconcile.executor import ImagePulling, describe, execute, pull_failed
 from noderuntime.reconcile.plan import (
     Action,
@@ -127,7 +127,11 @@ class Reconciler:
         pull_concurrency: int = PULL_CONCURRENCY,
         pull_stall_timeout_s: float | None = PULL_STALL_TIMEOUT_S,
         hold: HoldSource | None = None,
+        loop: bool = True,
     ) -> None:
+        """``loop=False``: no loop task; triggers only mark the reconciler :attr:`pending`
+        and the caller runs passes with :meth:`reconcile_once` (tests and benchmarks drive it
+        step by step, with an injected ``clock``)."""
         self._cfg = config
         self._state = state
         self._runtime = runtime
@@ -148,6 +152,16 @@ class Reconciler:
         self._enabled_at: dict[str, float] = {}
         self._observed: list[ObservedContainer] = []
         self._desired: DesiredState | None = None
+        self._desired_memo = DesiredMemo(
+            node_id=config.node_id, site=config.site, node_labels=config.labels
+        )
+        # name -> (the DesiredWorkload it was built from, the planner's view of it).
+        self._planned_memo: dict[str, tuple[DesiredWorkload, PlannedWorkload]] = {}
+        self._loop = loop
+        # The task writing our own status, while it writes (see _on_state_change).
+        self._own_writer: asyncio.Task[Any] | None = None
+        # Why passes were asked for, by reason (state, podman-event, pull, ...).
+        self.triggers: collections.Counter[str] = collections.Counter()
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_KEPT)
         self.runtime_error: str | None = None
         self.runtime_ok_since: float | None = None
@@ -171,9 +185,10 @@ class Reconciler:
         snap = self._state.snapshot()
         for name, rec in snap.node.status.items():
             self._wl[name] = WorkloadRuntimeState(restarts=rec.restarts)
-        self._unsubscribe = self._state.subscribe(lambda: self.trigger("state"))
-        self._task = asyncio.create_task(self._run(), name="reconciler")
-        self._events_task = asyncio.create_task(self._watch_events(), name="podman-events")
+        self._unsubscribe = self._state.subscribe(self._on_state_change)
+        if self._loop:
+            self._task = asyncio.create_task(self._run(), name="reconciler")
+            self._events_task = asyncio.create_task(self._watch_events(), name="podman-events")
         self.trigger("start")
         return self
 
@@ -191,7 +206,20 @@ class Reconciler:
         await self._pulls.aclose()
 
     def trigger(self, reason: str = "") -> None:
+        self.triggers[reason] += 1
         self._dirty.set()
+
+    @property
+    def pending(self) -> bool:
+        """Something asked for a pass since the last one began."""
+        return self._dirty.is_set()
+
+    def _on_state_change(self) -> None:
+        # Listeners run in the writer's task, right after its commit: a change heard in the
+        # task writing our own status is that write, which changes nothing we plan from.
+        if self._own_writer is not None and asyncio.current_task() is self._own_writer:
+            return
+        self.trigger("state")
 
     def on_pass(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every pass (e.g. to refresh health-probe targets)."""
@@ -246,7 +274,6 @@ class Reconciler:
                 await asyncio.sleep(TRIGGER_COALESCE_S)
             except TimeoutError:
                 pass
-            self._dirty.clear()
             try:
                 result = await self.reconcile_once()
             except asyncio.CancelledError:
@@ -260,6 +287,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> float:
         """One pass. Returns how long to wait before the next one if nothing triggers."""
+        self._dirty.clear()
         self.passes += 1
         now = self._clock()
         self.last_pass_at = now
@@ -267,11 +295,9 @@ class Reconciler:
         # brought the documents back) must not meet the snapshot taken before them.
         held_at_snapshot = self._hold_source.holding if self._hold_source else None
         snap = self._state.snapshot()
-        desired = compute_desired(
-            snap, node_id=self._cfg.node_id, site=self._cfg.site, node_labels=self._cfg.labels
-        )
+        desired = self._desired_memo(snap)
         self._desired = desired
-        planned = {name: self._planned(dw) for name, dw in desired.workloads.items()}
+        planned = self._plan_inputs(desired)
         self._note_enabled(snap.node.status, planned, now)
 
         try:
@@ -316,6 +342,17 @@ class Reconciler:
         else:
             self._event("", "store-hold", "hold lifted: reconciling from the store again")
         self.hold = hold
+
+    def _plan_inputs(self, desired: DesiredState) -> dict[str, PlannedWorkload]:
+        """The planner's view of every desired workload, built again only when it changed."""
+        memo: dict[str, tuple[DesiredWorkload, PlannedWorkload]] = {}
+        for name, dw in desired.workloads.items():
+            cached = self._planned_memo.get(name)
+            memo[name] = (
+                cached if cached is not None and cached[0] is dw else (dw, self._planned(dw))
+            )
+        self._planned_memo = memo
+        return {name: w for name, (_, w) in memo.items()}
 
     def _planned(self, dw: DesiredWorkload) -> PlannedWorkload:
         return PlannedWorkload(
@@ -589,7 +626,11 @@ class Reconciler:
             f"{name} {rec.phase}" if rec is not None else f"{name} removed"
             for name, rec in sorted(changes.items())
         )
-        await self._state.write(self._state.node_doc, mutate, summary=summary[:200])
+        self._own_writer = asyncio.current_task()
+        try:
+            await self._state.write(self._state.node_doc, mutate, summary=summary[:200])
+        finally:
+            self._own_writer = None
 
     async def _watch_events(self) -> None:
         failures = 0
