@@ -56,6 +56,7 @@ async def measure(workloads: int, passes: int) -> dict[str, Any]:
     from noderuntime.crdt.store import SQLiteStore
     from noderuntime.identity import keys
     from noderuntime.reconcile.loop import Reconciler
+
     try:
         from noderuntime.spec.models import canonical_dict
         from noderuntime.spec.parse import workload_from_dict

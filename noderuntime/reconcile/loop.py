@@ -270,7 +270,11 @@ class Reconciler:
         timeout: float = 0.0
         while True:
             try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancel that arrives as its
+                # timeout fires, and then the loop outlives its __aexit__ (seen in tests with
+                # a short interval: shutdown hung).
+                async with asyncio.timeout(timeout):
+                    await self._dirty.wait()
                 await asyncio.sleep(TRIGGER_COALESCE_S)
             except TimeoutError:
                 pass
