@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, decode, encode
+from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, TOO_LARGE, decode, encode
 from noderuntime.errors import ApiError, DaemonNotRunningError, FieldProblem, SpecError
 
 
@@ -98,18 +98,28 @@ class ApiClient:
             code="message_too_large",
         )
 
+    def _request(self, req_id: int, method: str, params: dict[str, Any] | None) -> bytes:
+        """The request line; one the node would refuse for its size is refused here, before
+        anything is sent (sent, it would end as a broken pipe, read as "node not running")."""
+        line = encode({"v": API_VERSION, "id": req_id, "method": method, "params": params or {}})
+        if len(line) > MAX_MESSAGE_BYTES:
+            raise ApiError(
+                f"the request is too large: {len(line)} bytes, more than the {MAX_MESSAGE_BYTES} "
+                "a node accepts in one request; nothing was sent (split the input, e.g. one "
+                "file per workload)",
+                code=TOO_LARGE,
+            )
+        return line
+
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         async with self._lock:
+            req_id = next(self._ids)
+            request = self._request(req_id, method, params)
             if self._writer is None:
                 self._reader, self._writer = await self._connect()
             assert self._reader is not None
-            req_id = next(self._ids)
             try:
-                self._writer.write(
-                    encode(
-                        {"v": API_VERSION, "id": req_id, "method": method, "params": params or {}}
-                    )
-                )
+                self._writer.write(request)
                 await self._writer.drain()
                 line = await asyncio.wait_for(self._reader.readline(), timeout=self.timeout_s)
             except (ConnectionError, TimeoutError, OSError) as exc:
@@ -149,12 +159,11 @@ class ApiClient:
         closed connection is :class:`DaemonNotRunningError`, an oversized or garbled line an
         :class:`ApiError`.
         """
+        request = self._request(1, method, params)
         reader, writer = await self._connect()
         try:
             try:
-                writer.write(
-                    encode({"v": API_VERSION, "id": 1, "method": method, "params": params or {}})
-                )
+                writer.write(request)
                 await writer.drain()
             except (ConnectionError, OSError) as exc:
                 raise self._lost(exc, "stream") from exc

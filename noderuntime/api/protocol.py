@@ -10,6 +10,8 @@ things at once opens two connections. Messages are single lines of UTF-8 JSON.
 
 Protocol versions:
 - 1 (2026-11-25): first version.
+- 1 (2026-12-03): error codes ``request_too_large`` (a line over MAX_MESSAGE_BYTES, answered
+  before the rest of it is read and dropped) and ``busy`` (too many large requests at once).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any
 API_VERSION = 1
 # Largest request or response line; a workload file is far smaller.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# The error code of a request over MAX_MESSAGE_BYTES, from the client (before sending) or the
+# node; invalid input, so the CLI exits 2.
+TOO_LARGE = "request_too_large"
 
 
 def encode(message: dict[str, Any]) -> bytes:

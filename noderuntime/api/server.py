@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, decode, encode
+from noderuntime.api.lines import READ_CHUNK_BYTES, LineBudget, LineReader, Refused
+from noderuntime.api.protocol import API_VERSION, decode, encode
 from noderuntime.config.model import check_socket_path
 from noderuntime.errors import ConfigError, NodeRuntimeError, PermissionDeniedError
 
@@ -77,6 +78,8 @@ class ApiServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
         self.requests = 0
+        # Unfinished large requests of every connection together (see api/lines.py).
+        self.budget = LineBudget()
 
     async def __aenter__(self) -> ApiServer:
         check_socket_path(self.path)
@@ -91,7 +94,7 @@ class ApiServer:
         old = os.umask(0o177)  # the socket is never accessible to others, not even briefly
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_MESSAGE_BYTES
+                self._serve, path=str(self.path), limit=READ_CHUNK_BYTES
             )
         finally:
             os.umask(old)
@@ -114,27 +117,24 @@ class ApiServer:
         if task is not None:
             self._conns.add(task)
         uid = peer_uid(writer.get_extra_info("socket"))
+        lines = LineReader(reader, self.budget)
         try:
             while True:
+                line = await lines.read()
+                if line is None:
+                    return
+                if isinstance(line, Refused):
+                    # Answer now: the sender may be blocked writing the rest, which is dropped.
+                    error = {"code": line.code, "message": line.message}
+                    await self._send(writer, {"id": None, "ok": False, "error": error})
+                    if not await lines.discard_line():
+                        return
+                    continue
                 try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    await self._send(
-                        writer,
-                        {
-                            "id": None,
-                            "ok": False,
-                            "error": {
-                                "code": "bad_request",
-                                "message": f"request larger than {MAX_MESSAGE_BYTES} bytes",
-                            },
-                        },
-                    )
-                    return
-                if not line:
-                    return
-                await self._handle(line, uid, writer)
-        except (ConnectionError, asyncio.CancelledError):
+                    await self._handle(line.data, uid, writer)
+                finally:
+                    lines.release(line)
+        except (ConnectionError, asyncio.CancelledError, TimeoutError):
             pass
         finally:
             if task is not None:

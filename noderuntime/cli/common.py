@@ -30,12 +30,23 @@ def decode_input(raw: bytes, source: str) -> str:
         ) from None
 
 
-def read_input(filename: str) -> tuple[str, str]:
-    """A file given to a command (``-``: stdin) as text, and the name errors call it by."""
-    if filename == "-":
-        return decode_input(sys.stdin.buffer.read(), "<stdin>"), "<stdin>"
+def read_input(filename: str, *, limit: int) -> tuple[str, str]:
+    """A file given to a command (``-``: stdin) as text, and the name errors call it by.
+
+    More than ``limit`` bytes (what the command could ever use) is refused without reading on.
+    """
+    source = "<stdin>" if filename == "-" else filename
     try:
-        raw = Path(filename).read_bytes()
+        if filename == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(filename, "rb") as fh:
+                raw = fh.read(limit + 1)
     except OSError as exc:
         raise InvalidInputError(f"cannot read {filename}: {exc.strerror}") from exc
-    return decode_input(raw, filename), filename
+    if len(raw) > limit:
+        raise InvalidInputError(
+            f"{source} is too large: more than {limit} bytes, the most a node accepts in one "
+            "request; nothing was sent (split it, e.g. one file per workload)"
+        )
+    return decode_input(raw, source), source

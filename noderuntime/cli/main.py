@@ -33,7 +33,14 @@ EXIT_NOT_RUNNING = 3
 # Error codes (local or from the node) that mean "your input is invalid; nothing was changed":
 # scripts tell them from failures by exit code 2 (docs/json-output.md).
 INVALID_INPUT_CODES = frozenset(
-    {"invalid_spec", "bad_request", "config", "invalid_backup", "invalid_enrollment_file"}
+    {
+        "invalid_spec",
+        "bad_request",
+        "config",
+        "invalid_backup",
+        "invalid_enrollment_file",
+        "request_too_large",
+    }
 )
 
 
@@ -262,7 +269,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    text, source = read_input(args.filename)
+    from noderuntime.api.protocol import MAX_MESSAGE_BYTES
+
+    text, source = read_input(args.filename, limit=MAX_MESSAGE_BYTES)
     if args.dry_run:
         from noderuntime.spec.parse import parse_workloads
 

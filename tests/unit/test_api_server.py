@@ -1,0 +1,124 @@
+"""The control API server against hostile clients (issue 10, "Control API"; issue 9, 13).
+
+A real ApiServer on a unix socket, driven with raw bytes where a well-behaved client could not
+send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noderuntime.api.client import ApiClient
+from noderuntime.api.lines import SMALL_REQUEST_BYTES, LineBudget
+from noderuntime.api.protocol import MAX_MESSAGE_BYTES, TOO_LARGE, encode
+from noderuntime.api.server import ACTOR_PARAM, ApiServer, Params, Route
+from noderuntime.cli.main import main
+from noderuntime.errors import ApiError
+
+
+async def _echo(params: Params) -> Any:
+    return {"actor": params.get(ACTOR_PARAM), "size": len(json.dumps(params))}
+
+
+ROUTES = {"read": Route(_echo), "write": Route(_echo, write=True)}
+
+
+@contextlib.asynccontextmanager
+async def serving(**kw: Any) -> AsyncIterator[ApiServer]:
+    with tempfile.TemporaryDirectory(prefix="nrs-", dir="/tmp") as tmp:
+        async with ApiServer(Path(tmp) / "api.sock", ROUTES, **kw) as server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def raw(
+    server: ApiServer,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_unix_connection(str(server.path), limit=MAX_MESSAGE_BYTES)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes) -> Any:
+    writer.write(line)
+    await writer.drain()
+    return json.loads(await reader.readline())
+
+
+def _request(method: str, params: dict[str, Any]) -> bytes:
+    return encode({"v": 1, "id": 7, "method": method, "params": params})
+
+
+async def test_an_oversized_line_is_answered_as_too_large_and_the_connection_goes_on() -> None:
+    async with serving() as server, raw(server) as (r, w):
+        big = _request("read", {"x": "a" * (MAX_MESSAGE_BYTES + 1024)})
+        answer = await _ask(r, w, big)
+        assert answer["error"]["code"] == TOO_LARGE
+        assert str(MAX_MESSAGE_BYTES) in answer["error"]["message"]
+        # The rest of the line was read and dropped: the next request is understood.
+        assert (await _ask(r, w, _request("read", {})))["ok"]
+        assert server.budget.used == 0
+
+
+async def test_large_unfinished_lines_share_one_budget_and_small_requests_pass() -> None:
+    async with serving() as server:
+        server.budget = LineBudget(limit=3 * SMALL_REQUEST_BYTES)
+        unfinished = b'{"v": 1, "id": 1, "method": "read", "params": {"x": "'
+        unfinished += b"a" * (2 * SMALL_REQUEST_BYTES)
+        async with raw(server) as (r1, w1), raw(server) as (r2, w2), raw(server) as (r3, w3):
+            w1.write(unfinished)
+            await w1.drain()
+            for _ in range(1000):  # readiness poll: until the server has buffered it
+                if server.budget.used > 2 * SMALL_REQUEST_BYTES:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.budget.used > 2 * SMALL_REQUEST_BYTES
+            # A second large line does not fit beside the first: refused, not buffered.
+            w2.write(unfinished)
+            await w2.drain()
+            answer = json.loads(await r2.readline())
+            assert answer["error"]["code"] == "busy"
+            assert server.budget.used <= server.budget.limit
+            # An ordinary request needs no budget.
+            assert (await _ask(r3, w3, _request("read", {})))["ok"]
+            # The first line, finished, is served and gives its budget back.
+            w1.write(b'"}}\n')
+            await w1.drain()
+            assert json.loads(await r1.readline())["ok"]
+        assert server.budget.used == 0
+
+
+async def test_the_client_refuses_an_oversized_request_before_sending_it() -> None:
+    with tempfile.TemporaryDirectory(prefix="nrs-", dir="/tmp") as tmp:
+        # Nothing listens there: had it tried to send, this would be "node not running".
+        client = ApiClient(Path(tmp) / "api.sock")
+        with pytest.raises(ApiError, match="too large") as err:
+            await client.call("workloads.apply", {"yaml": "a" * MAX_MESSAGE_BYTES})
+        assert err.value.code == TOO_LARGE
+        with pytest.raises(ApiError, match="too large"):
+            async for _ in client.stream("workloads.logs", {"x": "a" * MAX_MESSAGE_BYTES}):
+                pass
+
+
+def test_apply_of_a_50_mb_file_is_too_large_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NODERUNTIME_AS", raising=False)
+    node = tmp_path / "n"
+    assert main(["--data-dir", str(node), "init", "--node-id", "n1", "--site", "s"]) == 0
+    capsys.readouterr()
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# padding\n" * (5 * 1024 * 1024))
+    assert main(["--data-dir", str(node), "apply", "-f", str(big)]) == 2
+    err = capsys.readouterr().err
+    assert "too large" in err and "nothing was sent" in err
