@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from noderuntime import codec
+
 API_VERSION = 1
 # Largest request or response line; a workload file is far smaller.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -32,7 +34,9 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    value = json.loads(line)
+    """One message; raises ValueError (``codec.DecodeError``) for anything but a bounded JSON
+    object, never RecursionError: a request nested 100,000 deep is a bad request, not a bug."""
+    value = codec.loads(line, max_bytes=MAX_MESSAGE_BYTES + 1)
     if not isinstance(value, dict):
         raise ValueError("message must be a JSON object")
     return value

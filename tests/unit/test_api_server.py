@@ -59,6 +59,16 @@ def _request(method: str, params: dict[str, Any]) -> bytes:
     return encode({"v": 1, "id": 7, "method": method, "params": params})
 
 
+async def test_deeply_nested_json_is_a_bad_request_not_an_internal_error() -> None:
+    async with serving() as server, raw(server) as (r, w):
+        for nested in (b"[" * 100_000, b"[" * 5_000 + b"]" * 5_000, b'{"a":' * 3_000):
+            line = b'{"v": 1, "id": 7, "method": "read", "params": {"x": ' + nested + b"}}\n"
+            answer = await _ask(r, w, line)
+            assert answer["error"]["code"] == "bad_request", answer
+            assert "nested deeper" in answer["error"]["message"]
+        assert (await _ask(r, w, _request("read", {})))["ok"]
+
+
 async def test_an_oversized_line_is_answered_as_too_large_and_the_connection_goes_on() -> None:
     async with serving() as server, raw(server) as (r, w):
         big = _request("read", {"x": "a" * (MAX_MESSAGE_BYTES + 1024)})
