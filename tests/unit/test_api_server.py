@@ -21,7 +21,7 @@ from noderuntime.api.lines import SMALL_REQUEST_BYTES, LineBudget
 from noderuntime.api.protocol import MAX_MESSAGE_BYTES, TOO_LARGE, encode
 from noderuntime.api.server import ACTOR_PARAM, ApiServer, Params, Route
 from noderuntime.cli.main import main
-from noderuntime.errors import ApiError
+from noderuntime.errors import ApiError, PermissionDeniedError
 
 
 async def _echo(params: Params) -> Any:
@@ -106,6 +106,24 @@ async def test_large_unfinished_lines_share_one_budget_and_small_requests_pass()
             await w1.drain()
             assert json.loads(await r1.readline())["ok"]
         assert server.budget.used == 0
+
+
+async def test_a_pin_is_checked_only_where_it_authorises_something() -> None:
+    checked: list[str] = []
+
+    def authenticate(technician: str, pin: str) -> str:
+        checked.append(technician)
+        raise PermissionDeniedError("unknown technician or wrong PIN")
+
+    async with serving(authenticate=authenticate) as server, raw(server) as (r, w):
+        auth = {"technician": "alice", "pin": "0000"}
+        for _ in range(10):  # a reader guessing: nothing is checked, nobody is locked out
+            answer = await _ask(r, w, _request("read", {"auth": auth}))
+            assert answer["ok"] and answer["result"]["actor"] is None
+        assert checked == []
+        answer = await _ask(r, w, _request("write", {"auth": auth}))
+        assert answer["error"]["code"] == "permission_denied"
+        assert checked == ["alice"]
 
 
 async def test_the_client_refuses_an_oversized_request_before_sending_it() -> None:
