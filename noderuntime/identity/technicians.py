@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ MIN_PIN_LENGTH = 4
 MAX_FAILURES = 5
 LOCKOUT_S = 300.0
 LOCKOUT_MAX_S = 3600.0
+# Names that are no technician's whose failed tries are counted (in memory, newest kept).
+MAX_UNKNOWN_NAMES = 1024
 # scrypt cost: ~50 ms here, slow enough to make guessing a 4-digit PIN from a stolen file cost
 # minutes rather than microseconds, fast enough for a person at a console.
 _SCRYPT_N = 2**14
@@ -104,6 +107,7 @@ class TechnicianStore:
     def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = data_dir / TECHNICIANS_FILE
         self._clock = clock
+        self._unknown: OrderedDict[str, TechnicianRecord] = OrderedDict()
 
     def _load(self) -> dict[str, TechnicianRecord]:
         try:
@@ -169,20 +173,26 @@ class TechnicianStore:
         return True
 
     def verify(self, name: str, pin: str) -> str:
-        """Return the technician's principal, or raise PermissionDeniedError."""
+        """Return the technician's principal, or raise PermissionDeniedError.
+
+        A name that is not a technician's takes the same path as a real one with a wrong PIN:
+        one scrypt hash (against a record that never matches), the same counting, lock-out and
+        messages, one write of the file (unchanged). Neither time nor answers tell a guesser
+        which names exist. Its counts are kept in memory, for the most recent
+        ``MAX_UNKNOWN_NAMES`` names only, so guessing names grows nothing without bound.
+        """
         records = self._load()
-        rec = records.get(name)
+        known = records.get(name)
+        rec = known if known is not None else self._unknown_record(name)
         now = self._clock()
-        if rec is None:
-            # Same message as a wrong PIN: don't tell a guesser which names exist.
-            raise PermissionDeniedError("unknown technician or wrong PIN")
         if rec.locked_until > now:
             raise PermissionDeniedError(
                 f"technician {name!r} is locked out for {rec.locked_until - now:.0f}s more after "
                 f"{MAX_FAILURES} wrong PINs; wait, or have root reset it with "
                 f"`noderuntime technician add {name} --replace`"
             )
-        if hmac.compare_digest(_hash(pin, bytes.fromhex(rec.salt)), rec.hash):
+        matches = hmac.compare_digest(_hash(pin, bytes.fromhex(rec.salt)), rec.hash)
+        if matches and known is not None:
             if rec.failures or rec.lockouts:
                 rec.failures = 0
                 rec.lockouts = 0
@@ -194,10 +204,25 @@ class TechnicianStore:
             rec.lockouts += 1
             rec.failures = 0
             rec.locked_until = now + min(LOCKOUT_MAX_S, LOCKOUT_S * 2 ** (rec.lockouts - 1))
-            self._save(records)
+            if records:
+                self._save(records)
             raise PermissionDeniedError(
                 f"wrong PIN; technician {name!r} is now locked out for "
                 f"{rec.locked_until - now:.0f}s"
             )
-        self._save(records)
+        if records:  # with no technician at all there is no name to hide, and no file to touch
+            self._save(records)
         raise PermissionDeniedError(f"unknown technician or wrong PIN ({left} tries left)")
+
+    def _unknown_record(self, name: str) -> TechnicianRecord:
+        """The in-memory stand-in for a name that is no technician's (least recently used go)."""
+        rec = self._unknown.pop(name, None)
+        if rec is None:
+            # A random hash no PIN produces; its salt is hashed like a real one.
+            rec = TechnicianRecord(
+                name=name, salt=secrets.token_hex(16), hash=secrets.token_hex(32)
+            )
+        self._unknown[name] = rec
+        while len(self._unknown) > MAX_UNKNOWN_NAMES:
+            self._unknown.popitem(last=False)
+        return rec
