@@ -131,7 +131,8 @@ class Node:
             if (self.paths.data_dir / FLEET_TRUST_FILE).is_file():
                 from noderuntime.errors import CredentialError
                 from noderuntime.fleet.trust import FleetTrust
-                from noderuntime.sync.natsserver import NATS_SUBDIR, NatsServer, settings_for_node
+                from noderuntime.sync.natsconfig import settings_for_node
+                from noderuntime.sync.natsserver import NATS_SUBDIR, NatsServer
 
                 try:
                     self.fleet = FleetTrust.load(self.paths.data_dir)

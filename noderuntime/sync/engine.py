@@ -373,6 +373,7 @@ class SyncEngine:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
+            self.receiver.log_peer_changes(self.table.due(self.clock()))
             try:
                 await self.out.send_heartbeat()
             except Exception as exc:

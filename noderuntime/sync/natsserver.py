@@ -1,20 +1,13 @@
-"""The node's own nats-server: generated config, supervision, and leaf-link state.
+"""The node's own nats-server: supervision and leaf-link state.
 
 Each node runs the bundled ``nats-server`` (design decision 4) with a config generated into
-``<data-dir>/nats/nats-server.conf`` (0600):
-
-* client listener on ``127.0.0.1:<natsPort>`` only, protected by a random per-node token kept
-  in ``<data-dir>/nats/client.token`` (0600), so other local users cannot publish;
-* monitoring endpoint on ``127.0.0.1`` only (a random port), used for readiness (``/healthz``)
-  and link state (``/leafz``, ``/varz``); the replication engine polls ``/leafz`` on it
-  (``monitor_port``) to notice a healed link at once;
-* leaf-node listener on ``<leafHost>:<leafPort>`` only if ``leafPort`` is set, and one leaf
-  remote per configured peer. Both sides use mutual TLS with the fleet CA: the listener
-  requires a client certificate signed by the fleet CA (``verify_and_map`` to the member name
-  every fleet certificate carries), remotes present the node's certificate and check the
-  peer's against the fleet CA *and* the host in the peer URL. nats-server retries remotes
-  forever at the fixed interval ``LEAF_RECONNECT_S`` (no back-off);
-* JetStream off.
+``<data-dir>/nats/nats-server.conf`` (0600) by :func:`noderuntime.sync.natsconfig.render_config`
+(what it says and why: that module). Local clients authenticate with a random per-node token
+kept in ``<data-dir>/nats/client.token`` (0600), so other local users cannot publish. The
+monitoring endpoint (loopback, a random port) serves readiness (``/healthz``) and link state
+(``/leafz``, ``/varz``); the replication engine polls ``/leafz`` on it (``monitor_port``) to
+notice a healed link at once, and so does this supervisor's link watch, which logs every link
+going up or down and records when (``LeafLink.since``).
 
 Supervision: the child gets ``PR_SET_PDEATHSIG`` (it dies with the node process, even on
 ``kill -9``), runs in its own session, is restarted with capped exponential backoff when it
@@ -39,21 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from noderuntime.config.peers import parse_peer_url
 from noderuntime.errors import NatsServerError
+from noderuntime.sync.liveness import LinkState, observe_links
+from noderuntime.sync.natsconfig import NatsServerSettings, render_config
 from noderuntime.version import find_nats_server
-
-if TYPE_CHECKING:
-    from noderuntime.config.model import NodeConfig
-    from noderuntime.fleet.trust import FleetTrust
 
 NATS_SUBDIR = "nats"
 CONFIG_FILE = "nats-server.conf"
 TOKEN_FILE = "client.token"
-LEAF_RECONNECT_S = 2
-LEAF_TLS_TIMEOUT_S = 5
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 RESTART_BACKOFF_INITIAL_S = 0.5
@@ -62,40 +51,9 @@ RESTART_BACKOFF_MAX_S = 30.0
 RESTART_BACKOFF_RESET_S = 60.0
 STDERR_TAIL_LINES = 40
 MONITOR_TIMEOUT_S = 3.0
+# How often the link watch polls /leafz (loopback, ~1 KB per link).
+LINK_POLL_INTERVAL_S = 0.5
 PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class LeafTLS:
-    """Mutual-TLS material for leaf links (see :mod:`noderuntime.fleet.tls`)."""
-
-    cert_file: Path
-    key_file: Path
-    ca_file: Path
-    #: The certificate name every fleet member carries; the leaf listener's only user.
-    member_name: str
-
-
-@dataclass(frozen=True)
-class NatsServerSettings:
-    """What to run. Port 0 means "any free port" (chosen at first start, then kept)."""
-
-    server_name: str
-    client_port: int = 4222
-    leaf_port: int | None = None
-    leaf_host: str = "0.0.0.0"
-    remotes: tuple[str, ...] = ()
-    tls: LeafTLS | None = None
-    leaf_reconnect_s: int = LEAF_RECONNECT_S
-    #: Peers inside this node's own site (``sitePeers``): never filtered.
-    site_remotes: tuple[str, ...] = ()
-    #: Subjects the links to ``remotes`` neither export nor import (a sovereign site's
-    #: documents, :func:`noderuntime.sync.protocol.sovereign_subjects`); empty: no filter.
-    deny: tuple[str, ...] = ()
-
-    @property
-    def all_remotes(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.remotes + self.site_remotes))
 
 
 @dataclass(frozen=True)
@@ -105,7 +63,7 @@ class LeafLink:
     peer: str  # the peer URL (outbound) or the remote server's name (inbound)
     direction: str  # "outbound" | "inbound"
     up: bool
-    since: float | None  # when it was first seen in this state (observed by this node)
+    since: float | None  # when it entered this state (seen by the link watch, within 0.5 s)
     remote_name: str | None = None  # the remote's server_name (self-reported)
     address: str | None = None  # ip:port of the other end
     rtt: str | None = None
@@ -128,99 +86,6 @@ class LeafLink:
             "in_bytes": self.in_bytes,
             "out_bytes": self.out_bytes,
         }
-
-
-def settings_for_node(config: NodeConfig, trust: FleetTrust) -> NatsServerSettings:
-    """The nats-server a node runs, from its config and its fleet enrolment."""
-    from noderuntime.sync.protocol import sovereign_subjects
-
-    return NatsServerSettings(
-        server_name=config.node_id,
-        client_port=config.nats_port,
-        leaf_port=config.leaf_port,
-        leaf_host=config.leaf_host,
-        remotes=tuple(config.peers),
-        site_remotes=tuple(config.site_peers),
-        deny=tuple(sovereign_subjects(trust.fleet_id, config.site)) if config.sovereign else (),
-        tls=LeafTLS(
-            cert_file=trust.cert_file,
-            key_file=trust.key_file,
-            ca_file=trust.ca_file,
-            member_name=trust.member_san,
-        ),
-    )
-
-
-def _q(value: str | Path) -> str:
-    """A double-quoted string in nats-server config syntax."""
-    return json.dumps(str(value))
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def render_config(
-    settings: NatsServerSettings,
-    *,
-    token: str,
-    client_port: int,
-    monitor_port: int,
-    leaf_port: int | None,
-) -> str:
-    """The nats-server config file text (pure). Ports: -1 = any free port."""
-    if (settings.leaf_port is not None or settings.all_remotes) and settings.tls is None:
-        raise NatsServerError(
-            "leaf links need the node's fleet TLS material; enrol the node first "
-            "(`noderuntime init --enroll TOKEN` or `noderuntime enroll --credential FILE`)"
-        )
-    lines = [
-        "# Generated by noderuntime at every start; edits are overwritten.",
-        f"server_name: {_q(settings.server_name)}",
-        f"listen: {_q(_hostport('127.0.0.1', client_port))}",
-        f"http: {_q(_hostport('127.0.0.1', monitor_port))}",
-        f"authorization {{ token: {_q(token)} }}",
-        "max_payload: 1048576",
-    ]
-    tls = settings.tls
-    if tls is not None and (settings.leaf_port is not None or settings.all_remotes):
-        lines.append("leafnodes {")
-        if leaf_port is not None:
-            lines += [
-                f"  listen: {_q(_hostport(settings.leaf_host, leaf_port))}",
-                # Peers dial the address they were configured with: advertising our listen
-                # address would let them bypass it (a relay, a NAT, a cut we must respect).
-                "  no_advertise: true",
-                "  tls {",
-                f"    cert_file: {_q(tls.cert_file)}",
-                f"    key_file: {_q(tls.key_file)}",
-                f"    ca_file: {_q(tls.ca_file)}",
-                "    verify_and_map: true",
-                f"    timeout: {LEAF_TLS_TIMEOUT_S}",
-                "  }",
-                f"  authorization {{ users: [ {{ user: {_q(tls.member_name)} }} ] }}",
-            ]
-        lines.append(f'  reconnect: "{int(settings.leaf_reconnect_s)}s"')
-        if settings.all_remotes:
-            lines.append("  remotes: [")
-            for url in settings.all_remotes:
-                parse_peer_url(url)
-                lines += ["    {", f"      url: {_q(url)}"]
-                if settings.deny and url in settings.remotes and url not in settings.site_remotes:
-                    denied = ", ".join(_q(subject) for subject in settings.deny)
-                    lines += [f"      deny_exports: [{denied}]", f"      deny_imports: [{denied}]"]
-                lines += [
-                    "      tls {",
-                    f"        cert_file: {_q(tls.cert_file)}",
-                    f"        key_file: {_q(tls.key_file)}",
-                    f"        ca_file: {_q(tls.ca_file)}",
-                    f"        timeout: {LEAF_TLS_TIMEOUT_S}",
-                    "      }",
-                    "    }",
-                ]
-            lines.append("  ]")
-        lines.append("}")
-    return "\n".join(lines) + "\n"
 
 
 def read_or_create_token(path: Path) -> str:
@@ -327,7 +192,10 @@ class NatsServer:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._ready = False
-        self._links: dict[str, tuple[bool, float, int | None]] = {}
+        self._link_table: dict[str, LinkState] = {}
+        self._tickets = 0
+        self._observed_ticket = 0
+        self._watcher: asyncio.Task[None] | None = None
         self._resolved: dict[str, set[str]] = {}
 
     # --- properties -------------------------------------------------------------------------
@@ -396,14 +264,17 @@ class NatsServer:
         self._stopping = False
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="nats-server supervisor")
+        if self.settings.leaf_port is not None or self.settings.all_remotes:
+            self._watcher = asyncio.create_task(self._watch_links(), name="nats-server links")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        for task in (self._watcher, self._supervisor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watcher = self._supervisor = None
         await self._terminate()
 
     def _write_config(self) -> None:
@@ -594,26 +465,43 @@ class NatsServer:
                 return {host}  # not cached: try again next time
         return self._resolved[url]
 
-    def _observe(self, key: str, up: bool, cid: int | None) -> float:
-        now = self.clock()
-        prev = self._links.get(key)
-        if prev is None or prev[0] != up or (up and prev[2] != cid):
-            self._links[key] = (up, now, cid)
-            return now
-        return prev[1]
+    async def _watch_links(self) -> None:
+        """Poll ``/leafz`` so a link's ``since`` is when it changed (within a poll), and log
+        every link going up or down."""
+        while True:
+            with contextlib.suppress(NatsServerError, OSError, ValueError, TimeoutError):
+                await self.leaf_links()
+            await asyncio.sleep(LINK_POLL_INTERVAL_S)
+
+    def _observe(self, seen: dict[str, tuple[bool, int | None]], ticket: int) -> None:
+        if ticket <= self._observed_ticket:
+            return  # an older poll finished after a newer one: it must not undo it
+        self._observed_ticket = ticket
+        self._link_table, changes = observe_links(self._link_table, seen, self.clock())
+        for t in changes:
+            outbound = t.key in self.settings.all_remotes
+            what = f"leaf link to {t.key}" if outbound else f"leaf link from {t.key}"
+            if t.up:
+                self.log.info("%s is up", what)
+            else:
+                up_for = f" after {t.at - t.up_since:.0f} s up" if t.up_since is not None else ""
+                self.log.warning("%s is down%s", what, up_for)
 
     async def leaf_links(self) -> list[LeafLink]:
         """Every configured peer (up or down) and every inbound link, from ``/leafz``.
 
-        ``since`` is when this node first saw the link in its current state (accurate to how
-        often this is called). When the server is down every outbound link is reported down.
+        ``since`` is when the link entered its current state, as seen by this server's link
+        watch (to within ``LINK_POLL_INTERVAL_S``). When the server is down every outbound
+        link is reported down.
         """
+        self._tickets += 1
+        ticket = self._tickets
         try:
             leafz = await self.monitor("/leafz")
             entries = leafz.get("leafs") or []
         except (NatsServerError, OSError, ValueError, TimeoutError):
             entries = []
-        links: list[LeafLink] = []
+        found: list[tuple[str, str, dict[str, Any] | None]] = []
         used: set[int] = set()
         for url in self.settings.all_remotes:
             _, port = parse_peer_url(url)
@@ -626,14 +514,18 @@ class NatsServer:
                     match = e
                     used.add(i)
                     break
-            cid = match.get("id") if match else None
-            links.append(self._link(url, "outbound", match, self._observe(url, bool(match), cid)))
+            found.append((url, "outbound", match))
         for i, e in enumerate(entries):
             if i in used:
                 continue
             direction = "outbound" if e.get("is_spoke") else "inbound"
-            key = str(e.get("name") or f"{e.get('ip')}:{e.get('port')}")
-            links.append(self._link(key, direction, e, self._observe(key, True, e.get("id"))))
+            found.append((str(e.get("name") or f"{e.get('ip')}:{e.get('port')}"), direction, e))
+        self._observe({k: (e is not None, e.get("id") if e else None) for k, _, e in found}, ticket)
+        now = self.clock()
+        links = []
+        for key, direction, e in found:
+            state = self._link_table.get(key)
+            links.append(self._link(key, direction, e, state.since if state else now))
         return links
 
     @staticmethod

@@ -4,6 +4,8 @@ Pure data and decisions, no I/O: the engine feeds it what it verified and reads 
 
 - A peer is **up** while its last fresh heartbeat is at most ``PEER_TIMEOUT_HEARTBEATS``
   heartbeat intervals old (the table's ``timeout_s``); ``up_since`` is when it last came up.
+  Its transitions up and down, with the time each happened, come from
+  :class:`noderuntime.sync.liveness.PeerLiveness` (the same rule), so both are logged.
 - A heartbeat is **fresh** by its (boot, n) counter, not its time (:func:`fresh_heartbeat`).
 - Only verified messages reach the table; its counters are per peer (bytes and messages in,
   bytes out, updates applied) and the gap to it per document (``behind_by``/``ahead_by``).
@@ -15,6 +17,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from noderuntime.sync.liveness import PeerLiveness, Transition
 
 PEER_TIMEOUT_HEARTBEATS = 3
 MAX_BOOTS_REMEMBERED = 16
@@ -75,6 +79,7 @@ class PeerTable:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.peers: dict[str, PeerStats] = {}
+        self.liveness = PeerLiveness(timeout_s)
 
     def peer(self, node_id: str) -> PeerStats:
         """The peer's entry, created on first sight."""
@@ -105,8 +110,9 @@ class PeerTable:
         payload: dict[str, Any],
         size: int,
         now: float,
-    ) -> bool:
-        """Record a verified, fresh heartbeat; True if the peer was down until now."""
+    ) -> list[Transition]:
+        """Record a verified, fresh heartbeat; the peer's transitions if it was down until now
+        (a down one first if no :meth:`due` noticed its silence, then the up one)."""
         was_up = peer.is_up(now, self.timeout_s)
         peer.last_heard = now
         peer.last_heartbeat_ts = ts
@@ -117,7 +123,11 @@ class PeerTable:
         peer.sovereign = bool(payload.get("sovereign", False))
         if not was_up:
             peer.up_since = now
-        return not was_up
+        return self.liveness.heard(peer.node_id, now)
+
+    def due(self, now: float) -> list[Transition]:
+        """Peers that went silent since the last call, each down as of when it happened."""
+        return self.liveness.due(now)
 
 
 def parse_heartbeat_payload(raw: bytes) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from noderuntime.sync.acl import ROLE_HUB, DocRef, MemberLike, Trust, may_read, 
 from noderuntime.sync.antientropy import StateReplies, compare, wire
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
+from noderuntime.sync.liveness import Transition
 from noderuntime.sync.outbound import Outbound
 from noderuntime.sync.peers import PeerStats, PeerTable, fresh_heartbeat, parse_heartbeat_payload
 from noderuntime.sync.protocol import (
@@ -241,7 +242,7 @@ class Receiver:
             self.rejections.reject(Cause.REPLAYED, f"old heartbeat from {node}")
             return
         self.counters.heartbeats_received += 1
-        came_up = self.table.heard_heartbeat(
+        changes = self.table.heard_heartbeat(
             peer,
             site=member.site,
             role=member.role,
@@ -251,11 +252,29 @@ class Receiver:
             now=self.clock(),
         )
         self.scopes.learn_sovereign(peer)
-        if came_up:
-            self.log.info("sync: peer %s (site %s) is up", node, peer.site)
+        self.log_peer_changes(changes)
+        if any(t.up for t in changes):
             self.on_heal(node)
             # It may not know we are up either: tell it now rather than at our next tick.
             await self.out.answer_heartbeat()
+
+    def log_peer_changes(self, changes: list[Transition]) -> None:
+        """Log peers coming up and going down (a peer can flap at most once per timeout)."""
+        for t in changes:
+            peer = self.table.get(t.key)
+            site = peer.site if peer is not None else None
+            if t.up:
+                self.log.info("sync: peer %s (site %s) is up", t.key, site)
+                continue
+            silent = self.clock() - (t.at - self.table.timeout_s)
+            up_for = f", up for {t.at - t.up_since:.0f} s" if t.up_since is not None else ""
+            self.log.warning(
+                "sync: peer %s (site %s) is down: not heard from for %.0f s%s",
+                t.key,
+                site,
+                silent,
+                up_for,
+            )
 
     # --- credentials (policy: noderuntime.sync.credentials) ---------------------------------
 

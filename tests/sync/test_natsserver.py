@@ -21,7 +21,8 @@ import pytest
 from noderuntime.errors import NatsServerError
 from noderuntime.fleet import FleetAuthority, FleetTrust, install_bundle
 from noderuntime.identity import keys as identity
-from noderuntime.sync.natsserver import LeafTLS, NatsServer, NatsServerSettings
+from noderuntime.sync.natsconfig import LeafTLS, NatsServerSettings
+from noderuntime.sync.natsserver import NatsServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -229,7 +230,8 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from noderuntime.sync.natsserver import NatsServer, NatsServerSettings
+    from noderuntime.sync.natsconfig import NatsServerSettings
+    from noderuntime.sync.natsserver import NatsServer
 
     async def main():
         async with NatsServer(NatsServerSettings("orphan", client_port=0), Path(sys.argv[1])) as ns:

@@ -18,12 +18,8 @@ from nats.aio.client import Client
 from noderuntime.config.model import NodeConfig
 from noderuntime.fleet import FleetAuthority, FleetTrust
 from noderuntime.sync import protocol
-from noderuntime.sync.natsserver import (
-    NatsServer,
-    NatsServerSettings,
-    render_config,
-    settings_for_node,
-)
+from noderuntime.sync.natsconfig import NatsServerSettings, render_config, settings_for_node
+from noderuntime.sync.natsserver import NatsServer
 from tests.sync.test_natsserver import member
 
 

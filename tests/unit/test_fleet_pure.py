@@ -19,7 +19,7 @@ from noderuntime.fleet.credential import (
     verify_credential,
 )
 from noderuntime.identity import keys as identity
-from noderuntime.sync.natsserver import LeafTLS, NatsServerSettings, render_config
+from noderuntime.sync.natsconfig import LeafTLS, NatsServerSettings, render_config
 
 TLS = LeafTLS(Path("/d/node.crt"), Path("/d/identity.key"), Path("/d/ca.crt"), "member.f.invalid")
 
@@ -130,6 +130,8 @@ def test_config_client_on_loopback_with_token_and_no_leafs_by_default() -> None:
     assert 'http: "127.0.0.1:-1"' in text
     assert 'authorization { token: "tok" }' in text
     assert "leafnodes" not in text and "jetstream" not in text
+    # A silent dead link is dropped in ~3 s, not left on TCP's retransmit back-off (issue 9).
+    assert 'ping_interval: "1000ms"' in text and "ping_max: 2" in text
 
 
 def test_config_leaf_listener_requires_fleet_certificates() -> None:
@@ -140,7 +142,7 @@ def test_config_leaf_listener_requires_fleet_certificates() -> None:
     assert '{ user: "member.f.invalid" }' in text
     assert text.count('ca_file: "/d/ca.crt"') == 2  # listener and remote
     assert 'url: "nats-leaf://up.example:7422"' in text
-    assert 'reconnect: "2s"' in text
+    assert 'reconnect: "250ms"' in text
     for settings in (
         NatsServerSettings("n", leaf_port=7422),
         NatsServerSettings("n", remotes=("nats-leaf://h:1",)),

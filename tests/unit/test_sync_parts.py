@@ -36,9 +36,10 @@ class Clock:
 def heartbeat(
     table: PeerTable, node: str, site: str, role: str = "node", **payload: object
 ) -> bool:
-    return table.heard_heartbeat(
+    changes = table.heard_heartbeat(
         table.peer(node), site=site, role=role, ts=NOW, payload=dict(payload), size=10, now=NOW
     )
+    return any(t.up for t in changes)
 
 
 def test_a_peer_is_up_from_its_first_heartbeat_until_the_timeout() -> None:
