@@ -180,6 +180,25 @@ def build_routes(node: Node) -> dict[str, Route]:
             "hold": ended.to_dict() if ended is not None else None,
         }
 
+    async def store_resync(_: Params) -> dict[str, Any]:
+        engine = node.sync
+        if engine is None or engine.resync is None:
+            raise ApiError(
+                "this node does not sync (not enrolled, or sync is off: see `noderuntime "
+                "status`), so no peer can give its documents back; restore a backup or "
+                "`noderuntime reset --i-mean-it`",
+                code="not_enrolled",
+            )
+        guard = node.store_guard
+        if guard is None or guard.hold is None:
+            return {
+                "result": "not_held",
+                "ended": guard.released if guard is not None else None,
+                "resync": None,
+            }
+        await engine.anti_entropy()
+        return {"result": "asked", "resync": engine.resync.view()}
+
     async def list_workloads(_: Params) -> list[dict[str, Any]]:
         return views()
 
@@ -581,6 +600,9 @@ def build_routes(node: Node) -> dict[str, Route]:
         "store.reset": Route(
             store_reset, write=True, doc="end a store hold: take the store as it is (destructive)"
         ),
+        "store.resync": Route(
+            store_resync, write=True, doc="ask peers for this node's documents now (a held node)"
+        ),
         "state.export": Route(export, doc="debug: the held documents' maps (read-only)"),
         "sync.peers": Route(sync_peers, doc="sync links and peers: up/down, bytes, lag"),
         "nodes.list": Route(nodes_list, doc="nodes known here: site, last seen, health"),
@@ -612,10 +634,12 @@ def store_hold(node: Node, rec: Any) -> dict[str, Any] | None:
     if view is None:
         return None
     plan = rec.last_plan
+    engine = node.sync
     return {
         **view,
         "containers": len(rec.observed),
         "workloads": list(plan.held) if plan is not None else [],
+        "resync": engine.resync.view() if engine is not None and engine.resync else None,
     }
 
 

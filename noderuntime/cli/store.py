@@ -1,4 +1,9 @@
-"""`noderuntime reset`: end a store hold by taking the store as it is (see crdt/mark.py)."""
+"""`noderuntime reset` and `resync`: end a store hold (see crdt/mark.py, sync/resync.py).
+
+``reset --i-mean-it`` takes the store as it is (destructive: containers it does not name go).
+``resync`` asks the node's peers for its documents now and waits until the hold lifts by
+itself (a hub gave them all back) or ``--timeout`` passes; it changes nothing by itself.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,16 @@ import argparse
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 from noderuntime.cli.common import _config_file, _data_dir
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError
 
 EXIT_OK = 0
+EXIT_ERROR = 1
+RESYNC_POLL_S = 0.5
+RESYNC_ASK_AGAIN_S = 10.0
 
 
 def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
@@ -68,6 +77,35 @@ def _reset_offline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_resync(args: argparse.Namespace) -> int:
+    out = _call(args, "store.resync")
+    if out["result"] == "not_held":
+        ended = f" (its last hold ended: {out['ended']})" if out.get("ended") else ""
+        print(f"the store is not held{ended}: nothing to resync (sync runs anyway)")
+        return EXIT_OK
+    deadline = time.monotonic() + args.timeout
+    ask_again = time.monotonic() + RESYNC_ASK_AGAIN_S
+    hold: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        hold = _call(args, "node.status")["store"]["hold"]
+        if hold is None:
+            print("the documents are back from a peer; the hold is lifted")
+            return EXIT_OK
+        time.sleep(RESYNC_POLL_S)
+        if time.monotonic() >= ask_again:  # peers may have come up meanwhile
+            ask_again = time.monotonic() + RESYNC_ASK_AGAIN_S
+            _call(args, "store.resync")
+    progress = (hold or {}).get("resync") or {}
+    back = progress.get("back_from") or {}
+    got = "; ".join(f"{peer}: {', '.join(docs)}" for peer, docs in back.items()) or "nothing"
+    print(
+        f"still held after {args.timeout:g}s: no single peer gave back all of "
+        f"{', '.join(progress.get('docs') or [])} (so far: {got}). The node keeps asking; "
+        "see `noderuntime peers`, or decide with `restore` or `reset --i-mean-it`"
+    )
+    return EXIT_ERROR
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser(
         "reset",
@@ -80,3 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     s.add_argument("-o", "--output", choices=["text", "json"], default="text")
     s.set_defaults(func=cmd_reset)
+    s = sub.add_parser(
+        "resync",
+        help="a held node: ask peers for its documents now, and wait until the hold lifts",
+    )
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    s.set_defaults(func=cmd_resync)

@@ -84,7 +84,19 @@ class StoreGuard:
         await self._write()
 
     def _facts(self) -> StoreFacts:
-        return StoreFacts(self._state.doc_seqs, self._state.load_problems)
+        st = self._state
+        seqs = st.doc_seqs
+        return StoreFacts(
+            seqs,
+            st.load_problems,
+            units={d: sum(st.stored_clocks(d).values()) for d in seqs},
+            clocks={st.node_doc: dict(st.stored_clocks(st.node_doc))},
+        )
+
+    @property
+    def mark(self) -> StoreMark | None:
+        """The mark as last written: while held, what the store had before the loss."""
+        return self._mark
 
     def _on_stored(self, update: StoredUpdate, origin: Origin) -> None:
         self._dirty.set()

@@ -15,11 +15,17 @@ is behind only misses a loss of the last seconds' updates; it never reports a lo
 happen. A hold is written (fsynced) before the node acts on it, so it survives a restart even
 though the node writes to its (new, empty) store meanwhile.
 
-File format (JSON, replaced atomically; unknown keys are ignored):
+It also records how far each document had got, for a resync from peers to tell when they gave
+it all back (``noderuntime/sync/resync.py``): per document the count of CRDT operations stored
+(``units``: the sum of its state vector), and the node's own document clock by clock
+(``clocks``: its state vector, small: one entry per writer of that document).
+
+File format (JSON, replaced atomically; unknown keys are ignored, missing ones are empty):
     1 (2026-12-03): {"format": 1, "docs": {doc: seq}, "loadProblems": n, "writtenAt": t,
                      "hold": null | {"kind", "reason", "since", "provisional"},
-                     "accept": null | why}  -- ``accept``: written by ``restore`` and an
-                     offline ``reset``: take the store as it is at the next start.
+                     "accept": null | why,  -- written by ``restore`` and an offline
+                     ``reset``: take the store as it is at the next start
+                     "units": {doc: n}, "clocks": {doc: {client: clock}}}
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ class StoreMark:
     written_at: float = 0.0
     hold: Hold | None = None
     accept: str | None = None
+    units: Mapping[str, int] = field(default_factory=dict)
+    clocks: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -96,6 +104,11 @@ class StoreMark:
                 "writtenAt": self.written_at,
                 "hold": self.hold.to_dict() if self.hold else None,
                 "accept": self.accept,
+                "units": dict(sorted(self.units.items())),
+                "clocks": {
+                    d: {str(c): n for c, n in sorted(sv.items())}
+                    for d, sv in sorted(self.clocks.items())
+                },
             },
             indent=1,
         )
@@ -107,6 +120,8 @@ class StoreFacts:
 
     seqs: Mapping[str, int]
     load_problems: int = 0
+    units: Mapping[str, int] = field(default_factory=dict)
+    clocks: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -170,11 +185,25 @@ def next_mark(
     prev: StoreMark | None, facts: StoreFacts, hold: Hold | None, now: float
 ) -> StoreMark:
     """The mark to write now. While held it only grows: the evidence of the loss stays."""
-    docs = dict(facts.seqs)
+    docs, units = dict(facts.seqs), dict(facts.units)
+    clocks = {d: dict(sv) for d, sv in facts.clocks.items()}
     if hold is not None and prev is not None:
         for d, seq in prev.docs.items():
             docs[d] = max(seq, docs.get(d, 0))
-    return StoreMark(docs=docs, load_problems=facts.load_problems, written_at=now, hold=hold)
+        for d, n in prev.units.items():
+            units[d] = max(n, units.get(d, 0))
+        for d, sv in prev.clocks.items():
+            mine = clocks.setdefault(d, {})
+            for c, n in sv.items():
+                mine[c] = max(n, mine.get(c, 0))
+    return StoreMark(
+        docs=docs,
+        load_problems=facts.load_problems,
+        written_at=now,
+        hold=hold,
+        units=units,
+        clocks=clocks,
+    )
 
 
 # --- the file ----------------------------------------------------------------------------
@@ -215,7 +244,21 @@ def _parse(obj: Any) -> StoreMark:
         if not isinstance(h, dict) or not isinstance(h["reason"], str):
             raise ValueError("hold must be an object with a reason")
         hold = Hold(HoldKind(h["kind"]), h["reason"], float(h["since"]), bool(h["provisional"]))
-    return StoreMark(dict(docs), int(load_problems), float(written_at), hold, accept)
+    units = obj.get("units") or {}
+    if not isinstance(units, dict) or not all(_is_int(v) for v in units.values()):
+        raise ValueError("units must map document names to counts")
+    clocks = obj.get("clocks") or {}
+    if not isinstance(clocks, dict) or not all(isinstance(sv, dict) for sv in clocks.values()):
+        raise ValueError("clocks must map document names to state vectors")
+    return StoreMark(
+        dict(docs),
+        int(load_problems),
+        float(written_at),
+        hold,
+        accept,
+        {str(d): int(n) for d, n in units.items()},
+        {str(d): {int(c): int(n) for c, n in sv.items()} for d, sv in clocks.items()},
+    )
 
 
 def _is_int(v: object) -> bool:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from noderuntime.fleet.trust import FleetTrust
     from noderuntime.sync.engine import SyncEngine
     from noderuntime.sync.natsserver import NatsServer
+    from noderuntime.sync.resync import ResyncWatch
 
 # Checked without importing the fleet package: a node that is not enrolled never loads TLS,
 # NATS or sync code (about 20 MB of RSS on an appliance that runs alone).
@@ -83,6 +84,7 @@ class Node:
         self.sync: SyncEngine | None = None
         # Why sync is off although the node is enrolled (shown in `status`).
         self.sync_problem: str | None = None
+        self._lifting: asyncio.Task[None] | None = None  # a hold being lifted by a resync
         self.technicians = TechnicianStore(data_dir)
         self.ready = asyncio.Event()
 
@@ -208,6 +210,7 @@ class Node:
                         # Our own server's leaf links tell the engine of a heal at once; with
                         # an external NATS (natsUrl) it relies on heartbeats.
                         monitor_port=self.nats.monitor_port if self.nats is not None else None,
+                        resync=self._resync_watch(),
                     )
                 )
             self.api = await stack.enter_async_context(
@@ -228,6 +231,28 @@ class Node:
             self.ready.set()
             await stop.wait()
             self.log.info("stopping (workloads keep running)")
+
+    def _resync_watch(self) -> ResyncWatch:
+        """The watch that lifts a store hold once a hub gave this node's documents back."""
+        from noderuntime.sync.resync import Baseline, ResyncWatch
+
+        state, guard = self.state, self.store_guard
+        assert state is not None and guard is not None
+        mark = guard.mark
+        return ResyncWatch(
+            (state.fleet_doc, state.site_doc, state.node_doc),
+            Baseline(mark.units, mark.clocks) if mark is not None else Baseline(),
+            holding=lambda: guard.hold is not None,
+            on_done=self._resynced,
+        )
+
+    def _resynced(self, peer: str) -> None:
+        async def lift() -> None:
+            assert self.store_guard is not None and self.reconciler is not None
+            await self.store_guard.release(f"resync: {peer} gave this node's documents back")
+            self.reconciler.trigger("resync")
+
+        self._lifting = asyncio.create_task(lift(), name="store-resync")
 
     def _podman_service_problem(self) -> str | None:
         svc = self.podman_service

@@ -64,6 +64,7 @@ from noderuntime.sync.outbound import Outbound
 from noderuntime.sync.peers import PEER_TIMEOUT_HEARTBEATS, PeerStats, PeerTable
 from noderuntime.sync.protocol import WireUpdate
 from noderuntime.sync.receive import Receiver
+from noderuntime.sync.resync import RESYNC_KEY, ResyncWatch, plan_resync
 from noderuntime.sync.scopes import Scopes
 from noderuntime.sync.settings import SyncSettings
 from noderuntime.sync.verify import Cause, Rejections
@@ -94,6 +95,7 @@ class SyncEngine:
         clock: Callable[[], float] = time.time,
         health: Callable[[], Mapping[str, Any]] | None = None,
         monitor_port: int | None = None,
+        resync: ResyncWatch | None = None,
     ) -> None:
         self.state = state
         self.trust = trust
@@ -119,6 +121,8 @@ class SyncEngine:
         self.table = PeerTable(settings.heartbeat_interval_s * PEER_TIMEOUT_HEARTBEATS)
         self.scopes = Scopes(settings, trust, self.table)
         self.relay = CredentialRelay(trust, clock)
+        # A held node's watch for its documents coming back (noderuntime.sync.resync).
+        self.resync = resync
         replies = StateReplies()
         self.out = Outbound(
             channel,
@@ -130,7 +134,7 @@ class SyncEngine:
             replies,
             log=self.log,
             clock=clock,
-            health=health,
+            health=self._health_with_resync(health),
         )
         self.receiver = Receiver(
             state=state,
@@ -146,6 +150,7 @@ class SyncEngine:
             on_heal=self._heal,
             log=self.log,
             clock=clock,
+            resync=resync,
         )
         self.inbox = Inbox(settings.max_inbox_bytes)
         self.outbox = Outbox()
@@ -157,6 +162,17 @@ class SyncEngine:
         self._heal_task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._closing = False
+
+    def _health_with_resync(
+        self, health: Callable[[], Mapping[str, Any]] | None
+    ) -> Callable[[], Mapping[str, Any]]:
+        def payload() -> Mapping[str, Any]:
+            out = dict(health()) if health is not None else {}
+            if self.resync is not None and self.resync.active:
+                out[RESYNC_KEY] = True
+            return out
+
+        return payload
 
     @property
     def connected(self) -> bool:
@@ -358,6 +374,14 @@ class SyncEngine:
             link_healed=link_healed,
             choose=random.choice,
         )
+        if self.resync is not None and self.resync.active:
+            # Every document to every live hub too: one of them must give them all back.
+            planned = {(a.doc, a.target.node_id if a.target else "") for a in plan}
+            plan += [
+                a
+                for a in plan_resync(self.state.doc_names, self.scopes, self.clock())
+                if (a.doc, a.target.node_id if a.target else "") not in planned
+            ]
         for a in plan:
             await self.out.send_state(a.doc, target=a.target, subject=a.inbox)
 

@@ -9,7 +9,8 @@ One message at a time (the engine's single worker); every refusal is counted by 
   peer. Unknown authors' credentials are requested first.
 - **STATE**: a signed, live message from an enrolled node. If it is for us and we hold the
   document (a hub takes one on), and the sender may read it, we answer with the updates it
-  lacks and, if it has some we lack, with our own state vector (:mod:`.antientropy`).
+  lacks and, if it has some we lack or it is resyncing after a store loss, with our own state
+  vector (:mod:`.antientropy`, :mod:`.resync`).
 - **HEARTBEAT**: signed and fresh (:func:`~noderuntime.sync.peers.fresh_heartbeat`), it
   refreshes the peer table; a peer that comes up calls for a repair round with it and an
   answer heartbeat.
@@ -44,6 +45,7 @@ from noderuntime.sync.protocol import (
     StateMsg,
     UpdatesMsg,
 )
+from noderuntime.sync.resync import RESYNC_KEY, ResyncWatch
 from noderuntime.sync.scopes import Scopes
 from noderuntime.sync.settings import SyncSettings
 from noderuntime.sync.verify import Cause, Rejections, check_signed, verify_updates
@@ -77,6 +79,7 @@ class Receiver:
         on_heal: HealCallback,
         log: logging.Logger,
         clock: Callable[[], float],
+        resync: ResyncWatch | None = None,
     ) -> None:
         self.state = state
         self.trust = trust
@@ -91,6 +94,7 @@ class Receiver:
         self.on_heal = on_heal
         self.log = log
         self.clock = clock
+        self.resync = resync
 
     async def handle(self, data: bytes) -> None:
         self.counters.messages_in += 1
@@ -188,7 +192,7 @@ class Receiver:
         except UpdateFormatError:
             self.rejections.reject(Cause.MALFORMED, f"state vector from {node}")
             return
-        if not await self._holds_for(doc, peer_sv):
+        if not await self._holds_for(doc, peer_sv, resyncing=_resyncing(peer)):
             return
         site = self.scopes.doc_site(doc)
         if not may_read(doc, member, site_of_doc=site, sovereign=self.scopes.is_sovereign(site)):
@@ -196,12 +200,14 @@ class Receiver:
             return
         await self._answer_state(doc, peer, member, peer_sv)
 
-    async def _holds_for(self, doc: DocRef, peer_sv: dict[int, int]) -> bool:
+    async def _holds_for(self, doc: DocRef, peer_sv: dict[int, int], *, resyncing: bool) -> bool:
         """Whether we hold ``doc`` to answer a peer's state vector; a hub takes on a document
-        a peer has something of."""
+        a peer has something of, or a resyncing peer asks for (to say it is empty)."""
         if self.state.holds(doc.name):
             return True
-        if not (self.settings.role == ROLE_HUB and self.scopes.may_hold(doc) and peer_sv):
+        if not (
+            self.settings.role == ROLE_HUB and self.scopes.may_hold(doc) and (peer_sv or resyncing)
+        ):
             return False
         await self.state.ensure_doc(doc.name)
         return True
@@ -213,6 +219,8 @@ class Receiver:
         behind, ahead = compare(self.state.state_vector_map(doc.name), peer_sv)
         peer.behind_by[doc.name] = behind
         peer.ahead_by[doc.name] = ahead
+        if self.resync is not None:
+            self.resync.compared(peer.node_id, doc.name, peer_sv, ahead)
         inbox = self.scopes.inbox_of(member)
         if inbox is None:
             return
@@ -220,7 +228,9 @@ class Receiver:
         if missing:
             await self.out.send_updates(inbox, doc.name, [wire(u) for u in missing], peer)
             self.counters.repairs_sent += len(missing)
-        if ahead > 0 and self.replies.due(peer.node_id, doc.name):
+        # A peer resyncing after a store loss learns from our state vector that it lacks
+        # nothing more of ours (noderuntime.sync.resync), so it gets one even then.
+        if (ahead > 0 or _resyncing(peer)) and self.replies.due(peer.node_id, doc.name):
             await self.out.send_state(doc.name, target=peer, subject=inbox)
 
     # --- heartbeats -----------------------------------------------------------------------
@@ -314,3 +324,8 @@ class Receiver:
                 await self.request_credentials({principal})
         else:
             self.rejections.reject(cause, what)
+
+
+def _resyncing(peer: PeerStats) -> bool:
+    """Whether the peer's heartbeats say it is getting its documents back after a store loss."""
+    return peer.heartbeat.get(RESYNC_KEY) is True

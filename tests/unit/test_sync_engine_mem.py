@@ -30,6 +30,7 @@ from noderuntime.identity.keys import Identity
 from noderuntime.sync.acl import Trust
 from noderuntime.sync.channel import ChannelListener, MemoryChannel, MemoryHub
 from noderuntime.sync.engine import SyncEngine, SyncSettings
+from noderuntime.sync.resync import ResyncWatch
 from tests.sync.natsfixtures import FakeTrust
 
 FLEET = "f1"
@@ -76,6 +77,7 @@ class MemFleet:
         role: str = "node",
         trust: Trust | None = None,
         ident: Identity | None = None,
+        resync: ResyncWatch | None = None,
     ) -> MemNode:
         principal = f"node:{node_id}"
         if ident is None:
@@ -85,7 +87,9 @@ class MemFleet:
         )
         channel = self.bus.channel(node_id)
         settings = SyncSettings(fleet=FLEET, node_id=node_id, site=site, role=role)
-        engine = SyncEngine(state, trust or self.trust, ident, settings, channel=channel)
+        engine = SyncEngine(
+            state, trust or self.trust, ident, settings, channel=channel, resync=resync
+        )
         await self.stack.enter_async_context(engine)
         await engine.wait_connected()
         return MemNode(node_id, state, engine, channel)
