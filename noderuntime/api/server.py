@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -83,7 +84,14 @@ class ApiServer:
 
     async def __aenter__(self) -> ApiServer:
         check_socket_path(self.path)
-        if self.path.exists():
+        if self.path.is_symlink() or self.path.exists():
+            # Only ever remove a stale socket: apiSocket comes from node.yaml, which a restored
+            # or edited config may point at any file, and the node runs as root.
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise ConfigError(
+                    f"apiSocket {self.path} exists and is not a socket; "
+                    "move it away or fix apiSocket in node.yaml"
+                )
             if await _socket_in_use(self.path):
                 raise ConfigError(
                     f"another noderuntime is already serving {self.path}; "

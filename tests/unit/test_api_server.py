@@ -150,3 +150,17 @@ def test_apply_of_a_50_mb_file_is_too_large_exit_2(
     assert main(["--data-dir", str(node), "apply", "-f", str(big)]) == 2
     err = capsys.readouterr().err
     assert "too large" in err and "nothing was sent" in err
+
+
+async def test_an_api_socket_path_that_is_a_file_is_refused_not_deleted(tmp_path: Path) -> None:
+    from noderuntime.errors import ConfigError
+
+    precious = tmp_path / "identity.key"
+    precious.write_text("do not delete")
+    link = tmp_path / "link.sock"
+    link.symlink_to(precious)
+    for path in (precious, link):
+        with pytest.raises(ConfigError, match="not a socket"):
+            async with ApiServer(path, ROUTES):
+                pass
+    assert precious.read_text() == "do not delete" and link.is_symlink()
