@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from noderuntime import __version__
+from noderuntime import __version__, codec
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.views import workload_view
 from noderuntime.crdt import schema
@@ -449,8 +449,10 @@ def build_routes(node: Node) -> dict[str, Route]:
         out = []
         for u in await state.history(limit):
             try:
-                meta = json.loads(u.meta)
-            except ValueError:
+                meta = codec.loads(u.meta)
+            except codec.DecodeError:
+                meta = {}
+            if not isinstance(meta, dict):
                 meta = {}
             out.append(
                 {

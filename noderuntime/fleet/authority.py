@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from noderuntime import codec
 from noderuntime.config.model import validate_id
 from noderuntime.errors import ConfigError, CredentialError, FleetError
 from noderuntime.fleet.bundle import (
@@ -76,7 +77,7 @@ class FleetInfo:
     def read(cls, fleet_dir: Path) -> FleetInfo:
         path = fleet_dir / FLEET_FILE
         try:
-            data = json.loads(path.read_text())
+            data = codec.loads(path.read_bytes())
             info = cls(data["fleetId"], unb64u(data["rootPublicKey"]))
         except FileNotFoundError:
             raise FleetError(

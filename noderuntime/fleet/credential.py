@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from noderuntime import codec
 from noderuntime.config.model import validate_id
 from noderuntime.errors import ConfigError, CredentialError
 from noderuntime.identity.keys import Identity, public_key_id, verify
@@ -48,6 +49,8 @@ MAX_CREDENTIAL_BYTES = 2048
 # Appliance clocks are often behind; tolerate an issued-at this far in the future.
 CLOCK_SKEW_S = 24 * 3600
 
+# A credential body is a few hundred bytes; nothing legitimate comes near this.
+MAX_BODY_BYTES = 8192
 _BODY_KEYS = {"v", "fleet", "sub", "role", "site", "key", "iat", "exp", "serial"}
 
 
@@ -197,8 +200,8 @@ def decode_credential(blob: bytes | str) -> tuple[Credential, bytes, bytes]:
     except (ValueError, binascii.Error):
         raise CredentialError("credential is not valid base64url") from None
     try:
-        body = json.loads(body_bytes)
-    except (ValueError, UnicodeDecodeError):
+        body = codec.loads(body_bytes, max_bytes=MAX_BODY_BYTES)
+    except codec.DecodeError:
         raise CredentialError("credential body is not JSON") from None
     if not isinstance(body, dict):
         raise CredentialError("credential body is not a JSON object")

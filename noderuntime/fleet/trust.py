@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from noderuntime import codec
 from noderuntime.errors import CredentialError, EnrollmentError, FleetError, NotEnrolledError
 from noderuntime.fleet.bundle import EnrollmentBundle, write_atomic
 from noderuntime.fleet.credential import (
@@ -177,7 +178,7 @@ class FleetTrust:
         fdir = data_dir / FLEET_SUBDIR
         path = fdir / TRUST_FILE
         try:
-            data = json.loads(path.read_text())
+            data = codec.loads(path.read_bytes())
             fleet_id, root = data["fleetId"], unb64u(data["rootPublicKey"])
         except FileNotFoundError:
             raise NotEnrolledError(
@@ -311,7 +312,7 @@ def install_bundle(
     check_member_cert(bundle.node_cert_pem, bundle.ca_pem, bundle.root_public_key, cred.public_key)
     fdir = data_dir / FLEET_SUBDIR
     if (fdir / TRUST_FILE).exists():
-        old = json.loads((fdir / TRUST_FILE).read_text()).get("fleetId")
+        old = codec.loads((fdir / TRUST_FILE).read_bytes()).get("fleetId")
         if old != bundle.fleet_id:
             raise EnrollmentError(
                 f"this node is already enrolled in {old}; a node belongs to one fleet. "

@@ -128,6 +128,16 @@ def parse_doc(name: str) -> DocRef | None:
     return None
 
 
+def is_member_principal(principal: str) -> bool:
+    """Whether ``principal`` could name an enrolled member (``node:ID`` or ``operator:NAME``).
+
+    Anyone can put any string where an author goes; only names a credential could carry are
+    worth asking the fleet about.
+    """
+    kind, sep, name = principal.partition(":")
+    return bool(sep) and kind in ("node", "operator") and _ID_RE.match(name) is not None
+
+
 def may_write(doc: DocRef, member: MemberLike) -> bool:
     role = member.role
     if role == ROLE_OPERATOR:

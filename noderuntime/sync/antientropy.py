@@ -12,6 +12,9 @@ Pure decisions, no I/O (the engine signs and publishes):
   (:func:`batch_deliverable`), plus our own state vector if it has something we lack — at most
   every ``STATE_REPLY_MIN_INTERVAL_S`` per peer and document (:class:`StateReplies`), counting
   the one we sent it ourselves, since both sides start a round when a link heals.
+- **Repairs** to one peer for one document: a few at once, then at most one every
+  ``REPAIR_MIN_INTERVAL_S`` (:class:`Repairs`), so replayed announcements cannot make us send
+  the same updates again and again.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from noderuntime.crdt.clocks import units_behind
 from noderuntime.crdt.store import StoredUpdate
 from noderuntime.sync import protocol
 from noderuntime.sync.acl import parse_doc
+from noderuntime.sync.bounded import Buckets, RateLimit
 from noderuntime.sync.peers import PeerStats
 from noderuntime.sync.protocol import WireUpdate
 from noderuntime.sync.scopes import Scopes
 
 STATE_REPLY_MIN_INTERVAL_S = 0.5
-_NEVER = -1e9
+REPAIR_MIN_INTERVAL_S = 0.5
+REPAIR_BURST = 4
+# (peer, document) pairs remembered by the reply and repair limits.
+MAX_REPLY_KEYS = 16_384
 
 
 @dataclass(frozen=True)
@@ -102,17 +109,43 @@ def batch_deliverable(
 class StateReplies:
     """When we last sent a peer our state vector of a document (ours or in answer to its)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._last: dict[tuple[str, str], float] = {}
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[], None] | None = None,
+    ) -> None:
+        self._last: RateLimit[tuple[str, str]] = RateLimit(
+            STATE_REPLY_MIN_INTERVAL_S, clock, cap=MAX_REPLY_KEYS, on_evict=on_evict
+        )
 
     def sent(self, node_id: str, doc: str) -> None:
-        self._last[(node_id, doc)] = self._clock()
+        self._last.mark((node_id, doc))
 
     def due(self, node_id: str, doc: str) -> bool:
         """Whether to answer now with our state vector (then it counts as sent)."""
-        now = self._clock()
-        if now - self._last.get((node_id, doc), _NEVER) < STATE_REPLY_MIN_INTERVAL_S:
-            return False
-        self._last[(node_id, doc)] = now
-        return True
+        return self._last.allow((node_id, doc))
+
+
+class Repairs:
+    """How often we answer one peer's state vector of one document with repairs.
+
+    A state vector costs its sender one signature and us a store lookup and maybe megabytes of
+    updates: a peer replaying its old announcements (or a stolen key) must not make us send
+    the same repairs again and again. Per peer and document, a token bucket: ``REPAIR_BURST``
+    answers at once (a round, a heal and a reconnect close together all get theirs), then one
+    every ``REPAIR_MIN_INTERVAL_S``; whatever a refused announcement asked for goes with the
+    next round.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[], None] | None = None,
+    ) -> None:
+        self._buckets: Buckets[tuple[str, str]] = Buckets(
+            1 / REPAIR_MIN_INTERVAL_S, REPAIR_BURST, clock, cap=MAX_REPLY_KEYS, on_evict=on_evict
+        )
+
+    def due(self, node_id: str, doc: str) -> bool:
+        """Whether to send repairs now (then it counts as sent)."""
+        return self._buckets.take((node_id, doc))

@@ -32,3 +32,8 @@ class Counters:
     inbound_dropped_bytes: int = 0
     # Leaf links of the local server seen coming up (0 without a monitoring port).
     link_ups: int = 0
+    # Entries forgotten by a full bounded table (unknown authors, rate limits, replay memory):
+    # what peers made us remember beyond the bounds (noderuntime.sync.bounded).
+    table_evictions: int = 0
+    # Answers not sent because a per-peer limit was reached (repairs, credential requests).
+    rate_limited: int = 0

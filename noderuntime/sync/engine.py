@@ -120,10 +120,10 @@ class SyncEngine:
         self.counters = Counters()
         self.table = PeerTable(settings.heartbeat_interval_s * PEER_TIMEOUT_HEARTBEATS)
         self.scopes = Scopes(settings, trust, self.table)
-        self.relay = CredentialRelay(trust, clock)
+        self.relay = CredentialRelay(trust, clock, on_evict=self._evicted)
         # A held node's watch for its documents coming back (noderuntime.sync.resync).
         self.resync = resync
-        replies = StateReplies()
+        replies = StateReplies(on_evict=self._evicted)
         self.out = Outbound(
             channel,
             settings,
@@ -173,6 +173,9 @@ class SyncEngine:
             return out
 
         return payload
+
+    def _evicted(self) -> None:
+        self.counters.table_evictions += 1
 
     @property
     def connected(self) -> bool:

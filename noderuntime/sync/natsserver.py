@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import secrets
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from noderuntime import codec
 from noderuntime.config.peers import parse_peer_url
 from noderuntime.errors import NatsServerError
 from noderuntime.sync.liveness import LinkState, observe_links
@@ -53,6 +53,8 @@ STDERR_TAIL_LINES = 40
 MONITOR_TIMEOUT_S = 3.0
 # How often the link watch polls /leafz (loopback, ~1 KB per link).
 LINK_POLL_INTERVAL_S = 0.5
+# /leafz with thousands of leaf links stays well below this.
+MONITOR_MAX_BYTES = 16 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
 
 
@@ -107,7 +109,7 @@ def read_or_create_token(path: Path) -> str:
 def read_ports_file(path: Path) -> tuple[int, int] | None:
     """(client port, monitoring port) from nats-server's ports file, or None if not (yet) there."""
     try:
-        ports = json.loads(path.read_text())
+        ports = codec.loads(path.read_bytes())
         client = int(str(ports["nats"][0]).rsplit(":", 1)[1])
         monitor = int(str(ports["monitoring"][0]).rsplit(":", 1)[1])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
@@ -146,7 +148,7 @@ async def http_get_json(port: int, path: str, timeout_s: float = MONITOR_TIMEOUT
         status = head.split(b" ", 2)
         if len(status) < 2 or status[1] != b"200":
             raise NatsServerError(f"monitoring {path} answered {head[:60]!r}")
-        return json.loads(body)
+        return codec.loads(body, max_bytes=MONITOR_MAX_BYTES)
 
     return await asyncio.wait_for(go(), timeout_s)
 

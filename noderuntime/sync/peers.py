@@ -6,22 +6,37 @@ Pure data and decisions, no I/O: the engine feeds it what it verified and reads 
   heartbeat intervals old (the table's ``timeout_s``); ``up_since`` is when it last came up.
   Its transitions up and down, with the time each happened, come from
   :class:`noderuntime.sync.liveness.PeerLiveness` (the same rule), so both are logged.
-- A heartbeat is **fresh** by its (boot, n) counter, not its time (:func:`fresh_heartbeat`).
+- A heartbeat is **fresh** by its (boot, n) counter, not its time, once this node has accepted
+  one of that boot; the first one of a boot must be at most ``HEARTBEAT_MAX_AGE_S`` old by our
+  clock (:func:`heartbeat_freshness`).
 - Only verified messages reach the table; its counters are per peer (bytes and messages in,
   bytes out, updates applied) and the gap to it per document (``behind_by``/``ahead_by``).
 """
 
 from __future__ import annotations
 
-import json
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from noderuntime import codec
 from noderuntime.sync.liveness import PeerLiveness, Transition
 
 PEER_TIMEOUT_HEARTBEATS = 3
 MAX_BOOTS_REMEMBERED = 16
+# How old (by the receiver's clock) the first heartbeat of a boot, or a state vector, may be.
+# A receiver that restarted remembers no counters, so without this a replayed heartbeat of a
+# node that has stopped would show it up. Generous: clocks a few minutes apart still sync; a
+# peer whose clock is further behind ours is refused (``stale``, its lag in the log).
+HEARTBEAT_MAX_AGE_S = 300.0
+MAX_HEARTBEAT_PAYLOAD_BYTES = 64 * 1024
+
+
+class Freshness(enum.Enum):
+    FRESH = "fresh"
+    REPLAYED = "replayed"  # seen before (its counter, or its time for peers without one)
+    STALE = "stale"  # older than HEARTBEAT_MAX_AGE_S by our clock
 
 
 @dataclass
@@ -35,7 +50,7 @@ class PeerStats:
     up_since: float | None = None
     last_heard: float | None = None
     last_heartbeat_ts: float = 0.0
-    # Highest heartbeat counter seen per boot of the peer (replay check; see fresh_heartbeat).
+    # Highest heartbeat counter seen per boot of the peer (replay check; see heartbeat_freshness).
     boots: dict[str, int] = field(default_factory=dict)
     heartbeat: dict[str, Any] = field(default_factory=dict)
     bytes_in: int = 0
@@ -131,30 +146,39 @@ class PeerTable:
 
 
 def parse_heartbeat_payload(raw: bytes) -> dict[str, Any] | None:
-    """A heartbeat's JSON payload as a dict, or None if it is not one."""
+    """A heartbeat's JSON payload as a dict, or None if it is not one (bounded decoding)."""
     try:
-        payload = json.loads(raw)
-    except ValueError:
+        payload = codec.loads(raw, max_bytes=MAX_HEARTBEAT_PAYLOAD_BYTES)
+    except codec.DecodeError:
         return None
     return payload if isinstance(payload, dict) else None
 
 
-def fresh_heartbeat(peer: PeerStats, ts: float, payload: Mapping[str, Any]) -> bool:
-    """Whether a signed heartbeat is new rather than replayed.
+def heartbeat_freshness(
+    peer: PeerStats, ts: float, payload: Mapping[str, Any], now: float
+) -> Freshness:
+    """Whether a signed heartbeat is new rather than replayed; remembers it if so.
 
-    Judged by its (boot, n) counter, not its time: a peer whose clock steps backwards (NTP
-    after a dead RTC battery) would otherwise have every later heartbeat refused and stay
-    down for as long as the step. A boot never seen is new (a restart); the last few boots
-    are remembered so their old heartbeats stay refused. Peers that send no counter are
-    judged by time, as before.
+    Judged by its (boot, n) counter, not its time, once a heartbeat of that boot was accepted:
+    a peer whose clock steps backwards (NTP after a dead RTC battery) would otherwise have every
+    later heartbeat refused and stay down for as long as the step. A boot never seen is a
+    restart of the peer, or a receiver that restarted and remembers nothing: its heartbeat must
+    then be at most ``HEARTBEAT_MAX_AGE_S`` old by our clock, or an old capture replayed would
+    pass. The last few boots are remembered so their old heartbeats stay refused. Peers that
+    send no counter are judged by time alone.
     """
     boot, n = payload.get("boot"), payload.get("n")
     if not isinstance(boot, str) or not isinstance(n, int) or isinstance(n, bool):
-        return ts > peer.last_heartbeat_ts
-    if n <= peer.boots.get(boot, -1):
-        return False
+        if ts <= peer.last_heartbeat_ts:
+            return Freshness.REPLAYED
+        return Freshness.STALE if now - ts > HEARTBEAT_MAX_AGE_S else Freshness.FRESH
+    last = peer.boots.get(boot)
+    if last is not None and n <= last:
+        return Freshness.REPLAYED
+    if last is None and now - ts > HEARTBEAT_MAX_AGE_S:
+        return Freshness.STALE
     peer.boots.pop(boot, None)
     peer.boots[boot] = n  # newest last, so the oldest boot is forgotten first
     while len(peer.boots) > MAX_BOOTS_REMEMBERED:
         del peer.boots[next(iter(peer.boots))]
-    return True
+    return Freshness.FRESH

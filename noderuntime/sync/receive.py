@@ -7,11 +7,16 @@ One message at a time (the engine's single worker); every refusal is counted by 
   ``sovereign`` when it belongs to a sovereign site elsewhere); each update is verified
   (:func:`~noderuntime.sync.verify.verify_updates`) and the accepted ones ingested as from a
   peer. Unknown authors' credentials are requested first.
-- **STATE**: a signed, live message from an enrolled node. If it is for us and we hold the
-  document (a hub takes one on), and the sender may read it, we answer with the updates it
-  lacks and, if it has some we lack or it is resyncing after a store loss, with our own state
-  vector (:mod:`.antientropy`, :mod:`.resync`).
-- **HEARTBEAT**: signed and fresh (:func:`~noderuntime.sync.peers.fresh_heartbeat`), it
+- **STATE**: a signed, live message from an enrolled node; one seen before (its signature is in
+  the bounded replay memory) is ``replayed``, one older than ``HEARTBEAT_MAX_AGE_S`` by the
+  sender's own latest heartbeat (by our clock if we have none) is ``stale``. If it is for us and
+  we hold the document, and the sender may read it, we answer with the updates it lacks
+  (rate-limited per peer and document: :class:`~noderuntime.sync.antientropy.Repairs`) and, if
+  it has some we lack or it is resyncing after a store loss, with our own state vector
+  (:mod:`.antientropy`, :mod:`.resync`). A hub takes on a
+  document it does not hold only for a sender that may write it (or another hub): an enrolled
+  node cannot make it create documents by naming them.
+- **HEARTBEAT**: signed and fresh (:func:`~noderuntime.sync.peers.heartbeat_freshness`), it
   refreshes the peer table; a peer that comes up calls for a repair round with it and an
   answer heartbeat.
 - **CREDENTIALS / CREDENTIAL_REQUEST**: the relay's policy (:mod:`.credentials`).
@@ -30,13 +35,29 @@ from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate
 from noderuntime.identity.principals import node_id_of
 from noderuntime.sync import protocol
-from noderuntime.sync.acl import ROLE_HUB, DocRef, MemberLike, Trust, may_read, parse_doc
-from noderuntime.sync.antientropy import StateReplies, compare, wire
+from noderuntime.sync.acl import (
+    ROLE_HUB,
+    DocRef,
+    MemberLike,
+    Trust,
+    may_read,
+    may_write,
+    parse_doc,
+)
+from noderuntime.sync.antientropy import Repairs, StateReplies, compare, wire
+from noderuntime.sync.bounded import LruTable
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
 from noderuntime.sync.liveness import Transition
 from noderuntime.sync.outbound import Outbound
-from noderuntime.sync.peers import PeerStats, PeerTable, fresh_heartbeat, parse_heartbeat_payload
+from noderuntime.sync.peers import (
+    HEARTBEAT_MAX_AGE_S,
+    Freshness,
+    PeerStats,
+    PeerTable,
+    heartbeat_freshness,
+    parse_heartbeat_payload,
+)
 from noderuntime.sync.protocol import (
     CredentialRequestMsg,
     CredentialsMsg,
@@ -60,6 +81,9 @@ _INGEST_CAUSES = {
 # Called when a repair round is due: with the node whose heartbeats reappeared, or None when
 # credentials we lacked arrived (the next exchange brings their updates again).
 HealCallback = Callable[[str | None], None]
+
+# Signatures of the state vectors handled lately: the same signed bytes again are a replay.
+MAX_STATE_SEEN = 8192
 
 
 class Receiver:
@@ -95,6 +119,11 @@ class Receiver:
         self.log = log
         self.clock = clock
         self.resync = resync
+        self.repairs = Repairs(on_evict=self._evicted)
+        self._state_seen: LruTable[bytes, None] = LruTable(MAX_STATE_SEEN, self._evicted)
+
+    def _evicted(self) -> None:
+        self.counters.table_evictions += 1
 
     async def handle(self, data: bytes) -> None:
         self.counters.messages_in += 1
@@ -175,8 +204,16 @@ class Receiver:
         node = node_id_of(member.principal)
         if node is None or node == self.settings.node_id:
             return
-        self.counters.state_received += 1
+        if msg.signature in self._state_seen:
+            self.rejections.reject(Cause.REPLAYED, f"state vector from {node} seen before")
+            return
         peer = self.table.peer(node)
+        age = self._state_age(peer, msg.ts)
+        if age > HEARTBEAT_MAX_AGE_S:
+            self.rejections.reject(Cause.STALE, f"state vector from {node} {age:.0f} s old")
+            return
+        self._state_seen[msg.signature] = None
+        self.counters.state_received += 1
         peer.received(size)
         if member.site:
             peer.site = member.site
@@ -192,7 +229,7 @@ class Receiver:
         except UpdateFormatError:
             self.rejections.reject(Cause.MALFORMED, f"state vector from {node}")
             return
-        if not await self._holds_for(doc, peer_sv, resyncing=_resyncing(peer)):
+        if not await self._holds_for(doc, member, peer_sv, resyncing=_resyncing(peer)):
             return
         site = self.scopes.doc_site(doc)
         if not may_read(doc, member, site_of_doc=site, sovereign=self.scopes.is_sovereign(site)):
@@ -200,14 +237,34 @@ class Receiver:
             return
         await self._answer_state(doc, peer, member, peer_sv)
 
-    async def _holds_for(self, doc: DocRef, peer_sv: dict[int, int], *, resyncing: bool) -> bool:
-        """Whether we hold ``doc`` to answer a peer's state vector; a hub takes on a document
-        a peer has something of, or a resyncing peer asks for (to say it is empty)."""
+    def _state_age(self, peer: PeerStats, ts: float) -> float:
+        """How old a state vector signed at ``ts`` is: by the sender's own clock (its latest
+        heartbeat) while it is up, so a peer whose clock is off, or stepped, is judged fairly;
+        by ours otherwise."""
+        now = self.clock()
+        if self.table.is_up(peer, now):
+            return peer.last_heartbeat_ts - ts
+        return now - ts
+
+    async def _holds_for(
+        self, doc: DocRef, sender: MemberLike, peer_sv: dict[int, int], *, resyncing: bool
+    ) -> bool:
+        """Whether we hold ``doc`` to answer a peer's state vector.
+
+        A hub takes on a document a peer has something of, or a resyncing peer asks for (to say
+        it is empty), if the peer may write it (or is a hub, which holds everything): a member
+        naming documents it cannot write must not make us create them.
+        """
         if self.state.holds(doc.name):
             return True
         if not (
             self.settings.role == ROLE_HUB and self.scopes.may_hold(doc) and (peer_sv or resyncing)
         ):
+            return False
+        if not (sender.role == ROLE_HUB or may_write(doc, sender)):
+            self.rejections.reject(
+                Cause.UNAUTHORISED, f"{sender.principal} announced {doc.name}; it cannot write it"
+            )
             return False
         await self.state.ensure_doc(doc.name)
         return True
@@ -225,7 +282,9 @@ class Receiver:
         if inbox is None:
             return
         missing = await self.state.missing_for(doc.name, peer_sv)
-        if missing:
+        if missing and not self.repairs.due(peer.node_id, doc.name):
+            self.counters.rate_limited += 1
+        elif missing:
             await self.out.send_updates(inbox, doc.name, [wire(u) for u in missing], peer)
             self.counters.repairs_sent += len(missing)
         # A peer resyncing after a store loss learns from our state vector that it lacks
@@ -248,8 +307,17 @@ class Receiver:
         if payload is None:
             self.rejections.reject(Cause.MALFORMED, f"heartbeat payload from {node}")
             return
-        if not fresh_heartbeat(peer, msg.ts, payload):
+        now = self.clock()
+        fresh = heartbeat_freshness(peer, msg.ts, payload, now)
+        if fresh is Freshness.REPLAYED:
             self.rejections.reject(Cause.REPLAYED, f"old heartbeat from {node}")
+            return
+        if fresh is Freshness.STALE:
+            self.rejections.reject(
+                Cause.STALE,
+                f"heartbeat from {node} signed {now - msg.ts:.0f} s ago: a replay, or its clock "
+                "is behind ours",
+            )
             return
         self.counters.heartbeats_received += 1
         changes = self.table.heard_heartbeat(
@@ -259,7 +327,7 @@ class Receiver:
             ts=msg.ts,
             payload=payload,
             size=size,
-            now=self.clock(),
+            now=now,
         )
         self.scopes.learn_sovereign(peer)
         self.log_peer_changes(changes)
@@ -305,7 +373,9 @@ class Receiver:
             await self.out.send_credentials(blobs)
 
     async def request_credentials(self, principals: set[str]) -> None:
+        deferred = self.relay.requests_deferred
         due = self.relay.to_request(principals)
+        self.counters.rate_limited += self.relay.requests_deferred - deferred
         if due:
             await self.out.request_credentials(due)
 

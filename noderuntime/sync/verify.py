@@ -51,6 +51,7 @@ class Cause(enum.Enum):
     UNAUTHORISED = "unauthorised"
     SOVEREIGN = "sovereign"
     REPLAYED = "replayed"
+    STALE = "stale"
     UNANCHORED = "unanchored"
     CLIENT_CONFLICT = "client_conflict"
     CORRUPT = "corrupt"

@@ -274,14 +274,16 @@ async def test_heartbeats_after_a_clock_step_back_are_not_replays(tmp_path: Path
             part = protocol.heartbeat_signed_part("node:n2", ts, json.dumps(body).encode())
             return part + peer.sign(protocol.signing_bytes(part))
 
-        first = heartbeat(2_000_000_000.0, 1)
+        now = time.time()
+        first = heartbeat(now, 1)
         await engine.handle(first)
-        await engine.handle(heartbeat(1_000_000_000.0, 2))  # its clock stepped back a lot
-        await engine.handle(heartbeat(1_000_000_002.0, 3))
+        await engine.handle(heartbeat(now - 1e9, 2))  # its clock stepped back a lot
+        await engine.handle(heartbeat(now - 1e9 + 2, 3))
         assert engine.counters.heartbeats_received == 3
         await engine.handle(first)  # a replay is still one
-        await engine.handle(heartbeat(900.0, 1, boot="b2"))  # restarted, clock still behind
+        await engine.handle(heartbeat(now - 1e9 + 4, 1, boot="b2"))  # restarted, clock behind
+        assert engine.rejections.counts == {"replayed": 1, "stale": 1}  # (issue 10: see docs)
+        await engine.handle(heartbeat(now + 6, 1, boot="b3"))  # restarted, clock set right
         assert engine.counters.heartbeats_received == 4
-        assert engine.rejections.counts == {"replayed": 1}
-        await engine.handle(heartbeat(800.0, None))  # no counter: judged by time, as before
-        assert engine.rejections.counts == {"replayed": 2}
+        await engine.handle(heartbeat(now + 5, None))  # no counter: judged by time, as before
+        assert engine.rejections.counts == {"replayed": 2, "stale": 1}

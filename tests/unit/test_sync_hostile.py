@@ -1,0 +1,213 @@
+"""Hostile peers against the sync engine's bounds (issue 10), without a server.
+
+Each test is one finding of the attack trial: unbounded tables (made-up authors, documents an
+enrolled node names), replays (old heartbeats at a restarted receiver, replayed state vectors
+drawing repairs) and poison payloads. Engines run over the in-memory bus; the messages are built
+and signed the way a stolen key would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import MemoryStore
+from noderuntime.identity.keys import Identity
+from noderuntime.sync import protocol
+from noderuntime.sync.bounded import Buckets, LruTable, RateLimit
+from noderuntime.sync.channel import MemoryHub
+from noderuntime.sync.credentials import MAX_MISSING_AUTHORS, REQUEST_BUDGET, CredentialRelay
+from noderuntime.sync.engine import SyncEngine, SyncSettings
+from noderuntime.sync.peers import (
+    HEARTBEAT_MAX_AGE_S,
+    Freshness,
+    PeerStats,
+    heartbeat_freshness,
+)
+from noderuntime.sync.protocol import WireUpdate
+from tests.sync.natsfixtures import FakeTrust
+from tests.unit.test_sync_engine_mem import put
+from tests.unit.test_sync_parts import Clock
+
+FLEET = "f1"
+
+
+# --- bounded tables --------------------------------------------------------------------------
+
+
+def test_a_bounded_table_forgets_the_least_recently_set_and_counts_it() -> None:
+    evicted: list[int] = []
+    table: LruTable[str, int] = LruTable(2, lambda: evicted.append(1))
+    table["a"], table["b"] = 1, 2
+    table["a"] = 3  # a is now the most recent
+    table["c"] = 4
+    assert list(table) == ["a", "c"] and len(evicted) == 1
+
+
+def test_a_rate_limit_forgets_keys_and_counts_only_those_still_limited() -> None:
+    clock, evicted = Clock(), []
+    limit: RateLimit[str] = RateLimit(2.0, clock, cap=2, on_evict=lambda: evicted.append(1))
+    assert limit.allow("a") and not limit.allow("a")
+    clock.now += 2.0
+    assert limit.allow("b") and limit.allow("c")  # a forgotten: its interval had passed
+    assert evicted == []
+    assert limit.allow("d")  # b forgotten while still limited
+    assert evicted == [1] and len(limit) == 2
+
+
+def test_buckets_allow_a_burst_then_a_steady_rate_per_key() -> None:
+    clock = Clock()
+    buckets: Buckets[str] = Buckets(2.0, 3, clock, cap=10)
+    assert [buckets.take("p") for _ in range(4)] == [True, True, True, False]
+    assert buckets.take("q")  # another key has its own bucket
+    clock.now += 0.5
+    assert buckets.take("p") and not buckets.take("p")
+
+
+def test_made_up_authors_cost_a_receiver_bounded_memory_and_requests() -> None:
+    clock = Clock()
+    evicted: list[int] = []
+    relay = CredentialRelay(FakeTrust(), clock, on_evict=lambda: evicted.append(1))
+    asked = 0
+    for i in range(20_000):
+        asked += len(relay.to_request({f"node:made-up-{i}"}))
+    assert len(relay.missing_authors) == MAX_MISSING_AUTHORS
+    assert asked == REQUEST_BUDGET  # the clock stands still: the budget does not refill
+    assert len(evicted) >= 20_000 - MAX_MISSING_AUTHORS
+    # Names no credential can carry are not remembered or asked for at all.
+    assert relay.to_request({"node:Bad Name", "root:x", "node:a\n", "x" * 300}) == []
+    assert "node:a\n" not in relay.missing_authors
+
+
+# --- heartbeats: counters, and an age bound for boots never seen ------------------------------
+
+
+def test_the_first_heartbeat_of_a_boot_must_be_recent_by_our_clock() -> None:
+    now = 1_000_000.0
+    peer = PeerStats("n1")
+    old = {"boot": "b1", "n": 7}
+    assert heartbeat_freshness(peer, now - 420, old, now) is Freshness.STALE
+    assert peer.boots == {}  # a stale one teaches nothing
+    assert heartbeat_freshness(peer, now - 10, {"boot": "b1", "n": 8}, now) is Freshness.FRESH
+    # Once a boot is known its counter rules: a clock stepped back an hour is still live.
+    assert heartbeat_freshness(peer, now - 3600, {"boot": "b1", "n": 9}, now) is Freshness.FRESH
+    assert heartbeat_freshness(peer, now, {"boot": "b1", "n": 9}, now) is Freshness.REPLAYED
+    # Peers without a counter are judged by time alone.
+    legacy = PeerStats("n2")
+    assert heartbeat_freshness(legacy, now - 1, {}, now) is Freshness.FRESH
+    legacy.last_heartbeat_ts = now - 1
+    assert heartbeat_freshness(legacy, now - 1, {}, now) is Freshness.REPLAYED
+    assert heartbeat_freshness(legacy, now - 2 * HEARTBEAT_MAX_AGE_S, {}, now) is (
+        Freshness.REPLAYED
+    )
+
+
+# --- engines over the in-memory bus ------------------------------------------------------------
+
+
+class Rig:
+    """A hub engine and the keys of the members the test impersonates."""
+
+    def __init__(self, trust: FakeTrust, hub: SyncEngine, state: StateStore) -> None:
+        self.trust = trust
+        self.hub = hub
+        self.state = state
+
+    def ident(self, principal: str) -> Identity:
+        return self.trust.identities[principal]
+
+    def heartbeat(self, principal: str, ts: float, payload: dict[str, Any] | bytes) -> bytes:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        part = protocol.heartbeat_signed_part(principal, ts, raw)
+        return part + self.ident(principal).sign(protocol.signing_bytes(part))
+
+    def state_msg(self, principal: str, doc: str, sv: bytes, ts: float, target: str = "") -> bytes:
+        part = protocol.state_signed_part(principal, doc, target, ts, sv)
+        return part + self.ident(principal).sign(protocol.signing_bytes(part))
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    trust = FakeTrust()
+    trust.enroll("operator:ann", "operator", None)
+    trust.enroll("node:n1", "node", "s1")
+    ident = trust.enroll("node:hub", "hub", "hq")
+    async with contextlib.AsyncExitStack() as stack:
+        state = await stack.enter_async_context(
+            StateStore(MemoryStore(), ident, node_id="hub", site="hq")
+        )
+        settings = SyncSettings(fleet=FLEET, node_id="hub", site="hq", role="hub")
+        engine = SyncEngine(state, trust, ident, settings, channel=MemoryHub().channel("hub"))
+        await stack.enter_async_context(engine)
+        await engine.wait_connected()
+        yield Rig(trust, engine, state)
+
+
+async def test_two_million_made_up_authors_leave_the_tables_bounded(rig: Rig) -> None:
+    # 20,000 stands in for the trial's 2.1 million: what matters is that nothing grows with it.
+    for i in range(20_000):
+        update = WireUpdate(f"node:a{i}", bytes(64), 1.0, "{}", b"\x00\x00")
+        await rig.hub.handle(protocol.encode_updates("x", "fleet", [update]))
+    status = rig.hub.status()
+    assert status["rejections"]["unknown_author"] == 20_000
+    assert len(rig.hub.relay.missing_authors) <= MAX_MISSING_AUTHORS
+    assert status["counters"]["table_evictions"] >= 20_000 - MAX_MISSING_AUTHORS
+    # The request budget refills with time (64 a second): far fewer than one per author.
+    assert status["counters"]["credentials_requested"] < 2_000
+    assert status["counters"]["rate_limited"] > 0
+
+
+async def test_a_node_cannot_make_a_hub_create_documents_it_may_not_write(rig: Rig) -> None:
+    # Something in it: a hub takes on a document only if the peer has some of it.
+    await rig.state.write("fleet", put("w"))
+    sv = rig.state.state_vector("fleet")
+    now = time.time()
+    for doc in ["site/s2", "node/n9", "site/plant-a\n", "site/s1", "node/n1"]:
+        await rig.hub.handle(rig.state_msg("node:n1", doc, sv, now))
+        now += 0.001
+    assert rig.state.holds("site/s1") and rig.state.holds("node/n1")
+    assert not any(rig.state.holds(d) for d in ("site/s2", "node/n9", "site/plant-a\n"))
+    counts = rig.hub.rejections.counts
+    assert counts["unauthorised"] == 2 and counts["bad_doc"] == 1
+
+
+async def test_a_restarted_receiver_refuses_an_old_heartbeat(rig: Rig) -> None:
+    now = time.time()
+    await rig.hub.handle(rig.heartbeat("node:n1", now - 420, {"boot": "b1", "n": 200}))
+    assert rig.hub.rejections.counts == {"stale": 1}
+    assert rig.hub.status()["peers_up"] == 0
+    await rig.hub.handle(rig.heartbeat("node:n1", now, {"boot": "b2", "n": 1}))
+    assert rig.hub.status()["peers_up"] == 1
+
+
+async def test_replayed_state_vectors_are_counted_and_draw_few_repairs(rig: Rig) -> None:
+    for i in range(3):
+        await rig.state.write("fleet", put(f"w{i}"))
+    now = time.time()
+    await rig.hub.handle(rig.heartbeat("node:n1", now, {"boot": "b1", "n": 1}))
+    empty = rig.state_msg("node:n1", "fleet", b"\x00", now, target="hub")
+    for _ in range(2000):
+        await rig.hub.handle(empty)
+    # Distinct announcements signed (or captured) in a burst: repairs are rate-limited.
+    for i in range(1, 201):
+        await rig.hub.handle(rig.state_msg("node:n1", "fleet", b"\x00", now + i / 1000, "hub"))
+    counters = rig.hub.status()["counters"]
+    assert rig.hub.rejections.counts["replayed"] == 1999
+    # One answer to the first, and to a few of the burst (3 updates each), not 2,200.
+    assert counters["repairs_sent"] <= 3 * 20
+    assert counters["rate_limited"] >= 150
+    # An announcement older than the bound by the sender's own clock is stale.
+    await rig.hub.handle(rig.state_msg("node:n1", "fleet", b"\x00", now - 3600, "hub"))
+    assert rig.hub.rejections.counts["stale"] == 1
+
+
+async def test_a_poison_heartbeat_payload_is_malformed_not_an_internal_error(rig: Rig) -> None:
+    await rig.hub.handle(rig.heartbeat("node:n1", time.time(), b"[" * 3000))
+    await rig.hub.handle(rig.heartbeat("node:n1", time.time(), b"[" * 30_000 + b"]" * 30_000))
+    assert rig.hub.rejections.counts == {"malformed": 2}
