@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__, codec
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
-from noderuntime.api.views import workload_view
+from noderuntime.api.views import shown_status, workload_view
 from noderuntime.crdt import schema
-from noderuntime.crdt.schema import LOCK_ALL
+from noderuntime.crdt.schema import LOCK_ALL, StatusRecord
 from noderuntime.errors import (
     ApiError,
     NotFoundError,
@@ -70,6 +70,15 @@ def build_routes(node: Node) -> dict[str, Route]:
         assert node.state is not None and node.reconciler is not None
         return node.state, node.reconciler
 
+    def shown(name: str) -> tuple[StatusRecord | None, str | None]:
+        state, rec = parts()
+        return shown_status(
+            state.snapshot().node.status.get(name),
+            rec.live_status.get(name),
+            observed=rec.observed_once,
+            write_error=rec.status_write_error or state.store_error,
+        )
+
     def views() -> list[dict[str, Any]]:
         state, rec = parts()
         snap = state.snapshot()
@@ -78,14 +87,16 @@ def build_routes(node: Node) -> dict[str, Route]:
         names = set(desired.workloads) if desired else set()
         invalid = dict(desired.invalid) if desired else {}
         for name in sorted(names | set(invalid)):
+            status, problem = shown(name)
             out.append(
                 workload_view(
                     name,
                     desired.workloads.get(name) if desired else None,
-                    snap.node.status.get(name),
+                    status,
                     invalid_reason=invalid.get(name),
                     stored_spec=snap.fleet.workloads.get(name),
                     now=time.time(),
+                    store_problem=problem,
                 )
             )
         return out
@@ -116,8 +127,12 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "path": stats.path,
                 # Cheap signals only (no integrity check per call): the latest commit and
                 # what could not be read at load.
-                "healthy": state.store_error is None and not state.load_problems and not hold,
+                "healthy": state.store_error is None
+                and rec.status_write_error is None
+                and not state.load_problems
+                and not hold,
                 "error": state.store_error
+                or rec.status_write_error
                 or (hold["reason"] if hold else None)
                 or (
                     f"{state.load_problems} unreadable update(s) or snapshot(s) skipped at load;"
@@ -133,6 +148,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "writes_since_start": state.writes,
                 "last_write_at": state.last_write_at,
                 "load_problems": state.load_problems,
+                "last_write_error": state.last_write_error,
                 "hold": hold,
             },
             "podman": {
@@ -146,13 +162,16 @@ def build_routes(node: Node) -> dict[str, Route]:
             "reconciler": {
                 "passes": rec.passes,
                 "last_pass_at": rec.last_pass_at,
-                "converged": rec.last_plan.converged if rec.last_plan else False,
+                "converged": rec.converged,
+                "status_write_error": rec.status_write_error,
             },
             "workloads": {
                 "desired": len(desired.workloads) if desired else 0,
                 "invalid": len(desired.invalid) if desired else 0,
                 "not_selected": sorted(desired.not_selected) if desired else [],
-                "phases": phase_counts(snap.node.status),
+                "phases": phase_counts(
+                    {n: r for n in {*snap.node.status, *rec.live_status} if (r := shown(n)[0])}
+                ),
             },
             "sync": node.sync.status()
             if node.sync is not None

@@ -13,6 +13,39 @@ from noderuntime.crdt.schema import StatusRecord
 from noderuntime.reconcile.desired import DesiredWorkload
 from noderuntime.spec.models import canonical_dict
 
+NOT_OBSERVED = "not yet observed since the node started"
+
+
+def shown_status(
+    stored: StatusRecord | None,
+    live: StatusRecord | None,
+    *,
+    observed: bool,
+    write_error: str | None,
+) -> tuple[StatusRecord | None, str | None]:
+    """The record a view shows for one workload, and the store's problem to show beside it.
+
+    Views show what the reconciler last observed (``live``), stored or not: a status write the
+    store refused must not leave an older phase on show. Until a pass has listed the runtime's
+    containers nobody knows what runs, whatever was recorded before: ``Unknown``.
+    """
+    if live is None and not observed:
+        last = f" (last recorded: {stored.phase})" if stored else ""
+        return (
+            StatusRecord(
+                phase="Unknown",
+                container_id=stored.container_id if stored else None,
+                restarts=stored.restarts if stored else 0,
+                since=stored.since if stored else 0.0,
+                message=NOT_OBSERVED + last,
+                spec_hash=stored.spec_hash if stored else None,
+            ),
+            None,
+        )
+    if live is None:
+        return stored, None
+    return live, (write_error if write_error and live != stored else None)
+
 
 def workload_view(
     name: str,
@@ -22,8 +55,12 @@ def workload_view(
     invalid_reason: str | None = None,
     stored_spec: Mapping[str, Any] | None = None,
     now: float | None = None,
+    store_problem: str | None = None,
 ) -> dict[str, Any]:
-    """``now`` (epoch seconds) renders a back-off's countdown into ``message``."""
+    """``now`` (epoch seconds) renders a back-off's countdown into ``message``.
+
+    ``store_problem``: why ``status`` (observed) is not what the store holds, if it is not.
+    """
     spec: Any = (
         canonical_dict(desired.workload)
         if desired
@@ -46,6 +83,7 @@ def workload_view(
         "spec": spec,
         "provenance": dict(desired.provenance) if desired else {},
         "problems": list(desired.problems) if desired else [],
+        "store_problem": store_problem,
     }
     if invalid_reason is not None:
         view["phase"] = "Failed"

@@ -90,7 +90,8 @@ def render_workloads(views: list[dict[str, Any]]) -> str:
                 (v.get("container_id") or "-")[:12],
                 age(v.get("since")),
                 v.get("image") or "-",
-                v.get("message") or "",
+                (v.get("message") or "")
+                + (f" [status not stored: {v['store_problem']}]" if v.get("store_problem") else ""),
             ]
         )
     return table(
@@ -107,7 +108,8 @@ def render_status(s: dict[str, Any]) -> str:
         f"Uptime:     {age(n['started_at'])}  pid {n['pid']}",
         f"Data dir:   {n['data_dir']}",
         f"Store:      {st['path']}  {st['updates']} updates, {st['snapshots']} snapshots, "
-        f"{st['size_bytes'] // 1024} KiB",
+        f"{st['size_bytes'] // 1024} KiB, "
+        + ("healthy" if st.get("healthy", True) else "UNHEALTHY"),
         f"Podman:     {podman}  ({pm['socket']}"
         + (f", supervised, {pm['service_restarts']} restarts" if pm["supervised"] else "")
         + ")",
@@ -118,6 +120,8 @@ def render_status(s: dict[str, Any]) -> str:
     ]
     if wl.get("invalid"):
         lines.append(f"Invalid:    {wl['invalid']} stored workload spec(s) do not validate")
+    if last := st.get("last_write_error"):
+        lines.append(f"Last write error: {age(last.get('at'))} ago: {last.get('message')}")
     return "\n".join(lines + render_store_problem(st))
 
 

@@ -175,6 +175,8 @@ class StateStore:
         self.load_problems = 0
         self.writes = 0
         self.last_write_at: float | None = None
+        # The latest local write that was not stored: {"at", "message"}; kept after recovery.
+        self.last_write_error: dict[str, Any] | None = None
 
     async def __aenter__(self) -> StateStore:
         await self._store.open()
@@ -582,7 +584,8 @@ class StateStore:
             (seq,) = await asyncio.shield(self._enqueue([update], Origin.LOCAL))
         except asyncio.CancelledError:
             raise
-        except BaseException:
+        except BaseException as exc:
+            self.last_write_error = {"at": ts, "message": f"write to {name} not stored: {exc}"}
             self._log.error("write to %s was not stored; reloading it from disk", name)
             await self._reload(name)
             raise

@@ -5,6 +5,12 @@ dirty; one pass runs at a time and re-reads desired and observed state fresh, pl
 then records status transitions in the node document. After executing actions it re-plans at
 once (observing their effect); an empty plan means converged. Failures back off per workload,
 capped; an unreachable Podman backs the whole loop off and marks every workload Unknown.
+Nothing one workload does ends a pass for the others: an error in its action or in building
+its container is its own failure, with a message and back-off.
+
+Longer than our ~600-line guide: what is left here is the one object whose state every part of
+a pass shares (triggers, runtime up/down, holds, health, pulls, status). The pure parts live
+beside it: plan, status (phases), outcomes (back-off), records (status writes), desired.
 """
 
 from __future__ import annotations
@@ -15,32 +21,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
-from noderuntime.errors import ImageNotFoundError, NodeRuntimeError, RuntimeUnavailableError
+from noderuntime.errors import NodeRuntimeError, RuntimeUnavailableError
 from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
 from noderuntime.reconcile.desired import DesiredMemo, DesiredState, DesiredWorkload
 from noderuntime.reconcile.executor import ImagePulling, describe, execute, pull_failed
+from noderuntime.reconcile.outcomes import (
+    BackoffPolicy,
+    Event,
+    WorkloadRuntimeState,
+    after_failure,
+    after_success,
+)
 from noderuntime.reconcile.plan import (
     Action,
-    Backoff,
     CreateContainer,
     Plan,
     PlanContext,
     PlannedWorkload,
-    RemoveContainer,
     StartContainer,
     StopContainer,
     backoff_delay_s,
-    next_backoff,
     plan,
 )
 from noderuntime.reconcile.pulls import PULL_CONCURRENCY, PULL_STALL_TIMEOUT_S, PullManager
-from noderuntime.reconcile.status import Phase, derive
+from noderuntime.reconcile.records import WRITING_STATUS, StatusWriter, status_record
+from noderuntime.reconcile.status import Derived, Phase, derive
 from noderuntime.runtime.base import (
     ContainerRuntime,
     ContainerState,
@@ -48,9 +58,6 @@ from noderuntime.runtime.base import (
     ProbeSpec,
 )
 
-# Retries of a failed create (missing image, bad mount) back off up to this, not to the
-# crash-loop cap: the usual cause (an image being loaded) goes away while someone watches.
-CREATE_BACKOFF_MAX_S = 30.0
 RUNTIME_RETRY_MAX_S = 30.0
 EVENTS_KEPT = 1000
 # Let a burst of triggers (events of one container start) coalesce into one pass.
@@ -73,24 +80,6 @@ def read_boot_time() -> float:
     return 0.0
 
 
-@dataclass(frozen=True)
-class Event:
-    """Something that happened to a workload, for people (TUI, `noderuntime events`)."""
-
-    ts: float
-    workload: str
-    kind: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ts": self.ts,
-            "workload": self.workload,
-            "kind": self.kind,
-            "message": self.message,
-        }
-
-
 class HoldSource(Protocol):
     """Who says the node must hold its containers (the store guard, ``crdt/guard.py``)."""
 
@@ -100,17 +89,6 @@ class HoldSource(Protocol):
     async def check(self, containers: int) -> str | None:
         """Why the node holds, given the number of containers labelled for it."""
         ...
-
-
-@dataclass
-class WorkloadRuntimeState:
-    """What the loop remembers about one workload between passes (not persisted)."""
-
-    backoff: Backoff = field(default_factory=Backoff)
-    restarts: int = 0
-    last_error: str | None = None
-    health: str | None = None
-    health_detail: str | None = None
 
 
 class Reconciler:
@@ -141,6 +119,11 @@ class Reconciler:
         # Why the runtime is down, when someone knows better than the failed call (the
         # supervised Podman service that cannot start).
         self._runtime_problem = runtime_problem
+        self._policy = BackoffPolicy(
+            initial_s=config.crash_backoff_initial_s,
+            max_s=config.crash_backoff_max_s,
+            reset_after_s=config.crash_backoff_reset_s,
+        )
         self._hold_source = hold
         # Why this node holds its containers (the store lost its memory): no stop, no remove.
         self.hold: str | None = None
@@ -158,8 +141,13 @@ class Reconciler:
         # name -> (the DesiredWorkload it was built from, the planner's view of it).
         self._planned_memo: dict[str, tuple[DesiredWorkload, PlannedWorkload]] = {}
         self._loop = loop
-        # The task writing our own status, while it writes (see _on_state_change).
-        self._own_writer: asyncio.Task[Any] | None = None
+        # Desired workloads whose container spec could not be built: name -> (it, why).
+        self._broken: dict[str, tuple[DesiredWorkload, str]] = {}
+        self._status = StatusWriter(
+            state, log=self._log, on_problem=lambda message: self._event("", "store", message)
+        )
+        # False until a pass has listed the runtime's containers: until then nobody knows.
+        self.observed_once = False
         # Why passes were asked for, by reason (state, podman-event, pull, ...).
         self.triggers: collections.Counter[str] = collections.Counter()
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_KEPT)
@@ -215,9 +203,8 @@ class Reconciler:
         return self._dirty.is_set()
 
     def _on_state_change(self) -> None:
-        # Listeners run in the writer's task, right after its commit: a change heard in the
-        # task writing our own status is that write, which changes nothing we plan from.
-        if self._own_writer is not None and asyncio.current_task() is self._own_writer:
+        # Our own status write changes nothing we plan from (records.py: WRITING_STATUS).
+        if WRITING_STATUS.get():
             return
         self.trigger("state")
 
@@ -256,6 +243,22 @@ class Reconciler:
     @property
     def desired(self) -> DesiredState | None:
         return self._desired
+
+    @property
+    def live_status(self) -> Mapping[str, schema.StatusRecord]:
+        """The records of the last pass, stored or not (what was observed)."""
+        return self._status.live
+
+    @property
+    def status_write_error(self) -> str | None:
+        """Why the latest status write failed; None once one succeeds."""
+        return self._status.error
+
+    @property
+    def converged(self) -> bool:
+        """Nothing left to do, and what was observed is stored."""
+        done = self.last_plan is not None and self.last_plan.converged
+        return done and self._status.error is None and not self._broken
 
     @property
     def observed(self) -> list[ObservedContainer]:
@@ -316,7 +319,8 @@ class Reconciler:
             return await self._runtime_down(str(exc), planned)
 
         ctx = self._context(now, observed)
-        the_plan = plan(planned, observed, ctx)
+        # A broken workload's containers are left as they are: it is desired, just not buildable.
+        the_plan = plan(planned, [c for c in observed if c.workload not in self._broken], ctx)
         self.last_plan = the_plan
         if the_plan.actions:
             await self._execute(the_plan.actions, observed)
@@ -327,13 +331,21 @@ class Reconciler:
             # Re-plan right away: level-triggered, verify the effect of what we just did.
             self._dirty.set()
         self._observed = observed
-        await self._record_status(planned, observed, self._context(self._clock(), observed), None)
+        stored = await self._record_status(
+            planned, observed, self._context(self._clock(), observed), None
+        )
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:
+                self._log.exception("a pass listener failed")
         wait = self._cfg.reconcile_interval_s
         if the_plan.requeue_after_s is not None:
             wait = min(wait, max(0.05, the_plan.requeue_after_s))
-        return wait
+        return wait if stored else min(wait, self._status_retry_s())
+
+    def _status_retry_s(self) -> float:
+        return backoff_delay_s(self._status.failures, 0.5, RUNTIME_RETRY_MAX_S)
 
     async def _check_hold(self, containers: int, held_at_snapshot: str | None) -> None:
         if self._hold_source is None:
@@ -348,14 +360,31 @@ class Reconciler:
         self.hold = hold
 
     def _plan_inputs(self, desired: DesiredState) -> dict[str, PlannedWorkload]:
-        """The planner's view of every desired workload, built again only when it changed."""
+        """The planner's view of every desired workload, built again only when it changed.
+
+        A workload whose container spec cannot be built (a bug, or a value the conversion
+        cannot take) is left out and recorded as broken; the others go on.
+        """
         memo: dict[str, tuple[DesiredWorkload, PlannedWorkload]] = {}
+        broken: dict[str, tuple[DesiredWorkload, str]] = {}
         for name, dw in desired.workloads.items():
             cached = self._planned_memo.get(name)
-            memo[name] = (
-                cached if cached is not None and cached[0] is dw else (dw, self._planned(dw))
-            )
+            if cached is not None and cached[0] is dw:
+                memo[name] = cached
+                continue
+            was = self._broken.get(name)
+            if was is not None and was[0] is dw:
+                broken[name] = was
+                continue
+            try:
+                memo[name] = (dw, self._planned(dw))
+            except Exception as exc:
+                why = f"cannot build its container: {type(exc).__name__}: {exc}"
+                self._log.exception("workload %s: %s", name, why)
+                self._event(name, "error", why)
+                broken[name] = (dw, why)
         self._planned_memo = memo
+        self._broken = broken
         return {name: w for name, (_, w) in memo.items()}
 
     def _planned(self, dw: DesiredWorkload) -> PlannedWorkload:
@@ -463,29 +492,28 @@ class Reconciler:
                 failed.add(name)
                 self._failed(name, st, action, exc, now)
                 continue
+            except Exception as exc:
+                # A bug, or a value the runtime adapter cannot take: this workload's failure,
+                # with a message, never the pass's (every other workload would starve).
+                failed.add(name)
+                if st.last_error != _internal(exc):
+                    self._log.exception("workload %s: %s failed", name, describe(action))
+                self._failed(name, st, action, _internal(exc), now)
+                continue
             self._succeeded(name, st, action, by_id, new_id, now)
 
     def _failed(
-        self, name: str, st: WorkloadRuntimeState, action: Action, exc: NodeRuntimeError, now: float
+        self,
+        name: str,
+        st: WorkloadRuntimeState,
+        action: Action,
+        error: NodeRuntimeError | str,
+        now: float,
     ) -> None:
-        repeated = st.last_error == str(exc)
-        st.last_error = str(exc)
-        cap = self._cfg.crash_backoff_max_s
-        if isinstance(action, CreateContainer):
-            cap = min(cap, CREATE_BACKOFF_MAX_S)
-        st.backoff = next_backoff(
-            st.backoff,
-            now=now,
-            ran_for_s=None,
-            initial_s=self._cfg.crash_backoff_initial_s,
-            max_s=cap,
-            reset_after_s=self._cfg.crash_backoff_reset_s,
-        )
-        if repeated:
-            return  # the same failure again: logged once, retried quietly with back-off
-        kind = "image-missing" if isinstance(exc, ImageNotFoundError) else "error"
-        self._event(name, kind, f"{describe(action)} failed: {exc}")
-        self._log.warning("workload %s: %s failed: %s", name, describe(action), exc)
+        event = after_failure(st, action, error, now=now, policy=self._policy)
+        if event is not None:  # a repeat is retried quietly with back-off
+            self._event(name, *event)
+            self._log.warning("workload %s: %s", name, event[1])
 
     def _succeeded(
         self,
@@ -496,44 +524,18 @@ class Reconciler:
         new_id: str | None,
         now: float,
     ) -> None:
-        st.last_error = None
+        previous = None if isinstance(action, CreateContainer) else by_id.get(action.container_id)
+        self._event(
+            name,
+            *after_success(
+                st, action, previous=previous, new_id=new_id, now=now, policy=self._policy
+            ),
+        )
         match action:
-            case CreateContainer(spec_hash=h):
-                st.restarts = 0
-                st.backoff = Backoff()
-                st.health = None
-                self._event(
-                    name,
-                    "created",
-                    f"created and started container {(new_id or '')[:12]} (spec {h})",
-                )
-            case StartContainer(container_id=cid, restart=True):
-                prev = by_id.get(cid)
-                ran = None
-                if prev and prev.started_at and prev.finished_at:
-                    ran = prev.finished_at - prev.started_at
-                st.restarts += 1
-                st.health = None
-                st.backoff = next_backoff(
-                    st.backoff,
-                    now=now,
-                    ran_for_s=ran,
-                    initial_s=self._cfg.crash_backoff_initial_s,
-                    max_s=self._cfg.crash_backoff_max_s,
-                    reset_after_s=self._cfg.crash_backoff_reset_s,
-                )
-                code = prev.exit_code if prev else None
-                self._event(name, "restarted", f"restarted container {cid[:12]} (exit code {code})")
-                self._stopped_by_us.discard(cid)
             case StartContainer(container_id=cid):
-                st.health = None
                 self._stopped_by_us.discard(cid)
-                self._event(name, "started", f"started container {cid[:12]}")
             case StopContainer(container_id=cid):
                 self._stopped_by_us.add(cid)
-                self._event(name, "stopped", f"stopped container {cid[:12]}")
-            case RemoveContainer(container_id=cid):
-                self._event(name, "removed", f"removed container {cid[:12]}")
 
     async def _runtime_down(self, reason: str, planned: Mapping[str, PlannedWorkload]) -> float:
         problem = self._runtime_problem() if self._runtime_problem is not None else None
@@ -546,10 +548,14 @@ class Reconciler:
         self.runtime_error = detail
         self.runtime_ok_since = None
         self._runtime_failures += 1
-        await self._record_status(planned, self._observed, self._context(self._clock(), []), reason)
-        return backoff_delay_s(self._runtime_failures, 0.5, RUNTIME_RETRY_MAX_S)
+        stored = await self._record_status(
+            planned, self._observed, self._context(self._clock(), []), reason
+        )
+        wait = backoff_delay_s(self._runtime_failures, 0.5, RUNTIME_RETRY_MAX_S)
+        return wait if stored else min(wait, self._status_retry_s())
 
     def _runtime_up(self) -> None:
+        self.observed_once = True
         if self.runtime_error is not None:
             self._log.info("container runtime reachable again")
             self._event("", "runtime", "container runtime reachable again")
@@ -564,9 +570,8 @@ class Reconciler:
         observed: list[ObservedContainer],
         ctx: PlanContext,
         runtime_error: str | None,
-    ) -> None:
-        """Write the status records that changed (transitions only) in one durable write."""
-        current = self._state.snapshot().node.status
+    ) -> bool:
+        """Derive every workload's record and store the ones that changed; False if not stored."""
         keep_by_name: dict[str, ObservedContainer] = {}
         for c in observed:
             w = planned.get(c.workload)
@@ -575,7 +580,7 @@ class Reconciler:
                 if prev is None or c.state is ContainerState.RUNNING:
                     keep_by_name[c.workload] = c
         now = self._clock()
-        changes: dict[str, schema.StatusRecord | None] = {}
+        records: dict[str, schema.StatusRecord] = {}
         for name, w in planned.items():
             st = self._wl.setdefault(name, WorkloadRuntimeState())
             d = derive(
@@ -586,55 +591,38 @@ class Reconciler:
                 last_error=st.last_error,
                 runtime_error=runtime_error,
             )
-            old = current.get(name)
-            container_id = (
-                d.container_id if runtime_error is None else (old.container_id if old else None)
-            )
-            rec = schema.StatusRecord(
-                phase=d.phase.value,
-                container_id=container_id,
-                restarts=st.restarts,
-                health=st.health,
-                since=now,
-                message=d.message,
-                spec_hash=w.spec_hash,
-                exit_code=d.exit_code,
-                retry_at=d.retry_at,
-                enabled=w.enabled,
-                enabled_at=self._enabled_at.get(name) if w.enabled else None,
-            )
-            if old is not None and old.phase == rec.phase:
-                rec = schema.StatusRecord(**{**rec.__dict__, "since": old.since})
-            if old != rec:
-                changes[name] = rec
-                if old is None or old.phase != rec.phase:
-                    self._event(
-                        name,
-                        "phase",
-                        f"{old.phase if old else '-'} -> {rec.phase} {d.message}".rstrip(),
-                    )
-        for name in current:
-            if name not in planned:
-                changes[name] = None
-        if not changes:
-            return
+            records[name] = self._record(name, d, w.spec_hash, w.enabled, now, runtime_error)
+        for name, (dw, why) in self._broken.items():
+            d = Derived(Phase.UNKNOWN if runtime_error else Phase.FAILED, why)
+            records[name] = self._record(name, d, dw.spec_hash, dw.enabled, now, runtime_error)
+        return await self._status.store(records)
 
-        def mutate(doc: Any) -> None:
-            for name, rec in changes.items():
-                if rec is None:
-                    schema.delete_status(doc, name)
-                else:
-                    schema.put_status(doc, name, rec)
-
-        summary = "status " + ", ".join(
-            f"{name} {rec.phase}" if rec is not None else f"{name} removed"
-            for name, rec in sorted(changes.items())
+    def _record(
+        self,
+        name: str,
+        d: Derived,
+        spec_hash: str,
+        enabled: bool,
+        now: float,
+        runtime_error: str | None,
+    ) -> schema.StatusRecord:
+        st = self._wl.setdefault(name, WorkloadRuntimeState())
+        prev = self._status.previous(name)
+        rec = status_record(
+            d,
+            prev,
+            now=now,
+            restarts=st.restarts,
+            health=st.health,
+            spec_hash=spec_hash,
+            enabled=enabled,
+            enabled_at=self._enabled_at.get(name),
+            runtime_down=runtime_error is not None,
         )
-        self._own_writer = asyncio.current_task()
-        try:
-            await self._state.write(self._state.node_doc, mutate, summary=summary[:200])
-        finally:
-            self._own_writer = None
+        if prev is None or prev.phase != rec.phase:
+            change = f"{prev.phase if prev else '-'} -> {rec.phase} {rec.message}".rstrip()
+            self._event(name, "phase", change)
+        return rec
 
     async def _watch_events(self) -> None:
         failures = 0
@@ -675,6 +663,10 @@ class Reconciler:
 
     def _event(self, workload: str, kind: str, message: str) -> None:
         self.events.append(Event(self._clock(), workload, kind, message))
+
+
+def _internal(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def phase_counts(status: Mapping[str, schema.StatusRecord]) -> dict[str, int]:

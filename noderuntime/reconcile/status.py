@@ -68,13 +68,31 @@ def derive(
             return Derived(Phase.STARTING, "waiting for the health probe to pass", cid)
         return Derived(Phase.RUNNING, "", cid)
     if keep.state is ContainerState.CREATED:
-        return Derived(Phase.STARTING, last_error or "starting", cid)
+        if last_error:
+            # A start refused (an OCI runtime error): say so and when it is tried again,
+            # never "Starting" for as long as the cause lasts.
+            return Derived(
+                Phase.FAILED,
+                f"could not start the container: {last_error}",
+                cid,
+                retry_at=_retry_at(backoff),
+            )
+        return Derived(Phase.STARTING, "starting", cid)
     if keep.state is ContainerState.PAUSED:
         return Derived(Phase.STOPPED, "paused outside noderuntime", cid)
     code = keep.exit_code
     start, is_restart = wants_start(keep, w, ctx)
     if start:
-        if backoff.next_attempt_at > ctx.now and (is_restart or last_error):
+        waiting = backoff.next_attempt_at > ctx.now
+        if waiting and last_error:
+            return Derived(
+                Phase.FAILED,
+                f"could not start the container: {last_error}",
+                cid,
+                code,
+                retry_at=_retry_at(backoff),
+            )
+        if waiting and is_restart:
             return Derived(
                 Phase.FAILED,
                 f"CrashLoopBackOff: exited with code {code}",

@@ -298,6 +298,26 @@ def test_missing_image_is_reported_and_recovers_when_image_arrives() -> None:
             podman("rmi", image, check=False)
 
 
+def test_a_start_refused_by_the_oci_runtime_is_failed_and_retried_with_retry_at() -> None:
+    # Issue 9 §3: runc refused to start containers; they stayed "Starting" with no retry shown.
+    # A command that does not exist is refused by runc the same way, leaving a created one.
+    with running_node() as node:
+        node.apply(workload_yaml("noexec", command=["/nonexistent"]))
+        w = node.wait_phase("noexec", "Failed")
+        assert w["message"].startswith("could not start the container: ")
+        assert "OCI runtime" in w["message"] or "runc" in w["message"]
+        assert w["retry_at"] is not None
+        (c,) = node.containers()
+        assert c["State"] == "created"
+        first = w["retry_at"]
+        again = wait_for(
+            lambda: (v := node.workloads()["noexec"])["retry_at"] not in (None, first) and v,
+            what="a second attempt with a later retry_at",
+        )
+        assert again["phase"] == "Failed" and again["retry_at"] > first
+        assert [x["Id"] for x in node.containers()] == [c["Id"]]  # retried, not re-created
+
+
 def test_two_nodes_on_one_podman_never_touch_each_other() -> None:
     with running_node() as a, running_node() as b:
         a.apply(workload_yaml("same"))

@@ -8,11 +8,12 @@ tests/integration/test_node_lifecycle.py and test_node_resilience.py.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from noderuntime.crdt.store import MemoryStore
+from noderuntime.crdt.store import MemoryStore, SQLiteStore
 from noderuntime.reconcile import desired as desired_module
 from noderuntime.runtime.base import ContainerSpec, ContainerState
 from noderuntime.runtime.fake import FakeRuntime, ManualClock
@@ -333,8 +334,12 @@ async def test_an_idle_pass_validates_nothing(monkeypatch: pytest.MonkeyPatch) -
         assert calls == ["w3", "w3"]  # w3 alone: its spec, then with the override applied
 
 
-async def test_own_status_write_does_not_ask_for_another_pass() -> None:
-    async with harness() as h:
+@pytest.mark.parametrize("sqlite", [False, True], ids=["memory", "sqlite"])
+async def test_own_status_write_does_not_ask_for_another_pass(sqlite: bool, tmp_path: Path) -> None:
+    # SQLite commits on its own task, so listeners hear of a write from a callback, not from
+    # the writer's task; memory commits at once. Both must be recognised as our own write.
+    store = SQLiteStore(tmp_path / "state.db") if sqlite else MemoryStore()
+    async with harness(store=store) as h:
         await h.apply(workload("job", policy="never"))
         await h.settle()
         writes = h.state.writes
