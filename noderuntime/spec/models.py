@@ -45,6 +45,7 @@ from noderuntime.spec.values import (
     PortNumber,
     PositiveDuration,
     ProbeInterval,
+    Replicas,
     Retries,
     StopTimeoutS,
     Text,
@@ -234,6 +235,19 @@ class Resources(_Model):
     )
 
 
+class PlacementScope(enum.Enum):
+    """Where ``replicas`` is counted. Persisted: never change the values."""
+
+    SITE = "site"
+
+
+class Placement(_Model):
+    """Run ``replicas`` instances per site among its eligible nodes, at most one per node."""
+
+    scope: PlacementScope = Field(description="site: the nodes of one site share the instances")
+    replicas: Replicas = Field(description="instances per site, 1-64; 1 is a singleton")
+
+
 class WorkloadSpec(_Model):
     """What to run and how; every field but image has a default."""
 
@@ -260,6 +274,9 @@ class WorkloadSpec(_Model):
             alias="nodeSelector",
             description="run only on nodes that have all these labels",
         )
+    )
+    placement: Placement | None = Field(
+        default=None, description="not set: every selected node runs the workload"
     )
     working_dir: AbsolutePath | None = Field(default=None, alias="workingDir")
     user: User | None = None
@@ -368,7 +385,10 @@ def canonical_dict(workload: Workload) -> dict[str, Any]:
 def spec_hash(workload: Workload) -> str:
     """Identifies what the container is built from: the spec plus the labels, not the name."""
     canonical = canonical_dict(workload)
-    payload = {"labels": canonical["metadata"]["labels"], "spec": canonical["spec"]}
+    # Placement says where instances run, not what they are: changing replicas must not restart
+    # the instances already running.
+    spec = {k: v for k, v in canonical["spec"].items() if k != "placement"}
+    payload = {"labels": canonical["metadata"]["labels"], "spec": spec}
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:SPEC_HASH_CHARS]
 

@@ -43,6 +43,8 @@ MAX_MEMORY_BYTES = 2**60
 MAX_MEMORY_TEXT = "1Ei"
 # Probe timings: a day is already far beyond any useful probe, and keeps timers finite.
 MAX_DURATION_S = 24 * 3600.0
+# A site is a handful of devices; 64 instances of one workload is far beyond any of them.
+MAX_PLACEMENT_REPLICAS = 64
 MAX_PROBE_RETRIES = 1000
 # User labels may not pose as the labels the runtime uses to find its own containers.
 RESERVED_LABEL_PREFIX = "io.noderuntime."
@@ -427,6 +429,7 @@ HttpPath = Annotated[str, AfterValidator(_check_http_path)]
 ProbeInterval = Annotated[Duration, AfterValidator(_at_least_s(MIN_PROBE_INTERVAL_S))]
 PositiveDuration = Annotated[Duration, AfterValidator(_positive_s)]
 Retries = Annotated[int, Field(ge=1, le=MAX_PROBE_RETRIES), BeforeValidator(_no_bool)]
+Replicas = Annotated[int, Field(ge=1, le=MAX_PLACEMENT_REPLICAS), BeforeValidator(_no_bool)]
 Cpus = Annotated[float, Field(gt=0, le=MAX_CPUS), BeforeValidator(_no_bool)]
 StopTimeoutS = Annotated[int, Field(ge=0, le=MAX_STOP_TIMEOUT_S), BeforeValidator(_no_bool)]
 ApiVersion = Annotated[Literal["noderuntime/v1"], BeforeValidator(_api_version)]
