@@ -4,8 +4,13 @@ Documents (design decision 1) and their top-level maps. Every value is a JSON st
 write replaces one whole record (no Frankenstein merges of two applies' fields, and integers
 survive: pycrdt would hand them back as floats):
 
-    fleet            workloads: name -> canonical workload (JSON)     writers: operators
+    fleet            workloads: name -> canonical workload (JSON)     writers: operators, hubs
                      locks:     name -> ["field", ...] or ["*"]       (fleet policy)
+                     revisions: "<name>/<n>" -> a workload's revision (spec, hash, author, ...)
+                     rollouts:  name -> the workload's newest rollout (candidate spec, waves)
+                     rolloutSteps: "<rollout id>/<fact>" -> one step taken (wave released at a
+                                site, gate held, ended): facts only ever added, never changed
+                     windows:   site -> update window ("Sat 02:00-04:00")
     site/<site>      overrides: "<workload>/<field>" -> JSON value    writers: site technicians,
                                                                       operators
     node/<node>      overrides: "<workload>/<field>" -> JSON value    writer: that node (also on a
@@ -33,6 +38,10 @@ LOCKS = "locks"
 OVERRIDES = "overrides"
 STATUS = "status"
 INFO = "info"
+REVISIONS = "revisions"
+ROLLOUTS = "rollouts"
+ROLLOUT_STEPS = "rolloutSteps"
+WINDOWS = "windows"
 
 LOCK_ALL = "*"
 
@@ -134,6 +143,11 @@ class Quarantined:
 class FleetView:
     workloads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     locks: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Staged rollouts, decoded JSON only: noderuntime.rollout interprets them.
+    revisions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rollouts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rollout_steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    windows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -205,7 +219,24 @@ def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
             locks[k] = frozenset(str(x) for x in v)
         else:
             _set_aside(bad, LOCKS, k, "a lock is a JSON list of fields")
-    return FleetView(workloads=workloads, locks=locks)
+    return FleetView(
+        workloads=workloads,
+        locks=locks,
+        revisions=_objects(doc, REVISIONS, bad),
+        rollouts=_objects(doc, ROLLOUTS, bad),
+        rollout_steps=_objects(doc, ROLLOUT_STEPS, bad),
+        windows=_objects(doc, WINDOWS, bad),
+    )
+
+
+def _objects(doc: Doc[Any], name: str, bad: Bad | None) -> dict[str, Mapping[str, Any]]:
+    out: dict[str, Mapping[str, Any]] = {}
+    for k, v in _json_entries(doc, name, bad).items():
+        if isinstance(v, dict):
+            out[k] = v
+        else:
+            _set_aside(bad, name, k, f"a {name} entry is a JSON object")
+    return out
 
 
 def read_site(doc: Doc[Any], bad: Bad | None = None) -> dict[str, dict[str, Any]]:
@@ -242,6 +273,15 @@ def delete_workload(doc: Doc[Any], name: str) -> bool:
 
 def has_workload(doc: Doc[Any], name: str) -> bool:
     return name in _map(doc, WORKLOADS)
+
+
+def put_entry(doc: Doc[Any], map_name: str, key: str, value: Mapping[str, Any]) -> None:
+    """Write one whole JSON record into a fleet map (revisions, rollouts, steps, windows)."""
+    _map(doc, map_name)[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def has_entry(doc: Doc[Any], map_name: str, key: str) -> bool:
+    return key in _map(doc, map_name)
 
 
 def set_lock(doc: Doc[Any], workload: str, fields: list[str]) -> None:

@@ -1,8 +1,10 @@
 """Desired state of one node: fleet spec, then site override, then node override. Pure.
 
-Precedence (later wins): fleet workload spec < site override < node override. A fleet policy
-lock on a workload names fields that overrides may not change (``*`` locks every field); a
-locked override is ignored here and refused when someone tries to write it.
+Precedence (later wins): fleet workload spec < site override < node override. During a staged
+rollout the fleet layer is the rollout's candidate or the stable spec, as the rollout record says
+for this node (``noderuntime.rollout.waves.pick``); overrides keep their precedence over both.
+A fleet policy lock on a workload names fields that overrides may not change (``*`` locks every
+field); a locked override is ignored here and refused when someone tries to write it.
 
 Override fields (wire names):
 
@@ -25,6 +27,8 @@ from typing import Any
 
 from noderuntime.crdt.schema import LOCK_ALL, StateSnapshot
 from noderuntime.errors import PolicyError, SpecError
+from noderuntime.rollout.record import progress_of, rollout_of
+from noderuntime.rollout.waves import NodeFacts, pick
 from noderuntime.spec.models import Workload, canonical_dict, spec_hash
 from noderuntime.spec.parse import workload_from_dict
 
@@ -160,6 +164,7 @@ class DesiredMemo:
 
     def __init__(self, *, node_id: str, site: str, node_labels: Mapping[str, str]) -> None:
         self._labels = node_match_labels(node_id, site, node_labels)
+        self._facts = NodeFacts(node_id, site, dict(node_labels))
         self._generation: int | None = None
         self._state: DesiredState | None = None
         self._outcomes: dict[str, tuple[_Inputs, _Outcome]] = {}
@@ -170,7 +175,11 @@ class DesiredMemo:
             return self._state
         outcomes: dict[str, tuple[_Inputs, _Outcome]] = {}
         changed = self._state is None
-        for name, stored in sorted(snapshot.fleet.workloads.items()):
+        fleet = snapshot.fleet
+        for name in sorted(set(fleet.workloads) | set(fleet.rollouts)):
+            stored = self._fleet_layer(snapshot, name)
+            if stored is None:
+                continue
             inputs: _Inputs = (
                 stored,
                 snapshot.fleet.locks.get(name, frozenset()),
@@ -190,6 +199,18 @@ class DesiredMemo:
         if changed or self._state is None:
             self._state = _collect(outcomes)
         return self._state
+
+    def _fleet_layer(self, snapshot: StateSnapshot, name: str) -> Mapping[str, Any] | None:
+        """The stable spec, or the rollout's candidate where this node's wave is released."""
+        fleet = snapshot.fleet
+        stable = fleet.workloads.get(name)
+        rollout = rollout_of(fleet, name)
+        if rollout is None:
+            return stable
+        try:
+            return pick(stable, rollout, progress_of(fleet, rollout.id), self._facts)
+        except SpecError:
+            return stable  # a record with waves nobody can read: stay on the stable spec
 
     def _desire(self, name: str, inputs: _Inputs) -> _Outcome:
         stored, locks, site_overrides, node_overrides = inputs

@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {""},  # the package root: errors, version
     {"config", "identity"},
     {"crdt", "spec", "runtime"},
+    {"rollout"},
     {"reconcile", "fleet"},
     {"sync"},
     {"api"},
@@ -36,7 +37,7 @@ TUI_ALLOWED = {
 # Debts being paid off in this restructuring; each entry goes when its seam lands.
 KNOWN_CYCLES: list[list[str]] = [["noderuntime.api.handlers", "noderuntime.node.daemon"]]
 KNOWN_VIOLATIONS = {
-    "noderuntime.api.handlers (layer 5) -> noderuntime.node.daemon (layer 7)",
+    "noderuntime.api.handlers (layer 6) -> noderuntime.node.daemon (layer 8)",
 }
 
 

@@ -1,0 +1,1 @@
+"""Staged rollouts: revisions, waves, gates, update windows (pure; see docs/architecture.md)."""
