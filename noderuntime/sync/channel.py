@@ -14,6 +14,8 @@ Contract of a channel:
   ``on_connected(again=True)``; subscriptions survive them.
 - ``on_message(subject, data)`` is awaited once per matching subscription (NATS semantics,
   a publisher hears its own messages too); the listener must not block in it.
+- ``on_dropped(subject)`` is awaited for a message the transport received but dropped before
+  handing it over (nats-py's pending limit: a slow consumer), so the listener counts it.
 - ``publish`` raises :class:`~noderuntime.errors.ChannelError` when the message could not be
   handed to the transport; it does not report whether anyone received it.
 - ``address`` names the transport for logs and status, without secrets.
@@ -33,6 +35,8 @@ class ChannelListener(Protocol):
     async def on_disconnected(self) -> None: ...
 
     async def on_message(self, subject: str, data: bytes) -> None: ...
+
+    async def on_dropped(self, subject: str) -> None: ...
 
 
 class Channel(Protocol):

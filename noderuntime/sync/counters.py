@@ -27,9 +27,13 @@ class Counters:
     awaiting_credentials: int = 0
     credentials_requested: int = 0
     updates_undeliverable: int = 0
-    # Messages dropped because the inbound queue was full (also counted as `overload`).
+    # Messages dropped because the inbound queue was full, or nats-py's pending limit was
+    # reached (also counted as `overload`).
     inbound_dropped: int = 0
     inbound_dropped_bytes: int = 0
+    # Times the local server dropped our connection as a slow consumer (a burst larger than it
+    # buffers for a client; also counted as `overload`): what it held for us was lost.
+    slow_consumer_drops: int = 0
     # Leaf links of the local server seen coming up (0 without a monitoring port).
     link_ups: int = 0
     # Entries forgotten by a full bounded table (unknown authors, rate limits, replay memory):

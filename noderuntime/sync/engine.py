@@ -57,8 +57,8 @@ from noderuntime.sync.antientropy import StateReplies, plan_round, wire
 from noderuntime.sync.channel import Channel
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
-from noderuntime.sync.inbox import Inbox, Outbox
-from noderuntime.sync.linkwatch import LinkWatch
+from noderuntime.sync.inbox import INBOX_LIMIT, Inbox, Outbox
+from noderuntime.sync.linkwatch import LinkWatch, read_slow_clients
 from noderuntime.sync.nats_channel import NatsChannel
 from noderuntime.sync.outbound import Outbound
 from noderuntime.sync.peers import PEER_TIMEOUT_HEARTBEATS, PeerStats, PeerTable
@@ -110,6 +110,8 @@ class SyncEngine:
                 name=f"noderuntime-sync-{settings.node_id}",
                 token=nats_token,
                 log=self.log,
+                pending_msgs=INBOX_LIMIT,
+                pending_bytes=settings.max_inbox_bytes,
             )
         self.channel = channel
         self.clock = clock
@@ -162,6 +164,8 @@ class SyncEngine:
         self._heal_task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._closing = False
+        # The local server's (id, slow-consumer client drops) when last read.
+        self._slow_clients: tuple[str, int] | None = None
 
     def _health_with_resync(
         self, health: Callable[[], Mapping[str, Any]] | None
@@ -233,6 +237,8 @@ class SyncEngine:
 
     async def on_connected(self, *, again: bool) -> None:
         self.out.connected = True
+        if self.monitor_port is not None and self._slow_clients is None:
+            self._slow_clients = await read_slow_clients(self.monitor_port)
         self.connected_since = self.clock()
         self.counters.connects += 1
         if again:
@@ -247,7 +253,32 @@ class SyncEngine:
         if self.connected and not self._closing:
             self.counters.disconnects += 1
             self.log.warning("sync lost the local NATS server %s; retrying", self.channel.address)
+            if self.monitor_port is not None:
+                self._spawn(self._count_slow_consumer(self.monitor_port))
         self.out.connected = False
+
+    async def _count_slow_consumer(self, port: int) -> None:
+        """Whether the local server dropped us as a slow consumer (a burst it could not hand
+        us fast enough): then what it held for us is lost, counted as ``overload``, and the
+        reconnect's anti-entropy round brings it again."""
+        before = self._slow_clients
+        now = await read_slow_clients(port)
+        if now is None or before is None:
+            self._slow_clients = now
+            return
+        self._slow_clients = now
+        dropped = now[1] - before[1] if now[0] == before[0] else now[1]
+        if dropped > 0:
+            self.counters.slow_consumer_drops += dropped
+            self.rejections.reject(
+                Cause.OVERLOAD,
+                "the local NATS server dropped our connection as a slow consumer (a burst of "
+                "more than it buffers for us); anti-entropy will heal",
+            )
+
+    async def on_dropped(self, subject: str) -> None:
+        self.counters.inbound_dropped += 1
+        self.rejections.reject(Cause.OVERLOAD, f"slow consumer: a message on {subject} dropped")
 
     async def on_message(self, subject: str, data: bytes) -> None:
         if self.inbox.offer(subject, data):
@@ -290,6 +321,9 @@ class SyncEngine:
                 self.rejections.reject(Cause.INTERNAL, f"{type(exc).__name__}: {exc}")
             finally:
                 self.inbox.done(data)
+            # Let the transport read on: a queue of messages handled without a pause would
+            # starve the socket, and the server drops a client that does not read.
+            await asyncio.sleep(0)
 
     async def handle(self, data: bytes) -> None:
         """Handle one received message (public for tests and the fuzzer)."""

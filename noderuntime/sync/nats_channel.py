@@ -3,6 +3,11 @@
 Connects until it succeeds (capped back-off), then lets nats-py reconnect forever: the local
 server may come and go. Subscriptions are nats-py's and survive reconnects. nats-py's own
 errors are logged at debug level; a failed publish becomes a ``ChannelError``.
+
+Pending limits are set deliberately: each subscription holds at most ``pending_msgs`` messages
+and ``pending_bytes`` bytes the engine has not taken yet (nats-py's defaults are 512 Ki
+messages and 128 MiB, more than the engine's own inbox); past them nats-py drops the message
+and reports a slow consumer, which the listener hears as ``on_dropped`` and counts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import SlowConsumerError
 
 from noderuntime.errors import ChannelError
 from noderuntime.sync.channel import ChannelListener
@@ -25,12 +31,21 @@ PENDING_BYTES = 16 * 1024 * 1024
 
 class NatsChannel:
     def __init__(
-        self, url: str, *, name: str, token: str | None = None, log: logging.Logger
+        self,
+        url: str,
+        *,
+        name: str,
+        token: str | None = None,
+        log: logging.Logger,
+        pending_msgs: int = 10_000,
+        pending_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.url = url
         self.name = name
         self._token = token
         self.log = log
+        self.pending_msgs = pending_msgs
+        self.pending_bytes = pending_bytes
         self._nc: NatsClient | None = None
         self._listener: ChannelListener | None = None
 
@@ -63,7 +78,12 @@ class NatsChannel:
                 continue
             self._nc = nc
             for subject in subjects:
-                await nc.subscribe(subject, cb=self._on_msg)
+                await nc.subscribe(
+                    subject,
+                    cb=self._on_msg,
+                    pending_msgs_limit=self.pending_msgs,
+                    pending_bytes_limit=self.pending_bytes,
+                )
             await nc.flush()
             await listener.on_connected(again=False)
             return
@@ -95,6 +115,10 @@ class NatsChannel:
             await self._listener.on_connected(again=True)
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            if self._listener is not None:
+                await self._listener.on_dropped(exc.subject)
+            return
         self.log.debug("nats: %s", exc)
 
 
