@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from noderuntime.crdt import schema
 from noderuntime.crdt.schema import LOCK_ALL, StateSnapshot
 from noderuntime.errors import PolicyError, SpecError
 from noderuntime.rollout.record import progress_of, rollout_of
@@ -290,3 +291,16 @@ def _merge_overrides(
         provenance=provenance,
         problems=tuple(problems),
     )
+
+
+def quarantined_workloads(snap: StateSnapshot) -> frozenset[str]:
+    """Workloads one of whose records (spec, lock, override, status) was set aside as unreadable.
+
+    What runs for them is left alone: the record that would say what is wanted is unknown.
+    """
+    names: set[str] = set()
+    for record in snap.quarantined:
+        name = record.key.partition("/")[0] if record.map == schema.OVERRIDES else record.key
+        if name:
+            names.add(name)
+    return frozenset(names)

@@ -28,7 +28,12 @@ from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import NodeRuntimeError, RuntimeUnavailableError
 from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
-from noderuntime.reconcile.desired import DesiredMemo, DesiredState, DesiredWorkload
+from noderuntime.reconcile.desired import (
+    DesiredMemo,
+    DesiredState,
+    DesiredWorkload,
+    quarantined_workloads,
+)
 from noderuntime.reconcile.executor import ImagePulling, describe, execute, pull_failed
 from noderuntime.reconcile.outcomes import (
     BackoffPolicy,
@@ -143,6 +148,7 @@ class Reconciler:
         self._loop = loop
         # Desired workloads whose container spec could not be built: name -> (it, why).
         self._broken: dict[str, tuple[DesiredWorkload, str]] = {}
+        self._gone_since: dict[str, float] = {}
         self._status = StatusWriter(
             state, log=self._log, on_problem=lambda message: self._event("", "store", message)
         )
@@ -319,8 +325,11 @@ class Reconciler:
             return await self._runtime_down(str(exc), planned)
 
         ctx = self._context(now, observed)
-        # A broken workload's containers are left as they are: it is desired, just not buildable.
-        the_plan = plan(planned, [c for c in observed if c.workload not in self._broken], ctx)
+        # Containers of a workload that is desired but cannot be built (broken), whose stored
+        # spec is invalid here (a newer writer, stricter bounds) or whose record was set aside
+        # as unreadable are left as they are: not knowing what is wanted is no reason to destroy.
+        spared = set(self._broken) | set(desired.invalid) | quarantined_workloads(snap)
+        the_plan = plan(planned, [c for c in observed if c.workload not in spared], ctx)
         self.last_plan = the_plan
         if the_plan.actions:
             await self._execute(the_plan.actions, observed)
@@ -465,7 +474,15 @@ class Reconciler:
             enabled_at=dict(self._enabled_at),
             pulling=self._pulls.busy(),
             hold=self.hold,
+            gone_since=self._note_gone(now, observed),
         )
+
+    def _note_gone(self, now: float, observed: list[ObservedContainer]) -> dict[str, float]:
+        """When each workload with containers here was first seen missing from desired state."""
+        desired = self._desired.workloads if self._desired is not None else {}
+        gone = {c.workload for c in observed} - set(desired)
+        self._gone_since = {name: self._gone_since.get(name, now) for name in gone}
+        return dict(self._gone_since)
 
     async def _execute(
         self, actions: tuple[Action, ...], observed: list[ObservedContainer]

@@ -1,7 +1,11 @@
 """Plan container actions from (desired, observed). Pure: no I/O, no await, no clock reads.
 
 Rules, per workload name:
-- Not desired: every container of it is removed.
+- Not desired: every container of it is removed, once the workload has been gone for
+  ``VANISH_GRACE_S`` (``ctx.gone_since``). Removing is the one action that destroys, and a
+  workload can vanish for a moment without anyone deleting it: a CRDT update applied before the
+  repair it depends on hides the old value (pycrdt's delete set) until the repair lands, ~1 s
+  after a heal. Until then the plan asks to be re-run when the grace ends.
 - Desired: keep exactly one container whose spec-hash label equals the desired hash. Others
   (older spec, duplicates) are removed first, so ports and names are free for the new one.
 - Disabled by an override: the kept container is stopped, never removed; nothing is created.
@@ -80,6 +84,10 @@ class Backoff:
     next_attempt_at: float = 0.0
 
 
+# How long a workload must stay absent from desired state before its containers are removed.
+VANISH_GRACE_S = 3.0
+
+
 @dataclass(frozen=True)
 class PlanContext:
     now: float
@@ -96,6 +104,9 @@ class PlanContext:
     pulling: frozenset[str] = frozenset()
     # Why the node holds its containers (store lost or damaged), or None: reconcile normally.
     hold: str | None = None
+    # Workload -> when the loop first saw it absent from desired state while it had containers.
+    # A name missing here counts as gone since ``now`` (nothing is removed before the grace).
+    gone_since: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,10 @@ def plan(
     requeue: list[float] = []
 
     for name in sorted(set(by_workload) - set(desired)):
+        gone_for = ctx.now - ctx.gone_since.get(name, ctx.now)
+        if gone_for < VANISH_GRACE_S:
+            requeue.append(VANISH_GRACE_S - gone_for)
+            continue
         for c in by_workload[name]:
             actions.append(RemoveContainer(name, c.id, timeout_s=10))
 

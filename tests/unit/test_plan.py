@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from noderuntime.reconcile.plan import (
+    VANISH_GRACE_S,
     Backoff,
     CreateContainer,
     Plan,
@@ -87,9 +88,18 @@ def test_changed_spec_replaces_container_remove_first() -> None:
     )
 
 
-def test_undesired_containers_are_removed() -> None:
-    p = plan({}, [ctr(workload="old")], ctx())
+def test_undesired_containers_are_removed_once_gone_for_the_grace() -> None:
+    gone = {"old": NOW - VANISH_GRACE_S}
+    p = plan({}, [ctr(workload="old")], ctx(gone_since=gone))
     assert p.actions == (RemoveContainer("old", "c1", timeout_s=10),)
+
+
+def test_a_workload_that_vanished_a_moment_ago_keeps_its_container() -> None:
+    # A CRDT update applied before the repair it depends on hides a value for ~1 s after a heal.
+    for gone in ({}, {"old": NOW - 1.0}):
+        p = plan({}, [ctr(workload="old")], ctx(gone_since=gone))
+        assert p.actions == ()
+        assert p.requeue_after_s is not None and 0 < p.requeue_after_s <= VANISH_GRACE_S
 
 
 def test_duplicates_keep_the_running_matching_one() -> None:
@@ -217,8 +227,9 @@ HOLD = "state.db is missing"
 
 def test_held_keeps_containers_no_workload_wants() -> None:
     observed = [ctr("c1", "web"), ctr("c2", "db", state=ContainerState.EXITED, finished=NOW)]
-    assert plan({}, observed, ctx()).actions  # not held: both removed
-    p = plan({}, observed, ctx(hold=HOLD))
+    gone = {"web": NOW - VANISH_GRACE_S, "db": NOW - VANISH_GRACE_S}
+    assert plan({}, observed, ctx(gone_since=gone)).actions  # not held: both removed
+    p = plan({}, observed, ctx(hold=HOLD, gone_since=gone))
     assert p.actions == ()
     assert p.held == ("db", "web")
     assert p.converged
@@ -245,7 +256,8 @@ def test_held_keeps_duplicates_but_still_starts_the_kept_container() -> None:
 
 
 def test_held_still_creates_a_workload_that_has_no_container() -> None:
-    p = plan(desired(wl("new")), [ctr("c9", "gone")], ctx(hold=HOLD))
+    gone = {"gone": NOW - VANISH_GRACE_S}
+    p = plan(desired(wl("new")), [ctr("c9", "gone")], ctx(hold=HOLD, gone_since=gone))
     assert p.actions == (CreateContainer("new", wl("new").container, "h1"),)
     assert p.held == ("gone",)
 

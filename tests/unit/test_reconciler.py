@@ -8,13 +8,16 @@ tests/integration/test_node_lifecycle.py and test_node_resilience.py.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from noderuntime.crdt import schema
 from noderuntime.crdt.store import MemoryStore, SQLiteStore
 from noderuntime.reconcile import desired as desired_module
+from noderuntime.reconcile.plan import VANISH_GRACE_S
 from noderuntime.runtime.base import ContainerSpec, ContainerState
 from noderuntime.runtime.fake import FakeRuntime, ManualClock
 from tests.unit.reconciler_harness import BOOT, IMAGE, START, Harness, harness, workload
@@ -100,6 +103,10 @@ async def test_restarted_node_adopts_the_containers_it_labelled() -> None:
         assert runtime.count("create") == creates  # nothing re-created
         assert h.runtime.running("web").id == ids["web"]
         assert h.runtime.running("db").id == ids["db"]
+        assert h.runtime.of("gone") != []  # gone a moment ago: kept for the vanish grace
+        clock.advance(VANISH_GRACE_S)
+        await h.tick()
+        await h.settle()
         assert h.runtime.of("gone") == []  # ours, labelled, no longer desired: removed
         assert h.status("web").container_id == ids["web"]
         assert "gone" not in h.state.snapshot().node.status
@@ -351,3 +358,33 @@ async def test_own_status_write_does_not_ask_for_another_pass(sqlite: bool, tmp_
         assert h.rec.triggers["state"] == 1  # the apply, not any of our status writes
         await h.apply(workload("other"))
         assert h.rec.pending  # other writers still wake it
+
+
+async def test_what_runs_is_kept_when_its_record_turns_unreadable_or_invalid() -> None:
+    # Not knowing what is wanted is no reason to destroy: a stored spec that fails validation
+    # here (a newer writer, stricter bounds) or a record set aside as unreadable keeps its
+    # container; every other workload goes on.
+    from pycrdt import Map
+
+    async with harness() as h:
+        await h.apply(workload("web"), workload("db"), workload("api"))
+        await h.settle()
+        ids = {w: h.runtime.running(w).id for w in ("web", "db", "api")}
+
+        def poison(doc: Any) -> None:
+            workloads: Map[Any] = doc.get(schema.WORKLOADS, type=Map)
+            workloads["web"] = "[" * 3000
+            bad = dict(workload("db"))
+            bad["spec"] = {**bad["spec"], "resources": {"cpus": 1.0e308}}
+            workloads["db"] = json.dumps(bad)
+
+        await h.state.write(h.state.fleet_doc, poison)
+        await h.delete("api")
+        for _ in range(3):
+            h.clock.advance(VANISH_GRACE_S)
+            await h.tick()
+            await h.settle()
+        assert h.runtime.running("web").id == ids["web"]
+        assert h.runtime.running("db").id == ids["db"]
+        assert h.runtime.of("api") == []  # really deleted: removed after the grace
+        assert [q.key for q in h.state.snapshot().quarantined] == ["web"]
