@@ -65,10 +65,17 @@ class StoreGuard:
             self._mark = await asyncio.to_thread(read_mark, self.path)
         except StoreError as exc:
             self._log.error("%s; going by the store alone", exc)
+        accepted = self._mark.accept if self._mark is not None else None
         if self.hold is None:
             self.hold = assess(self._mark, self._facts(), self._clock())
         if self.hold is not None:
             self._say_held()
+        # Peers may hold this node's updates past what a lost or restored store has: its
+        # client ids must not go on from the store's clocks.
+        if self.hold is not None:
+            self._state.renew_client_ids(f"the store is held: {self.hold.reason}")
+        elif accepted is not None:
+            self._state.renew_client_ids(f"the store was taken as it is: {accepted}")
         await self._write()
         self._unsubscribe = self._state.subscribe_updates(self._on_stored)
         self._task = asyncio.create_task(self._flush_loop(), name="store-mark")

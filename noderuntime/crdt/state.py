@@ -21,6 +21,12 @@ Invariants:
 - Every update this store produces carries a clock range (see :mod:`noderuntime.crdt.clocks`):
   a write that only deletes is anchored with a tiny counter in the ``_anchor`` map, so
   state-vector anti-entropy can see it.
+- Each document is written with one CRDT client id for as long as the store is the same copy
+  (saved in the store; see ``docs/architecture.md``, "Client ids"), so the delete set every
+  update carries does not fragment over one id per restart. A new id is taken when the store
+  cannot vouch for the clock: nothing saved, another copy of the file, stored updates of that
+  id that do not load, a store the guard finds lost or accepted as restored
+  (:meth:`StateStore.renew_client_ids`), or an update from elsewhere that uses the id.
 - Remote updates enter through :meth:`StateStore.ingest` only: idempotent (content digest),
   structurally checked, trial-applied on a scratch document, durable before listeners hear of
   them. Signature and ACL checks are the caller's (``noderuntime.sync.verify``).
@@ -40,7 +46,13 @@ from typing import Any
 from pycrdt import Doc, Map
 
 from noderuntime.crdt import schema
-from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector, gap, parse_update
+from noderuntime.crdt.clocks import (
+    UpdateClocks,
+    UpdateFormatError,
+    decode_state_vector,
+    gap,
+    parse_update,
+)
 from noderuntime.crdt.envelope import signing_input, size_problem
 from noderuntime.crdt.store import (
     LoadedDoc,
@@ -114,6 +126,13 @@ class WriteResult:
     size_bytes: int
 
 
+def copy_doc(doc: Doc[Any]) -> Doc[Any]:
+    """A new document (with a new client id) holding everything ``doc`` holds."""
+    copy: Doc[Any] = Doc()
+    copy.apply_update(doc.get_update())
+    return copy
+
+
 def apply_update_safely(doc: Doc[Any], data: bytes) -> str | None:
     """Apply ``data`` to ``doc``; return an error description instead of raising.
 
@@ -158,6 +177,8 @@ class StateStore:
         self._durable: dict[str, Doc[Any]] = {}
         # Per document, the latest queued commit: a no-op write waits for it.
         self._tail: dict[str, asyncio.Future[list[int]]] = {}
+        # Per document, the working doc's client id if the store has it saved (else None).
+        self._client_saved: dict[str, int | None] = {}
         self._listeners: list[Listener] = []
         self._update_listeners: list[UpdateListener] = []
         self._stored_sv: dict[str, dict[int, int]] = {}
@@ -362,6 +383,9 @@ class StateStore:
             if not clocks.anchored:
                 results.append(IngestResult.UNANCHORED)
                 continue
+            if self._docs[u.doc].client_id in clocks.ranges and self._foreign_use(u, clocks):
+                results.append(IngestResult.CLIENT_CONFLICT)
+                continue
             if await self._client_conflict(u.doc, list(clocks.ranges), u.author):
                 results.append(IngestResult.CLIENT_CONFLICT)
                 continue
@@ -451,6 +475,17 @@ class StateStore:
         self._bump()
         self._notify(stored)
 
+    def _save_client(self, name: str, client: int) -> None:
+        """Queue saving ``name``'s client id; it commits with (or before) the write after it."""
+
+        def saved(fut: asyncio.Future[list[int]]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return  # the write queued after it fails too; the next write tries again
+            if self._docs.get(name) is not None and self._docs[name].client_id == client:
+                self._client_saved[name] = client
+
+        self._store.save_client(name, client, self._identity.name).add_done_callback(saved)
+
     async def _settled(self, name: str) -> None:
         """Return once every write to ``name`` queued so far is durable (raise if one failed)."""
         tail = self._tail.get(name)
@@ -460,6 +495,26 @@ class StateStore:
             await asyncio.shield(tail)
         except StoreError as exc:
             raise StoreError(f"an earlier change to {name} was not stored: {exc}") from exc
+
+    def _foreign_use(self, u: NewUpdate, clocks: UpdateClocks) -> bool:
+        """An update from elsewhere uses the client id this node writes ``u.doc`` with.
+
+        Our own updates come back as duplicates, so this is a copy of the store writing
+        (a cloned disk, a restored snapshot of the machine): stop using the id. True if the
+        update also reuses clocks this node has written (two contents for one item id: refused).
+        """
+        doc = self._docs[u.doc]
+        client = doc.client_id
+        ours = decode_state_vector(doc.get_state()).get(client, 0)
+        self._log.error(
+            "%s: an update signed by %s uses this node's client id %d (a copied store or a "
+            "restored machine snapshot?); writing with a new id from now on",
+            u.doc,
+            u.author,
+            client,
+        )
+        self._new_client(u.doc)
+        return clocks.ranges[client][0] < ours
 
     async def _client_conflict(self, doc: str, clients: list[int], author: str) -> bool:
         unknown = [c for c in clients if (doc, c) not in self._client_owner]
@@ -479,7 +534,8 @@ class StateStore:
 
     async def _load(self, name: str) -> None:
         loaded: LoadedDoc = await self._store.load(name)
-        doc: Doc[Any] = Doc()
+        client = await self._store.local_client(name, self._identity.name)
+        doc: Doc[Any] = Doc() if client is None else Doc(client_id=client)
         if loaded.snapshot is not None:
             err = apply_update_safely(doc, loaded.snapshot)
             if err:
@@ -490,16 +546,37 @@ class StateStore:
             if err:
                 self.load_problems += 1
                 self._log.error("skipping unreadable update %d of %s: %s", upd.seq, name, err)
-        durable: Doc[Any] = Doc()
-        durable.apply_update(doc.get_update())
+        stored_sv = await self._store.clock_summary(name)
+        if client is not None and decode_state_vector(doc.get_state()).get(
+            client, 0
+        ) != stored_sv.get(client, 0):
+            # The clock would continue from less than this id has stored: not safe to reuse.
+            self._log.warning("%s: its stored updates do not all load; new client id", name)
+            doc, client = copy_doc(doc), None
         self._docs[name] = doc
-        self._durable[name] = durable
-        self._stored_sv[name] = await self._store.clock_summary(name)
+        self._durable[name] = copy_doc(doc)
+        self._client_saved[name] = client
+        self._stored_sv[name] = stored_sv
         self._last_seq[name] = loaded.updates[-1].seq if loaded.updates else loaded.snapshot_seq
         self._since_snapshot[name] = len(loaded.updates)
         self._bump()
         if len(loaded.updates) >= self._compact_every:
             await self._compact(name)
+
+    def renew_client_ids(self, why: str) -> None:
+        """Write every document with a new client id from now on (saved at its next write).
+
+        For a store that may not hold everything this node wrote: one found lost, truncated or
+        damaged, or accepted as it is after a restore or a reset. Peers may hold updates of
+        the old ids past the store's clock; a new id cannot collide with them.
+        """
+        self._log.warning("taking new CRDT client ids: %s", why)
+        for name in self._docs:
+            self._new_client(name)
+
+    def _new_client(self, name: str) -> None:
+        self._docs[name] = copy_doc(self._docs[name])
+        self._client_saved[name] = None
 
     def _bump(self) -> None:
         self._generation += 1
@@ -558,6 +635,8 @@ class StateStore:
             # The mutation found what it wanted in the working doc: answer once that is durable.
             await self._settled(name)
             return WriteResult(name, None, 0)
+        if self._client_saved.get(name) != doc.client_id:
+            self._save_client(name, doc.client_id)
         ts = self._clock()
         meta_obj: dict[str, str] = {}
         if summary:

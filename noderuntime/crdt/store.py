@@ -38,7 +38,11 @@ from noderuntime.errors import StoreCorruptError, StoreError
 # 2 (2026-11-26): updates.digest (content hash, for idempotent ingest of peers' updates)
 #                 + update_clocks(seq, doc, client, clock_start, clock_end, author): the clock
 #                 range each update carries per client, so anti-entropy is O(missing).
-SCHEMA_VERSION = 2
+# 3 (2026-12-03): local_clients(doc, client, author, fingerprint): the CRDT client id this node
+#                 writes each document with, reused across restarts while the store is the same
+#                 copy (fingerprint: machine id and the file's inode). A v2 store gains the empty
+#                 table; its node takes new ids once, at its first write after the upgrade.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -65,6 +69,12 @@ CREATE TABLE IF NOT EXISTS update_clocks (
     author TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS update_clocks_gap ON update_clocks (doc, client, clock_end);
+CREATE TABLE IF NOT EXISTS local_clients (
+    doc TEXT PRIMARY KEY,
+    client INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
 """
 
 # Run after _SCHEMA on every open; the column is added by the v1 -> v2 migration.
@@ -73,6 +83,22 @@ CREATE INDEX IF NOT EXISTS updates_digest ON updates (digest);
 """
 
 _COLUMNS = "seq, doc, data, author, signature, ts, meta"
+
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def store_fingerprint(path: Path, machine_id_files: Sequence[Path] = MACHINE_ID_FILES) -> str:
+    """Which copy of a store file this is: the machine's id and the file's inode.
+
+    A copied, restored or cloned file gets another inode (or runs on another machine), so a
+    client id saved in it is not reused there (see docs/architecture.md, "Client ids").
+    """
+    machine = ""
+    for candidate in machine_id_files:
+        with contextlib.suppress(OSError):
+            machine = candidate.read_text().strip()
+            break
+    return f"{machine}:{path.stat().st_ino}"
 
 
 def update_digest(doc: str, data: bytes, author: str, signature: bytes, meta: str) -> bytes:
@@ -180,6 +206,23 @@ class UpdateStore(abc.ABC):
         return await asyncio.shield(self.enqueue(updates))
 
     @abc.abstractmethod
+    async def local_client(self, doc: str, author: str) -> int | None:
+        """The CRDT client id ``author`` writes ``doc`` with in this copy of the store.
+
+        None if none was saved, if another author saved it, or if it was saved in another
+        copy of the store (a copied, restored or cloned file): a client id must never be used
+        by two writers, nor continue from a clock its peers have seen past.
+        """
+
+    @abc.abstractmethod
+    def save_client(self, doc: str, client: int, author: str) -> asyncio.Future[list[int]]:
+        """Queue: ``author`` writes ``doc`` with ``client`` from now on.
+
+        Committed in order with appends (so before any update queued after it); the future
+        resolves to ``[]`` once durable.
+        """
+
+    @abc.abstractmethod
     async def drain(self) -> None:
         """Return once every queued append has been committed or has failed."""
 
@@ -240,6 +283,7 @@ class MemoryStore(UpdateStore):
         self._digests: set[bytes] = set()
         # (seq, doc, client, start, end, author)
         self._clocks: list[tuple[int, str, int, int, int, str]] = []
+        self._local_clients: dict[str, tuple[int, str]] = {}
 
     async def open(self) -> None:
         self._open = True
@@ -253,6 +297,22 @@ class MemoryStore(UpdateStore):
 
     async def drain(self) -> None:
         return None
+
+    async def local_client(self, doc: str, author: str) -> int | None:
+        self._check()
+        client, by = self._local_clients.get(doc, (None, ""))
+        return client if by == author else None
+
+    def save_client(self, doc: str, client: int, author: str) -> asyncio.Future[list[int]]:
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        try:
+            self._check()
+        except StoreError as exc:
+            fut.set_exception(exc)
+            return fut
+        self._local_clients[doc] = (client, author)
+        fut.set_result([])
+        return fut
 
     def enqueue(self, updates: Sequence[NewUpdate]) -> asyncio.Future[list[int]]:
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -343,6 +403,7 @@ class MemoryStore(UpdateStore):
 class _Pending:
     updates: Sequence[NewUpdate]
     future: asyncio.Future[list[int]]
+    clients: Sequence[tuple[str, int, str]] = ()  # (doc, client, author) to save
 
 
 class SQLiteStore(UpdateStore):
@@ -357,6 +418,7 @@ class SQLiteStore(UpdateStore):
         self._closing = False
         self._committing = False
         self._idle = asyncio.Event()
+        self._fingerprint = ""
 
     async def open(self) -> None:
         try:
@@ -395,6 +457,7 @@ class SQLiteStore(UpdateStore):
         except StoreError:
             await self.close()
             raise
+        self._fingerprint = await asyncio.to_thread(store_fingerprint, self.path)
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
 
@@ -446,16 +509,31 @@ class SQLiteStore(UpdateStore):
         return self._db
 
     def enqueue(self, updates: Sequence[NewUpdate]) -> asyncio.Future[list[int]]:
-        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        return self._enqueue(_Pending(updates, asyncio.get_running_loop().create_future()))
+
+    def save_client(self, doc: str, client: int, author: str) -> asyncio.Future[list[int]]:
+        fut = asyncio.get_running_loop().create_future()
+        return self._enqueue(_Pending((), fut, [(doc, client, author)]))
+
+    def _enqueue(self, pending: _Pending) -> asyncio.Future[list[int]]:
+        fut = pending.future
         if self._writer is None or self._writer.done() or self._closing:
             fut.set_exception(StoreError("state database is not open"))
             return fut
-        if not updates:
+        if not pending.updates and not pending.clients:
             fut.set_result([])
             return fut
-        self._queue.append(_Pending(updates, fut))
+        self._queue.append(pending)
         self._wakeup.set()
         return fut
+
+    async def local_client(self, doc: str, author: str) -> int | None:
+        async with self.db.execute(
+            "SELECT client FROM local_clients WHERE doc = ? AND author = ? AND fingerprint = ?",
+            (doc, author, self._fingerprint),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
 
     async def drain(self) -> None:
         while (self._queue or self._committing) and self._writer and not self._writer.done():
@@ -499,6 +577,14 @@ class SQLiteStore(UpdateStore):
             next_seq = int(row[0]) + 1 if row else 1
             rows = []
             clocks = []
+            clients = [(*c, self._fingerprint) for p in batch for c in p.clients]
+            if clients:
+                await db.executemany(
+                    "INSERT INTO local_clients (doc, client, author, fingerprint) "
+                    "VALUES (?,?,?,?) ON CONFLICT(doc) DO UPDATE SET client = excluded.client, "
+                    "author = excluded.author, fingerprint = excluded.fingerprint",
+                    clients,
+                )
             for p in batch:
                 seqs = []
                 for u in p.updates:
@@ -510,11 +596,12 @@ class SQLiteStore(UpdateStore):
                     seqs.append(next_seq)
                     next_seq += 1
                 results.append(seqs)
-            await db.executemany(
-                "INSERT INTO updates (seq, doc, data, author, signature, ts, meta, digest) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            if rows:
+                await db.executemany(
+                    "INSERT INTO updates (seq, doc, data, author, signature, ts, meta, digest) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
+                )
             if clocks:
                 await db.executemany(
                     "INSERT INTO update_clocks (seq, doc, client, clock_start, clock_end, author) "
