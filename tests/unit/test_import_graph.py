@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"rollout"},
     {"reconcile", "fleet"},
     {"sync"},
+    {"site"},
     {"api"},
     {"host"},
     {"node"},
@@ -37,7 +38,7 @@ TUI_ALLOWED = {
 # Debts being paid off in this restructuring; each entry goes when its seam lands.
 KNOWN_CYCLES: list[list[str]] = [["noderuntime.api.handlers", "noderuntime.node.daemon"]]
 KNOWN_VIOLATIONS = {
-    "noderuntime.api.handlers (layer 6) -> noderuntime.node.daemon (layer 8)",
+    "noderuntime.api.handlers (layer 7) -> noderuntime.node.daemon (layer 9)",
 }
 
 
