@@ -204,7 +204,8 @@ def prepare_init_enrollment(args: argparse.Namespace) -> InitEnrollment:
         raise EnrollmentError(
             f"{args.enroll} enrols node {cred.name} at site {cred.site}, not {args.site}"
         )
-    if cred.role.value != args.role:
+    # A witness is a node that runs no workloads: it is enrolled as one.
+    if cred.role.value != ("node" if args.role == "witness" else args.role):
         raise EnrollmentError(
             f"{args.enroll} enrols a {cred.role.value}; add --role {cred.role.value}"
             if cred.role is MemberRole.HUB
@@ -226,6 +227,10 @@ def init_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         out["peers"] = list(args.peer)
     if getattr(args, "site_peer", None):
         out["site_peers"] = list(args.site_peer)
+    if getattr(args, "cluster_port", None) is not None:
+        out["cluster_port"] = args.cluster_port
+    if getattr(args, "cluster_peer", None):
+        out["cluster_peers"] = list(args.cluster_peer)
     if getattr(args, "nats_url", None):
         out["nats_url"] = args.nats_url
     if getattr(args, "sovereign", False):
@@ -274,6 +279,17 @@ def add_init_arguments(s: argparse.ArgumentParser) -> None:
         action="append",
         metavar="nats-leaf://HOST:PORT",
         help="link to this peer inside the site (a sovereign site's docs cross only these links)",
+    )
+    s.add_argument(
+        "--cluster-port",
+        type=int,
+        help="cluster this node's nats-server with its site's on this port (JetStream, leases)",
+    )
+    s.add_argument(
+        "--cluster-peer",
+        action="append",
+        metavar="nats-route://HOST:PORT",
+        help="another member of this site's cluster (repeatable)",
     )
     s.add_argument("--nats-url", help="use this existing NATS instead of starting nats-server")
     s.add_argument("--sovereign", action="store_true", help="keep this site's docs inside the site")

@@ -687,7 +687,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-socket", help="control socket path (default: <data-dir>/api.sock)")
     s.add_argument("--node-id", required=True)
     s.add_argument("--site", required=True)
-    s.add_argument("--role", choices=["node", "hub"], default="node")
+    s.add_argument(
+        "--role",
+        choices=["node", "hub", "witness"],
+        default="node",
+        help="witness: a site-cluster voter that runs no workloads (enrolled as a node)",
+    )
     s.add_argument("--label", action="append", metavar="KEY=VALUE", help="node label (repeatable)")
     s.add_argument("--podman-socket", help="use this Podman API socket instead of supervising one")
     s.add_argument("--exist-ok", action="store_true", help="succeed if the node already exists")

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from noderuntime import codec
-from noderuntime.config.peers import parse_peer_url
+from noderuntime.config.peers import parse_peer_url, parse_route_url
 from noderuntime.errors import ConfigError, NotInitializedError
 
 DEFAULT_DATA_DIR = Path("/var/lib/noderuntime")
@@ -51,6 +51,9 @@ IMAGE_PULL_STALL_TIMEOUT_S = 600.0
 # Local NATS client port (loopback only); the leaf-node port is off unless leafPort is set.
 DEFAULT_NATS_PORT = 4222
 DEFAULT_LEAF_HOST = "0.0.0.0"
+# The site cluster's route listener (off unless clusterPort is set; docs/architecture.md,
+# "Site quorum").
+DEFAULT_CLUSTER_HOST = "0.0.0.0"
 
 # node.yaml is a few hundred bytes; anything this large is the wrong file, or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -72,6 +75,9 @@ _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?
 class Role(enum.Enum):
     NODE = "node"
     HUB = "hub"
+    # A member of its site's cluster that votes in JetStream but runs no workloads: the third
+    # voter a two-node site needs for a majority (docs/architecture.md, "Site quorum").
+    WITNESS = "witness"
 
 
 def resolve_data_dir(cli_value: str | os.PathLike[str] | None) -> Path:
@@ -174,6 +180,11 @@ class NodeConfig(BaseModel):
     # `peers` (hubs, other sites) neither export nor import this site's documents, links to
     # `sitePeers` carry everything (docs/sync.md, "Sovereign sites").
     site_peers: list[str] = Field(default_factory=list, alias="sitePeers")
+    # The site cluster (docs/architecture.md, "Site quorum"): this node's route listener and
+    # the other members of its site, nats-route://HOST:PORT. With peers, JetStream is on.
+    cluster_port: int | None = Field(default=None, alias="clusterPort", ge=0, le=65535)
+    cluster_host: str = Field(default=DEFAULT_CLUSTER_HOST, alias="clusterHost")
+    cluster_peers: list[str] = Field(default_factory=list, alias="clusterPeers")
     # Use this existing NATS instead of starting our own nats-server.
     nats_url: str | None = Field(default=None, alias="natsUrl")
     # A sovereign site keeps its site and node docs inside the site (design decision 7).
@@ -203,6 +214,21 @@ class NodeConfig(BaseModel):
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         return v
+
+    @field_validator("cluster_peers")
+    @classmethod
+    def _cluster_peers(cls, v: list[str]) -> list[str]:
+        for url in v:
+            try:
+                parse_route_url(url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return v
+
+    @property
+    def clustered(self) -> bool:
+        """This node is one of several in a site cluster (JetStream, leases)."""
+        return self.cluster_port is not None and bool(self.cluster_peers)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -148,7 +148,7 @@ class Node:
                 if self.fleet is not None and self.config.nats_url is None:
                     self.nats = await stack.enter_async_context(
                         NatsServer(
-                            settings_for_node(self.config, self.fleet),
+                            settings_for_node(self.config, self.fleet, self.paths.data_dir),
                             self.paths.data_dir / NATS_SUBDIR,
                             log=self.log.getChild("nats-server"),
                         )

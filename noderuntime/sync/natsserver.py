@@ -187,6 +187,7 @@ class NatsServer:
         self.client_port: int | None = None
         self.monitor_port: int | None = None
         self.leaf_port: int | None = None
+        self.cluster_port: int | None = None
         self._token: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -291,6 +292,11 @@ class NatsServer:
                 if s.leaf_port is None
                 else (self.leaf_port if self.leaf_port is not None else s.leaf_port or -1)
             ),
+            cluster_port=(
+                None
+                if s.cluster_port is None
+                else (self.cluster_port if self.cluster_port is not None else s.cluster_port or -1)
+            ),
         )
         tmp = self.config_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -382,7 +388,15 @@ class NatsServer:
             return False
         client, monitor = found
         try:
-            health = await http_get_json(monitor, "/healthz")
+            # With JetStream, plain /healthz waits for the site's meta group to have a leader,
+            # i.e. for a quorum of the site: a node must come up alone (a site restarting
+            # after a power cut), so readiness is this server's own, not the site's.
+            health = await http_get_json(
+                monitor,
+                "/healthz?js-server-only=true"
+                if self.settings.jetstream_dir is not None
+                else "/healthz",
+            )
             varz = await http_get_json(monitor, "/varz")
         except (OSError, NatsServerError, ValueError, TimeoutError):
             return False
@@ -394,6 +408,11 @@ class NatsServer:
             if not isinstance(leaf, int) or leaf <= 0:
                 return False
             self.leaf_port = leaf
+        if self.settings.cluster_port is not None:
+            route = varz.get("cluster", {}).get("cluster_port") if isinstance(varz, dict) else None
+            if not isinstance(route, int) or route <= 0:
+                return False
+            self.cluster_port = route
         return True
 
     async def _terminate(self) -> None:

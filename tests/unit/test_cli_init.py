@@ -26,3 +26,21 @@ def test_init_that_fails_late_leaves_nothing_behind_and_can_be_retried(
     assert TechnicianStore(data).verify("ann", "4711") == "technician:ann"
     assert main(base) == 1  # now it is a node: refused, not overwritten
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_init_writes_the_site_cluster_and_refuses_a_bad_cluster_peer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from noderuntime.config.model import load_config
+
+    data = tmp_path / "node"
+    base = ["--data-dir", str(data), "init", "--node-id", "n1", "--site", "lab"]
+    bad = [*base, "--cluster-port", "6222", "--cluster-peer", "nats-leaf://n2:6222"]
+    assert main(bad) == EXIT_USAGE
+    assert "nats-route://" in capsys.readouterr().err
+    peers = ["--cluster-peer", "nats-route://n2:6222", "--cluster-peer", "nats-route://n3:6222"]
+    assert main([*base, "--cluster-port", "6222", *peers]) == EXIT_OK
+    config = load_config(data)
+    assert config.cluster_port == 6222
+    assert config.cluster_peers == ["nats-route://n2:6222", "nats-route://n3:6222"]
+    assert config.clustered
