@@ -159,6 +159,12 @@ class PolicyError(NodeRuntimeError):
     code = "forbidden_by_policy"
 
 
+class ConflictError(NodeRuntimeError):
+    """The change conflicts with what is under way (e.g. a rollout already in progress)."""
+
+    code = "conflict"
+
+
 # --- state store ----------------------------------------------------------------------------
 
 

@@ -25,18 +25,22 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__, codec
+from noderuntime.api.rollouts import rollout_routes
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.views import shown_status, workload_view
 from noderuntime.crdt import schema
 from noderuntime.crdt.schema import LOCK_ALL, StatusRecord
 from noderuntime.errors import (
     ApiError,
+    ConflictError,
     NotFoundError,
 )
 from noderuntime.reconcile.desired import ENABLED, check_override, is_override_field
 from noderuntime.reconcile.loop import phase_counts
+from noderuntime.rollout import commands as rollout_commands
+from noderuntime.rollout import revisions
 from noderuntime.runtime.base import ContainerState, ObservedContainer
-from noderuntime.spec.models import canonical_dict
+from noderuntime.spec.models import canonical_dict, spec_hash
 from noderuntime.spec.parse import parse_workloads
 
 if TYPE_CHECKING:
@@ -276,6 +280,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         current = state.snapshot().fleet.workloads
         results: list[dict[str, str]] = []
         changed = []
+        hashes: dict[str, str] = {}
         for w in workloads:
             canon = canonical_dict(w)
             name = w.metadata.name
@@ -283,12 +288,36 @@ def build_routes(node: Node) -> dict[str, Route]:
             if old == canon:
                 results.append({"name": name, "result": "unchanged"})
                 continue
+            if rollout_commands.active(state.snapshot().fleet, name) is not None:
+                raise ConflictError(
+                    f"a rollout of {name!r} is in progress: abort it (`noderuntime rollout "
+                    f"abort {name}`) or wait for it before applying a new spec"
+                )
             changed.append((name, canon))
+            hashes[name] = spec_hash(w)
             results.append({"name": name, "result": "created" if old is None else "configured"})
 
+        # Every change is a revision (noderuntime/rollout/revisions.py): history and undo.
+        fleet, now = state.snapshot().fleet, time.time()
+        who = params.get("author") or _actor(params) or f"node:{node.config.node_id}"
+        revs = [
+            revisions.revision_record(
+                name,
+                revisions.latest_number(fleet, name) + 1,
+                canon,
+                hashes[name],
+                author=str(who),
+                at=now,
+                note="apply",
+            )
+            for name, canon in changed
+        ]
+
         def mutate(doc: Any) -> None:
-            for name, canon in changed:
+            for (name, canon), rev in zip(changed, revs, strict=True):
                 schema.put_workload(doc, name, canon)
+                key = revisions.revision_key(name, int(rev["revision"]))
+                schema.put_entry(doc, schema.REVISIONS, key, rev)
 
         summary = "apply " + ", ".join(f"{n}" for n, _ in changed)
         if params.get("prepare"):
@@ -645,6 +674,12 @@ def build_routes(node: Node) -> dict[str, Route]:
         "workloads.start": Route(start, write=True, doc="re-enable a workload on this node"),
         "overrides.set": Route(set_override, write=True, doc="set a node override"),
         "overrides.remove": Route(remove_override, write=True, doc="remove a node override"),
+        **rollout_routes(
+            lambda: parts()[0],
+            node_id=node.config.node_id,
+            is_hub=node.config.role.value == "hub",
+            enrolled=lambda: node.sync is not None,
+        ),
     }
 
 

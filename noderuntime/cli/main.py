@@ -22,6 +22,7 @@ import yaml
 from noderuntime import codec
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
+from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import store as cli_store
 from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError, NodeRuntimeError
@@ -286,7 +287,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"yaml": text, "source": source}
     operator = cli_fleet.operator_from_args(args)
     if operator is not None:
-        reply = _call(args, "workloads.apply", params | {"prepare": True})
+        author = {"author": operator[0].name}  # the revision names the operator who signs it
+        reply = _call(args, "workloads.apply", params | {"prepare": True} | author)
         if reply["prepared"]["data"] is not None:
             _submit_signed(args, operator, reply["prepared"])
         results = reply["results"]
@@ -829,6 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_fleet.add_parsers(sub)
     backup.add_parsers(sub)
     cli_store.add_parsers(sub)
+    cli_rollout.add_parsers(sub, add_as_option)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

@@ -213,6 +213,17 @@ class Node:
                         resync=self._resync_watch(),
                     )
                 )
+            if self.config.role.value == "hub":
+                from noderuntime.node.rollouts import RolloutDriver
+
+                # Every hub drives the rollouts it holds; see node/rollouts.py for why two may.
+                await stack.enter_async_context(
+                    RolloutDriver(
+                        self.state,
+                        actor=node_principal(self.config.node_id),
+                        log=self.log.getChild("rollouts"),
+                    )
+                )
             self.api = await stack.enter_async_context(
                 ApiServer(
                     self.paths.api_socket,
