@@ -92,6 +92,18 @@ class ChannelError(NodeRuntimeError):
     code = "sync_channel"
 
 
+class SiteError(NodeRuntimeError):
+    """The site's lease store (JetStream KV on the site cluster) cannot answer: no quorum yet."""
+
+    code = "site_unavailable"
+
+
+class LeaseConflictError(SiteError):
+    """A compare-and-set on a lease lost: someone else wrote the key since we last did."""
+
+    code = "lease_conflict"
+
+
 class UpdateRejectedError(NodeRuntimeError):
     """A signed update was refused (bad signature, unknown author, not allowed, corrupt)."""
 

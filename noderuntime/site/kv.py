@@ -1,0 +1,226 @@
+"""Leases in a JetStream KV bucket on the site cluster, behind the small ``LeaseStore`` protocol.
+
+One bucket per site, history 1, replicas = min(3, cluster size), the lease TTL as the bucket's
+max age (garbage collection only: ``site/lease.py`` never relies on expiry), file storage on the
+cluster's ``sync_interval: always`` JetStream. Revisions are stream sequences: the fencing token.
+NATS errors are translated here; nothing above imports nats.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from noderuntime.errors import LeaseConflictError, SiteError
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+    from nats.js.kv import KeyValue
+
+KV_TIMEOUT_S = 1.0
+MAX_VALUE_BYTES = 1024
+_BUCKET_CHARS_RE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key as read: ``revision`` None means no entry; ``deleted`` a delete marker."""
+
+    key: str
+    revision: int | None
+    value: bytes | None
+    deleted: bool = False
+
+
+class LeaseStore(Protocol):
+    """What the lease manager needs of a store. Every write is a compare-and-set."""
+
+    async def read(self, key: str) -> Entry: ...
+
+    async def keys(self) -> list[str]: ...
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write ``key`` if it has no live entry; raises LeaseConflictError if it has one."""
+        ...
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        """Write ``key`` if its revision is still ``last``; else LeaseConflictError."""
+        ...
+
+    async def delete(self, key: str, last: int) -> None:
+        """Delete ``key`` if its revision is still ``last``; else LeaseConflictError."""
+        ...
+
+    async def put(self, key: str, value: bytes) -> int:
+        """An unconditional write, for presence and cordon records (never for leases)."""
+        ...
+
+
+def bucket_name(site: str) -> str:
+    return "nr_site_" + _BUCKET_CHARS_RE.sub("_", site)
+
+
+def bucket_replicas(cluster_size: int) -> int:
+    return max(1, min(3, cluster_size))
+
+
+class JetStreamLeaseStore:
+    """``LeaseStore`` over nats-py's KV. Build it with :meth:`open`."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(
+        cls, js: JetStreamContext, *, site: str, cluster_size: int, ttl_s: float
+    ) -> JetStreamLeaseStore:
+        """Bind to the site's bucket, creating it if no node has yet."""
+        import nats.errors
+        import nats.js.errors
+        from nats.js.api import KeyValueConfig, StorageType
+
+        name = bucket_name(site)
+        try:
+            try:
+                kv = await js.key_value(name)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await js.create_key_value(
+                    KeyValueConfig(
+                        bucket=name,
+                        history=1,
+                        ttl=ttl_s,
+                        replicas=bucket_replicas(cluster_size),
+                        storage=StorageType.FILE,
+                        max_value_size=MAX_VALUE_BYTES,
+                        description="noderuntime site leases (issue 11)",
+                    )
+                )
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"site lease bucket {name} unavailable: {exc!r}") from exc
+        return cls(kv)
+
+    async def read(self, key: str) -> Entry:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            e = await self._kv.get(key)
+        except nats.js.errors.KeyDeletedError as exc:
+            rev = exc.entry.revision if exc.entry is not None else None
+            return Entry(key, rev, None, deleted=True)
+        except nats.js.errors.KeyNotFoundError:
+            return Entry(key, None, None)
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"reading lease {key}: {exc!r}") from exc
+        return Entry(key, e.revision, e.value)
+
+    async def keys(self) -> list[str]:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            return list(await self._kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"listing leases: {exc!r}") from exc
+
+    async def create(self, key: str, value: bytes) -> int:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            return await self._kv.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise LeaseConflictError(f"lease {key} is held") from exc
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"creating lease {key}: {exc!r}") from exc
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            return await self._kv.update(key, value, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise LeaseConflictError(f"lease {key} moved past revision {last}") from exc
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"updating lease {key}: {exc!r}") from exc
+
+    async def delete(self, key: str, last: int) -> None:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            await self._kv.delete(key, last=last)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in (10071, 10164):
+                raise LeaseConflictError(f"lease {key} moved past revision {last}") from exc
+            raise SiteError(f"deleting lease {key}: {exc!r}") from exc
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"deleting lease {key}: {exc!r}") from exc
+
+    async def put(self, key: str, value: bytes) -> int:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            return await self._kv.put(key, value)
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            raise SiteError(f"writing {key}: {exc!r}") from exc
+
+
+class MemoryLeaseStore:
+    """``LeaseStore`` in memory with the same CAS rules: for unit tests and a site of one."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._data: dict[str, Entry] = {}
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise SiteError("memory store unavailable (test)")
+
+    def _write(self, key: str, value: bytes | None, deleted: bool = False) -> int:
+        self._seq += 1
+        self._data[key] = Entry(key, self._seq, value, deleted)
+        return self._seq
+
+    async def read(self, key: str) -> Entry:
+        self._check()
+        return self._data.get(key, Entry(key, None, None))
+
+    async def keys(self) -> list[str]:
+        self._check()
+        return sorted(k for k, e in self._data.items() if not e.deleted)
+
+    async def create(self, key: str, value: bytes) -> int:
+        self._check()
+        e = self._data.get(key)
+        if e is not None and not e.deleted:
+            raise LeaseConflictError(f"lease {key} is held")
+        return self._write(key, value)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        self._check()
+        e = self._data.get(key)
+        if e is None or e.revision != last:
+            raise LeaseConflictError(f"lease {key} moved past revision {last}")
+        return self._write(key, value)
+
+    async def delete(self, key: str, last: int) -> None:
+        self._check()
+        e = self._data.get(key)
+        if e is None or e.revision != last:
+            raise LeaseConflictError(f"lease {key} moved past revision {last}")
+        self._write(key, None, deleted=True)
+
+    async def put(self, key: str, value: bytes) -> int:
+        self._check()
+        return self._write(key, value)
+
+    def expire(self, key: str) -> None:
+        """What the bucket's max age does: the entry vanishes without a marker."""
+        self._data.pop(key, None)
