@@ -196,10 +196,8 @@ def _load_problems(store: Mapping[str, Any]) -> int:
 def store_state(store: Mapping[str, Any]) -> tuple[str, bool]:
     ok = bool(store.get("healthy"))
     problems = _load_problems(store)
-    text = (
-        f"{'ok' if ok else 'UNHEALTHY'}, {fmt_bytes(store.get('size_bytes'))}, "
-        f"{store.get('updates', 0)} updates"
-    )
+    state = "HELD" if store.get("hold") else "ok" if ok else "UNHEALTHY"
+    text = f"{state}, {fmt_bytes(store.get('size_bytes'))}, {store.get('updates', 0)} updates"
     if problems:
         text += f", {problems} load problem(s)"
         ok = False
@@ -210,6 +208,14 @@ def store_problem(store: Mapping[str, Any]) -> str | None:
     """Why the store is not healthy, as the node says (None while it is healthy)."""
     if store_state(store)[1]:
         return None
+    hold = store.get("hold")
+    if isinstance(hold, Mapping):
+        # The store lost what it had: the node stops and removes nothing until someone decides.
+        spared = ", ".join(hold.get("workloads") or []) or "none so far"
+        return (
+            f"{hold.get('reason')}. Nothing is stopped or removed (spared: {spared}). "
+            f"Decide: {hold.get('decide')}"
+        )
     if store.get("error"):
         return str(store["error"])
     problems = _load_problems(store)

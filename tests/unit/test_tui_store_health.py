@@ -54,3 +54,23 @@ def test_store_line_and_reason() -> None:
         assert not ok and "2 load problem(s)" in text
         assert "2 unreadable" in (model.store_problem(loaded) or "")
     assert model.store_problem({}) == "not reported by the node"
+
+
+def test_a_held_store_says_why_what_it_spares_and_what_to_decide() -> None:
+    held = {
+        "healthy": False,
+        "error": "state.db is missing or empty, but ...",
+        "load_problems": 0,
+        "updates": 1,
+        "hold": {
+            "kind": "missing",
+            "reason": "state.db is missing or empty, but ...",
+            "workloads": ["web"],
+            "decide": "`noderuntime reset --i-mean-it` ...",
+        },
+    }
+    text, ok = model.store_state(held)
+    assert not ok and text.startswith("HELD")
+    why = model.store_problem(held) or ""
+    assert why.startswith("state.db is missing") and "spared: web" in why
+    assert "reset --i-mean-it" in why
