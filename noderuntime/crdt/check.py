@@ -1,5 +1,6 @@
 """A full check of a store file, for `noderuntime doctor` (the node itself only checks what it
-loads: a quick check and the updates after each snapshot).
+loads: a quick check and the updates after each snapshot); and what the node does with a store
+file it cannot open at all (:func:`is_damaged`, :func:`set_aside`).
 
 Read-only: opens ``state.db`` with ``mode=ro`` while the node may be running (WAL readers do not
 block the writer). Checks SQLite's own ``PRAGMA integrity_check``; that every stored update still
@@ -10,7 +11,9 @@ document, in order, per document); and that every snapshot decodes.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,10 @@ from pycrdt import Doc
 from noderuntime.crdt.clocks import UpdateFormatError, parse_update
 from noderuntime.crdt.state import apply_update_safely
 from noderuntime.crdt.store import update_digest
+from noderuntime.errors import StoreCorruptError, StoreError
+
+# What a store file set aside is called: state.db.damaged-20261203-081500 (+ -wal, -shm).
+DAMAGED_SUFFIX = ".damaged-"
 
 # Problems listed one by one; beyond this many, only counted.
 MAX_LISTED = 5
@@ -90,3 +97,26 @@ def _problem(
     except UpdateFormatError as exc:
         return f"not a well-formed update ({exc})"
     return None
+
+
+def is_damaged(err: StoreError) -> bool:
+    """Whether ``err`` says the file's content is bad (not a database, malformed, failed its
+    integrity check), as opposed to a condition that may pass (locked, I/O error, no space,
+    permissions: sqlite3.OperationalError) or a newer schema."""
+    cause = err.__cause__
+    if cause is None:
+        return isinstance(err, StoreCorruptError)  # the quick check said so
+    return isinstance(cause, sqlite3.DatabaseError) and not isinstance(
+        cause, sqlite3.OperationalError
+    )
+
+
+def set_aside(db: Path, now: float | None = None) -> Path:
+    """Rename ``db`` (and its -wal/-shm) out of the way, kept for a look; returns the new name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    aside = db.with_name(f"{db.name}{DAMAGED_SUFFIX}{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{db}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{aside}{suffix}"))
+    return aside

@@ -25,11 +25,12 @@ from noderuntime.api.handlers import build_routes
 from noderuntime.api.server import ApiServer
 from noderuntime.config.model import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
+from noderuntime.crdt.check import is_damaged, set_aside
 from noderuntime.crdt.guard import StoreGuard
-from noderuntime.crdt.mark import MARK_FILE
+from noderuntime.crdt.mark import MARK_FILE, Hold, HoldKind
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
-from noderuntime.errors import ConfigError
+from noderuntime.errors import ConfigError, StoreError
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
 from noderuntime.identity.technicians import TechnicianStore
@@ -113,20 +114,15 @@ class Node:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(os.close, acquire_node_lock(self.paths.data_dir))
             self.identity = load_key(self.paths.identity_file, node_principal(self.config.node_id))
-            self.state = await stack.enter_async_context(
-                StateStore(
-                    SQLiteStore(self.paths.state_db),
-                    self.identity,
-                    node_id=self.config.node_id,
-                    site=self.config.site,
-                    compact_every=self.config.compact_every_updates,
-                    log=self.log.getChild("state"),
-                )
-            )
+            state, unreadable = await self._enter_state(stack)
+            self.state = state
             # Before anything writes: the store is judged as it was found.
             self.store_guard = await stack.enter_async_context(
                 StoreGuard(
-                    self.paths.data_dir / MARK_FILE, self.state, log=self.log.getChild("store")
+                    self.paths.data_dir / MARK_FILE,
+                    self.state,
+                    log=self.log.getChild("store"),
+                    hold=unreadable,
                 )
             )
             await self._record_node_info()
@@ -242,6 +238,37 @@ class Node:
             self.ready.set()
             await stop.wait()
             self.log.info("stopping (workloads keep running)")
+
+    def _state_store(self) -> StateStore:
+        assert self.identity is not None
+        return StateStore(
+            SQLiteStore(self.paths.state_db),
+            self.identity,
+            node_id=self.config.node_id,
+            site=self.config.site,
+            compact_every=self.config.compact_every_updates,
+            log=self.log.getChild("state"),
+        )
+
+    async def _enter_state(
+        self, stack: contextlib.AsyncExitStack
+    ) -> tuple[StateStore, Hold | None]:
+        """Open the store. One that cannot be opened at all is set aside (kept for a look)
+        and the node starts on an empty one, held: it must not stop its containers, and its
+        peers may give its documents back. A condition that may pass still stops the start."""
+        try:
+            return await stack.enter_async_context(self._state_store()), None
+        except StoreError as exc:
+            if not is_damaged(exc):
+                raise
+            aside = set_aside(self.paths.state_db)
+            reason = (
+                f"state.db could not be opened ({exc}); it was set aside as {aside.name} and "
+                "the node started with an empty store"
+            )
+        self.log.error("%s", reason)
+        state = await stack.enter_async_context(self._state_store())
+        return state, Hold(HoldKind.UNREADABLE, reason, time.time())
 
     def _resync_watch(self) -> ResyncWatch:
         """The watch that lifts a store hold once a hub gave this node's documents back."""

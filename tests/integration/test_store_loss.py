@@ -115,3 +115,21 @@ def test_a_damaged_update_holds_the_container_and_reports_data_loss() -> None:
         doctor = node.cli("doctor")
         assert doctor.returncode == 1
         assert "could not be decoded" in doctor.stdout
+
+
+def test_a_store_that_cannot_be_opened_is_set_aside_and_the_node_holds() -> None:
+    with running_node() as node:
+        cid = _run_workload(node)
+        node.stop()
+        for f in _store_files(node.data_dir):
+            f.unlink(missing_ok=True)
+        (node.data_dir / "state.db").write_bytes(b"this is no SQLite database " * 400)
+        node.start()
+
+        status = _passes_well_past_an_interval(node)
+        assert cid in _running_ids(node)
+        hold = status["store"]["hold"]
+        assert hold["kind"] == "unreadable" and "set aside as state.db.damaged-" in hold["reason"]
+        (aside,) = node.data_dir.glob("state.db.damaged-*")
+        assert aside.read_bytes().startswith(b"this is no SQLite database")
+        assert node.cli("doctor").returncode == 1

@@ -127,3 +127,22 @@ async def test_doctor_reports_a_database_that_is_not_one(tmp_path: Path) -> None
     (tmp_path / "state.db").write_bytes(b"not a database at all" * 100)
     check = check_store(tmp_path)
     assert check is not None and check.status is Status.FAIL and "cannot read" in check.detail
+
+
+async def test_only_bad_content_counts_as_damaged_and_is_set_aside(tmp_path: Path) -> None:
+    from noderuntime.crdt.check import is_damaged, set_aside
+    from noderuntime.errors import StoreCorruptError, StoreError
+
+    db = tmp_path / "state.db"
+    db.write_bytes(b"garbage" * 1000)
+    try:
+        async with state(tmp_path):
+            raise AssertionError("opened a file that is no database")
+    except StoreCorruptError as exc:
+        assert is_damaged(exc)
+    locked = StoreError("cannot open")
+    locked.__cause__ = sqlite3.OperationalError("database is locked")
+    assert not is_damaged(locked) and not is_damaged(StoreError("newer schema"))
+    aside = set_aside(db, now=0)
+    assert not db.exists() and aside.name.startswith("state.db.damaged-19")
+    assert (await run_node(tmp_path, containers=0)).hold is None  # a fresh store opens
