@@ -17,6 +17,7 @@ from typing import Any
 PHASES: tuple[str, ...] = (
     "Running",
     "Starting",
+    "Standby",
     "Pending",
     "Unhealthy",
     "Failed",
@@ -28,6 +29,8 @@ PHASES: tuple[str, ...] = (
 PHASE_STYLES: Mapping[str, str] = {
     "Running": "green",
     "Starting": "cyan",
+    # Another node of the site runs the instance; this one is ready to take over.
+    "Standby": "blue",
     "Pending": "yellow",
     "Unhealthy": "bold red",
     "Failed": "bold red",
