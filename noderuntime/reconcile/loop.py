@@ -42,6 +42,7 @@ from noderuntime.reconcile.outcomes import (
     after_failure,
     after_success,
 )
+from noderuntime.reconcile.placement import PlacementSource, PlacementWant
 from noderuntime.reconcile.plan import (
     Action,
     CreateContainer,
@@ -64,6 +65,10 @@ from noderuntime.runtime.base import (
 )
 
 RUNTIME_RETRY_MAX_S = 30.0
+# States in which an instance may still be doing work (fencing waits for these to end).
+_INSTANCE_UP = frozenset(
+    {ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.STOPPING, ContainerState.UNKNOWN}
+)
 EVENTS_KEPT = 1000
 # Let a burst of triggers (events of one container start) coalesce into one pass.
 TRIGGER_COALESCE_S = 0.05
@@ -110,6 +115,8 @@ class Reconciler:
         pull_concurrency: int = PULL_CONCURRENCY,
         pull_stall_timeout_s: float | None = PULL_STALL_TIMEOUT_S,
         hold: HoldSource | None = None,
+        placement: PlacementSource | None = None,
+        fence_stop_timeout_s: int = 1,
         loop: bool = True,
     ) -> None:
         """``loop=False``: no loop task; triggers only mark the reconciler :attr:`pending`
@@ -130,6 +137,9 @@ class Reconciler:
             reset_after_s=config.crash_backoff_reset_s,
         )
         self._hold_source = hold
+        # Site quorum (noderuntime/site, wired by the daemon): which placed workloads run here.
+        self.placement = placement
+        self._fence_stop_timeout_s = fence_stop_timeout_s
         # Why this node holds its containers (the store lost its memory): no stop, no remove.
         self.hold: str | None = None
         self._dirty = asyncio.Event()
@@ -407,6 +417,7 @@ class Reconciler:
             ),
             restart_policy=dw.workload.spec.restart_policy.value,
             enabled=dw.enabled,
+            placed=dw.workload.spec.placement is not None,
         )
 
     def _note_enabled(
@@ -475,7 +486,25 @@ class Reconciler:
             pulling=self._pulls.busy(),
             hold=self.hold,
             gone_since=self._note_gone(now, observed),
+            slots=self._held_slots(observed),
+            fence_stop_timeout_s=self._fence_stop_timeout_s,
         )
+
+    def _held_slots(self, observed: list[ObservedContainer]) -> frozenset[str] | None:
+        """Tell the placement source what is wanted and runs; its answer: what is held now."""
+        if self.placement is None:
+            return None
+        if self.runtime_error is None:
+            # Only a real listing says what runs: with Podman down, "nothing observed" must not
+            # read as "stopped", or the manager would give back a slot whose instance still runs.
+            wanted: dict[str, PlacementWant] = {}
+            for name, dw in (self._desired.workloads if self._desired else {}).items():
+                spec = dw.workload.spec
+                if spec.placement is not None and dw.enabled:
+                    wanted[name] = PlacementWant(spec.placement.replicas, dict(spec.node_selector))
+            running = frozenset(c.workload for c in observed if c.state in _INSTANCE_UP)
+            self.placement.update(wanted, running, runtime_ok=True)
+        return frozenset(self.placement.held_slots())
 
     def _note_gone(self, now: float, observed: list[ObservedContainer]) -> dict[str, float]:
         """When each workload with containers here was first seen missing from desired state."""

@@ -24,6 +24,10 @@ Rules, per workload name:
   the actions that depended on it (the create that replaces a container kept, the start of a
   restart); their workloads are named in ``Plan.held``. Starts of stopped containers and
   creates of workloads with no container at all still happen: they destroy nothing.
+- Placement-scoped (``spec.placement``) and this node holds none of its slots
+  (``ctx.slots``): nothing is created or started, and a running instance is stopped within
+  ``ctx.fence_stop_timeout_s`` (SIGTERM, then SIGKILL) -- it is fenced, even while held: another
+  node may be about to start its own (docs/architecture.md, "Site quorum").
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class PlannedWorkload:
     container: ContainerSpec
     restart_policy: str  # "always" | "on-failure" | "never"
     enabled: bool = True
+    # spec.placement is set: runs here only while this node holds one of its slots.
+    placed: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,11 @@ class PlanContext:
     # Workload -> when the loop first saw it absent from desired state while it had containers.
     # A name missing here counts as gone since ``now`` (nothing is removed before the grace).
     gone_since: Mapping[str, float] = field(default_factory=dict)
+    # Placement-scoped workloads whose slot this node holds now; None: no site quorum is wired
+    # (every placed workload counts as held, as before placement existed).
+    slots: frozenset[str] | None = None
+    # SIGTERM -> SIGKILL for an instance fenced off (lease.LeaseTiming.stop_grace_s).
+    fence_stop_timeout_s: int = 1
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,12 @@ def plan(
         backoff = ctx.backoff.get(name, Backoff())
         waiting = backoff.next_attempt_at > ctx.now
 
+        if standby(w, ctx):
+            if keep is not None and keep.state in (ContainerState.RUNNING, ContainerState.PAUSED):
+                timeout = min(w.container.stop_timeout_s, ctx.fence_stop_timeout_s)
+                actions.append(StopContainer(name, keep.id, timeout))
+            continue
+
         if not w.enabled:
             if keep is not None and keep.state in (ContainerState.RUNNING, ContainerState.PAUSED):
                 actions.append(StopContainer(name, keep.id, w.container.stop_timeout_s))
@@ -240,8 +257,17 @@ def plan(
 
     held: tuple[str, ...] = ()
     if ctx.hold is not None:
+        fenced = [
+            a for a in actions if isinstance(a, StopContainer) and standby(desired[a.workload], ctx)
+        ]
         actions, held = withhold_destructive(actions)
+        actions = fenced + actions
     return Plan(tuple(actions), min(requeue) if requeue else None, held)
+
+
+def standby(w: PlannedWorkload, ctx: PlanContext) -> bool:
+    """A placed workload whose slot is held by another node (or by nobody) here."""
+    return w.placed and ctx.slots is not None and w.name not in ctx.slots
 
 
 def withhold_destructive(actions: Sequence[Action]) -> tuple[list[Action], tuple[str, ...]]:

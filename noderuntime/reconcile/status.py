@@ -5,7 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from noderuntime.reconcile.plan import Backoff, PlanContext, PlannedWorkload, wants_start
+from noderuntime.reconcile.plan import (
+    Backoff,
+    PlanContext,
+    PlannedWorkload,
+    standby,
+    wants_start,
+)
 from noderuntime.runtime.base import ContainerState, ObservedContainer
 
 
@@ -20,6 +26,8 @@ class Phase(enum.Enum):
     STOPPED = "Stopped"
     # Podman cannot be reached, so nobody can say what runs.
     UNKNOWN = "Unknown"
+    # Placement-scoped: eligible here, but another node of the site holds the instance.
+    STANDBY = "Standby"
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,10 @@ def derive(
     backoff = ctx.backoff.get(w.name, Backoff())
     if not w.enabled:
         return Derived(Phase.STOPPED, "disabled by override", cid)
+    if standby(w, ctx):
+        if keep is not None and keep.state is ContainerState.RUNNING:
+            return Derived(Phase.STANDBY, "slot not held here: stopping the instance", cid)
+        return Derived(Phase.STANDBY, "another node of the site holds the instance", cid)
     if keep is None:
         if w.container.image in ctx.pulling:
             # No progress figures: the record must not change while the pull runs.
