@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__, codec
+from noderuntime.api.fleetview import FleetSources, build_fleet_routes
 from noderuntime.api.rollouts import rollout_routes
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.views import shown_status, workload_view
@@ -645,7 +646,30 @@ def build_routes(node: Node) -> dict[str, Route]:
         names = [n for n in state.doc_names if wanted is None or n in wanted]
         return {n: state.read(n, schema.export_doc) for n in sorted(names)}
 
-    return {
+    def own_status() -> dict[str, StatusRecord]:
+        state, rec = parts()
+        names = set(state.snapshot().node.status) | set(rec.live_status)
+        return {n: st for n in sorted(names) if (st := shown(n)[0]) is not None}
+
+    fleet_routes = build_fleet_routes(
+        lambda: FleetSources(
+            node_id=node.config.node_id,
+            site=node.config.site,
+            role=node.config.role.value,
+            labels=dict(node.config.labels),
+            state=parts()[0],
+            peers=lambda: node.sync.peer_views() if node.sync is not None else [],
+            heartbeat=lambda ident: (
+                node.sync.peers[ident].heartbeat
+                if node.sync is not None and ident in node.sync.peers
+                else {}
+            ),
+            stale_after_s=lambda: node.sync.table.timeout_s if node.sync is not None else 6.0,
+            own_status=own_status,
+        )
+    )
+
+    return fleet_routes | {
         "node.status": Route(status, doc="node, store, Podman and workload summary"),
         "store.reset": Route(
             store_reset, write=True, doc="end a store hold: take the store as it is (destructive)"

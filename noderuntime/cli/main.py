@@ -22,6 +22,7 @@ import yaml
 from noderuntime import codec
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
+from noderuntime.cli import fleetview as cli_fleetview
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import store as cli_store
 from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input
@@ -426,6 +427,23 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    fleet_only = args.site or args.node or args.selector
+    if fleet_only and not args.fleet:
+        raise InvalidInputError("--site, --node and -l go with --fleet")
+    if args.output == "wide" and not args.fleet:
+        raise InvalidInputError("-o wide goes with --fleet")
+    if args.kind in ("site", "sites"):
+        sites = _call(args, "fleet.sites")
+        emit(sites, args.output, lambda s: cli_fleetview.render_sites(s, table))
+        return EXIT_OK
+    if args.fleet:
+        if args.kind not in ("workload", "workloads") or args.name:
+            raise InvalidInputError("--fleet lists workloads: `get workloads --fleet`")
+        rows = _call(args, "fleet.workloads", cli_fleetview.fleet_params(args))
+        wide = args.output == "wide"
+        fmt = "table" if wide else args.output
+        emit(rows, fmt, lambda r: cli_fleetview.render_fleet_rows(r, table, wide=wide))
+        return EXIT_OK
     if args.kind in ("node", "nodes"):
         nodes = _call(args, "nodes.list")
         if args.name:
@@ -733,10 +751,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_as_option(s)
     s.set_defaults(func=cmd_delete)
 
-    s = sub.add_parser("get", help="list workloads (or nodes) with desired and observed state")
-    s.add_argument("kind", choices=["workload", "workloads", "node", "nodes"])
+    s = sub.add_parser(
+        "get", help="list workloads (or nodes, sites) with desired and observed state"
+    )
+    s.add_argument("kind", choices=["workload", "workloads", "node", "nodes", "site", "sites"])
     s.add_argument("name", nargs="?")
-    out(s)
+    cli_fleetview.add_get_arguments(s)
+    out(s, ("table", "json", "yaml", "wide"))
     s.set_defaults(func=cmd_get)
 
     s = sub.add_parser("describe", help="show one workload in detail")

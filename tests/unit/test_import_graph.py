@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"config", "identity"},
     {"crdt", "spec", "runtime"},
     {"rollout"},
-    {"reconcile", "fleet"},
+    {"reconcile", "fleet", "fleetops"},
     {"sync"},
     {"site"},
     {"api"},

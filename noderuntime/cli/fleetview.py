@@ -1,0 +1,96 @@
+"""`get workloads --fleet` and `get sites`: what runs where, as a hub (or a site node) holds it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def _age(ts: float | None, now: float) -> str:
+    if not ts:
+        return "-"
+    secs = max(0, int(now - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def render_fleet_rows(
+    rows: list[dict[str, Any]],
+    table: Callable[[Sequence[str], Sequence[Sequence[str]]], str],
+    *,
+    wide: bool,
+) -> str:
+    if not rows:
+        return "No workloads reported by any node this node holds status for."
+    now = time.time()
+    headers = ["SITE", "NODE", "NAME", "PHASE", "HEALTH", "RESTARTS", "REVISION", "SINCE"]
+    headers += ["LAST SEEN", "STALE"]
+    if wide:
+        headers += ["SPEC HASH", "MESSAGE"]
+    out = []
+    for r in rows:
+        row = [
+            r.get("site") or "-",
+            r["node"],
+            r["name"],
+            r["phase"],
+            r.get("health") or "-",
+            str(r["restarts"]),
+            str(r["revision"]) if r.get("revision") is not None else "-",
+            _age(r.get("since"), now),
+            _age(r.get("last_seen"), now),
+            "stale" if r["stale"] else "-",
+        ]
+        if wide:
+            row += [(r.get("spec_hash") or "-")[:12], r.get("message") or ""]
+        out.append(row)
+    return table(headers, out)
+
+
+def render_sites(
+    sites: list[dict[str, Any]], table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
+) -> str:
+    if not sites:
+        return "No sites known."
+    now = time.time()
+    rows = []
+    for s in sites:
+        wl = ", ".join(f"{k} {v}" for k, v in sorted((s.get("workloads") or {}).items())) or "-"
+        ro = s.get("rollout_in_progress")
+        rollouts = "?" if ro is None else (", ".join(r["workload"] for r in ro) or "-")
+        rows.append(
+            [
+                s.get("site") or "-",
+                f"{s['nodes_up']}/{s['nodes_total']}",
+                wl,
+                _age(s.get("last_heard"), now),
+                "yes" if s.get("sovereign") else "-",
+                rollouts,
+            ]
+        )
+    return table(["SITE", "NODES UP", "WORKLOADS", "LAST HEARD", "SOVEREIGN", "ROLLOUTS"], rows)
+
+
+def fleet_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"site": args.site, "node": args.node, "labels": list(args.selector or [])}
+
+
+def add_get_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--fleet",
+        action="store_true",
+        help="one row per (node, workload) from the status this hub (or site node) holds",
+    )
+    s.add_argument("--site", help="with --fleet: only this site")
+    s.add_argument("--node", help="with --fleet: only this node")
+    s.add_argument(
+        "-l",
+        "--selector",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --fleet: node or workload label (repeatable; all must match)",
+    )

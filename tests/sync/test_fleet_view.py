@@ -1,0 +1,82 @@
+"""The fleet view at a hub, over real daemons: a hub and nodes at two sites (issue 12 §1).
+
+Rows come from the status documents the hub holds, one per (node, workload); a node cut off
+(killed) turns stale once it has been silent longer than its heartbeat allows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.node_harness import wait_for, workload_yaml
+from tests.sync.fleet_harness import FleetNode, fleet_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
+
+CONVERGE_S = 45.0
+
+
+def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> None:
+    base = Path(tempfile.mkdtemp(prefix="nrv-", dir="/tmp"))
+    run = uuid.uuid4().hex[:6]
+    fdir = base / "fleet"
+    fleet_cli("fleet", "init", "--dir", str(fdir), "--operator", "ops")
+    hub = FleetNode(fdir, f"hub-{run}", "hq", role="hub", leaf=True)
+    a = FleetNode(fdir, f"a-{run}", "lab", peers=[hub])
+    b = FleetNode(fdir, f"b-{run}", "shop", peers=[hub])
+    nodes = [hub, a, b]
+    try:
+        for n in nodes:
+            n.enroll()
+            n.init()
+        for n in nodes:
+            n.start(wait=False)
+        for n in nodes:
+            n.wait_ready()
+        hub.as_operator("apply", "-f", "-", input=workload_yaml("w"))
+
+        def rows() -> dict[str, dict[str, Any]]:
+            got = hub.json_cli("get", "workloads", "--fleet")
+            return {r["node"]: r for r in got if r["name"] == "w"}
+
+        def all_running() -> dict[str, dict[str, Any]] | None:
+            got = rows()
+            ok = all(got.get(n.node_id, {}).get("phase") == "Running" for n in (a, b))
+            return got if ok else None
+
+        got = wait_for(all_running, timeout=CONVERGE_S, what="w Running on a and b at the hub")
+        assert got[a.node_id]["site"] == "lab" and got[b.node_id]["site"] == "shop"
+        for r in (got[a.node_id], got[b.node_id]):
+            assert r["stale"] is False and r["age_s"] is not None and r["spec_hash"]
+            assert r["last_seen"] is not None and r["since"] is not None
+        # The filter: one site.
+        only_lab = hub.json_cli("get", "workloads", "--fleet", "--site", "lab")
+        assert {r["node"] for r in only_lab} == {a.node_id}
+
+        sites = {s["site"]: s for s in hub.json_cli("get", "sites")}
+        assert sites["lab"]["nodes_total"] == 1 and sites["lab"]["nodes_up"] == 1
+        assert sites["lab"]["workloads"].get("Running") == 1
+        # A site node answers for its own site only.
+        assert {r["node"] for r in a.json_cli("get", "workloads", "--fleet")} == {a.node_id}
+
+        # b is cut off: its rows stay (the last status the hub holds), marked stale.
+        b.kill9()
+
+        def b_stale() -> bool:
+            r = rows().get(b.node_id)
+            return bool(r and r["stale"])
+
+        wait_for(b_stale, timeout=CONVERGE_S, what="b's rows stale at the hub")
+        assert rows()[a.node_id]["stale"] is False
+        sites = {s["site"]: s for s in hub.json_cli("get", "sites")}
+        assert sites["shop"]["nodes_up"] == 0 and sites["shop"]["nodes_total"] == 1
+    finally:
+        for n in reversed(nodes):
+            n.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
