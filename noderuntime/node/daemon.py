@@ -38,6 +38,7 @@ from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.runtime.health import HealthMonitor
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
+from noderuntime.site.manager import SiteManager
 
 if TYPE_CHECKING:
     from noderuntime.fleet.trust import FleetTrust
@@ -77,6 +78,8 @@ class Node:
         self.reconciler: Reconciler | None = None
         self.health: HealthMonitor | None = None
         self.api: ApiServer | None = None
+        # Site quorum: who runs placement-scoped workloads (None until started).
+        self.site: SiteManager | None = None
         # Fleet enrolment (None: not enrolled, the node runs alone) and its own nats-server
         # (None: not enrolled, or natsUrl points at an external NATS).
         self.fleet: FleetTrust | None = None
@@ -161,6 +164,7 @@ class Node:
                 )
             self.runtime = PodmanRuntime(str(self.podman_socket))
             stack.push_async_callback(self.runtime.close)
+            self.site = await stack.enter_async_context(self._site_manager(stack))
             self.reconciler = await stack.enter_async_context(
                 Reconciler(
                     config=self.config,
@@ -170,6 +174,8 @@ class Node:
                     runtime_problem=self._podman_service_problem,
                     hold=self.store_guard,
                     pull_stall_timeout_s=self.config.image_pull_stall_timeout_s,
+                    placement=self.site,
+                    fence_stop_timeout_s=self.site.timing.stop_grace_s,
                 )
             )
             reconciler = self.reconciler
@@ -238,6 +244,43 @@ class Node:
             self.ready.set()
             await stop.wait()
             self.log.info("stopping (workloads keep running)")
+
+    def _site_manager(self, stack: contextlib.AsyncExitStack) -> SiteManager:
+        """Leases in the site cluster's JetStream; a node alone in its site places locally."""
+        from noderuntime.config.model import Role
+        from noderuntime.site.kv import LeaseStore, MemoryLeaseStore, NatsLeaseStore
+        from noderuntime.site.lease import LeaseTiming
+
+        timing = LeaseTiming()
+        store: LeaseStore
+        alone = not (self.config.clustered and self.nats_url is not None)
+        if alone:
+            store = MemoryLeaseStore()
+        else:
+            assert self.nats_url is not None
+            nats_store = NatsLeaseStore(
+                self.nats_url,
+                site=self.config.site,
+                cluster_size=len(self.config.cluster_peers) + 1,
+                ttl_s=timing.ttl_s,
+            )
+            stack.push_async_callback(nats_store.close)
+            store = nats_store
+
+        def changed() -> None:
+            if self.reconciler is not None:
+                self.reconciler.trigger("placement")
+
+        return SiteManager(
+            node_id=self.config.node_id,
+            labels=self.config.labels,
+            store=store,
+            on_change=changed,
+            witness=self.config.role is Role.WITNESS,
+            alone=alone,
+            timing=timing,
+            log=self.log.getChild("site"),
+        )
 
     def _state_store(self) -> StateStore:
         assert self.identity is not None

@@ -8,9 +8,10 @@ NATS errors are translated here; nothing above imports nats.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from noderuntime.errors import LeaseConflictError, SiteError
 
@@ -224,3 +225,67 @@ class MemoryLeaseStore:
     def expire(self, key: str) -> None:
         """What the bucket's max age does: the entry vanishes without a marker."""
         self._data.pop(key, None)
+
+
+class NatsLeaseStore:
+    """The site's bucket through the node's own nats-server, bound on first use.
+
+    At start the cluster may have no JetStream quorum yet (the whole site is booting): every
+    call fails with SiteError until it has one, and the manager simply tries again next tick.
+    """
+
+    def __init__(self, url: str, *, site: str, cluster_size: int, ttl_s: float) -> None:
+        self._url = url
+        self._site = site
+        self._cluster_size = cluster_size
+        self._ttl_s = ttl_s
+        self._nc: Any = None
+        self._inner: JetStreamLeaseStore | None = None
+
+    async def _store(self) -> JetStreamLeaseStore:
+        if self._inner is not None:
+            return self._inner
+        import nats
+        import nats.errors
+
+        if self._nc is None:
+            try:
+                self._nc = await nats.connect(
+                    self._url,
+                    connect_timeout=KV_TIMEOUT_S,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    name="noderuntime-site",
+                )
+            except (nats.errors.Error, OSError) as exc:
+                raise SiteError(f"cannot reach the node's nats-server: {exc!r}") from exc
+        js = self._nc.jetstream(timeout=KV_TIMEOUT_S)
+        self._inner = await JetStreamLeaseStore.open(
+            js, site=self._site, cluster_size=self._cluster_size, ttl_s=self._ttl_s
+        )
+        return self._inner
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self._nc = None
+        self._inner = None
+
+    async def read(self, key: str) -> Entry:
+        return await (await self._store()).read(key)
+
+    async def keys(self) -> list[str]:
+        return await (await self._store()).keys()
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await (await self._store()).create(key, value)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        return await (await self._store()).update(key, value, last)
+
+    async def delete(self, key: str, last: int) -> None:
+        await (await self._store()).delete(key, last)
+
+    async def put(self, key: str, value: bytes) -> int:
+        return await (await self._store()).put(key, value)

@@ -25,9 +25,16 @@ from noderuntime.errors import LeaseConflictError, SiteError
 from noderuntime.reconcile.placement import PlacementWant, SlotHolder, SlotInfo
 from noderuntime.site import lease as L
 from noderuntime.site.kv import Entry, LeaseStore
-from noderuntime.site.placement import Candidate, campaign_rank, eligible, slot_key
+from noderuntime.site.placement import (
+    Candidate,
+    campaign_rank,
+    eligible,
+    parse_slot_key,
+    slot_key,
+)
 
 TICK_S = 0.5
+ADOPT_TIMEOUT_S = 3.0
 PRESENCE_PREFIX = "node."
 CORDON_PREFIX = "cordon."
 
@@ -75,9 +82,12 @@ class SiteManager:
         self._log = log or logging.getLogger(__name__)
         self._run_loop = run_loop
         self._wanted: dict[str, PlacementWant] = {}
+        # Until the reconciler has said what it wants, renew what we hold and decide nothing.
+        self._informed = False
         self._running: frozenset[str] = frozenset()
         self._runtime_ok = True
         self._held: dict[str, L.Held] = {}
+        self._alone_since: dict[str, float] = {}
         self._releasing: set[str] = set()
         self._seen: dict[str, L.Observed] = {}
         self._presence: dict[str, tuple[L.Observed, dict[str, Any]]] = {}
@@ -93,6 +103,11 @@ class SiteManager:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> SiteManager:
+        # Before the reconciler's first pass: a daemon restarted while it held a slot keeps
+        # it (and its running instance) if a CAS at the lease's revision still succeeds.
+        with contextlib.suppress(SiteError, TimeoutError):
+            await asyncio.wait_for(self.adopt(), ADOPT_TIMEOUT_S)
+        self._publish()
         if self._run_loop:
             self._task = asyncio.create_task(self._loop(), name="site-manager")
         return self
@@ -127,6 +142,7 @@ class SiteManager:
     ) -> None:
         changed = dict(wanted) != self._wanted or running != self._running
         self._wanted = dict(wanted)
+        self._informed = True
         self._running = running
         self._runtime_ok = runtime_ok
         if changed:
@@ -135,6 +151,12 @@ class SiteManager:
     def held_slots(self) -> Mapping[str, SlotInfo]:
         now = self._clock()
         out: dict[str, SlotInfo] = {}
+        if self._alone and not self._witness:
+            # Nobody else can hold: answer at once, so a restart never stops an instance.
+            for workload in self._wanted:
+                since = self._alone_since.setdefault(workload, self._wall())
+                out[workload] = SlotInfo(0, since)
+            return out
         for key, held in self._held.items():
             workload, _, slot = key.rpartition(".")
             if key in self._releasing or not self._holds(held, now):
@@ -196,6 +218,12 @@ class SiteManager:
 
     def _holds(self, held: L.Held, now: float) -> bool:
         return self._alone or L.holds(held, now, self.timing)
+
+    async def adopt(self) -> None:
+        """Take back the leases that name this node (found by listing the bucket)."""
+        for key in await self._store.keys():
+            if parse_slot_key(key) is not None:
+                await self._read(key)
 
     async def tick(self) -> None:
         """Presence, then every wanted slot: renew, release or campaign. Never raises SiteError."""
@@ -278,6 +306,10 @@ class SiteManager:
             elif obs is not None and obs.holder is not None and not obs.released:
                 holders[slot] = obs.holder
         mine = [k for k in keys if k in self._held]
+        if not self._informed:
+            for key in mine:
+                await self._renew(key)
+            return
         for key in mine:
             slot = int(key.rpartition(".")[2])
             stay = (
