@@ -53,8 +53,8 @@ class Fleet:
 
 
 def status(at: FleetNode, name: str) -> dict[str, Any]:
-    r = at.cli("rollout", "status", name, "-o", "json", check=True)
-    return dict(json.loads(r.stdout))
+    """``rollout status -o json`` (through the API: polling the CLI costs a process each)."""
+    return dict(at.call("rollout.status", {"name": name}))
 
 
 def wait_state(at: FleetNode, name: str, state: str, timeout: float = 120) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def wait_state(at: FleetNode, name: str, state: str, timeout: float = 120) -> di
 
 def runs(node: FleetNode, name: str) -> str | None:
     """The spec hash ``node`` runs ``name`` with (Running and converged), else None."""
-    w = node.workloads().get(name)
+    w = next((w for w in node.call("workloads.list") if w["name"] == name), None)
     if not w or w["phase"] != "Running" or w.get("observed_spec_hash") != w["spec_hash"]:
         return None
     return str(w["spec_hash"])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from noderuntime.crdt.schema import FleetView, StateSnapshot, StatusRecord
-from noderuntime.errors import SpecError
+from noderuntime.errors import NotFoundError, SpecError
 from noderuntime.reconcile.desired import compute_desired
 from noderuntime.rollout import revisions
 from noderuntime.rollout.gate import NodeState, evaluate, status_view
@@ -250,3 +250,75 @@ def test_summary_and_history_read_from_the_fleet_view() -> None:
         (2, "h2", False),
     ]
     assert revisions.latest_number(fleet, "web") == 2
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _fleet_from(entries: list[Any], base: FleetView | None = None) -> FleetView:
+    maps: dict[str, dict[str, Any]] = {
+        "workloads": dict(base.workloads) if base else {},
+        "revisions": dict(base.revisions) if base else {},
+        "rollouts": dict(base.rollouts) if base else {},
+        "rolloutSteps": dict(base.rollout_steps) if base else {},
+        "windows": dict(base.windows) if base else {},
+    }
+    for map_name, key, value in entries:
+        maps[map_name][key] = value
+    return FleetView(
+        workloads=maps["workloads"],
+        revisions=maps["revisions"],
+        rollouts=maps["rollouts"],
+        rollout_steps=maps["rolloutSteps"],
+        windows=maps["windows"],
+    )
+
+
+def test_start_records_the_stable_revision_first_and_refuses_a_second_rollout() -> None:
+    from noderuntime.errors import ConflictError
+    from noderuntime.rollout import commands
+
+    fleet = FleetView(workloads={"web": spec("web", "img:v1")})
+    r, entries = commands.start(
+        fleet, spec("web", "img:v2"), "h2", "h1", waves="site=lab", gate_for_s=5,
+        max_unhealthy=0, author="operator:ann", now=NOW,
+    )  # fmt: skip
+    assert (r.revision, r.previous_revision, r.waves) == (2, 1, ("site=lab", "100%"))
+    fleet = _fleet_from(entries, fleet)
+    assert [x["specHash"] for x in revisions.history(fleet, "web")] == ["h1", "h2"]
+    with pytest.raises(ConflictError):
+        commands.start(
+            fleet, spec("web", "img:v3"), "h3", "h1", waves="100%", gate_for_s=5,
+            max_unhealthy=0, author="x", now=NOW,
+        )  # fmt: skip
+    # Pause is idempotent; resume undoes it; abort ends it and then a new one may start.
+    paused = _fleet_from(commands.pause(fleet, "web", by="x", now=NOW, resume=False), fleet)
+    assert progress_of(paused, r.id).state() is State.PAUSED
+    assert commands.pause(paused, "web", by="x", now=NOW, resume=False) == []
+    resumed = _fleet_from(commands.pause(paused, "web", by="x", now=NOW, resume=True), paused)
+    assert progress_of(resumed, r.id).state() is State.PROGRESSING
+    aborted = _fleet_from(commands.abort(resumed, "web", by="x", now=NOW, reason="r"), resumed)
+    assert progress_of(aborted, r.id).state() is State.ABORTED
+    assert commands.active(aborted, "web") is None
+
+
+def test_undo_goes_to_the_revision_before_the_stable_one_and_aborts_a_rollout() -> None:
+    from noderuntime.rollout import commands
+
+    fleet = FleetView(workloads={"web": spec("web", "img:v2")})
+    recs = [
+        (
+            "revisions",
+            revisions.revision_key("web", n),
+            revisions.revision_record("web", n, spec("web", f"v{n}"), f"h{n}", author="a", at=NOW),
+        )
+        for n in (1, 2)
+    ]
+    fleet = _fleet_from(recs, fleet)
+    to, entries = commands.undo(fleet, "web", "h2", to_revision=None, by="x", now=NOW)
+    assert to == 1
+    after = _fleet_from(entries, fleet)
+    assert after.workloads["web"] == spec("web", "v1")
+    assert revisions.history_view(after, "web", "h1")[-1]["note"] == "undo to revision 1"
+    with pytest.raises(NotFoundError):
+        commands.undo(fleet, "web", "h2", to_revision=7, by="x", now=NOW)

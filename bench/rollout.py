@@ -1,0 +1,125 @@
+"""Staged rollout overhead and rollback time, with real daemons (issue 12, section 2).
+
+Run: .venv/bin/python bench/rollout.py [nodes=20] [gate_s=10]
+
+A hub and ``nodes`` plain nodes at 4 sites (s0..s3), all sharing one `podman system service`
+(so twenty Podman services do not fight for two cores), every node running a stable v1.
+
+1. Overhead: a good v2 rolled out in 3 waves (``site=s0,50%,100%``) with a ``gate_s`` gate:
+   from `rollout start` to every node Running v2 and the rollout Complete, minus the sum of the
+   gates (target <= 5 s).
+2. Rollback: a v3 that exits at once, in the same 3 waves: from the first failing report (the
+   earliest `since` of a Failed status of v3 at the hub) to every node of the released wave
+   Running v2 again (target <= 10 s), read from the nodes' events (one clock: one machine).
+   Later waves are checked never to have run v3.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from podman_helpers import podman_service  # noqa: E402
+
+from tests.integration.node_harness import wait_for  # noqa: E402
+from tests.sync.rollout_harness import (  # noqa: E402
+    Fleet,
+    fleet,
+    hashes_created,
+    runs,
+    status,
+    version_yaml,
+    wait_known,
+)
+
+NAME = "web"
+WAVES = "site=s0,50%,100%"
+
+
+def all_run(nodes: list[Any], spec_hash: str) -> bool:
+    return all(runs(n, NAME) == spec_hash for n in nodes)
+
+
+def start(f: Fleet, version: str, gate_s: float, *, failing: bool = False) -> str:
+    path = f.dir.parent / f"{version}.yaml"
+    path.write_text(version_yaml(NAME, version, failing=failing))
+    f.hub.cli(
+        "rollout", "start", NAME, "-f", str(path), "--waves", WAVES,
+        "--gate-for", f"{gate_s}s", "--start-deadline", "60s", check=True,
+    )  # fmt: skip
+    return str(status(f.hub, NAME)["spec_hash"])
+
+
+def first_failure(nodes: list[Any], since: float) -> float | None:
+    """When the first node reported the bad revision Failed (its event, node clock)."""
+    times = [
+        float(e["ts"])
+        for n in nodes
+        for e in n.call("events.list", {"workload": NAME})
+        if e["ts"] >= since and e["kind"] == "phase" and "-> Failed" in e["message"]
+    ]
+    return min(times) if times else None
+
+
+def main() -> None:
+    n_nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    gate_s = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
+    sites = {f"s{i}": n_nodes // 4 + (1 if i < n_nodes % 4 else 0) for i in range(4)}
+    with podman_service() as sock:
+        t = time.monotonic()
+        with fleet(sites, extra_config={"podmanSocket": str(sock)}) as f:
+            print(f"{len(f.members)} daemons up in {time.monotonic() - t:.1f}s")
+            f.hub.apply(version_yaml(NAME, "v1"))
+            v1 = str(f.hub.workloads()[NAME]["spec_hash"])
+            wait_for(lambda: all_run(f.members, v1), timeout=300, interval=0.5, what="v1")
+            wait_known(f, f.hub)
+
+            t0 = time.monotonic()
+            v2 = start(f, "v2", gate_s)
+            wait_for(
+                lambda: status(f.hub, NAME)["state"] == "Complete",
+                timeout=30 * gate_s + 300,
+                interval=0.2,
+                what="v2 complete",
+            )
+            t_complete = time.monotonic() - t0
+            wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
+            t_all = time.monotonic() - t0
+            gates = 3 * gate_s
+            print(
+                f"3-wave rollout, {n_nodes} nodes at 4 sites, gate {gate_s:g}s: Complete after "
+                f"{t_complete:.2f}s, every node Running v2 after {t_all:.2f}s; "
+                f"overhead (total - gates) {max(t_complete, t_all) - gates:.2f}s (target <= 5s)"
+            )
+
+            since = time.time()
+            bad = start(f, "v3", gate_s, failing=True)
+            wave1 = f.by_site("s0")
+            wait_for(
+                lambda: status(f.hub, NAME)["state"] == "RolledBack",
+                timeout=300,
+                interval=0.2,
+                what="v3 rolled back",
+            )
+            wait_for(lambda: all_run(wave1, v2), timeout=120, interval=0.2, what="v2 again")
+            t_back = time.time()
+            t_fail = first_failure(wave1, since)
+            s = status(f.hub, NAME)
+            assert t_fail is not None and s["state"] == "RolledBack", s
+            later = [m for m in f.members if m not in wave1]
+            leaked = [m.node_id for m in later if bad in hashes_created(m, NAME, since)]
+            print(
+                f"rollback: first failing report -> {len(wave1)} released nodes Running v2 "
+                f"again: {t_back - t_fail:.2f}s (target <= 10s); failed nodes "
+                f"{len(s['failed_nodes'])}; later-wave nodes that ran v3: {len(leaked)}"
+            )
+
+
+if __name__ == "__main__":
+    main()
