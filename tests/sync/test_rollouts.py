@@ -87,9 +87,14 @@ def test_good_revision_completes_pause_resume_then_undo() -> None:
         v1 = stable(f)
         v2 = start(f, "v2", gate="3s")
         (lab,) = f.by_site("lab")
-        wait_runs(lab, NAME, v2)
+        wait_for(
+            lambda: status(f.hub, NAME)["waves"][0]["released_sites"] == ["lab"],
+            timeout=30,
+            what="wave 1 released",
+        )
         f.hub.cli("rollout", "pause", NAME, check=True)
         assert status(f.hub, NAME)["state"] == "Paused"
+        wait_runs(lab, NAME, v2)
         # Held past its gate (an absence can only be seen by waiting): wave 2 stays unreleased.
         time.sleep(4)
         s = status(f.hub, NAME)
@@ -115,8 +120,12 @@ def test_abort_signed_by_an_operator_at_a_plain_node_takes_the_candidate_back() 
         v1 = stable(f)
         (lab,) = f.by_site("lab")
         (s1,) = f.by_site("s1")
+        # An update window that is closed now (another weekday) holds site s2 back.
+        day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[(time.gmtime().tm_wday + 3) % 7]
+        f.operator(s1, "site", "window", "set", "s2", f"{day} 02:00-04:00")
         v2 = start(f, "v2", at=s1.node_id, gate="10m")
         wait_runs(lab, NAME, v2)
+        assert status(f.hub, NAME)["waiting_sites"] == ["s2"]
         # A plain node refuses a fleet change it would have to sign itself.
         r = s1.cli("rollout", "pause", NAME)
         assert r.returncode != 0 and "--as" in r.stderr
