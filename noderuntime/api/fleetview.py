@@ -23,6 +23,7 @@ from noderuntime.fleetops.view import (
     revision_index,
     site_summaries,
 )
+from noderuntime.rollout.record import in_progress
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,8 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
 
     async def sites(_: Params) -> list[dict[str, Any]]:
         src, now = sources(), time.time()
-        # The rollout record is the rollouts work's (issue 12 §2); until it is read here the
-        # field is null, which says "unknown", not "none".
-        return site_summaries(collect_nodes(src, now, cache), now=now, rollouts=None)
+        rollouts = in_progress(src.state.snapshot().fleet)  # noderuntime/rollout/record.py
+        return site_summaries(collect_nodes(src, now, cache), now=now, rollouts=rollouts)
 
     return {
         "fleet.workloads": Route(
