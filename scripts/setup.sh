@@ -33,8 +33,9 @@ fi
 packages=(podman runc busybox-static python3 python3-venv ca-certificates)
 if [[ "$MODE" == test ]]; then
     # tmux drives the TUI in a real terminal; debootstrap builds the clean appliance root;
-    # iproute2 gives network namespaces for partition tests.
-    packages+=(tmux debootstrap iproute2)
+    # iproute2 gives network namespaces for partition tests; prometheus gives promtool, which
+    # checks the /metrics output.
+    packages+=(tmux debootstrap iproute2 prometheus)
 fi
 missing=()
 for p in "${packages[@]}"; do

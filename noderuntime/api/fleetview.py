@@ -25,6 +25,9 @@ from noderuntime.fleetops.view import (
 )
 from noderuntime.rollout.record import in_progress
 
+# Without sync there are no peers to go stale; the default peer timeout (3 x 2 s heartbeats).
+DEFAULT_STALE_AFTER_S = 6.0
+
 
 @dataclass(frozen=True)
 class FleetSources:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__, codec
-from noderuntime.api.fleetview import FleetSources, build_fleet_routes
+from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, build_fleet_routes
 from noderuntime.api.rollouts import rollout_routes
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.views import shown_status, workload_view
@@ -664,7 +664,9 @@ def build_routes(node: Node) -> dict[str, Route]:
                 if node.sync is not None and ident in node.sync.peers
                 else {}
             ),
-            stale_after_s=lambda: node.sync.table.timeout_s if node.sync is not None else 6.0,
+            stale_after_s=lambda: (
+                node.sync.table.timeout_s if node.sync is not None else DEFAULT_STALE_AFTER_S
+            ),
             own_status=own_status,
         )
     )

@@ -195,6 +195,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         check_socket_path,
         parse_label_args,
         save_config,
+        split_host_port,
         validate_id,
     )
     from noderuntime.errors import AlreadyInitializedError
@@ -214,6 +215,11 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"{paths.identity_file.name} exists); refusing to overwrite its identity. "
             "Use another --data-dir, or remove the directory to start over"
         )
+    if args.metrics_address is not None:
+        try:
+            split_host_port(args.metrics_address)
+        except ValueError as exc:
+            raise InvalidInputError(f"--metrics-address: {exc}") from exc
     enrollment = cli_fleet.prepare_init_enrollment(args)  # checks the token, writes nothing
     technicians = [parse_technician_arg(t) for t in args.technician or []]
     config = NodeConfig(
@@ -224,6 +230,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         labels=parse_label_args(args.label or []),
         podman_socket=args.podman_socket,
         api_socket=args.api_socket,
+        metrics_address=args.metrics_address,
     )
     paths = NodePaths(data_dir, config, config_file=config_file)
     check_socket_path(paths.api_socket)
@@ -715,6 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--label", action="append", metavar="KEY=VALUE", help="node label (repeatable)")
     s.add_argument("--podman-socket", help="use this Podman API socket instead of supervising one")
+    s.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (node.yaml metricsAddress; "
+        "off by default)",
+    )
     s.add_argument("--exist-ok", action="store_true", help="succeed if the node already exists")
     s.add_argument(
         "--technician",

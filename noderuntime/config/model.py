@@ -138,6 +138,15 @@ def parse_label_args(items: list[str]) -> dict[str, str]:
     return validate_labels(labels)
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host, port); ValueError if it is not one."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT (e.g. 127.0.0.1:9100)")
+    return host, int(port)
+
+
 class NodeConfig(BaseModel):
     """What ``node.yaml`` holds. Unknown keys are rejected so typos don't pass silently."""
 
@@ -189,11 +198,20 @@ class NodeConfig(BaseModel):
     nats_url: str | None = Field(default=None, alias="natsUrl")
     # A sovereign site keeps its site and node docs inside the site (design decision 7).
     sovereign: bool = False
+    # HOST:PORT serving Prometheus text on /metrics; None (the default): no metrics endpoint.
+    metrics_address: str | None = Field(default=None, alias="metricsAddress")
 
     @field_validator("node_id")
     @classmethod
     def _node_id(cls, v: str) -> str:
         return validate_id("node id", v)
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_host_port(v)
+        return v
 
     @field_validator("site")
     @classmethod

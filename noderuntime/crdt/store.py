@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,8 @@ class StoreStats:
     snapshots: int
     size_bytes: int
     schema_version: int
+    commits: int = 0
+    commit_seconds: float = 0.0
 
 
 class UpdateStore(abc.ABC):
@@ -175,6 +178,9 @@ class UpdateStore(abc.ABC):
 
     #: Why the latest commit failed; None once one succeeds (store health, for node.status).
     last_error: str | None = None
+    #: Commits made and the seconds they took in all (fsync included), for metrics.
+    commits: int = 0
+    commit_seconds: float = 0.0
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -550,8 +556,11 @@ class SQLiteStore(UpdateStore):
                 continue
             batch, self._queue = self._queue, []
             self._committing = True
+            started = time.monotonic()
             try:
                 results = await self._commit(batch)
+                self.commits += 1
+                self.commit_seconds += time.monotonic() - started
             except sqlite3.Error as exc:
                 self.last_error = f"commit failed: {exc}"
                 err = StoreError(f"cannot write to state database {self.path}: {exc}")
@@ -684,7 +693,15 @@ class SQLiteStore(UpdateStore):
             row = await cur.fetchone()
         n_snaps = int(row[0]) if row else 0
         size = await asyncio.to_thread(_db_size, self.path)
-        return StoreStats(str(self.path), n_updates, n_snaps, size, SCHEMA_VERSION)
+        return StoreStats(
+            str(self.path),
+            n_updates,
+            n_snaps,
+            size,
+            SCHEMA_VERSION,
+            commits=self.commits,
+            commit_seconds=self.commit_seconds,
+        )
 
     async def known_digests(self, digests: Sequence[bytes]) -> set[bytes]:
         out: set[bytes] = set()

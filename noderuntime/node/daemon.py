@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__
+from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, collect_nodes
 from noderuntime.api.handlers import build_routes
 from noderuntime.api.server import ApiServer
 from noderuntime.config.model import NodeConfig, NodePaths, check_socket_path
@@ -31,10 +32,12 @@ from noderuntime.crdt.mark import MARK_FILE, Hold, HoldKind
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import ConfigError, StoreError
+from noderuntime.fleetops.view import site_summaries
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
 from noderuntime.identity.technicians import TechnicianStore
 from noderuntime.reconcile.loop import Reconciler, phase_counts
+from noderuntime.rollout.record import in_progress
 from noderuntime.runtime.health import HealthMonitor
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
@@ -42,6 +45,7 @@ from noderuntime.site.manager import SiteManager
 
 if TYPE_CHECKING:
     from noderuntime.fleet.trust import FleetTrust
+    from noderuntime.node.metrics import Sample
     from noderuntime.sync.engine import SyncEngine
     from noderuntime.sync.natsserver import NatsServer
     from noderuntime.sync.resync import ResyncWatch
@@ -234,6 +238,18 @@ class Node:
                     log=self.log.getChild("api"),
                 )
             )
+            if self.config.metrics_address is not None:
+                # Imported only here: a node without metrics does not load prometheus-client.
+                from noderuntime.node.metrics import MetricsServer
+
+                metrics = await stack.enter_async_context(
+                    MetricsServer(
+                        self.config.metrics_address,
+                        self._metrics_sample,
+                        log=self.log.getChild("metrics"),
+                    )
+                )
+                reconciler.pass_timer = metrics.pass_seconds.observe
             self.log.info(
                 "node %s (site %s) ready: control API on %s, Podman on %s",
                 self.config.node_id,
@@ -340,6 +356,61 @@ class Node:
         if svc is None or svc.healthy or svc.last_error is None:
             return None
         return f"supervised Podman service: {svc.last_error}"
+
+    def fleet_sources(self) -> FleetSources:
+        """What the fleet view reads here (routes and metrics)."""
+        state, rec = self.state, self.reconciler
+        assert state is not None and rec is not None
+        sync = self.sync
+
+        def own_status() -> dict[str, schema.StatusRecord]:
+            return {**state.snapshot().node.status, **rec.live_status}
+
+        return FleetSources(
+            node_id=self.config.node_id,
+            site=self.config.site,
+            role=self.config.role.value,
+            labels=dict(self.config.labels),
+            state=state,
+            peers=lambda: sync.peer_views() if sync is not None else [],
+            heartbeat=lambda ident: (
+                sync.peers[ident].heartbeat if sync is not None and ident in sync.peers else {}
+            ),
+            stale_after_s=lambda: (
+                sync.table.timeout_s if sync is not None else DEFAULT_STALE_AFTER_S
+            ),
+            own_status=own_status,
+        )
+
+    async def _metrics_sample(self) -> Sample:
+        from noderuntime.node.metrics import Sample
+
+        state, rec = self.state, self.reconciler
+        assert state is not None and rec is not None
+        stats = await state.store_stats()
+        status = {**state.snapshot().node.status, **rec.live_status}
+        sync = self.sync.status() if self.sync is not None else None
+        sites: list[dict[str, Any]] | None = None
+        rollouts: dict[str, dict[str, Any]] | None = None
+        if self.config.role.value == "hub":
+            now = time.time()
+            sites = site_summaries(collect_nodes(self.fleet_sources(), now), now=now, rollouts=None)
+            rollouts = in_progress(state.snapshot().fleet)
+        return Sample(
+            node=self.config.node_id,
+            site=self.config.site,
+            phases=phase_counts(status),
+            restarts={name: st.restarts for name, st in status.items()},
+            probes=dict(self.health.result_counts) if self.health is not None else {},
+            store_size_bytes=stats.size_bytes,
+            store_commits=stats.commits,
+            store_commit_seconds=stats.commit_seconds,
+            sync_counters=dict(sync["counters"]) if sync is not None else None,
+            sync_rejections=dict(sync["rejections"]) if sync is not None else {},
+            peers_up=int(sync["peers_up"]) if sync is not None else 0,
+            fleet_sites=sites,
+            rollouts=rollouts,
+        )
 
     def _health_summary(self) -> dict[str, Any]:
         """What heartbeats say about this node (ephemeral, never a CRDT write)."""

@@ -175,6 +175,8 @@ class Reconciler:
         self._runtime_failures = 0
         self._unsubscribe: Callable[[], None] | None = None
         self._listeners: list[Callable[[], None]] = []
+        # Told how long each pass took (seconds), e.g. by the metrics endpoint.
+        self.pass_timer: Callable[[float], None] | None = None
         self._pulls = PullManager(
             runtime,
             on_done=lambda: self.trigger("pull"),
@@ -297,8 +299,11 @@ class Reconciler:
                 await asyncio.sleep(TRIGGER_COALESCE_S)
             except TimeoutError:
                 pass
+            started = time.monotonic()
             try:
                 result = await self.reconcile_once()
+                if self.pass_timer is not None:
+                    self.pass_timer(time.monotonic() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:

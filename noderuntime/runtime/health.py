@@ -58,6 +58,8 @@ class HealthMonitor:
         self._open = False
         # Recent probe results per workload, for `describe` and the TUI (memory-bounded).
         self._results: dict[str, collections.deque[dict[str, object]]] = {}
+        # Probe results since start, per (workload, ok), for metrics.
+        self.result_counts: collections.Counter[tuple[str, bool]] = collections.Counter()
 
     async def __aenter__(self) -> HealthMonitor:
         self._open = True
@@ -124,6 +126,7 @@ class HealthMonitor:
 
     def _record(self, name: str, result: ProbeResult, took_s: float, failures: int) -> None:
         ring = self._results.setdefault(name, collections.deque(maxlen=RESULTS_KEPT))
+        self.result_counts[(name, result.ok)] += 1
         ring.append(
             {
                 "ts": time.time(),

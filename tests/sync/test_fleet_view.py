@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.node_harness import wait_for, workload_yaml
-from tests.sync.fleet_harness import FleetNode, fleet_cli
+from tests.sync.fleet_harness import FleetNode, fleet_cli, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
 
@@ -28,6 +30,8 @@ def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> No
     fdir = base / "fleet"
     fleet_cli("fleet", "init", "--dir", str(fdir), "--operator", "ops")
     hub = FleetNode(fdir, f"hub-{run}", "hq", role="hub", leaf=True)
+    metrics_port = free_port()
+    hub.extra_config["metricsAddress"] = f"127.0.0.1:{metrics_port}"
     a = FleetNode(fdir, f"a-{run}", "lab", peers=[hub])
     b = FleetNode(fdir, f"b-{run}", "shop", peers=[hub])
     nodes = [hub, a, b]
@@ -62,6 +66,19 @@ def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> No
         sites = {s["site"]: s for s in hub.json_cli("get", "sites")}
         assert sites["lab"]["nodes_total"] == 1 and sites["lab"]["nodes_up"] == 1
         assert sites["lab"]["workloads"].get("Running") == 1
+        # The hub's metrics: its own node metrics and the fleet's, by site.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        got = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+        assert got[("noderuntime_fleet_nodes_up", (("site", "lab"),))] == 1
+        assert got[("noderuntime_fleet_workloads", (("phase", "Running"), ("site", "shop")))] == 1
+        assert got[("noderuntime_peers_up", ())] >= 2
+        assert got[("noderuntime_reconcile_pass_seconds_count", ())] >= 1
+        assert got[("noderuntime_store_commits_total", ())] >= 1
         # A site node answers for its own site only.
         assert {r["node"] for r in a.json_cli("get", "workloads", "--fleet")} == {a.node_id}
 
