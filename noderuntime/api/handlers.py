@@ -369,8 +369,19 @@ def build_routes(node: Node) -> dict[str, Route]:
         if name not in state.snapshot().fleet.workloads:
             raise NotFoundError(f"no workload {name!r}; see `noderuntime get workloads`")
 
+        # A rollout in progress ends with the workload: its candidate must not outlive it, and
+        # completing must not write it back.
+        fleet = state.snapshot().fleet
+        ending = (
+            rollout_commands.abort(fleet, name, by="", now=time.time(), reason="deleted")
+            if rollout_commands.active(fleet, name) is not None
+            else []
+        )
+
         def mutate(doc: Any) -> None:
             schema.delete_workload(doc, name)
+            for map_name, key, value in ending:
+                schema.put_entry(doc, map_name, key, value)
 
         if params.get("prepare"):
             out: dict[str, Any] = {"name": name, "result": "deleted"}

@@ -130,7 +130,7 @@ async def test_a_repeated_apply_does_not_answer_before_the_first_is_durable() ->
         state=st,
         reconciler=SimpleNamespace(),
         sync=None,
-        config=SimpleNamespace(role=SimpleNamespace(value="node")),
+        config=SimpleNamespace(role=SimpleNamespace(value="node"), node_id="n1"),
     )
     apply = build_routes(cast(Any, node))["workloads.apply"].handler
     assert apply is not None
@@ -163,7 +163,7 @@ async def test_a_repeated_apply_answers_after_the_value_is_durable() -> None:
             state=st,
             reconciler=SimpleNamespace(),
             sync=None,
-            config=SimpleNamespace(role=SimpleNamespace(value="node")),
+            config=SimpleNamespace(role=SimpleNamespace(value="node"), node_id="n1"),
         )
         apply = build_routes(cast(Any, node))["workloads.apply"].handler
         assert apply is not None
