@@ -124,7 +124,26 @@ def render_status(s: dict[str, Any]) -> str:
         lines.append(f"Invalid:    {wl['invalid']} stored workload spec(s) do not validate")
     if last := st.get("last_write_error"):
         lines.append(f"Last write error: {age(last.get('at'))} ago: {last.get('message')}")
-    return "\n".join(lines + render_store_problem(st))
+    return "\n".join(lines + render_store_problem(st) + render_sync_alerts(s.get("sync") or {}))
+
+
+def render_sync_alerts(sync: dict[str, Any]) -> list[str]:
+    """Lines for what sync wants an operator to decide: a cloned enrolment."""
+    lines = []
+    if sync.get("suspended"):
+        lines.append(f"SYNC SUSPENDED: {sync['suspended']}")
+    for clone in sync.get("clones") or []:
+        instances = ", ".join(
+            i["instance"] + (" (newcomer, refused)" if i["newcomer"] else "")
+            for i in clone.get("instances", [])
+        )
+        when = f"detected {age(clone.get('detected_at'))} ago"
+        state = f"both live, {when}" if clone.get("live") else f"{when}, one silent since"
+        lines.append(
+            f"CLONED NODE:    {clone['node']} has two instances ({state}): {instances}; stop one "
+            "and restart the one to keep (docs/operations.md, Cloned enrolment)"
+        )
+    return lines
 
 
 def render_store_problem(st: dict[str, Any]) -> list[str]:
@@ -254,10 +273,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     if technicians:
         print(f"technicians who may act at the console: {', '.join(t[0] for t in technicians)}")
     if fleet_id:
-        print(f"enrolled in {fleet_id}; the token is no longer needed: delete it")
+        print(f"enrolled in {fleet_id}")
+        _delete_token(Path(args.enroll))
     print(f"initialised node {config.node_id} (site {config.site}) in {data_dir}")
     print(f"identity {ident.key_id}; start it with `noderuntime --data-dir {data_dir} run`")
     return EXIT_OK
+
+
+def _delete_token(token: Path) -> None:
+    """An enrolment token is single-use: it holds the node's private key, and a second machine
+    enrolled from it would be a clone of this node (docs/operations.md, Cloned enrolment)."""
+    try:
+        token.unlink()
+    except OSError as exc:
+        print(
+            f"could not delete the token {token} ({exc.strerror}): delete it by hand; it holds "
+            "this node's private key and must not enrol a second machine",
+            file=sys.stderr,
+        )
+        return
+    print(f"deleted the token {token}: a token enrols one machine, once")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -595,10 +630,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     socket_path = None
     podman_bin = "podman"
+    api_socket: Path | None = None
     bad_config: Check | None = None
     try:
         config = load_config(data_dir, _config_file(args))
         podman_bin = config.podman_bin
+        api_socket = NodePaths(data_dir, config).api_socket
         if config.podman_socket:
             socket_path = str(NodePaths(data_dir, config).podman_socket(config))
     except NotInitializedError:
@@ -607,7 +644,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         # The host checks still run (with default settings); the config is named first.
         fix = "correct it, or point --config / NODERUNTIME_CONFIG at the node's node.yaml"
         bad_config = Check("node config", Status.FAIL, str(exc), fix)
-    checks = run_checks(data_dir, podman_socket=socket_path, podman_bin=podman_bin)
+    checks = run_checks(
+        data_dir, podman_socket=socket_path, podman_bin=podman_bin, api_socket=api_socket
+    )
     if bad_config is not None:
         checks.insert(0, bad_config)
     if args.output == "json":

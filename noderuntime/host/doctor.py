@@ -26,6 +26,7 @@ from noderuntime.version import find_nats_server
 DISK_FAIL_BYTES = 100 * 1024 * 1024
 DISK_WARN_BYTES = 1024 * 1024 * 1024
 PODMAN_TIMEOUT_S = 20
+NODE_TIMEOUT_S = 10
 
 
 class Status(enum.Enum):
@@ -266,8 +267,61 @@ def check_fleet_credential(data_dir: Path, now: float | None = None) -> Check | 
     return Check("fleet credential", Status.OK, f"{who}, valid until {until}")
 
 
+def running_node_problems(status: dict[str, Any]) -> list[str]:
+    """What a running node's ``node.status`` says an operator must decide (pure)."""
+    problems = []
+    for q in (status.get("store") or {}).get("quarantined") or []:
+        problems.append(
+            f"record {q['doc']} {q['map']} {q['key']!r} is set aside ({q['reason']}); remove "
+            f"it: noderuntime record rm {q['doc']} {q['map']} {q['key']!r}"
+        )
+    sync = status.get("sync") or {}
+    if sync.get("suspended"):
+        problems.append(f"sync suspended: {sync['suspended']}")
+    for clone in sync.get("clones") or []:
+        live = "both live" if clone.get("live") else "one silent since"
+        problems.append(
+            f"node {clone['node']} ran as two instances ({live}; newcomer "
+            f"{clone.get('newcomer')}): an enrolment used twice"
+        )
+    return problems
+
+
+def check_running_node(api_socket: Path | None) -> Check | None:
+    """Ask the running node (if it answers) what it has set aside or noticed: quarantined
+    records, a cloned enrolment. None when no node runs here."""
+    if api_socket is None or not api_socket.exists():
+        return None
+    import asyncio
+
+    from noderuntime.api.client import ApiClient
+    from noderuntime.errors import NodeRuntimeError
+
+    async def ask() -> Any:
+        async with ApiClient(api_socket) as client:
+            return await client.call("node.status")
+
+    try:
+        status = asyncio.run(asyncio.wait_for(ask(), NODE_TIMEOUT_S))
+    except (OSError, TimeoutError, NodeRuntimeError):
+        return None  # not running (or not answering): the other checks say why
+    problems = running_node_problems(status if isinstance(status, dict) else {})
+    if problems:
+        return Check(
+            "running node",
+            Status.FAIL,
+            "; ".join(problems),
+            "see docs/operations.md (Bad records, Cloned enrolment)",
+        )
+    return Check("running node", Status.OK, "no records set aside, no cloned enrolment")
+
+
 def run_checks(
-    data_dir: Path, *, podman_socket: str | None = None, podman_bin: str = "podman"
+    data_dir: Path,
+    *,
+    podman_socket: str | None = None,
+    podman_bin: str = "podman",
+    api_socket: Path | None = None,
 ) -> list[Check]:
     facts = hostsetup.gather_facts()
     checks: list[Callable[[], Check | None]] = [
@@ -280,6 +334,7 @@ def run_checks(
         lambda: check_store(data_dir),
         check_nats_server,
         lambda: check_fleet_credential(data_dir),
+        lambda: check_running_node(api_socket),
     ]
     out: list[Check] = []
     for check in checks:

@@ -58,6 +58,7 @@ from noderuntime.sync.channel import Channel
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
 from noderuntime.sync.inbox import INBOX_LIMIT, Inbox, Outbox
+from noderuntime.sync.instances import Instances
 from noderuntime.sync.linkwatch import LinkWatch, read_slow_clients
 from noderuntime.sync.nats_channel import NatsChannel
 from noderuntime.sync.outbound import Outbound
@@ -138,6 +139,13 @@ class SyncEngine:
             clock=clock,
             health=self._health_with_resync(health),
         )
+        self.instances = Instances(
+            settings.node_id,
+            self.out.boot,
+            self.table.timeout_s,
+            uptime=self.out.uptime,
+            on_evict=self._evicted,
+        )
         self.receiver = Receiver(
             state=state,
             trust=trust,
@@ -152,6 +160,7 @@ class SyncEngine:
             on_heal=self._heal,
             log=self.log,
             clock=clock,
+            instances=self.instances,
             resync=resync,
         )
         self.inbox = Inbox(settings.max_inbox_bytes)
@@ -461,6 +470,10 @@ class SyncEngine:
             "peers_known": len(self.peers),
             "last_anti_entropy": self.last_anti_entropy,
             "counters": dict(vars(self.counters)),
+            # Node ids heard with two live instances at once (a cloned enrolment).
+            "clones": self.instances.clones(now),
+            # Why this instance sends nothing (it is a clone's newcomer), or None.
+            "suspended": self.out.suspended,
             "rejections": dict(self.rejections.counts),
             "rejected_total": self.rejections.total,
         }

@@ -60,13 +60,22 @@ class Outbound:
         self._health = health
         self.connected = False
         self._undeliverable_logged: set[str] = set()
-        # Heartbeats are numbered per process start, so replays are told from a clock step.
-        self._boot = secrets.token_hex(8)
+        # Heartbeats are numbered per process start, so replays are told from a clock step;
+        # the start's random id and how long it has run tell two instances of one node apart
+        # (noderuntime.sync.instances).
+        self.boot = secrets.token_hex(8)
+        self._started = time.monotonic()
         self._heartbeat_n = 0
+        # Why this instance sends nothing (a live twin of it started earlier), or None.
+        self.suspended: str | None = None
         self._last_answer_heartbeat = -HEARTBEAT_ANSWER_MIN_INTERVAL_S
 
+    def uptime(self) -> float:
+        """Seconds since this instance started (monotonic: no wall clock is trusted here)."""
+        return time.monotonic() - self._started
+
     async def publish(self, subject: str, data: bytes, peer: PeerStats | None = None) -> None:
-        if not self.connected:
+        if not self.connected or self.suspended is not None:
             return
         try:
             await self.channel.publish(subject, data)
@@ -138,8 +147,9 @@ class Outbound:
             except Exception as exc:
                 self.log.debug("health summary failed: %s", exc)
         self._heartbeat_n += 1
-        payload["boot"] = self._boot
+        payload["boot"] = self.boot
         payload["n"] = self._heartbeat_n
+        payload["uptime"] = round(self.uptime(), 1)
         return payload
 
     async def send_heartbeat(self) -> None:

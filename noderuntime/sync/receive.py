@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
@@ -48,6 +49,7 @@ from noderuntime.sync.antientropy import Repairs, StateReplies, compare, wire
 from noderuntime.sync.bounded import LruTable
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
+from noderuntime.sync.instances import Instances
 from noderuntime.sync.liveness import Transition
 from noderuntime.sync.outbound import Outbound
 from noderuntime.sync.peers import (
@@ -103,6 +105,7 @@ class Receiver:
         on_heal: HealCallback,
         log: logging.Logger,
         clock: Callable[[], float],
+        instances: Instances,
         resync: ResyncWatch | None = None,
     ) -> None:
         self.state = state
@@ -119,6 +122,10 @@ class Receiver:
         self.log = log
         self.clock = clock
         self.resync = resync
+        self.instances = instances
+        # Counters of our own node id's other instances (a clone): replays of theirs are not
+        # a twin either.
+        self._twin = PeerStats(settings.node_id)
         self.repairs = Repairs(on_evict=self._evicted)
         self._state_seen: LruTable[bytes, None] = LruTable(MAX_STATE_SEEN, self._evicted)
 
@@ -300,14 +307,17 @@ class Receiver:
             await self._unknown_sender(cause, f"heartbeat from {msg.sender!r}", msg.sender)
             return
         node = node_id_of(member.principal)
-        if node is None or node == self.settings.node_id:
+        if node is None:
             return
-        peer = self.table.peer(node)
         payload = parse_heartbeat_payload(msg.payload)
         if payload is None:
             self.rejections.reject(Cause.MALFORMED, f"heartbeat payload from {node}")
             return
         now = self.clock()
+        if node == self.settings.node_id:
+            self._own_heartbeat(msg.ts, payload, now)
+            return
+        peer = self.table.peer(node)
         fresh = heartbeat_freshness(peer, msg.ts, payload, now)
         if fresh is Freshness.REPLAYED:
             self.rejections.reject(Cause.REPLAYED, f"old heartbeat from {node}")
@@ -318,6 +328,8 @@ class Receiver:
                 f"heartbeat from {node} signed {now - msg.ts:.0f} s ago: a replay, or its clock "
                 "is behind ours",
             )
+            return
+        if not self._one_instance(node, msg.ts, payload, now):
             return
         self.counters.heartbeats_received += 1
         changes = self.table.heard_heartbeat(
@@ -335,6 +347,47 @@ class Receiver:
             self.on_heal(node)
             # It may not know we are up either: tell it now rather than at our next tick.
             await self.out.answer_heartbeat()
+
+    def _one_instance(self, node: str, ts: float, payload: dict[str, Any], now: float) -> bool:
+        """Track ``node``'s instances; False if this heartbeat is a clone's newcomer's."""
+        boot, uptime = payload.get("boot"), _uptime(payload)
+        if not isinstance(boot, str):
+            return True  # a node older than instance ids
+        verdict = self.instances.heard(node, boot, uptime, ts, now)
+        if verdict.detected is not None:
+            self.log.error(
+                "sync: two live instances of node %s (%s): an enrolment used twice? Refusing "
+                "the newcomer %s until an operator stops one and restarts the one to keep "
+                "(docs/operations.md, Cloned enrolment)",
+                node,
+                ", ".join(i["instance"] for i in verdict.detected["instances"]),
+                verdict.detected["newcomer"],
+            )
+        if not verdict.accept:
+            self.rejections.reject(Cause.CLONED, f"heartbeat of {node}'s newcomer instance {boot}")
+        return verdict.accept
+
+    def _own_heartbeat(self, ts: float, payload: dict[str, Any], now: float) -> None:
+        """A heartbeat of our own node id: our echo, or a twin of ours (a cloned enrolment)."""
+        boot = payload.get("boot")
+        if not isinstance(boot, str) or boot == self.out.boot:
+            return
+        if heartbeat_freshness(self._twin, ts, payload, now) is not Freshness.FRESH:
+            return
+        verdict = self.instances.heard_self(boot, _uptime(payload), ts, now)
+        if verdict.detected is not None:
+            self.log.error(
+                "sync: another instance of this node (%s) is live: the enrolment was used "
+                "twice (docs/operations.md, Cloned enrolment)",
+                boot,
+            )
+        if not verdict.accept and self.out.suspended is None:
+            self.out.suspended = (
+                f"another instance of node {self.settings.node_id} ({boot}) started earlier "
+                "and is live: this one sends nothing until an operator stops one of them and "
+                "restarts the one to keep"
+            )
+            self.log.error("sync: suspended: %s", self.out.suspended)
 
     def log_peer_changes(self, changes: list[Transition]) -> None:
         """Log peers coming up and going down (a peer can flap at most once per timeout)."""
@@ -399,3 +452,11 @@ class Receiver:
 def _resyncing(peer: PeerStats) -> bool:
     """Whether the peer's heartbeats say it is getting its documents back after a store loss."""
     return peer.heartbeat.get(RESYNC_KEY) is True
+
+
+def _uptime(payload: dict[str, Any]) -> float | None:
+    """How long the sender's instance has run, as its heartbeat says (None: not said)."""
+    value = payload.get("uptime")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)

@@ -52,6 +52,7 @@ class Cause(enum.Enum):
     SOVEREIGN = "sovereign"
     REPLAYED = "replayed"
     STALE = "stale"
+    CLONED = "cloned"
     UNANCHORED = "unanchored"
     CLIENT_CONFLICT = "client_conflict"
     CORRUPT = "corrupt"

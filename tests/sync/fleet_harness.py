@@ -80,7 +80,7 @@ class FleetNode(NodeProcess):
         for peer in self.peers:
             args += ["--peer", peer.leaf_url]
         self.cli(*args, check=True)
-        self.token.unlink()
+        assert not self.token.exists()  # init deletes it: a token enrols one machine, once
         import yaml
 
         cfg_path = self.data_dir / "node.yaml"

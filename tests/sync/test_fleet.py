@@ -126,6 +126,7 @@ def test_token_round_trip(fleet: FleetAuthority, tmp_path: Path) -> None:
     )
     assert mode(token) == 0o600  # it holds a private key
     data_dir = tmp_path / "node"
+    bundle = parse_bundle(token.read_bytes())
     assert (
         run(
             "--data-dir",
@@ -144,7 +145,7 @@ def test_token_round_trip(fleet: FleetAuthority, tmp_path: Path) -> None:
         )
         == 0
     )
-    bundle = parse_bundle(token.read_bytes())
+    assert not token.exists()  # single use: it held the node's private key
     node_key = identity.load_key(data_dir / "identity.key", "node:n1")
     assert node_key.public_bytes == bundle.credential.public_key
     assert mode(data_dir / "identity.key") == 0o600

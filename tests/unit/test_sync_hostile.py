@@ -24,6 +24,7 @@ from noderuntime.sync.bounded import Buckets, LruTable, RateLimit
 from noderuntime.sync.channel import MemoryHub
 from noderuntime.sync.credentials import MAX_MISSING_AUTHORS, REQUEST_BUDGET, CredentialRelay
 from noderuntime.sync.engine import SyncEngine, SyncSettings
+from noderuntime.sync.instances import Instances
 from noderuntime.sync.peers import (
     HEARTBEAT_MAX_AGE_S,
     Freshness,
@@ -32,7 +33,7 @@ from noderuntime.sync.peers import (
 )
 from noderuntime.sync.protocol import WireUpdate
 from tests.sync.natsfixtures import FakeTrust
-from tests.unit.test_sync_engine_mem import put
+from tests.unit.test_sync_engine_mem import put, until
 from tests.unit.test_sync_parts import Clock
 
 FLEET = "f1"
@@ -211,3 +212,92 @@ async def test_a_poison_heartbeat_payload_is_malformed_not_an_internal_error(rig
     await rig.hub.handle(rig.heartbeat("node:n1", time.time(), b"[" * 3000))
     await rig.hub.handle(rig.heartbeat("node:n1", time.time(), b"[" * 30_000 + b"]" * 30_000))
     assert rig.hub.rejections.counts == {"malformed": 2}
+
+
+# --- a cloned enrolment: two live instances of one node id -------------------------------------
+
+
+def test_a_restart_is_one_switch_and_a_clone_alternates() -> None:
+    clock = Clock()
+    seen = Instances("hub", "hub-boot", timeout_s=6.0, uptime=lambda: 100.0)
+    assert seen.heard("n1", "a", 50.0, clock.now, clock.now).accept
+    clock.now += 2
+    assert seen.heard("n1", "b", 1.0, clock.now, clock.now).accept  # a restart
+    for _ in range(5):
+        clock.now += 2
+        assert seen.heard("n1", "b", None, clock.now, clock.now).accept
+    assert seen.clones(clock.now) == []
+    # A replay of the old instance after the restart: signed before b's first heartbeat.
+    assert seen.heard("n1", "a", None, clock.now - 20, clock.now).accept
+    assert seen.heard("n1", "b", None, clock.now, clock.now).accept
+    assert seen.clones(clock.now) == []
+    # n2 and its clone, started 30 s later, alternate.
+    verdicts = []
+    for i in range(4):
+        clock.now += 1
+        verdicts.append(seen.heard("n2", "orig", 100.0 + i, clock.now, clock.now))
+        verdicts.append(seen.heard("n2", "twin", 70.0 + i, clock.now, clock.now))
+    detected = [v.detected for v in verdicts if v.detected is not None]
+    assert len(detected) == 1 and detected[0]["newcomer"] == "twin"
+    # Detected at the fourth switch; the twin's heartbeats are refused from then on.
+    assert [v.accept for v in verdicts] == [True] * 5 + [False, True, False]
+    (clone,) = seen.clones(clock.now)
+    assert clone["node"] == "n2" and clone["live"] is True
+    assert [i["instance"] for i in clone["instances"]] == ["orig", "twin"]
+
+
+def test_an_instance_hearing_its_twin_suspends_only_if_it_is_the_newcomer() -> None:
+    clock = Clock()
+    older = Instances("n1", "orig", timeout_s=6.0, uptime=lambda: 100.0)
+    newer = Instances("n1", "twin", timeout_s=6.0, uptime=lambda: 5.0)
+    # Our own previous start's heartbeat (signed before we started) is no twin.
+    assert newer.heard_self("prev", 300.0, clock.now - 10, clock.now).accept
+    assert newer.clones(clock.now) == []
+    for _ in range(2):
+        clock.now += 1
+        a = older.heard_self("twin", 5.0, clock.now, clock.now)
+        b = newer.heard_self("orig", 100.0, clock.now, clock.now)
+    assert a.accept and a.detected is not None
+    assert not b.accept and b.detected is not None and b.detected["newcomer"] == "twin"
+
+
+async def test_a_cloned_enrolment_is_detected_and_the_newcomer_falls_silent() -> None:
+    trust = FakeTrust()
+    hub_ident = trust.enroll("node:hub", "hub", "hq")
+    n1_ident = trust.enroll("node:n1", "node", "s1")
+    bus = MemoryHub()
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def engine(node_id: str, site: str, role: str, ident: Identity) -> SyncEngine:
+            state = await stack.enter_async_context(
+                StateStore(MemoryStore(), ident, node_id=node_id, site=site)
+            )
+            settings = SyncSettings(
+                fleet=FLEET, node_id=node_id, site=site, role=role, heartbeat_interval_s=0.1
+            )
+            e = SyncEngine(state, trust, ident, settings, channel=bus.channel(node_id))
+            await stack.enter_async_context(e)
+            await e.wait_connected()
+            return e
+
+        hub = await engine("hub", "hq", "hub", hub_ident)
+        original = await engine("n1", "s1", "node", n1_ident)
+        original.out._started -= 60  # it has run a minute when the clone starts
+        clone = await engine("n1", "s1", "node", n1_ident)  # the same token, used again
+        await until(
+            lambda: (
+                clone.status()["suspended"] is not None
+                and bool(hub.status()["clones"])
+                and bool(original.status()["clones"])
+            ),
+            "the clone noticed everywhere",
+        )
+        assert original.status()["suspended"] is None
+        (incident,) = hub.status()["clones"]
+        assert incident["node"] == "n1" and incident["newcomer"] == clone.out.boot
+        assert original.status()["clones"][0]["newcomer"] == clone.out.boot
+        # The hub's view of n1 is the original's; the clone publishes nothing any more.
+        sent = clone.counters.messages_out
+        await until(lambda: original.counters.heartbeats_sent >= 5, "a few heartbeats later")
+        assert clone.counters.messages_out == sent
+        assert hub.peers["n1"].heartbeat["boot"] == original.out.boot
