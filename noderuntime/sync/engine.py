@@ -52,13 +52,13 @@ from noderuntime.crdt.state import Origin, StateStore
 from noderuntime.crdt.store import StoredUpdate
 from noderuntime.identity.keys import Identity
 from noderuntime.sync import protocol
-from noderuntime.sync.acl import Trust
+from noderuntime.sync.acl import ROLE_HUB, Trust
 from noderuntime.sync.antientropy import StateReplies, plan_round, wire
 from noderuntime.sync.channel import Channel
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
 from noderuntime.sync.inbox import INBOX_LIMIT, Inbox, Outbox
-from noderuntime.sync.instances import Instances
+from noderuntime.sync.instances import CLONES_KEY, Instances
 from noderuntime.sync.linkwatch import LinkWatch, read_slow_clients
 from noderuntime.sync.nats_channel import NatsChannel
 from noderuntime.sync.outbound import Outbound
@@ -183,6 +183,12 @@ class SyncEngine:
             out = dict(health()) if health is not None else {}
             if self.resync is not None and self.resync.active:
                 out[RESYNC_KEY] = True
+            if self.settings.role == ROLE_HUB:
+                # Twins reach a hub but not each other (its server takes one leaf link per
+                # server name): the hub tells them (noderuntime.sync.instances).
+                clones = self.instances.announce(self.clock())
+                if clones:
+                    out[CLONES_KEY] = clones
             return out
 
         return payload
@@ -470,6 +476,8 @@ class SyncEngine:
             "peers_known": len(self.peers),
             "last_anti_entropy": self.last_anti_entropy,
             "counters": dict(vars(self.counters)),
+            # This start's instance id (in its heartbeats), to tell two instances apart.
+            "instance": self.out.boot,
             # Node ids heard with two live instances at once (a cloned enrolment).
             "clones": self.instances.clones(now),
             # Why this instance sends nothing (it is a clone's newcomer), or None.

@@ -23,6 +23,12 @@ twin, suspends its own sync (it publishes nothing) until an operator decides: st
 two and restart the one to keep (a restart is a new instance with no live twin). Incidents stay
 listed (``live`` false once one of the two fell silent) so the alert is not missed.
 
+**Hubs tell the twins.** Two instances of one node usually cannot hear each other: the hub's
+nats-server keeps one leaf link per server name, so the twins' links take turns. A hub lists the
+clones it detected in its own signed heartbeats (``clones``: node, newcomer, instances); an
+instance named there learns it has a twin from the hub (:meth:`Instances.reported`). Only hubs
+are believed: a plain node could otherwise silence any other by naming it.
+
 Bounded: incidents for at most ``MAX_INCIDENTS`` node ids, each remembering the few instances
 it has seen.
 """
@@ -36,6 +42,9 @@ from typing import Any
 from noderuntime.sync.bounded import LruTable
 
 CLONE_SWITCHES = 4
+# The heartbeat key a hub announces clones under, and how many it lists.
+CLONES_KEY = "clones"
+MAX_ANNOUNCED = 16
 CLONE_WINDOW_S = 60.0
 SELF_CONFIRM = 2
 START_TIE_S = 2.0
@@ -181,6 +190,34 @@ class Instances:
             entry.newcomer = newcomer(me, twin).boot
             detected = entry.view(now, self.timeout_s)
         return Verdict(entry.newcomer != self.boot, detected)
+
+    def reported(self, newcomer_boot: str, instances: list[str], now: float) -> Verdict:
+        """A hub says our node id runs as ``instances`` and ``newcomer_boot`` is the newcomer.
+        ``accept`` False: we are the newcomer, suspend. Reports not naming us are ignored."""
+        if self.boot not in instances:
+            return Verdict(True)
+        entry = self._entry(self.node_id)
+        detected = None
+        if entry.detected_at is None:
+            started = now - self.uptime()
+            for boot in instances:
+                if boot not in entry.instances:
+                    entry.instances[boot] = Instance(boot, started, now, started)
+            entry.detected_at = now
+            entry.newcomer = newcomer_boot
+            detected = entry.view(now, self.timeout_s)
+        return Verdict(entry.newcomer != self.boot, detected)
+
+    def announce(self, now: float) -> list[dict[str, Any]]:
+        """Clones to list in a hub's heartbeat: those with both instances live."""
+        out = []
+        for clone in self.clones(now)[:MAX_ANNOUNCED]:
+            if clone["live"] and clone["node"] != self.node_id:
+                live = [i["instance"] for i in clone["instances"] if i["live"]]
+                out.append(
+                    {"node": clone["node"], "newcomer": clone["newcomer"], "instances": live}
+                )
+        return out
 
     def clones(self, now: float) -> list[dict[str, Any]]:
         """Every node id seen with two instances at once, newest detection first."""

@@ -49,7 +49,7 @@ from noderuntime.sync.antientropy import Repairs, StateReplies, compare, wire
 from noderuntime.sync.bounded import LruTable
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
-from noderuntime.sync.instances import Instances
+from noderuntime.sync.instances import CLONES_KEY, MAX_ANNOUNCED, Instances, Verdict
 from noderuntime.sync.liveness import Transition
 from noderuntime.sync.outbound import Outbound
 from noderuntime.sync.peers import (
@@ -331,6 +331,8 @@ class Receiver:
             return
         if not self._one_instance(node, msg.ts, payload, now):
             return
+        if member.role == ROLE_HUB:
+            self._hub_reports(node, payload.get(CLONES_KEY), now)
         self.counters.heartbeats_received += 1
         changes = self.table.heard_heartbeat(
             peer,
@@ -367,6 +369,35 @@ class Receiver:
             self.rejections.reject(Cause.CLONED, f"heartbeat of {node}'s newcomer instance {boot}")
         return verdict.accept
 
+    def _hub_reports(self, hub: str, clones: object, now: float) -> None:
+        """A hub's heartbeat lists the clones it detected: is this node one of them?"""
+        if not isinstance(clones, list):
+            return
+        for clone in clones[:MAX_ANNOUNCED]:
+            if not isinstance(clone, dict) or clone.get("node") != self.settings.node_id:
+                continue
+            newcomer, instances = clone.get("newcomer"), clone.get("instances")
+            if not isinstance(newcomer, str) or not isinstance(instances, list):
+                continue
+            boots = [b for b in instances if isinstance(b, str)]
+            self._twin_verdict(
+                self.instances.reported(newcomer, boots, now),
+                f"hub {hub} hears two live instances of this node ({', '.join(boots)})",
+            )
+
+    def _twin_verdict(self, verdict: Verdict, why: str) -> None:
+        if verdict.detected is not None:
+            self.log.error(
+                "sync: %s: the enrolment was used twice (docs/operations.md, Cloned enrolment)",
+                why,
+            )
+        if not verdict.accept and self.out.suspended is None:
+            self.out.suspended = (
+                f"{why}; this one ({self.out.boot}) started later and sends nothing until an "
+                "operator stops one of them and restarts the one to keep"
+            )
+            self.log.error("sync: suspended: %s", self.out.suspended)
+
     def _own_heartbeat(self, ts: float, payload: dict[str, Any], now: float) -> None:
         """A heartbeat of our own node id: our echo, or a twin of ours (a cloned enrolment)."""
         boot = payload.get("boot")
@@ -375,19 +406,7 @@ class Receiver:
         if heartbeat_freshness(self._twin, ts, payload, now) is not Freshness.FRESH:
             return
         verdict = self.instances.heard_self(boot, _uptime(payload), ts, now)
-        if verdict.detected is not None:
-            self.log.error(
-                "sync: another instance of this node (%s) is live: the enrolment was used "
-                "twice (docs/operations.md, Cloned enrolment)",
-                boot,
-            )
-        if not verdict.accept and self.out.suspended is None:
-            self.out.suspended = (
-                f"another instance of node {self.settings.node_id} ({boot}) started earlier "
-                "and is live: this one sends nothing until an operator stops one of them and "
-                "restarts the one to keep"
-            )
-            self.log.error("sync: suspended: %s", self.out.suspended)
+        self._twin_verdict(verdict, f"another instance of this node ({boot}) is live")
 
     def log_peer_changes(self, changes: list[Transition]) -> None:
         """Log peers coming up and going down (a peer can flap at most once per timeout)."""
