@@ -118,8 +118,14 @@ class StoreGuard:
     async def _write(self) -> None:
         async with self._writing:
             mark = next_mark(self._mark, self._facts(), self.hold, self._clock())
+            writing = asyncio.ensure_future(asyncio.to_thread(write_mark, self.path, mark))
             try:
-                await asyncio.to_thread(write_mark, self.path, mark)
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # The thread writes on regardless: let it finish before the lock is free, or
+                # the next write (at shutdown) would race it for the same file.
+                await asyncio.wait([writing])
+                raise
             except StoreError as exc:
                 # The hold still applies for as long as this process runs.
                 self._log.error("%s: a loss of the store may go unnoticed after a restart", exc)

@@ -146,3 +146,35 @@ async def test_only_bad_content_counts_as_damaged_and_is_set_aside(tmp_path: Pat
     aside = set_aside(db, now=0)
     assert not db.exists() and aside.name.startswith("state.db.damaged-19")
     assert (await run_node(tmp_path, containers=0)).hold is None  # a fresh store opens
+
+
+async def test_a_mark_write_cut_short_at_shutdown_never_lands_after_the_last_one(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import asyncio
+    import threading
+
+    from noderuntime.crdt import guard as guard_module
+
+    gate = threading.Event()
+    calls: list[Any] = []
+    real = guard_module.write_mark
+
+    def slow_second_write(path: Path, mark: Any) -> None:
+        calls.append(mark)
+        if len(calls) == 2:
+            gate.wait(10)  # the flush loop's write, still in its thread at shutdown
+        real(path, mark)
+
+    monkeypatch.setattr(guard_module, "write_mark", slow_second_write)
+    path = tmp_path / MARK_FILE
+    async with state(tmp_path) as st:
+        guard = await StoreGuard(path, st, flush_interval_s=0).__aenter__()
+        await st.write(st.fleet_doc, put("a"))  # wakes the flush loop: write 2
+        while len(calls) < 2:
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(guard.__aexit__(None, None, None))
+        await asyncio.sleep(0.2)
+        gate.set()
+        await closing
+    assert len(calls) == 3 and read_mark(path) == calls[-1]
