@@ -157,12 +157,15 @@ async def test_a_mark_write_cut_short_at_shutdown_never_lands_after_the_last_one
     from noderuntime.crdt import guard as guard_module
 
     gate = threading.Event()
+    second = asyncio.Event()
+    loop = asyncio.get_running_loop()
     calls: list[Any] = []
     real = guard_module.write_mark
 
     def slow_second_write(path: Path, mark: Any) -> None:
         calls.append(mark)
         if len(calls) == 2:
+            loop.call_soon_threadsafe(second.set)
             gate.wait(10)  # the flush loop's write, still in its thread at shutdown
         real(path, mark)
 
@@ -171,10 +174,9 @@ async def test_a_mark_write_cut_short_at_shutdown_never_lands_after_the_last_one
     async with state(tmp_path) as st:
         guard = await StoreGuard(path, st, flush_interval_s=0).__aenter__()
         await st.write(st.fleet_doc, put("a"))  # wakes the flush loop: write 2
-        while len(calls) < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(second.wait(), 10)
         closing = asyncio.create_task(guard.__aexit__(None, None, None))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # room for a last write that does not wait (the defect)
         gate.set()
         await closing
     assert len(calls) == 3 and read_mark(path) == calls[-1]
