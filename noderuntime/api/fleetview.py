@@ -7,10 +7,11 @@ come from :mod:`noderuntime.fleetops.view` (pure); this module only gathers the 
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noderuntime.api.server import Params, Route
 from noderuntime.crdt import schema
@@ -24,6 +25,10 @@ from noderuntime.fleetops.view import (
     site_summaries,
 )
 from noderuntime.rollout.record import in_progress
+
+if TYPE_CHECKING:
+    # Named in types only: a node that is not enrolled never loads sync code.
+    from noderuntime.sync.fleetevents import FleetEvents
 
 # Without sync there are no peers to go stale; the default peer timeout (3 x 2 s heartbeats).
 DEFAULT_STALE_AFTER_S = 6.0
@@ -44,6 +49,8 @@ class FleetSources:
     heartbeat: Callable[[str], Mapping[str, Any]]
     stale_after_s: Callable[[], float]
     own_status: Callable[[], Mapping[str, schema.StatusRecord]] = field(default=lambda: {})
+    # The hub's fleet-event ring (None: not a hub, or no sync).
+    events: Callable[[], FleetEvents | None] = field(default=lambda: None)
 
 
 class NodeDocCache:
@@ -158,7 +165,30 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
         rollouts = in_progress(src.state.snapshot().fleet)  # noderuntime/rollout/record.py
         return site_summaries(collect_nodes(src, now, cache), now=now, rollouts=rollouts)
 
+    async def events(params: Params) -> AsyncIterator[str]:
+        ring = sources().events()
+        if ring is None:
+            raise ApiError(
+                "fleet events are kept at a hub that syncs; ask a hub", code="bad_request"
+            )
+        follow = bool(params.get("follow", False))
+        limit = params.get("limit", 200)
+        if not isinstance(limit, int) or limit < 0:
+            raise ApiError("limit must be a non-negative integer", code="bad_request")
+        backlog = ring.since(0)[-limit:] if limit else []
+        seen = backlog[-1][0] if backlog else ring.last_seq
+        for _, e in backlog:
+            yield json.dumps(e.to_dict(), sort_keys=True)
+        while follow:
+            await ring.wait_newer(seen)
+            for seq, e in ring.since(seen):
+                seen = seq
+                yield json.dumps(e.to_dict(), sort_keys=True)
+
     return {
+        "fleet.events": Route(
+            stream=events, doc="workload transitions from every connected node (a hub's ring)"
+        ),
         "fleet.workloads": Route(
             workloads, doc="one row per (node, workload) from the synced status documents"
         ),

@@ -679,6 +679,7 @@ def build_routes(node: Node) -> dict[str, Route]:
                 node.sync.table.timeout_s if node.sync is not None else DEFAULT_STALE_AFTER_S
             ),
             own_status=own_status,
+            events=lambda: node.sync.fleet_events if node.sync is not None else None,
         )
     )
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -94,3 +98,40 @@ def add_get_arguments(s: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="with --fleet: node or workload label (repeatable; all must match)",
     )
+
+
+def fleet_events(
+    args: argparse.Namespace,
+    client: Callable[[argparse.Namespace], Any],
+    table: Callable[[Sequence[str], Sequence[Sequence[str]]], str],
+) -> int:
+    """`events --fleet [--follow]`: a table (or JSON: a list, JSON lines when following)."""
+    params = {"follow": args.follow, "limit": args.limit}
+    headers = ["TIME", "SITE", "NODE", "WORKLOAD", "TRANSITION", "MESSAGE"]
+
+    def row(e: dict[str, Any]) -> list[str]:
+        when = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
+        site = e.get("site") or "-"
+        return [when, site, e["node"], e["workload"] or "-", e["transition"], e["message"]]
+
+    async def go() -> None:
+        got: list[dict[str, Any]] = []
+        async with client(args) as c:
+            async for line in c.stream("fleet.events", params):
+                event = json.loads(line)
+                if args.follow:
+                    text = line if args.output == "json" else "   ".join(row(event))
+                    sys.stdout.write(text + "\n")
+                    sys.stdout.flush()
+                else:
+                    got.append(event)
+        if args.follow:
+            return
+        if args.output == "json":
+            print(json.dumps(got, indent=2, sort_keys=True))
+        else:
+            print(table(headers, [row(e) for e in got]) if got else "No fleet events yet.")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+    return 0

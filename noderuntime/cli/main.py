@@ -584,6 +584,10 @@ def cmd_override(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    if args.fleet:
+        return cli_fleetview.fleet_events(args, _client, table)
+    if args.follow:
+        raise InvalidInputError("--follow goes with --fleet (this node's events: without it)")
     events = _call(args, "events.list", {"workload": args.workload or None, "limit": args.limit})
 
     def render(evs: list[dict[str, Any]]) -> str:
@@ -865,8 +869,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_as_option(o)
     s.set_defaults(func=cmd_override)
 
-    s = sub.add_parser("events", help="recent events on this node")
+    s = sub.add_parser("events", help="recent events on this node (or, at a hub, the fleet's)")
     s.add_argument("--workload")
+    s.add_argument(
+        "--fleet",
+        action="store_true",
+        help="at a hub: transitions (crash, unhealthy, recovered, rollout) from every node",
+    )
+    s.add_argument("-f", "--follow", action="store_true", help="with --fleet: keep printing")
     s.add_argument("--limit", type=int, default=100)
     out(s)
     s.set_defaults(func=cmd_events)

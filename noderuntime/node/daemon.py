@@ -230,6 +230,11 @@ class Node:
                         log=self.log.getChild("rollouts"),
                     )
                 )
+            if self.sync is not None:
+                sync = self.sync
+                reconciler.on_event(
+                    lambda e: sync.publish_event(e.workload, e.kind, e.message, e.ts)
+                )
             self.api = await stack.enter_async_context(
                 ApiServer(
                     self.paths.api_socket,

@@ -126,6 +126,7 @@ class Reconciler:
         self._state = state
         self._runtime = runtime
         self._log = log or logging.getLogger(__name__)
+        self._event_listeners: list[Callable[[Event], None]] = []
         self._clock = clock
         self._boot_time = read_boot_time() if boot_time is None else boot_time
         # Why the runtime is down, when someone knows better than the failed call (the
@@ -712,8 +713,18 @@ class Reconciler:
         """Record an event that happened outside the loop (e.g. a restart through the API)."""
         self._event(workload, kind, message)
 
+    def on_event(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event as it is recorded (e.g. to send fleet events)."""
+        self._event_listeners.append(listener)
+
     def _event(self, workload: str, kind: str, message: str) -> None:
-        self.events.append(Event(self._clock(), workload, kind, message))
+        event = Event(self._clock(), workload, kind, message)
+        self.events.append(event)
+        for listener in self._event_listeners:
+            try:
+                listener(event)
+            except Exception:
+                self._log.exception("an event listener failed")
 
 
 def _internal(exc: Exception) -> str:

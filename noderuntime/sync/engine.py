@@ -57,6 +57,13 @@ from noderuntime.sync.antientropy import StateReplies, plan_round, wire
 from noderuntime.sync.channel import Channel
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
+from noderuntime.sync.fleetevents import (
+    FleetEvent,
+    FleetEvents,
+    SendLimit,
+    classify,
+    event_payload,
+)
 from noderuntime.sync.inbox import INBOX_LIMIT, Inbox, Outbox
 from noderuntime.sync.instances import CLONES_KEY, Instances
 from noderuntime.sync.linkwatch import LinkWatch, read_slow_clients
@@ -71,6 +78,8 @@ from noderuntime.sync.settings import SyncSettings
 from noderuntime.sync.verify import Cause, Rejections
 
 HEAL_DEBOUNCE_S = 0.1
+# Fleet event sends in flight at once; more are dropped (a stuck link must not pile them up).
+MAX_EVENT_SENDS = 64
 
 __all__ = ["SyncEngine", "SyncSettings"]
 
@@ -127,6 +136,10 @@ class SyncEngine:
         # A held node's watch for its documents coming back (noderuntime.sync.resync).
         self.resync = resync
         replies = StateReplies(on_evict=self._evicted)
+        # Fleet events (issue 12): a hub keeps what nodes send; every node may send its own.
+        self.fleet_events = FleetEvents(clock) if settings.role == "hub" else None
+        self._event_limit = SendLimit(clock)
+        self._event_tasks: set[asyncio.Task[None]] = set()
         self.out = Outbound(
             channel,
             settings,
@@ -162,6 +175,7 @@ class SyncEngine:
             clock=clock,
             instances=self.instances,
             resync=resync,
+            fleet_events=self.fleet_events,
         )
         self.inbox = Inbox(settings.max_inbox_bytes)
         self.outbox = Outbox()
@@ -462,6 +476,43 @@ class SyncEngine:
 
     def peer_views(self) -> list[dict[str, Any]]:
         return self.table.views(self.clock())
+
+    def publish_event(self, workload: str, kind: str, message: str, ts: float) -> None:
+        """Send a reconciler event to the hubs if it is a fleet transition (fleetevents.py).
+
+        Never blocks the caller: the send is a task, dropped if not connected or over budget.
+        A sovereign node sends none (its workloads' story stays in its site).
+        """
+        s = self.settings
+        transition = classify(kind, message)
+        if transition is None or s.sovereign or not self.connected:
+            return
+        if self.fleet_events is not None:
+            # A hub's own transitions go straight into its buffer.
+            self.fleet_events.add(
+                FleetEvent(ts, self.clock(), s.node_id, s.site, workload, transition, kind, message)
+            )
+            return
+        if not self._event_limit.allow() or len(self._event_tasks) >= MAX_EVENT_SENDS:
+            return
+        payload = event_payload(
+            node=s.node_id,
+            site=s.site,
+            workload=workload,
+            transition=transition,
+            kind=kind,
+            message=message,
+            ts=ts,
+        )
+        task = asyncio.create_task(self._send_event(payload), name="sync-event")
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _send_event(self, payload: bytes) -> None:
+        try:
+            await self.out.send_event(payload)
+        except Exception as exc:
+            self.log.debug("fleet event not sent: %s", exc)
 
     def status(self) -> dict[str, Any]:
         now = self.clock()

@@ -152,6 +152,13 @@ class Outbound:
         payload["uptime"] = round(self.uptime(), 1)
         return payload
 
+    async def send_event(self, payload: bytes) -> None:
+        """Publish one fleet event (signed like a heartbeat; :mod:`.fleetevents`)."""
+        s = self.settings
+        part = protocol.event_signed_part(s.principal, self.clock(), payload)
+        data = part + self.identity.sign(protocol.signing_bytes(part))
+        await self.publish(protocol.event_subject(s.fleet, s.site, s.node_id), data)
+
     async def send_heartbeat(self) -> None:
         s = self.settings
         payload = json.dumps(self.heartbeat_payload(), sort_keys=True, default=str).encode()

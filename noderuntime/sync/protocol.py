@@ -58,6 +58,8 @@ class Kind(enum.Enum):
     HEARTBEAT = 3
     CREDENTIALS = 4
     CREDENTIAL_REQUEST = 5
+    # 2026-12-03: fleet events (issue 12), the heartbeat's layout on their own subject.
+    EVENT = 6
 
 
 MAX_CREDENTIALS = 256
@@ -110,6 +112,17 @@ class HeartbeatMsg:
 
 
 @dataclass(frozen=True)
+class EventMsg:
+    """A workload transition, signed by the node it happened on (ephemeral; fleetevents.py)."""
+
+    sender: str
+    ts: float
+    payload: bytes
+    signature: bytes
+    signed: bytes
+
+
+@dataclass(frozen=True)
 class CredentialsMsg:
     credentials: tuple[bytes, ...]
 
@@ -119,7 +132,7 @@ class CredentialRequestMsg:
     principals: tuple[str, ...]
 
 
-Message = UpdatesMsg | StateMsg | HeartbeatMsg | CredentialsMsg | CredentialRequestMsg
+Message = UpdatesMsg | StateMsg | HeartbeatMsg | EventMsg | CredentialsMsg | CredentialRequestMsg
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -232,6 +245,17 @@ def heartbeat_signed_part(sender: str, ts: float, payload: bytes) -> bytes:
     out += struct.pack(">d", ts)
     _blob(out, payload)
     return bytes(out)
+
+
+def event_signed_part(sender: str, ts: float, payload: bytes) -> bytes:
+    out = _header(Kind.EVENT)
+    _str8(out, sender)
+    out += struct.pack(">d", ts)
+    _blob(out, payload)
+    return bytes(out)
+
+
+MAX_EVENT_PAYLOAD_BYTES = 4096
 
 
 def encode_credentials(blobs: Sequence[bytes]) -> bytes:
@@ -395,6 +419,14 @@ def decode(
         principals = tuple(r.str8() for _ in range(count))
         r.done()
         return CredentialRequestMsg(principals)
+    if kind is Kind.EVENT:
+        sender = r.str8()
+        ts = r.f64()
+        payload = r.blob(MAX_EVENT_PAYLOAD_BYTES)
+        end = r.pos
+        signature = r.take(SIGNATURE_BYTES)
+        r.done()
+        return EventMsg(sender, ts, payload, signature, signing_bytes(raw[:end]))
     sender = r.str8()
     ts = r.f64()
     payload = r.blob(64 * 1024)
@@ -412,6 +444,7 @@ def decode(
 #   nr.<fleet>.sv.<same suffix>     state-vector announcements for that document
 #   nr.<fleet>.in.<s>.<n>           node n's inbox: repairs and state replies addressed to it
 #   nr.<fleet>.hb.<s>.<n>           heartbeats of node n
+#   nr.<fleet>.ev.<s>.<n>           fleet events of node n (hubs subscribe; ephemeral)
 #
 # A node subscribes to its own scopes only; a hub to nr.<fleet>.u.>, sv.>, hb.>. Everything of a
 # site lives under subjects naming it, so leaf links can keep a sovereign site's documents inside
@@ -450,6 +483,10 @@ def heartbeat_subject(fleet: str, site: str, node_id: str) -> str:
     return f"nr.{fleet}.hb.{site}.{node_id}"
 
 
+def event_subject(fleet: str, site: str, node_id: str) -> str:
+    return f"nr.{fleet}.ev.{site}.{node_id}"
+
+
 def credentials_subject(fleet: str) -> str:
     return f"nr.{fleet}.cred"
 
@@ -461,6 +498,7 @@ def subscriptions(fleet: str, *, role: str, site: str, node_id: str) -> list[str
             f"nr.{fleet}.sv.>",
             inbox_subject(fleet, site, node_id),
             f"nr.{fleet}.hb.>",
+            f"nr.{fleet}.ev.>",
             credentials_subject(fleet),
         ]
     return [

@@ -49,6 +49,7 @@ from noderuntime.sync.antientropy import Repairs, StateReplies, compare, wire
 from noderuntime.sync.bounded import LruTable
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
+from noderuntime.sync.fleetevents import FleetEvents, parse_event
 from noderuntime.sync.instances import CLONES_KEY, MAX_ANNOUNCED, Instances, Verdict
 from noderuntime.sync.liveness import Transition
 from noderuntime.sync.outbound import Outbound
@@ -63,6 +64,7 @@ from noderuntime.sync.peers import (
 from noderuntime.sync.protocol import (
     CredentialRequestMsg,
     CredentialsMsg,
+    EventMsg,
     HeartbeatMsg,
     ProtocolError,
     StateMsg,
@@ -107,8 +109,10 @@ class Receiver:
         clock: Callable[[], float],
         instances: Instances,
         resync: ResyncWatch | None = None,
+        fleet_events: FleetEvents | None = None,
     ) -> None:
         self.state = state
+        self.fleet_events = fleet_events
         self.trust = trust
         self.settings = settings
         self.table = table
@@ -152,6 +156,8 @@ class Receiver:
             await self._credential_request(msg)
         elif isinstance(msg, StateMsg):
             await self._state(msg, len(data))
+        elif isinstance(msg, EventMsg):
+            await self._event(msg)
         else:
             await self._heartbeat(msg, len(data))
 
@@ -300,6 +306,30 @@ class Receiver:
             await self.out.send_state(doc.name, target=peer, subject=inbox)
 
     # --- heartbeats -----------------------------------------------------------------------
+
+    async def _event(self, msg: EventMsg) -> None:
+        """A fleet event: only a hub keeps them (bounded ring; never stored)."""
+        if self.fleet_events is None:
+            return
+        member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)
+        if cause is not None or member is None:
+            await self._unknown_sender(cause, f"event from {msg.sender!r}", msg.sender)
+            return
+        why = self.fleet_events.admit(msg.signature, msg.sender, msg.ts)
+        if why is not None:
+            self.fleet_events.refuse(why)
+            return
+        payload = parse_heartbeat_payload(msg.payload)
+        node = node_id_of(msg.sender)
+        event = (
+            parse_event(payload, node=node, site=member.site, received=self.clock())
+            if payload is not None and node is not None
+            else None
+        )
+        if event is None:
+            self.fleet_events.refuse("malformed")
+            return
+        self.fleet_events.add(event)
 
     async def _heartbeat(self, msg: HeartbeatMsg, size: int) -> None:
         member, cause = check_signed(msg.sender, msg.signature, msg.signed, self.trust)

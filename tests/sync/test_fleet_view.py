@@ -82,6 +82,23 @@ def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> No
         # A site node answers for its own site only.
         assert {r["node"] for r in a.json_cli("get", "workloads", "--fleet")} == {a.node_id}
 
+        # Fleet events: a workload that crashes on every node shows up at the hub as "crash"
+        # from the nodes (ephemeral messages, not status documents).
+        crasher = workload_yaml("crashy", command=["sh", "-c", "sleep 1; exit 3"])
+        hub.as_operator("apply", "-f", "-", input=crasher)
+
+        def crashes() -> set[str] | None:
+            got = hub.json_cli("events", "--fleet")
+            nodes = {
+                e["node"] for e in got if e["workload"] == "crashy" and e["transition"] == "crash"
+            }
+            return nodes if {a.node_id, b.node_id} <= nodes else None
+
+        wait_for(crashes, timeout=CONVERGE_S, what="crash events from a and b at the hub")
+        # A node keeps no fleet events: it answers that a hub does.
+        r = a.cli("events", "--fleet")
+        assert r.returncode != 0 and "hub" in r.stderr
+
         # b is cut off: its rows stay (the last status the hub holds), marked stale.
         b.kill9()
 
