@@ -73,7 +73,7 @@ def main() -> None:
     sites = {f"s{i}": n_nodes // 4 + (1 if i < n_nodes % 4 else 0) for i in range(4)}
     with podman_service() as sock:
         t = time.monotonic()
-        with fleet(sites, extra_config={"podmanSocket": str(sock)}) as f:
+        with fleet(sites, extra_config={"podmanSocket": str(sock)}, ready_timeout=600) as f:
             print(f"{len(f.members)} daemons up in {time.monotonic() - t:.1f}s")
             f.hub.apply(version_yaml(NAME, "v1"))
             v1 = str(f.hub.workloads()[NAME]["spec_hash"])

@@ -175,12 +175,15 @@ def rollout_routes(
             fleet = state_of().snapshot().fleet
             name = _str(params, "name")
             by, now = author(params), clock()
+            result = verb
             if verb == "abort":
                 entries = commands.abort(fleet, name, by=by, now=now, reason=f"aborted by {by}")
+            elif verb == "promote":
+                result, entries = commands.promote(fleet, name, by=by, now=now)
             else:
                 entries = commands.pause(fleet, name, by=by, now=now, resume=verb == "resume")
             prepared = await write(params, entries, f"rollout {name}: {verb}")
-            out: dict[str, Any] = {"name": name, "result": verb if entries else "unchanged"}
+            out: dict[str, Any] = {"name": name, "result": result if entries else "unchanged"}
             return out | ({"prepared": prepared} if prepared is not None else {})
 
         return handler
@@ -221,6 +224,9 @@ def rollout_routes(
         "rollout.pause": Route(control("pause"), write=True, doc="pause a rollout"),
         "rollout.resume": Route(control("resume"), write=True, doc="resume a paused rollout"),
         "rollout.abort": Route(control("abort"), write=True, doc="abort: back to stable"),
+        "rollout.promote": Route(
+            control("promote"), write=True, doc="release the next wave now, gate or not"
+        ),
         "rollout.undo": Route(undo, write=True, doc="make an earlier revision stable"),
         "site.window.set": Route(window_set, write=True, doc="set a site's update window"),
     }

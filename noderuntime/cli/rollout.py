@@ -208,6 +208,11 @@ def add_parsers(
         ("pause", "hold the rollout where it is (released waves keep the new revision)"),
         ("resume", "carry on a paused rollout"),
         ("abort", "end the rollout: every node goes back to the stable revision"),
+        (
+            "promote",
+            "release the next wave at every site now, gate or not (how an operator carries a "
+            "rollout on with no hub)",
+        ),
     ):
         r = rsub.add_parser(verb, help=text)
         r.add_argument("name", metavar="NAME")

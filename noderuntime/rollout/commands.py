@@ -24,6 +24,7 @@ from noderuntime.rollout import revisions
 from noderuntime.rollout.record import (
     DEFAULT_START_DEADLINE_S,
     ENDED,
+    EVERY_SITE,
     Rollout,
     State,
     progress_of,
@@ -120,6 +121,25 @@ def abort(fleet: FleetView, workload: str, *, by: str, now: float, reason: str) 
     r = _require_active(fleet, workload)
     fact = {"at": now, "by": by, "reason": reason}
     return [(ROLLOUT_STEPS, step_key(r.id, f"end/{State.ABORTED.value}"), fact)]
+
+
+def promote(fleet: FleetView, workload: str, *, by: str, now: float) -> tuple[str, list[Entry]]:
+    """An operator's decision, gate or not: release the next wave at every site (or complete).
+
+    This is how a rollout goes on with no hub left to judge gates: the operator judges, and the
+    CLI signs it at any node (``--as``). Update windows are not consulted: the operator chose.
+    """
+    r = _require_active(fleet, workload)
+    k = progress_of(fleet, r.id).current_wave()
+    fact = {"at": now, "by": by, "promoted": True}
+    entries: list[Entry] = []
+    if k >= 0:
+        entries.append((ROLLOUT_STEPS, step_key(r.id, f"gate/{k}"), fact))
+    if k + 1 < len(r.waves):
+        entries.append((ROLLOUT_STEPS, step_key(r.id, f"go/{k + 1}/{EVERY_SITE}"), fact))
+        return f"wave {k + 2} released at every site", entries
+    entries.append((ROLLOUT_STEPS, step_key(r.id, f"end/{State.COMPLETE.value}"), fact))
+    return "complete", entries + complete_entries(r)
 
 
 def complete_entries(rollout: Rollout) -> list[Entry]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noderuntime.crdt.schema import StatusRecord
-from noderuntime.rollout.record import ENDED, Progress, Rollout, State
+from noderuntime.rollout.record import ENDED, EVERY_SITE, Progress, Rollout, State
 from noderuntime.rollout.waves import NodeFacts, wave_of
 from noderuntime.rollout.windows import window_open
 
@@ -138,7 +138,8 @@ def evaluate(
     views = []
     for k, text in enumerate(rollout.waves):
         sites = frozenset(v.site for v in by_wave[k])
-        released = frozenset(progress.released_sites(k)) & sites
+        named = progress.released_sites(k)
+        released = sites if EVERY_SITE in named else frozenset(named) & sites
         waiting = frozenset(s for s in sites - released if not window_open(windows.get(s), now))
         views.append(
             WaveView(k, text, tuple(by_wave[k]), sites, released, waiting, progress.gate_held(k))

@@ -5,7 +5,8 @@ waves, the gate. Progress is a set of facts under ``rolloutSteps["<id>/<fact>"]`
 once and never changed, so two hubs (or a hub and an operator's CLI) taking the same step write
 the same fact and converge:
 
-    go/<k>/<site>      wave k may run the candidate at this site (released there)
+    go/<k>/<site>      wave k may run the candidate at this site (released there); site
+                       ``*``: at every site (an operator's ``rollout promote``)
     gate/<k>           wave k's gate held
     end/Complete       every wave's gate held; written with the candidate as the stable spec
     end/RolledBack     a gate failed: {reason, failed: [node, ...]}
@@ -42,6 +43,8 @@ BAD_ENDS = (State.ROLLED_BACK, State.ABORTED)
 ENDED = (State.ROLLED_BACK, State.ABORTED, State.COMPLETE)
 
 DEFAULT_GATE_FOR_S = 60.0
+# ``go/<k>/*``: an operator promoted wave k (``rollout promote``): released at every site.
+EVERY_SITE = "*"
 # A released node that has not reported the candidate Running by then counts as failed.
 DEFAULT_START_DEADLINE_S = 120.0
 
@@ -108,13 +111,14 @@ class Progress:
     facts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def released(self, wave: int, site: str) -> bool:
-        return f"go/{wave}/{site}" in self.facts
+        return self.released_at(wave, site) is not None
 
     def released_at(self, wave: int, site: str) -> float | None:
-        fact = self.facts.get(f"go/{wave}/{site}")
+        fact = self.facts.get(f"go/{wave}/{site}") or self.facts.get(f"go/{wave}/{EVERY_SITE}")
         return float(fact.get("at", 0.0)) if fact is not None else None
 
     def released_sites(self, wave: int) -> set[str]:
+        """Sites wave ``wave`` is released at (``EVERY_SITE`` if an operator promoted it)."""
         prefix = f"go/{wave}/"
         return {k[len(prefix) :] for k in self.facts if k.startswith(prefix)}
 

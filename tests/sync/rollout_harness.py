@@ -122,6 +122,7 @@ def fleet(
     hubs: int = 1,
     center: str | None = None,
     extra_config: dict[str, Any] | None = None,
+    ready_timeout: float = 60,
 ) -> Iterator[Fleet]:
     """``sites``: site -> number of plain nodes. ``center``: a site whose first node listens
     and every other member dials (else the first hub listens)."""
@@ -157,7 +158,7 @@ def fleet(
         for m in ordered:
             m.start(wait=False)
         for m in ordered:
-            m.wait_ready()
+            m.wait_ready(timeout=ready_timeout)
         yield Fleet(fdir, hub_nodes, plain)
     finally:
         for m in reversed(ordered):

@@ -322,3 +322,25 @@ def test_undo_goes_to_the_revision_before_the_stable_one_and_aborts_a_rollout() 
     assert revisions.history_view(after, "web", "h1")[-1]["note"] == "undo to revision 1"
     with pytest.raises(NotFoundError):
         commands.undo(fleet, "web", "h2", to_revision=7, by="x", now=NOW)
+
+
+def test_an_operator_promotes_wave_by_wave_to_complete_with_no_hub() -> None:
+    from noderuntime.rollout import commands
+
+    r = rollout("site=lab,100%")
+    fleet = FleetView(workloads={"web": spec("web", "img:v1")}, rollouts={"web": r.to_dict()})
+    lab, other = NodeFacts("lab-0", "lab"), NodeFacts("n1", "s1")
+    what, entries = commands.promote(fleet, "web", by="operator:ann", now=NOW)
+    fleet = _fleet_from(entries, fleet)
+    assert what == "wave 1 released at every site"
+    p = progress_of(fleet, r.id)
+    assert pick(None, r, p, lab) is r.candidate and pick(None, r, p, other) is None
+    ev = evaluate(r, p, nodes(), {}, now=NOW)
+    assert ev.waves[0].released == {"lab"} and "go/0/lab" not in ev.facts
+    what, entries = commands.promote(fleet, "web", by="operator:ann", now=NOW)
+    fleet = _fleet_from(entries, fleet)
+    assert pick(None, r, progress_of(fleet, r.id), other) is r.candidate
+    what, entries = commands.promote(fleet, "web", by="operator:ann", now=NOW)
+    fleet = _fleet_from(entries, fleet)
+    assert what == "complete" and progress_of(fleet, r.id).state() is State.COMPLETE
+    assert fleet.workloads["web"] == r.candidate
