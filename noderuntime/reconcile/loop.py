@@ -375,7 +375,9 @@ class Reconciler:
     async def _check_hold(self, containers: int, held_at_snapshot: str | None) -> None:
         if self._hold_source is None:
             return
-        hold = await self._hold_source.check(containers) or held_at_snapshot
+        hold = await self._hold_source.check(containers)
+        if hold is None and containers:
+            hold = held_at_snapshot  # lifted after this pass's snapshot: hold it one more pass
         if hold == self.hold:
             return
         if hold is not None:

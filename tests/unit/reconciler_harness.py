@@ -12,7 +12,7 @@ from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore, UpdateStore
 from noderuntime.identity import keys
-from noderuntime.reconcile.loop import Reconciler
+from noderuntime.reconcile.loop import HoldSource, Reconciler
 from noderuntime.runtime.fake import FakeRuntime, ManualClock
 from noderuntime.spec.models import canonical_dict
 from noderuntime.spec.parse import workload_from_dict
@@ -94,6 +94,7 @@ async def harness(
     boot_time: float = BOOT,
     images: Iterable[str] = (IMAGE,),
     loop: bool = False,
+    hold: HoldSource | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Harness]:
     """``runtime``, ``store`` and ``clock`` may come from an earlier harness: a node restart."""
@@ -109,6 +110,7 @@ async def harness(
             clock=clock,
             boot_time=boot_time,
             loop=loop,
+            hold=hold,
         )
         async with rec:
             yield Harness(clock, runtime, state, rec)

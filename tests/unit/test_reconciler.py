@@ -388,3 +388,77 @@ async def test_what_runs_is_kept_when_its_record_turns_unreadable_or_invalid() -
         assert h.runtime.running("db").id == ids["db"]
         assert h.runtime.of("api") == []  # really deleted: removed after the grace
         assert [q.key for q in h.state.snapshot().quarantined] == ["web"]
+
+
+class FakeHold:
+    """A store guard: holds while ``reason`` is set; ``lift_at_check`` lifts it mid-pass."""
+
+    def __init__(self, reason: str | None, lift_at_check: bool = False) -> None:
+        self.reason = reason
+        self.lift_at_check = lift_at_check
+        self.seen: list[int] = []
+
+    @property
+    def holding(self) -> str | None:
+        return self.reason
+
+    async def check(self, containers: int) -> str | None:
+        self.seen.append(containers)
+        if self.lift_at_check:
+            self.reason = None
+        return self.reason
+
+
+async def test_a_held_node_removes_nothing_its_store_forgot_until_the_hold_lifts() -> None:
+    clock = ManualClock(START)
+    runtime = FakeRuntime(clock=clock, images=[IMAGE])
+    async with harness(runtime=runtime, clock=clock) as h:
+        await h.apply(workload("web"))
+        await h.settle()
+        cid = h.runtime.running("web").id
+    hold = FakeHold("state.db is missing")
+    # A new, empty store: nothing is desired, and the container must stay.
+    async with harness(runtime=runtime, clock=clock, hold=hold) as h:
+        await h.settle()
+        clock.advance(VANISH_GRACE_S + 60)
+        await h.tick()
+        await h.settle()
+        assert h.runtime.running("web").id == cid
+        assert hold.seen and hold.seen[-1] == 1
+        assert h.rec.hold == "state.db is missing"
+        assert h.rec.last_plan is not None and h.rec.last_plan.held == ("web",)
+        assert "store-hold" in h.kinds("")
+        hold.reason = None  # reset --i-mean-it
+        await h.tick()
+        clock.advance(VANISH_GRACE_S)
+        await h.tick()
+        await h.settle()
+        assert h.runtime.of("web") == []
+        assert h.kinds("").count("store-hold") == 2  # held, then lifted
+
+
+async def test_a_hold_lifted_after_a_pass_read_the_store_holds_that_pass() -> None:
+    clock = ManualClock(START)
+    runtime = FakeRuntime(clock=clock, images=[IMAGE])
+    async with harness(runtime=runtime, clock=clock) as h:
+        await h.apply(workload("web"))
+        await h.settle()
+    hold = FakeHold("store lost")
+    async with harness(runtime=runtime, clock=clock, hold=hold) as h:
+        await h.tick()
+        clock.advance(VANISH_GRACE_S + 60)
+        hold.lift_at_check = True
+        await h.tick()  # the resync landed after this pass took its snapshot
+        assert h.runtime.of("web") != [] and h.rec.last_plan is not None
+        assert h.rec.last_plan.held == ("web",)
+        await h.tick()  # the next pass reads the store as it is now
+        assert h.runtime.of("web") == []
+
+
+async def test_a_new_node_without_containers_says_nothing_of_a_hold() -> None:
+    hold = FakeHold("empty store, no mark", lift_at_check=True)
+    async with harness(hold=hold) as h:
+        await h.apply(workload("web"))
+        await h.settle()
+        assert h.runtime.running("web") is not None
+        assert hold.seen[0] == 0 and "store-hold" not in h.kinds("")
