@@ -8,10 +8,12 @@ NATS errors are translated here; nothing above imports nats.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from noderuntime.errors import LeaseConflictError, SiteError
 
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from nats.js.kv import KeyValue
 
 KV_TIMEOUT_S = 1.0
+CALL_TIMEOUT_S = 1.2
+T = TypeVar("T")
 MAX_VALUE_BYTES = 1024
 _BUCKET_CHARS_RE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -69,8 +73,11 @@ def bucket_replicas(cluster_size: int) -> int:
 class JetStreamLeaseStore:
     """``LeaseStore`` over nats-py's KV. Build it with :meth:`open`."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self._kv = kv
+        self._js = js
+        self._stream = f"KV_{bucket}"
+        self._prefix = f"$KV.{bucket}."
 
     @classmethod
     async def open(
@@ -99,7 +106,7 @@ class JetStreamLeaseStore:
                 )
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise SiteError(f"site lease bucket {name} unavailable: {exc!r}") from exc
-        return cls(kv)
+        return cls(kv, js, name)
 
     async def read(self, key: str) -> Entry:
         import nats.errors
@@ -120,12 +127,13 @@ class JetStreamLeaseStore:
         import nats.errors
         import nats.js.errors
 
+        # One request with a timeout: nats-py's KeyValue.keys() waits on a watcher with none.
         try:
-            return list(await self._kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
+            info = await self._js.stream_info(self._stream, subjects_filter=">")
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise SiteError(f"listing leases: {exc!r}") from exc
+        subjects = info.state.subjects or {}
+        return sorted(s[len(self._prefix) :] for s in subjects if s.startswith(self._prefix))
 
     async def create(self, key: str, value: bytes) -> int:
         import nats.errors
@@ -272,20 +280,30 @@ class NatsLeaseStore:
         self._nc = None
         self._inner = None
 
+    async def _bounded(self, call: Callable[[JetStreamLeaseStore], Awaitable[T]], what: str) -> T:
+        # No call may outlive a renewal period: a hung request must not hold up fencing.
+        try:
+            return await asyncio.wait_for(self._call(call), CALL_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise SiteError(f"{what}: no answer in {CALL_TIMEOUT_S} s") from exc
+
+    async def _call(self, call: Callable[[JetStreamLeaseStore], Awaitable[T]]) -> T:
+        return await call(await self._store())
+
     async def read(self, key: str) -> Entry:
-        return await (await self._store()).read(key)
+        return await self._bounded(lambda s: s.read(key), f"reading {key}")
 
     async def keys(self) -> list[str]:
-        return await (await self._store()).keys()
+        return await self._bounded(lambda s: s.keys(), "listing leases")
 
     async def create(self, key: str, value: bytes) -> int:
-        return await (await self._store()).create(key, value)
+        return await self._bounded(lambda s: s.create(key, value), f"creating {key}")
 
     async def update(self, key: str, value: bytes, last: int) -> int:
-        return await (await self._store()).update(key, value, last)
+        return await self._bounded(lambda s: s.update(key, value, last), f"updating {key}")
 
     async def delete(self, key: str, last: int) -> None:
-        await (await self._store()).delete(key, last)
+        await self._bounded(lambda s: s.delete(key, last), f"deleting {key}")
 
     async def put(self, key: str, value: bytes) -> int:
-        return await (await self._store()).put(key, value)
+        return await self._bounded(lambda s: s.put(key, value), f"writing {key}")

@@ -88,6 +88,7 @@ class SiteManager:
         self._runtime_ok = True
         self._held: dict[str, L.Held] = {}
         self._alone_since: dict[str, float] = {}
+        self._current: dict[str, int | None] = {}
         self._releasing: set[str] = set()
         self._seen: dict[str, L.Observed] = {}
         self._presence: dict[str, tuple[L.Observed, dict[str, Any]]] = {}
@@ -121,7 +122,13 @@ class SiteManager:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.tick()
+                # A tick that hangs must not stop the wake-ups at fence deadlines below.
+                await asyncio.wait_for(self.tick(), self.timing.renew_every_s * 2)
+            except TimeoutError:
+                self.store_errors += 1
+                if self.problem is None:
+                    self._log.warning("site leases: a round took too long; retrying")
+                self.problem = "the lease store did not answer in time"
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not take the node down: log, keep fencing
@@ -335,6 +342,9 @@ class SiteManager:
 
     async def _read(self, key: str) -> Entry:
         entry = await self._store.read(key)
+        # What the key holds right now (None: nothing live): what a take must compare against.
+        # An entry that expired keeps the takeover clock of its last write (lease.observe).
+        self._current[key] = None if entry.deleted else entry.revision
         value, problem = L.decode_lease(entry.value) if entry.value is not None else (None, None)
         holder = value.holder if value is not None else ("?" if problem else None)
         self._seen[key] = L.observe(
@@ -393,10 +403,11 @@ class SiteManager:
         value = L.LeaseValue(self.node_id, workload, slot, self._wall()).encode()
         sent = self._clock()
         try:
-            if obs.revision is None or obs.released:
+            current = self._current.get(key)
+            if current is None:
                 rev = await self._store.create(key, value)
             else:
-                rev = await self._store.update(key, value, obs.revision)
+                rev = await self._store.update(key, value, current)
         except LeaseConflictError:
             return False
         self._held[key] = L.Held(rev, sent, sent, self._wall())

@@ -230,3 +230,16 @@ async def test_replicas_spread_one_per_node_and_a_witness_holds_nothing() -> Non
     assert "w" not in site.holders()
     slots = sorted(site.nodes[n].held_slots()["grid"].slot for n in site.holders())
     assert slots == [0, 1]
+
+
+async def test_a_lease_that_expired_in_the_bucket_is_taken_by_create() -> None:
+    site = Site()
+    for n in ("a", "b"):
+        site.add(n)
+    await site.run(12)
+    (holder,) = site.holders()
+    site.alive.discard(holder)
+    await site.run(T.ttl_s)
+    site.store.expire("grid.0")  # the bucket's max age removed it: no marker, no revision
+    await site.run(T.takeover_delay_s + 2 * T.rank_step_s + 1)
+    assert len(site.holders()) == 1 and holder not in site.holders()

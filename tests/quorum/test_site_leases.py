@@ -1,0 +1,123 @@
+"""Issue 11 §3 against a real 3-member site cluster: the lease manager over JetStream KV.
+
+Three ``SiteManager``s (one per member, each through its own member's client port), with a
+stand-in reconciler that runs the instance exactly while the slot is held, sampled every 100 ms:
+one holder at a time, failover when the holder loses power, corrupt entries survived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from noderuntime.fleet import FleetAuthority
+from noderuntime.reconcile.placement import PlacementWant
+from noderuntime.site.kv import NatsLeaseStore, bucket_name
+from noderuntime.site.manager import SiteManager
+from noderuntime.sync.natsserver import NatsServer
+from tests.quorum.cluster_harness import site_cluster
+
+NAMES = ["n1", "n2", "n3"]
+WANT = {"grid": PlacementWant(replicas=1)}
+
+
+class Site:
+    def __init__(self, servers: list[NatsServer]) -> None:
+        self.servers = dict(zip(NAMES, servers, strict=True))
+        self.managers: dict[str, SiteManager] = {}
+        self.stores: dict[str, NatsLeaseStore] = {}
+        self.samples: list[tuple[float, frozenset[str]]] = []
+        self.overlaps: list[tuple[float, frozenset[str]]] = []
+
+    def holders(self) -> frozenset[str]:
+        return frozenset(n for n, m in self.managers.items() if "grid" in m.held_slots())
+
+    async def sample(self) -> None:
+        while True:
+            for m in self.managers.values():
+                m.update(WANT, frozenset(m.held_slots()), True)
+            now = self.holders()
+            self.samples.append((time.monotonic(), now))
+            if len(now) > 1:
+                self.overlaps.append(self.samples[-1])
+            await asyncio.sleep(0.1)
+
+    async def wait(self, predicate: object, within_s: float, what: str) -> frozenset[str]:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            now = self.holders()
+            if callable(predicate) and predicate(now):
+                return now
+            await asyncio.sleep(0.1)
+        state = {
+            n: (m.problem, m.store_errors, m.lease_table(), m.members())
+            for n, m in self.managers.items()
+        }
+        raise AssertionError(f"timed out waiting for {what}; holders {self.holders()}: {state}")
+
+
+@contextlib.asynccontextmanager
+async def running_site(tmp_path: Path) -> AsyncIterator[Site]:
+    fleet = FleetAuthority.init(tmp_path / "fleet", "alice")
+    async with site_cluster(NAMES, fleet, tmp_path) as servers, contextlib.AsyncExitStack() as st:
+        site = Site(servers)
+        for name, server in site.servers.items():
+            store = NatsLeaseStore(
+                server.client_url_with_token, site="s1", cluster_size=3, ttl_s=8.0
+            )
+            st.push_async_callback(store.close)
+            site.stores[name] = store
+            site.managers[name] = await st.enter_async_context(
+                SiteManager(node_id=name, labels={}, store=store, on_change=lambda: None)
+            )
+        sampler = asyncio.create_task(site.sample())
+        try:
+            yield site
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+
+@pytest.mark.slow
+async def test_one_holder_failover_on_power_loss_and_corrupt_entries(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site:
+        (holder,) = await site.wait(lambda h: len(h) == 1, 90, "one holder")
+
+        # A foreign writer puts garbage where a lease of another workload lives.
+        other = next(n for n in NAMES if n != holder)
+        intruder = await nats.connect(site.servers[other].client_url_with_token)
+        try:
+            kv = await intruder.jetstream().key_value(bucket_name("s1"))
+            await kv.put("radio.0", b"\xff not a lease")
+        finally:
+            await intruder.close()
+        for m in site.managers.values():
+            m.update({**WANT, "radio": PlacementWant(replicas=1)}, frozenset(), True)
+        await site.wait(
+            lambda _: any(
+                r.key == "radio.0" and r.problem == "not JSON"
+                for m in site.managers.values()
+                for r in m.lease_table()
+            ),
+            30,
+            "the corrupt entry reported",
+        )
+
+        # Power loss of the holder: its manager and its nats-server vanish together.
+        manager = site.managers.pop(holder)
+        await manager.__aexit__(None, None, None)
+        pid = site.servers[holder].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        (new,) = await site.wait(lambda h: len(h) == 1 and holder not in h, 60, "a new holder")
+        assert new != holder
+        assert site.overlaps == []
