@@ -9,13 +9,14 @@ A hub and ``nodes`` plain nodes at 4 sites (s0..s3), all sharing one `podman sys
    from `rollout start` to every node Running v2 and the rollout Complete, minus the sum of the
    gates (target <= 5 s).
 2. Rollback: a v3 that exits at once, in the same 3 waves: from the first failing report (the
-   earliest `since` of a Failed status of v3 at the hub) to every node of the released wave
-   Running v2 again (target <= 10 s), read from the nodes' events (one clock: one machine).
+   earliest `since` of a status of v3 Failed or exited non-zero, polled at the hub; one machine,
+   one clock) to every node of the released wave Running v2 again (target <= 10 s).
    Later waves are checked never to have run v3.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -56,15 +57,46 @@ def start(f: Fleet, version: str, gate_s: float, *, failing: bool = False) -> st
     return str(status(f.hub, NAME)["spec_hash"])
 
 
-def first_failure(nodes: list[Any], since: float) -> float | None:
-    """When the first node reported the bad revision Failed (its event, node clock)."""
-    times = [
-        float(e["ts"])
-        for n in nodes
-        for e in n.call("events.list", {"workload": NAME})
-        if e["ts"] >= since and e["kind"] == "phase" and "-> Failed" in e["message"]
-    ]
+def failing_since(f: Fleet, bad: str) -> float | None:
+    """The earliest failing report of ``bad`` the hub holds now (its ``since``, node clock)."""
+    times = []
+    for name, maps in f.hub.call("state.export").items():
+        raw = maps.get("status", {}).get(NAME) if name.startswith("node/") else None
+        if raw:
+            rec = json.loads(raw)
+            failing = rec.get("phase") == "Failed" or rec.get("exitCode") not in (None, 0)
+            if rec.get("specHash") == bad and failing:
+                times.append(float(rec["since"]))
     return min(times) if times else None
+
+
+def breakdown(f: Fleet, gate_s: float) -> list[str]:
+    """Per wave: release -> its last node reports Running (Podman's part), and how long after
+    that node's gate_s had passed the gate was recorded (the rollout machinery's part)."""
+    st = status(f.hub, NAME)
+    exp = f.hub.call("state.export")
+    steps = {
+        k.split("/", 1)[1]: json.loads(v)
+        for k, v in exp["fleet"].get("rolloutSteps", {}).items()
+        if k.startswith(st["id"] + "/")
+    }
+    out = []
+    for w in range(st["waves_total"]):
+        members = [n["node"] for n in st["nodes"] if n["wave"] == w + 1]
+        go = [v["at"] for k, v in steps.items() if k.startswith(f"go/{w}/")]
+        since = [
+            json.loads(exp[f"node/{m}"]["status"][NAME])["since"]
+            for m in members
+            if NAME in exp.get(f"node/{m}", {}).get("status", {})
+        ]
+        gate = steps.get(f"gate/{w}", {}).get("at")
+        if go and since and gate:
+            last = max(since)
+            out.append(
+                f"wave {w + 1} ({len(members)} nodes): release -> last Running "
+                f"{last - min(go):.2f}s, gate recorded {gate - (last + gate_s):.2f}s late"
+            )
+    return out
 
 
 def main() -> None:
@@ -91,6 +123,8 @@ def main() -> None:
             t_complete = time.monotonic() - t0
             wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
             t_all = time.monotonic() - t0
+            for line in breakdown(f, gate_s):
+                print("  " + line)
             gates = 3 * gate_s
             print(
                 f"3-wave rollout, {n_nodes} nodes at 4 sites, gate {gate_s:g}s: Complete after "
@@ -101,15 +135,17 @@ def main() -> None:
             since = time.time()
             bad = start(f, "v3", gate_s, failing=True)
             wave1 = f.by_site("s0")
-            wait_for(
-                lambda: status(f.hub, NAME)["state"] == "RolledBack",
-                timeout=300,
-                interval=0.2,
-                what="v3 rolled back",
-            )
-            wait_for(lambda: all_run(wave1, v2), timeout=120, interval=0.2, what="v2 again")
+            # Reports are overwritten as nodes go back: poll the hub for the earliest one.
+            t_fail: float | None = None
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                seen = failing_since(f, bad)
+                if seen is not None:
+                    t_fail = seen if t_fail is None else min(t_fail, seen)
+                if status(f.hub, NAME)["state"] == "RolledBack" and all_run(wave1, v2):
+                    break
+                time.sleep(0.2)
             t_back = time.time()
-            t_fail = first_failure(wave1, since)
             s = status(f.hub, NAME)
             assert t_fail is not None and s["state"] == "RolledBack", s
             later = [m for m in f.members if m not in wave1]

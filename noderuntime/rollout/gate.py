@@ -1,13 +1,14 @@
 """Gates: judge a rollout from the nodes' reports and say which facts to record next. Pure.
 
-Rules (``evaluate`` then ``next_facts``), over the nodes the candidate selects:
+Rules (``evaluate``), over the nodes the candidate selects:
 
 1. A node of a released wave is ``healthy`` once it reports the candidate's spec hash Running
    (health not failing), healthy since the later of its report and the release; ``failed`` if
-   it reports the candidate Failed or Unhealthy, or has not reported it Running within the
-   start deadline; ``pending`` otherwise. A node whose spec at that node is changed by a site or
-   node override (or disabled by one) is ``overridden``: a technician's override keeps its
-   precedence, and the node is neither waited for nor counted as failed.
+   it reports the candidate Failed or Unhealthy, or exited with a non-zero code (a crash loop
+   between restarts), or has not reported it Running within the start deadline; ``pending``
+   otherwise. A node whose spec at that node is changed by a site or node override (or
+   disabled by one) is ``overridden``: a technician's override keeps its precedence, and the
+   node is neither waited for nor counted as failed.
 2. A released wave with more than ``max_unhealthy`` failed nodes fails the rollout: it ends
    RolledBack with the reason and the failed nodes. This is checked while Paused too.
 3. Progressing: the current wave is released at every site whose update window is open
@@ -98,6 +99,11 @@ def judge(
     if report is not None and report.spec_hash == rollout.candidate_hash:
         if report.phase in FAILING_PHASES:
             return verdict(NodeState.FAILED, f"{report.phase}: {report.message}".rstrip(": "))
+        if report.exit_code not in (None, 0):
+            # Crash loop: a pass under load may see the restart already due, so the report
+            # says Starting ("restarting") rather than Failed; the exit code says it crashed.
+            why = f"crash loop: exited with code {report.exit_code} ({report.phase})"
+            return verdict(NodeState.FAILED, why)
         if report.phase == "Running" and report.health != "unhealthy":
             return verdict(NodeState.HEALTHY, since=max(report.since, released_at))
     if now - released_at > rollout.start_deadline_s:

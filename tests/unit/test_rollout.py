@@ -152,6 +152,11 @@ def test_a_failing_node_rolls_back_with_reason_and_failed_nodes() -> None:
     ev = evaluate(r, p, nodes(), reports, now=NOW + 3)
     end = ev.facts["end/RolledBack"]
     assert end["failed"] == ["lab-0"] and "CrashLoopBackOff" in end["reason"]
+    # A crash loop seen between restarts (Starting, but exited 3) fails too.
+    looping = {"lab-0": StatusRecord(phase="Starting", spec_hash="h2", exit_code=3)}
+    assert (
+        "code 3" in evaluate(r, p, nodes(), looping, now=NOW + 1).facts["end/RolledBack"]["reason"]
+    )
     # Later waves were never released.
     assert not any(k.startswith("go/1") for k in ev.facts)
     # Allowing one failure: the gate waits for the rest instead.
