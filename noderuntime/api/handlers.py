@@ -28,15 +28,22 @@ from noderuntime import __version__, codec
 from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, build_fleet_routes
 from noderuntime.api.rollouts import rollout_routes
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
+from noderuntime.api.site import site_routes
 from noderuntime.api.views import shown_status, workload_view
 from noderuntime.crdt import schema
 from noderuntime.crdt.schema import LOCK_ALL, StatusRecord
 from noderuntime.errors import (
     ApiError,
     ConflictError,
+    NodeRuntimeError,
     NotFoundError,
 )
-from noderuntime.reconcile.desired import ENABLED, check_override, is_override_field
+from noderuntime.reconcile.desired import (
+    ENABLED,
+    DesiredWorkload,
+    check_override,
+    is_override_field,
+)
 from noderuntime.reconcile.loop import phase_counts
 from noderuntime.rollout import commands as rollout_commands
 from noderuntime.rollout import revisions
@@ -84,6 +91,25 @@ def build_routes(node: Node) -> dict[str, Route]:
             write_error=rec.status_write_error or state.store_error,
         )
 
+    async def nats_monitor(path: str) -> dict[str, Any] | None:
+        if node.nats is None:
+            return None
+        try:
+            found = await node.nats.monitor(path)
+        except (NodeRuntimeError, OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def placement_view(name: str, dw: DesiredWorkload | None) -> dict[str, Any] | None:
+        p = dw.workload.spec.placement if dw is not None else None
+        if p is None:
+            return None
+        slots = node.site.slots_of(name) if node.site is not None else []
+        return {
+            "replicas": p.replicas,
+            "slots": [{"slot": s.slot, "node": s.node, "since": s.since} for s in slots],
+        }
+
     def views() -> list[dict[str, Any]]:
         state, rec = parts()
         snap = state.snapshot()
@@ -104,6 +130,9 @@ def build_routes(node: Node) -> dict[str, Route]:
                     store_problem=problem,
                 )
             )
+            placement = placement_view(name, desired.workloads.get(name) if desired else None)
+            if placement is not None:
+                out[-1]["placement"] = placement
         return out
 
     async def status(_: Params) -> dict[str, Any]:
@@ -712,6 +741,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         "workloads.start": Route(start, write=True, doc="re-enable a workload on this node"),
         "overrides.set": Route(set_override, write=True, doc="set a node override"),
         "overrides.remove": Route(remove_override, write=True, doc="remove a node override"),
+        **site_routes(lambda: node.site, nats_monitor),
         **rollout_routes(
             lambda: parts()[0],
             node_id=node.config.node_id,

@@ -230,7 +230,7 @@ def add_parsers(
     r.add_argument("-o", "--output", choices=("table", "json"), default="table")
     r.set_defaults(func=cmd_history)
 
-    s = sub.add_parser("site", help="site settings")
+    s = sub.add_parser("site", help="site settings, the site cluster and its leases")
     ssub = s.add_subparsers(dest="site_cmd", required=True)
     w = ssub.add_parser("window", help="when rollouts may change a site (UTC)")
     wsub = w.add_subparsers(dest="window_cmd", required=True)
@@ -243,3 +243,6 @@ def add_parsers(
     wr.add_argument("site", metavar="SITE")
     add_as_option(wr)
     wr.set_defaults(func=cmd_window)
+    from noderuntime.cli import site as cli_site
+
+    cli_site.add_parsers(ssub)

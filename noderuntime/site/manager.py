@@ -158,7 +158,7 @@ class SiteManager:
     def held_slots(self) -> Mapping[str, SlotInfo]:
         now = self._clock()
         out: dict[str, SlotInfo] = {}
-        if self._alone and not self._witness:
+        if self._alone and not self._witness and not self.cordoned:
             # Nobody else can hold: answer at once, so a restart never stops an instance.
             for workload in self._wanted:
                 since = self._alone_since.setdefault(workload, self._wall())
@@ -216,6 +216,19 @@ class SiteManager:
             }
             for node, (obs, info) in sorted(self._presence.items())
         }
+
+    @property
+    def store(self) -> LeaseStore:
+        return self._store
+
+    @property
+    def alone(self) -> bool:
+        return self._alone
+
+    def wake(self) -> None:
+        """Run a round now (a technician drained or uncordoned a node)."""
+        self._last_presence = -1e18
+        self._wake.set()
 
     @property
     def cordoned(self) -> bool:
