@@ -27,6 +27,7 @@ from tui.api import NodeApi
 from tui.context import TuiContext
 from tui.screens.base import BaseView
 from tui.screens.events import EventsScreen
+from tui.screens.fleet import FleetScreen
 from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
 from tui.screens.overview import OverviewScreen
@@ -41,7 +42,7 @@ POLL_TIMEOUT_S = 5.0
 # out the stop timeout.
 API_TIMEOUT_S = 10.0
 ACTION_TIMEOUT_S = 120.0
-VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events")
+VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events", "fleet")
 
 
 class NodeRuntimeApp(App[int]):
@@ -55,6 +56,7 @@ class NodeRuntimeApp(App[int]):
         Binding("2", "view('workloads')", "Workloads", show=False),
         Binding("3", "view('peers')", "Peers", show=False),
         Binding("4", "view('events')", "Events", show=False),
+        Binding("5", "view('fleet')", "Fleet", show=False),
         Binding("colon", "jump", "Jump"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -82,6 +84,7 @@ class NodeRuntimeApp(App[int]):
         self.add_mode("workloads", lambda: WorkloadsScreen(ctx))
         self.add_mode("peers", lambda: PeersScreen(ctx))
         self.add_mode("events", lambda: EventsScreen(ctx))
+        self.add_mode("fleet", lambda: FleetScreen(ctx))
 
     async def on_mount(self) -> None:
         await self.switch_mode(self.initial_view)

@@ -278,6 +278,58 @@ def history() -> list[dict[str, Any]]:
     ]
 
 
+def fleet_rows() -> list[dict[str, Any]]:
+    """What a hub answers for ``fleet.workloads``: two sites, one node gone quiet."""
+    out = []
+    for site, node, stale, phases in (
+        ("lab", "edge-07", False, {"plc-bridge": "Running", "mqtt": "Running"}),
+        ("lab", "edge-08", False, {"plc-bridge": "Failed", "mqtt": "Running"}),
+        ("shop", "till-01", True, {"plc-bridge": "Running", "mqtt": "Unhealthy"}),
+    ):
+        for name, phase in phases.items():
+            out.append(
+                {
+                    "site": site,
+                    "node": node,
+                    "name": name,
+                    "phase": phase,
+                    "health": "unhealthy" if phase == "Unhealthy" else None,
+                    "restarts": 4 if phase == "Failed" else 0,
+                    "revision": 3 if name == "plc-bridge" else None,
+                    "spec_hash": "ab" * 32,
+                    "since": NOW - 600,
+                    "message": "",
+                    "last_seen": NOW - (95 if stale else 1),
+                    "stale": stale,
+                    "age_s": 95.0 if stale else 1.0,
+                }
+            )
+    return out
+
+
+def fleet_sites() -> list[dict[str, Any]]:
+    return [
+        {
+            "site": "lab",
+            "nodes_up": 2,
+            "nodes_total": 2,
+            "sovereign": False,
+            "workloads": {"Running": 3, "Failed": 1},
+            "last_heard": NOW - 1,
+            "rollout_in_progress": [{"workload": "plc-bridge", "state": "Progressing"}],
+        },
+        {
+            "site": "shop",
+            "nodes_up": 0,
+            "nodes_total": 1,
+            "sovereign": False,
+            "workloads": {"Running": 1, "Unhealthy": 1},
+            "last_heard": NOW - 95,
+            "rollout_in_progress": [{"workload": "plc-bridge", "state": "Progressing"}],
+        },
+    ]
+
+
 class FakeApi:
     """Canned answers; write calls are checked for technician auth and recorded."""
 
@@ -328,6 +380,15 @@ class FakeApi:
             return default_status(self.workloads, self.sync)
         if method == "workloads.list":
             return copy.deepcopy(self.workloads)
+        if method == "fleet.workloads":
+            return [
+                r
+                for r in fleet_rows()
+                if params.get("site") in (None, r["site"])
+                and params.get("node") in (None, r["node"])
+            ]
+        if method == "fleet.sites":
+            return fleet_sites()
         if method == "workloads.get":
             view = copy.deepcopy(self._find(params.get("name")))
             view["events"] = [e for e in events() if e["workload"] == view["name"]]

@@ -124,6 +124,10 @@ def test_sync_not_configured(snap_compare: Any) -> None:
     )
 
 
+def test_fleet_view(snap_compare: Any) -> None:
+    assert snap_compare(make_app(view="fleet"), terminal_size=(80, 24), run_before=keys())
+
+
 def test_jump_prompt(snap_compare: Any) -> None:
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=keys("colon", *"wor"))
 

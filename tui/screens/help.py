@@ -10,8 +10,8 @@ from textual.widgets import Static
 
 HELP_TEXT = """\
 [b]Views[/b]  (also [b]:[/b] then a name, like k9s)
-  1  overview      2  workloads     3  peers/sync     4  events
-  :overview  :workloads (:wl)  :peers (:sync)  :events (:ev)  :help  :quit
+  1  overview   2  workloads   3  peers/sync   4  events   5  fleet (a hub)
+  :overview  :workloads (:wl)  :peers (:sync)  :events (:ev)  :fleet  :help  :quit
 
 [b]Everywhere[/b]
   ?  this help     :  jump to a view     Esc  back     q  quit

@@ -25,6 +25,8 @@ JUMP_TARGETS: dict[str, str] = {
     "ev": "events",
     "e": "events",
     "history": "events",
+    "fleet": "fleet",
+    "f": "fleet",
     "help": "help",
     "quit": "quit",
     "q": "quit",
@@ -40,12 +42,12 @@ class JumpScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="jump-box"):
-            yield Label("Jump to (overview, workloads, peers, events, help, quit):")
+            yield Label("Jump to (overview, workloads, peers, events, fleet, help, quit):")
             yield Input(
                 placeholder=":",
                 id="jump-input",
                 suggester=SuggestFromList(
-                    ["overview", "workloads", "peers", "events", "help", "quit"],
+                    ["overview", "workloads", "peers", "events", "fleet", "help", "quit"],
                     case_sensitive=False,
                 ),
             )
