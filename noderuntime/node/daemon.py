@@ -269,6 +269,7 @@ class Node:
     def _site_manager(self, stack: contextlib.AsyncExitStack) -> SiteManager:
         """Leases in the site cluster's JetStream; a node alone in its site places locally."""
         from noderuntime.config.model import Role
+        from noderuntime.reconcile.desired import node_match_labels
         from noderuntime.site.kv import LeaseStore, MemoryLeaseStore, NatsLeaseStore
         from noderuntime.site.lease import LeaseTiming
 
@@ -294,7 +295,10 @@ class Node:
 
         return SiteManager(
             node_id=self.config.node_id,
-            labels=self.config.labels,
+            # Selectors match the built-in labels too (noderuntime.io/node, .../site), as the
+            # reconciler's own selection does: without them a site-scoped singleton selected by
+            # site matched no member and every node stood by.
+            labels=node_match_labels(self.config.node_id, self.config.site, self.config.labels),
             store=store,
             on_change=changed,
             witness=self.config.role is Role.WITNESS,
