@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__, codec
 from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, build_fleet_routes
+from noderuntime.api.records import record_routes
 from noderuntime.api.rollouts import rollout_routes
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.site import site_routes
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from noderuntime.node.daemon import Node
 
 MAX_LOG_TAIL = 100_000
+# Records set aside listed in `status` (all are counted in quarantined_total).
+MAX_QUARANTINED_SHOWN = 100
 # A container may print a line of any length; one line is one API message, and a message over
 # the protocol's limit would break the stream again at every reconnect (the tail re-sends it).
 MAX_LOG_LINE_CHARS = 64 * 1024
@@ -143,6 +146,7 @@ def build_routes(node: Node) -> dict[str, Route]:
         disk = shutil.disk_usage(node.paths.data_dir)
         desired = rec.desired
         hold = store_hold(node, rec)
+        quarantined = state.quarantined()
         return {
             "node": {
                 "id": node.config.node_id,
@@ -184,6 +188,10 @@ def build_routes(node: Node) -> dict[str, Route]:
                 "load_problems": state.load_problems,
                 "last_write_error": state.last_write_error,
                 "hold": hold,
+                # Records no reader can use, set aside so everything else goes on; an operator
+                # removes them with `noderuntime record rm DOC MAP KEY`.
+                "quarantined": [q.to_dict() for q in quarantined[:MAX_QUARANTINED_SHOWN]],
+                "quarantined_total": len(quarantined),
             },
             "podman": {
                 "socket": str(node.podman_socket),
@@ -742,6 +750,11 @@ def build_routes(node: Node) -> dict[str, Route]:
         "overrides.set": Route(set_override, write=True, doc="set a node override"),
         "overrides.remove": Route(remove_override, write=True, doc="remove a node override"),
         **site_routes(lambda: node.site, nats_monitor),
+        **record_routes(
+            lambda: parts()[0],
+            is_hub=node.config.role.value == "hub",
+            enrolled=lambda: node.sync is not None,
+        ),
         **rollout_routes(
             lambda: parts()[0],
             node_id=node.config.node_id,

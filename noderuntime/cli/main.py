@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -124,7 +125,26 @@ def render_status(s: dict[str, Any]) -> str:
         lines.append(f"Invalid:    {wl['invalid']} stored workload spec(s) do not validate")
     if last := st.get("last_write_error"):
         lines.append(f"Last write error: {age(last.get('at'))} ago: {last.get('message')}")
-    return "\n".join(lines + render_store_problem(st) + render_sync_alerts(s.get("sync") or {}))
+    return "\n".join(
+        lines
+        + render_store_problem(st)
+        + render_quarantined(st)
+        + render_sync_alerts(s.get("sync") or {})
+    )
+
+
+def render_quarantined(st: dict[str, Any], shown: int = 10) -> list[str]:
+    """Lines naming records set aside (no reader can use them) and how to remove them."""
+    records = st.get("quarantined") or []
+    lines = [
+        f"QUARANTINED:    {q['doc']} {q['map']} {q['key']!r} ({q['reason']}); everything else "
+        f"goes on. Remove: noderuntime record rm {q['doc']} {q['map']} {shlex.quote(q['key'])}"
+        for q in records[:shown]
+    ]
+    more = max(st.get("quarantined_total", len(records)), len(records)) - len(lines)
+    if more > 0:
+        lines.append(f"                and {more} more (`noderuntime status -o json`)")
+    return lines
 
 
 def render_sync_alerts(sync: dict[str, Any]) -> list[str]:
@@ -583,6 +603,22 @@ def cmd_override(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    """Remove one record of a document (one `status` lists as set aside)."""
+    operator = cli_fleet.operator_from_args(args)
+    params = {"doc": args.doc, "map": args.map, "key": args.key}
+    if operator is not None:
+        r = _call(args, "records.remove", params | {"prepare": True})
+        if r["prepared"]["data"] is not None:
+            _submit_signed(args, operator, r["prepared"])
+        who = f"signed by operator {operator[0].name}"
+    else:
+        _call(args, "records.remove", params)
+        who = "signed by this node"
+    print(f"removed {args.map} record {args.key!r} of {args.doc} ({who})")
+    return EXIT_OK
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     if args.fleet:
         return cli_fleetview.fleet_events(args, _client, table)
@@ -868,6 +904,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--scope", choices=["node", "site"], default="node")
     add_as_option(o)
     s.set_defaults(func=cmd_override)
+
+    s = sub.add_parser("record", help="remove a record a document holds (one set aside)")
+    rsub = s.add_subparsers(dest="record_cmd", required=True)
+    r = rsub.add_parser(
+        "rm",
+        help="delete DOC's record MAP/KEY (see `status`: store.quarantined); the node signs "
+        "its own documents, --as signs as an operator",
+    )
+    r.add_argument("doc", help="fleet, site/SITE or node/NODE")
+    r.add_argument("map", help="workloads, locks, overrides, status, info, ...")
+    r.add_argument("key")
+    add_as_option(r)
+    s.set_defaults(func=cmd_record)
 
     s = sub.add_parser("events", help="recent events on this node (or, at a hub, the fleet's)")
     s.add_argument("--workload")

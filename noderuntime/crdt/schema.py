@@ -191,9 +191,13 @@ def _json_entries(doc: Doc[Any], name: str, bad: Bad | None = None) -> dict[str,
     return out
 
 
+# A key is reported whole up to this length, so `noderuntime record rm` can name it.
+MAX_REPORTED_KEY_CHARS = 1024
+
+
 def _set_aside(bad: Bad | None, name: str, key: str, reason: str) -> None:
     if bad is not None:
-        bad.append((name, key[:200], reason[:200]))
+        bad.append((name, key[:MAX_REPORTED_KEY_CHARS], reason[:200]))
     log.debug("setting aside unreadable %s entry %.200r: %s", name, key, reason)
 
 
@@ -256,7 +260,34 @@ def read_node(doc: Doc[Any], bad: Bad | None = None) -> NodeView:
     )
 
 
+def unreadable(name: str, doc: Doc[Any]) -> list[Quarantined]:
+    """The records of document ``name`` no reader can use, read the way its readers read it."""
+    bad: Bad = []
+    if name == FLEET_DOC:
+        read_fleet(doc, bad)
+    elif name.startswith("site/"):
+        read_site(doc, bad)
+    elif name.startswith("node/"):
+        read_node(doc, bad)
+    return [Quarantined(name, m, k, reason) for m, k, reason in bad]
+
+
 # --- named mutations: each runs inside the caller's transaction ------------------------------
+
+
+def remove_record(doc: Doc[Any], map_name: str, key: str) -> bool:
+    """Delete one record, whatever it holds (an operator removing a record set aside)."""
+    if map_name not in doc.keys():  # noqa: SIM118 - pycrdt types no __contains__
+        return False
+    records = _map(doc, map_name)
+    if key in records:
+        del records[key]
+        return True
+    return False
+
+
+def has_record(doc: Doc[Any], map_name: str, key: str) -> bool:
+    return map_name in doc.keys() and key in _map(doc, map_name)  # noqa: SIM118
 
 
 def put_workload(doc: Doc[Any], name: str, canonical: Mapping[str, Any]) -> None:

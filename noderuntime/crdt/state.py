@@ -189,6 +189,7 @@ class StateStore:
         self.duplicates = 0
         self._generation = 0
         self._quarantine_logged: frozenset[schema.Quarantined] = frozenset()
+        self._quarantined: tuple[int, tuple[schema.Quarantined, ...]] | None = None
         self._snapshot: schema.StateSnapshot | None = None
         self._pending: dict[str, int] = {}
         self._last_seq: dict[str, int] = {}
@@ -582,9 +583,12 @@ class StateStore:
         self._generation += 1
         self._snapshot = None
 
-    def _report_quarantine(self, records: tuple[schema.Quarantined, ...]) -> None:
-        """Log each record set aside once, at error level, not once per snapshot."""
+    def _report_quarantine(
+        self, records: Sequence[schema.Quarantined], docs: Sequence[str]
+    ) -> None:
+        """Log each record of ``docs`` set aside once, at error level, not once per read."""
         current = frozenset(records)
+        logged = frozenset(r for r in self._quarantine_logged if r.doc not in docs)
         for record in current - self._quarantine_logged:
             self._log.error(
                 "record %s %s %.200r set aside (%s); everything else goes on. Remove it with "
@@ -596,7 +600,20 @@ class StateStore:
                 record.doc,
                 record.map,
             )
-        self._quarantine_logged = current
+        self._quarantine_logged = logged | current
+
+    def quarantined(self) -> tuple[schema.Quarantined, ...]:
+        """Every record set aside in every document held (a hub holds others' documents too),
+        this node's own first; read again only after a change."""
+        own = self.snapshot().quarantined
+        if self._quarantined is None or self._quarantined[0] != self._generation:
+            others = [
+                n for n in self._durable if n not in (self.fleet_doc, self.site_doc, self.node_doc)
+            ]
+            found = [q for n in sorted(others) for q in schema.unreadable(n, self._durable[n])]
+            self._report_quarantine(found, others)
+            self._quarantined = (self._generation, (*own, *found))
+        return self._quarantined[1]
 
     def snapshot(self) -> schema.StateSnapshot:
         if self._snapshot is None or self._snapshot.generation != self._generation:
@@ -612,7 +629,9 @@ class StateStore:
                     for name, key, reason in entries
                 ),
             )
-            self._report_quarantine(self._snapshot.quarantined)
+            self._report_quarantine(
+                self._snapshot.quarantined, (self.fleet_doc, self.site_doc, self.node_doc)
+            )
         return self._snapshot
 
     def read(self, name: str, reader: Callable[[Doc[Any]], object]) -> object:
