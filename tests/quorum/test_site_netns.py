@@ -4,12 +4,19 @@ the tests of this module (starting a site costs ~15 s)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.node_harness import wait_for
-from tests.quorum.site_lab import SiteLab, netns_unavailable
+from tests.quorum.site_lab import (
+    InstanceMonitor,
+    SiteLab,
+    SiteNode,
+    netns_unavailable,
+    singleton_yaml,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,3 +51,133 @@ def test_the_site_forms_one_cluster_over_its_links_with_a_jetstream_meta_leader(
 
     leader = wait_for(meta_leader, timeout=60, what="a JetStream meta leader")
     assert leader in {n.node_id for n in site.nodes}
+
+
+SINGLETON = "ctl"
+
+
+def holder_of(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
+    """The one node running the singleton, once exactly one does."""
+    found = wait_for(
+        lambda: monitor.last() if len(monitor.last()) == 1 else None,
+        timeout=90,
+        what="exactly one instance",
+    )
+    (node_id,) = found
+    return next(n for n in site.nodes if n.node_id == node_id)
+
+
+@pytest.fixture(scope="module")
+def singleton(site: SiteLab) -> Iterator[InstanceMonitor]:
+    site.apply(singleton_yaml(SINGLETON))
+    with site.monitor(SINGLETON) as monitor:
+        yield monitor
+
+
+def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
+    """Every node up and linked again, and one instance."""
+    for node in site.nodes:
+        site.heal(node)
+        if node.proc is None or node.proc.poll() is not None:
+            site.power_on(node)
+    for node in site.nodes:
+        node.wait_ready(timeout=90)
+    return holder_of(site, monitor)
+
+
+def test_a_singleton_runs_on_exactly_one_node_and_the_others_stand_by(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    holder = holder_of(site, singleton)
+    for node in site.nodes:
+        node.wait_phase(SINGLETON, "Running" if node is holder else "Standby", timeout=30)
+    assert singleton.overlaps == []
+
+
+def test_power_loss_of_the_holder_moves_the_instance(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    holder = settle(site, singleton)
+    lost_at = time.monotonic()
+    site.power_off(holder)
+    wait_for(
+        lambda: singleton.first_after(lost_at, lambda s: len(s) == 1 and holder.node_id not in s),
+        timeout=120,
+        what="the instance running on another node",
+    )
+    assert singleton.overlaps == []
+
+
+def test_a_partitioned_holder_stops_its_instance_and_the_majority_starts_one_never_both(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    holder = settle(site, singleton)
+    cut_at = time.monotonic()
+    site.cut(holder)  # the minority: one node of three
+    wait_for(
+        lambda: singleton.first_after(cut_at, lambda s: len(s) == 1 and holder.node_id not in s),
+        timeout=120,
+        what="the majority running the instance",
+    )
+    # The cut node keeps running without its links and never starts it again.
+    healed_at = time.monotonic()
+    site.heal(holder)
+    holder.wait_ready(timeout=90)
+    wait_for(
+        lambda: len(singleton.samples) > 0 and singleton.samples[-1][0] > healed_at + 5,
+        timeout=30,
+        what="samples after the heal",
+    )
+    assert all(holder.node_id not in s for t, s in singleton.samples if t > cut_at + 20)
+    assert singleton.overlaps == []
+
+
+def test_a_cut_standby_node_changes_nothing_and_runs_no_instance(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    holder = settle(site, singleton)
+    standby = next(n for n in site.nodes if n is not holder)
+    cut_at = time.monotonic()
+    site.cut(standby)  # 2 + 1: the holder is on the majority side
+    wait_for(lambda: singleton.samples[-1][0] > cut_at + 20, timeout=60, what="20 s of samples")
+    site.heal(standby)
+    assert {s for t, s in singleton.samples if t > cut_at} == {frozenset({holder.node_id})}
+    assert singleton.overlaps == []
+
+
+def test_the_meta_leader_lost_changes_nothing_but_an_election(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    settle(site, singleton)
+    leader = wait_for(lambda: site.meta_leader(), timeout=60, what="a JetStream meta leader")
+    node = next(n for n in site.nodes if n.node_id == leader)
+    lost_at = time.monotonic()
+    site.kill_nats_server(node)  # its daemon restarts it; the others elect a new leader
+    wait_for(lambda: singleton.samples[-1][0] > lost_at + 15, timeout=60, what="15 s of samples")
+    holder_of(site, singleton)
+    assert singleton.overlaps == []
+
+
+def test_a_flapping_holder_link_never_gives_two_instances(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    holder = settle(site, singleton)
+    for _ in range(8):  # cut / heal every 2 s
+        site.cut(holder)
+        time.sleep(2)
+        site.heal(holder)
+        time.sleep(2)
+    holder_of(site, singleton)
+    assert singleton.overlaps == []
+
+
+def test_the_whole_site_restarting_together_brings_the_singleton_back_once(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    settle(site, singleton)
+    for node in site.nodes:  # a power cut: every node at once, no hub anywhere
+        site.power_off(node)
+    for node in site.nodes:
+        site.power_on(node)
+    holder_of(site, singleton)
+    assert singleton.overlaps == []

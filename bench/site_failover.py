@@ -1,0 +1,195 @@
+"""Site quorum (issue 11): failover time, overlaps, and what the cluster costs (root, `ip`).
+
+Run: .venv/bin/python bench/site_failover.py [--trials N]   (default 10)
+
+A site of three real daemons (`noderuntime run`), each in its own network namespace, their
+nats-servers clustered over veths (routes with mutual TLS, JetStream R3 for the leases), one
+Podman service in the root namespace for every node's containers (tests/quorum/site_lab.py).
+A singleton (`placement: {scope: site, replicas: 1}`, `sleep 3600`) runs on one of them.
+
+For each trial and each fault, the holder is found from Podman's view and then:
+- power loss: every process in its namespace is SIGKILLed (daemon and nats-server) and its
+  containers removed, together;
+- partition: its veth is taken down at the bridge (a pulled cable; the daemon keeps running).
+Failover time = from the fault to the first 100 ms sample of Podman showing the instance
+running on another node. Overlap = any sample with two nodes running it, sampled every
+100 ms for the whole run by a monitor outside every node. Between trials the node is healed
+or powered on again and the site settles on one instance.
+
+Cost: nats-server RSS of the clustered JetStream members against a lone nats-server with
+the same settings but no cluster and no JetStream; KV writes per second (lease renewals and
+any other lease traffic) over 30 s idle, from the bucket stream's sequence (`/jsz`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import rss_kb
+from noderuntime.version import find_nats_server
+from tests.integration.node_harness import wait_for
+from tests.quorum.site_lab import (
+    InstanceMonitor,
+    SiteLab,
+    SiteNode,
+    netns_unavailable,
+    singleton_yaml,
+)
+
+WORKLOAD = "ctl"
+IDLE_S = 30.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def holder(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
+    found = wait_for(
+        lambda: monitor.last() if len(monitor.last()) == 1 else None,
+        timeout=180,
+        what="exactly one instance",
+    )
+    (node_id,) = found
+    return next(n for n in site.nodes if n.node_id == node_id)
+
+
+def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
+    for node in site.nodes:
+        site.heal(node)
+        if node.proc is None or node.proc.poll() is not None:
+            site.power_on(node)
+    for node in site.nodes:
+        node.wait_ready(timeout=120)
+    h = holder(site, monitor)
+    # One instance for a while: the site is quiet again.
+    since = time.monotonic()
+    wait_for(
+        lambda: monitor.samples[-1][0] > since + 3 and monitor.last() == {h.node_id},
+        timeout=60,
+        what="a quiet site",
+    )
+    return h
+
+
+def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, str, str]:
+    h = settle(site, monitor)
+    t0 = time.monotonic()
+    if kind == "power":
+        site.power_off(h)
+    else:
+        site.cut(h)
+    t1 = wait_for(
+        lambda: monitor.first_after(t0, lambda s: len(s) == 1 and h.node_id not in s),
+        timeout=180,
+        what="the instance on another node",
+    )
+    return t1 - t0, h.node_id, next(iter(monitor.last()), "?")
+
+
+def nats_pids(node: SiteNode) -> list[int]:
+    out = subprocess.run(
+        ["ip", "netns", "pids", node.host.netns], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    pids = []
+    for pid in out:
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "nats-server":
+            pids.append(int(pid))
+    return pids
+
+
+def lone_nats_rss_kb() -> int:
+    """A nats-server like a node's without cluster or JetStream (client + monitor only)."""
+    binary = find_nats_server()
+    assert binary is not None
+    with tempfile.TemporaryDirectory() as d:
+        conf = Path(d) / "c.conf"
+        conf.write_text(
+            'listen: "127.0.0.1:-1"\nhttp: "127.0.0.1:-1"\nmax_payload: 1048576\n'
+            'ping_interval: "1000ms"\nping_max: 2\n'
+        )
+        proc = subprocess.Popen([str(binary), "-c", str(conf)], stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(3)
+            return rss_kb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def kv_writes(site: SiteLab) -> tuple[int, str] | None:
+    """(total messages ever written to the lease bucket's stream, its name) from /jsz."""
+    for node in site.nodes:
+        jsz = node.nats_monitor("/jsz?streams=true") or {}
+        for account in jsz.get("account_details") or []:  # type: ignore[union-attr]
+            for stream in account.get("stream_detail") or []:
+                name = str(stream.get("name", ""))
+                if name.startswith("KV_"):
+                    return int(stream["state"]["last_seq"]), name
+    return None
+
+
+def main() -> None:
+    why = netns_unavailable()
+    if why:
+        sys.exit(f"site_failover: {why}")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=10)
+    args = ap.parse_args()
+    with SiteLab(3) as site:
+        site.apply(singleton_yaml(WORKLOAD))
+        with site.monitor(WORKLOAD) as monitor:
+            settle(site, monitor)
+            rss = {n.node_id: sum(rss_kb(p) for p in nats_pids(n)) for n in site.nodes}
+            first = kv_writes(site)
+            time.sleep(IDLE_S)
+            second = kv_writes(site)
+            print(
+                "nats-server RSS, clustered with JetStream: "
+                + ", ".join(f"{v / 1024:.1f} MiB" for v in rss.values())
+                + f"; lone, no JetStream: {lone_nats_rss_kb() / 1024:.1f} MiB",
+                flush=True,
+            )
+            if first and second:
+                rate = (second[0] - first[0]) / IDLE_S
+                print(
+                    f"lease bucket {first[1]}: {rate:.2f} writes/s for the site, "
+                    f"{rate / len(site.nodes):.2f} per node, over {IDLE_S:.0f} s idle",
+                    flush=True,
+                )
+            results: dict[str, list[float]] = {"power": [], "partition": []}
+            for i in range(args.trials):
+                for kind in ("power", "partition"):
+                    took, was, now = trial(site, monitor, kind)
+                    results[kind].append(took)
+                    print(f"trial {i + 1} {kind}: {was} -> {now} in {took:.2f} s", flush=True)
+            settle(site, monitor)
+            for kind, values in results.items():
+                print(
+                    f"{kind}: failover p50 {statistics.median(values):.2f} s, "
+                    f"p99 {pct(values, 0.99):.2f} s, max {max(values):.2f} s "
+                    f"over {len(values)} trials",
+                    flush=True,
+                )
+            print(
+                f"overlaps: {len(monitor.overlaps)} of {len(monitor.samples)} samples "
+                f"(every {monitor.interval_s * 1000:.0f} ms)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
