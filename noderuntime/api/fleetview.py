@@ -7,6 +7,7 @@ come from :mod:`noderuntime.fleetops.view` (pure); this module only gathers the 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -49,6 +50,8 @@ class FleetSources:
     heartbeat: Callable[[str], Mapping[str, Any]]
     stale_after_s: Callable[[], float]
     own_status: Callable[[], Mapping[str, schema.StatusRecord]] = field(default=lambda: {})
+    # Forward an operator's signed log request to the node at the site given (remotelogs.py).
+    remote_logs: Callable[[bytes, str | None], AsyncIterator[str]] | None = None
     # The hub's fleet-event ring (None: not a hub, or no sync).
     events: Callable[[], FleetEvents | None] = field(default=lambda: None)
 
@@ -185,7 +188,26 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
                 seen = seq
                 yield json.dumps(e.to_dict(), sort_keys=True)
 
+    async def logs(params: Params) -> AsyncIterator[str]:
+        src = sources()
+        node = _param(params, "node")
+        raw = _param(params, "request")
+        if src.remote_logs is None or src.role != "hub":
+            raise ApiError("remote logs are read through a hub that syncs", code="bad_request")
+        if not node or not raw:
+            raise ApiError("parameters 'node' and 'request' are required", code="bad_request")
+        try:
+            wire = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise ApiError("parameter 'request' must be base64", code="bad_request") from None
+        site = next((n.site for n in collect_nodes(src, time.time()) if n.node_id == node), None)
+        async for line in src.remote_logs(wire, site):
+            yield line
+
     return {
+        "fleet.logs": Route(
+            stream=logs, doc="an operator-signed read of a node's workload logs, through a hub"
+        ),
         "fleet.events": Route(
             stream=events, doc="workload transitions from every connected node (a hub's ring)"
         ),

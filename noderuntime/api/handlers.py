@@ -717,6 +717,7 @@ def build_routes(node: Node) -> dict[str, Route]:
             ),
             own_status=own_status,
             events=lambda: node.sync.fleet_events if node.sync is not None else None,
+            remote_logs=node.sync.remote_logs.request if node.sync is not None else None,
         )
     )
 

@@ -135,3 +135,29 @@ def fleet_events(
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
     return 0
+
+
+def remote_logs_params(args: argparse.Namespace) -> dict[str, Any]:
+    """`logs NAME --node N`: the operator-signed request for ``fleet.logs``."""
+    import base64
+
+    from noderuntime.cli.fleet import operator_from_args
+    from noderuntime.errors import InvalidInputError
+    from noderuntime.sync.remotelogs import make_request
+
+    operator = operator_from_args(args)
+    if operator is None:
+        raise InvalidInputError(
+            "reading a node's logs remotely needs an operator: --as DIR or $NODERUNTIME_AS"
+        )
+    identity, credential = operator
+    wire = make_request(
+        identity,
+        credential,
+        node=args.node,
+        workload=args.name,
+        tail=args.tail,
+        follow=args.follow,
+        now=time.time(),
+    )
+    return {"node": args.node, "request": base64.b64encode(wire).decode()}

@@ -533,10 +533,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    method, params = "workloads.logs", {"name": args.name, "follow": args.follow, "tail": args.tail}
+    if args.node:
+        method, params = "fleet.logs", cli_fleetview.remote_logs_params(args)
+
     async def go() -> None:
         async with _client(args) as client:
-            params = {"name": args.name, "follow": args.follow, "tail": args.tail}
-            async for line in client.stream("workloads.logs", params):
+            async for line in client.stream(method, params):
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
 
@@ -866,7 +869,12 @@ def build_parser() -> argparse.ArgumentParser:
     out(s)
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("logs", help="print a workload's logs")
+    s = sub.add_parser("logs", help="print a workload's logs (or, through a hub, a node's)")
+    s.add_argument(
+        "--node",
+        help="at a hub: read the workload's logs on this node (operator-signed: --as DIR or "
+        "$NODERUNTIME_AS; a sovereign site refuses; the node records the read)",
+    )
     s.add_argument("name")
     s.add_argument("-f", "--follow", action="store_true")
     s.add_argument("--tail", type=int, default=None, help="only the last N lines")

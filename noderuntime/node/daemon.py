@@ -17,6 +17,7 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +32,14 @@ from noderuntime.crdt.guard import StoreGuard
 from noderuntime.crdt.mark import MARK_FILE, Hold, HoldKind
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
-from noderuntime.errors import ConfigError, StoreError
+from noderuntime.errors import ConfigError, NotFoundError, StoreError
 from noderuntime.fleetops.view import site_summaries
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
 from noderuntime.identity.technicians import TechnicianStore
 from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.rollout.record import in_progress
+from noderuntime.runtime.base import ContainerState
 from noderuntime.runtime.health import HealthMonitor
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
@@ -217,6 +219,8 @@ class Node:
                         # an external NATS (natsUrl) it relies on heartbeats.
                         monitor_port=self.nats.monitor_port if self.nats is not None else None,
                         resync=self._resync_watch(),
+                        log_reader=self._remote_log_lines,
+                        log_record=self._record_remote_read,
                     )
                 )
             if self.config.role.value == "hub":
@@ -365,6 +369,24 @@ class Node:
         if svc is None or svc.healthy or svc.last_error is None:
             return None
         return f"supervised Podman service: {svc.last_error}"
+
+    async def _remote_log_lines(
+        self, workload: str, tail: int | None, follow: bool
+    ) -> AsyncIterator[str]:
+        """A workload's log lines for a remote read (sync/remotelogs.py): its newest container."""
+        rec, runtime = self.reconciler, self.runtime
+        assert rec is not None and runtime is not None
+        cands = [c for c in rec.observed if c.workload == workload]
+        if not cands:
+            raise NotFoundError(f"workload {workload!r} has no container on {self.config.node_id}")
+        cands.sort(key=lambda c: c.state is not ContainerState.RUNNING)
+        async for line in runtime.logs(cands[0].id, follow=follow, tail=tail):
+            yield line
+
+    def _record_remote_read(self, workload: str, operator: str, via: str) -> None:
+        # The event is what the TUI, `events` and (issue 13) the audit trail read.
+        if self.reconciler is not None:
+            self.reconciler.note(workload, "remote-logs", f"logs read by {operator} via {via}")
 
     def fleet_sources(self) -> FleetSources:
         """What the fleet view reads here (routes and metrics)."""

@@ -72,6 +72,7 @@ from noderuntime.sync.outbound import Outbound
 from noderuntime.sync.peers import PEER_TIMEOUT_HEARTBEATS, PeerStats, PeerTable
 from noderuntime.sync.protocol import WireUpdate
 from noderuntime.sync.receive import Receiver
+from noderuntime.sync.remotelogs import LogReader, Recorder, RemoteLogs
 from noderuntime.sync.resync import RESYNC_KEY, ResyncWatch, plan_resync
 from noderuntime.sync.scopes import Scopes
 from noderuntime.sync.settings import SyncSettings
@@ -106,6 +107,8 @@ class SyncEngine:
         health: Callable[[], Mapping[str, Any]] | None = None,
         monitor_port: int | None = None,
         resync: ResyncWatch | None = None,
+        log_reader: LogReader | None = None,
+        log_record: Recorder | None = None,
     ) -> None:
         self.state = state
         self.trust = trust
@@ -138,6 +141,20 @@ class SyncEngine:
         replies = StateReplies(on_evict=self._evicted)
         # Fleet events (issue 12): a hub keeps what nodes send; every node may send its own.
         self.fleet_events = FleetEvents(clock) if settings.role == "hub" else None
+        # Remote logs (issue 12): a hub forwards operators' requests, a node answers them.
+        self.remote_logs = RemoteLogs(
+            fleet=settings.fleet,
+            site=settings.site,
+            node_id=settings.node_id,
+            sovereign=settings.sovereign,
+            identity=identity,
+            trust=trust,
+            publish=lambda subject, data: self.out.publish(subject, data),
+            clock=clock,
+            log=self.log,
+            reader=log_reader,
+            record=log_record,
+        )
         self._event_limit = SendLimit(clock)
         self._event_tasks: set[asyncio.Task[None]] = set()
         self.out = Outbound(
@@ -176,6 +193,7 @@ class SyncEngine:
             instances=self.instances,
             resync=resync,
             fleet_events=self.fleet_events,
+            remote_logs=self.remote_logs,
         )
         self.inbox = Inbox(settings.max_inbox_bytes)
         self.outbox = Outbox()

@@ -60,6 +60,9 @@ class Kind(enum.Enum):
     CREDENTIAL_REQUEST = 5
     # 2026-12-03: fleet events (issue 12), the heartbeat's layout on their own subject.
     EVENT = 6
+    # 2026-12-03: remote logs (issue 12): an operator's signed request, a node's signed lines.
+    LOG_REQUEST = 7
+    LOG_LINES = 8
 
 
 MAX_CREDENTIALS = 256
@@ -123,6 +126,28 @@ class EventMsg:
 
 
 @dataclass(frozen=True)
+class LogRequestMsg:
+    """An operator's request for a workload's log lines (remotelogs.py), signed by the operator."""
+
+    sender: str
+    ts: float
+    payload: bytes
+    signature: bytes
+    signed: bytes
+
+
+@dataclass(frozen=True)
+class LogLinesMsg:
+    """Log lines answering a LOG_REQUEST, signed by the node that read them."""
+
+    sender: str
+    ts: float
+    payload: bytes
+    signature: bytes
+    signed: bytes
+
+
+@dataclass(frozen=True)
 class CredentialsMsg:
     credentials: tuple[bytes, ...]
 
@@ -132,7 +157,16 @@ class CredentialRequestMsg:
     principals: tuple[str, ...]
 
 
-Message = UpdatesMsg | StateMsg | HeartbeatMsg | EventMsg | CredentialsMsg | CredentialRequestMsg
+Message = (
+    UpdatesMsg
+    | StateMsg
+    | HeartbeatMsg
+    | EventMsg
+    | LogRequestMsg
+    | LogLinesMsg
+    | CredentialsMsg
+    | CredentialRequestMsg
+)
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -256,6 +290,16 @@ def event_signed_part(sender: str, ts: float, payload: bytes) -> bytes:
 
 
 MAX_EVENT_PAYLOAD_BYTES = 4096
+MAX_LOG_PAYLOAD_BYTES = 64 * 1024
+
+
+def signed_blob_part(kind: Kind, sender: str, ts: float, payload: bytes) -> bytes:
+    """The signed part of EVENT, LOG_REQUEST and LOG_LINES messages (the heartbeat's layout)."""
+    out = _header(kind)
+    _str8(out, sender)
+    out += struct.pack(">d", ts)
+    _blob(out, payload)
+    return bytes(out)
 
 
 def encode_credentials(blobs: Sequence[bytes]) -> bytes:
@@ -419,14 +463,19 @@ def decode(
         principals = tuple(r.str8() for _ in range(count))
         r.done()
         return CredentialRequestMsg(principals)
-    if kind is Kind.EVENT:
+    if kind in (Kind.EVENT, Kind.LOG_REQUEST, Kind.LOG_LINES):
         sender = r.str8()
         ts = r.f64()
-        payload = r.blob(MAX_EVENT_PAYLOAD_BYTES)
+        payload = r.blob(MAX_EVENT_PAYLOAD_BYTES if kind is Kind.EVENT else MAX_LOG_PAYLOAD_BYTES)
         end = r.pos
         signature = r.take(SIGNATURE_BYTES)
         r.done()
-        return EventMsg(sender, ts, payload, signature, signing_bytes(raw[:end]))
+        signed = signing_bytes(raw[:end])
+        if kind is Kind.EVENT:
+            return EventMsg(sender, ts, payload, signature, signed)
+        if kind is Kind.LOG_REQUEST:
+            return LogRequestMsg(sender, ts, payload, signature, signed)
+        return LogLinesMsg(sender, ts, payload, signature, signed)
     sender = r.str8()
     ts = r.f64()
     payload = r.blob(64 * 1024)

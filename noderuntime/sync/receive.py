@@ -66,10 +66,13 @@ from noderuntime.sync.protocol import (
     CredentialsMsg,
     EventMsg,
     HeartbeatMsg,
+    LogLinesMsg,
+    LogRequestMsg,
     ProtocolError,
     StateMsg,
     UpdatesMsg,
 )
+from noderuntime.sync.remotelogs import RemoteLogs
 from noderuntime.sync.resync import RESYNC_KEY, ResyncWatch
 from noderuntime.sync.scopes import Scopes
 from noderuntime.sync.settings import SyncSettings
@@ -110,7 +113,9 @@ class Receiver:
         instances: Instances,
         resync: ResyncWatch | None = None,
         fleet_events: FleetEvents | None = None,
+        remote_logs: RemoteLogs | None = None,
     ) -> None:
+        self.remote_logs = remote_logs
         self.state = state
         self.fleet_events = fleet_events
         self.trust = trust
@@ -158,6 +163,12 @@ class Receiver:
             await self._state(msg, len(data))
         elif isinstance(msg, EventMsg):
             await self._event(msg)
+        elif isinstance(msg, LogRequestMsg):
+            if self.remote_logs is not None:
+                self.remote_logs.forwarded(msg)
+        elif isinstance(msg, LogLinesMsg):
+            if self.remote_logs is not None:
+                self.remote_logs.lines(msg)
         else:
             await self._heartbeat(msg, len(data))
 

@@ -34,7 +34,9 @@ def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> No
     hub.extra_config["metricsAddress"] = f"127.0.0.1:{metrics_port}"
     a = FleetNode(fdir, f"a-{run}", "lab", peers=[hub])
     b = FleetNode(fdir, f"b-{run}", "shop", peers=[hub])
-    nodes = [hub, a, b]
+    c = FleetNode(fdir, f"c-{run}", "vault", peers=[hub])
+    c.extra_config["sovereign"] = True
+    nodes = [hub, a, b, c]
     try:
         for n in nodes:
             n.enroll()
@@ -79,6 +81,28 @@ def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> No
         assert got[("noderuntime_peers_up", ())] >= 2
         assert got[("noderuntime_reconcile_pass_seconds_count", ())] >= 1
         assert got[("noderuntime_store_commits_total", ())] >= 1
+        # Remote logs, read-only, operator-signed, through the hub.
+        talker = workload_yaml("talker", command=["sh", "-c", "echo said-$((6*7)); sleep 3600"])
+        hub.as_operator("apply", "-f", "-", input=talker)
+
+        def said() -> str | None:
+            r = hub.cli("--as", str(fdir), "logs", "talker", "--node", a.node_id, "--tail", "5")
+            return r.stdout if r.returncode == 0 and "said-42" in r.stdout else None
+
+        wait_for(said, timeout=CONVERGE_S, what="talker's log line read from a through the hub")
+        events = a.call("events.list", {"workload": "talker"})
+        assert any(e["kind"] == "remote-logs" and "operator:ops" in e["message"] for e in events)
+        # Without an operator: refused before anything is sent.
+        r = hub.cli("logs", "talker", "--node", a.node_id)
+        assert r.returncode != 0 and "operator" in r.stderr
+        # A sovereign site refuses.
+        wait_for(
+            lambda: any(n["node"] == c.node_id and n["up"] for n in hub.json_cli("get", "nodes")),
+            timeout=CONVERGE_S,
+            what="hub hears the sovereign node",
+        )
+        r = hub.cli("--as", str(fdir), "logs", "talker", "--node", c.node_id, "--tail", "5")
+        assert r.returncode != 0 and "sovereign" in r.stderr, r.stdout + r.stderr
         # A site node answers for its own site only.
         assert {r["node"] for r in a.json_cli("get", "workloads", "--fleet")} == {a.node_id}
 
