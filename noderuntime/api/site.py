@@ -71,7 +71,9 @@ async def site_status(m: SiteManager, monitor: Monitor) -> dict[str, Any]:
     if m.alone:
         quorum = True
     elif cluster_size:
-        quorum = bool(meta.get("leader")) and current * 2 > cluster_size
+        # A follower cut off keeps its old leader's name (and "current" flags) until an
+        # election times out; a lease store that stops answering tells sooner.
+        quorum = bool(meta.get("leader")) and current * 2 > cluster_size and m.problem is None
     else:
         quorum = None
     return {
