@@ -170,3 +170,34 @@ def site_summaries(
             }
         )
     return out
+
+
+def rollout_step_notes(
+    new_keys: Iterable[str],
+    steps: Mapping[str, Mapping[str, Any]],
+    rollouts: Mapping[str, Mapping[str, Any]],
+) -> list[tuple[str, str]]:
+    """(workload, words) for rollout steps newly in the fleet document (fleet events).
+
+    Keys are ``"<rollout id>/<fact>"`` (noderuntime/rollout/record.py): ``go/<k>/<site>``,
+    ``gate/<k>``, ``end/<State>``, ``pause/<n>``.
+    """
+    workload_of = {str(r.get("id")): str(r.get("workload") or name) for name, r in rollouts.items()}
+    out: list[tuple[str, str]] = []
+    for key in sorted(new_keys):
+        rid, _, fact = key.partition("/")
+        parts = fact.split("/")
+        detail = steps.get(key, {})
+        if parts[0] == "go" and len(parts) == 3 and parts[1].isdigit():
+            words = f"wave {int(parts[1]) + 1} released at site {parts[2]}"
+        elif parts[0] == "gate" and len(parts) == 2 and parts[1].isdigit():
+            words = f"wave {int(parts[1]) + 1} gate held"
+        elif parts[0] == "end" and len(parts) == 2:
+            reason = detail.get("reason")
+            words = f"rollout {parts[1]}" + (f": {reason}" if reason else "")
+        elif parts[0] == "pause" and len(parts) == 2 and parts[1].isdigit():
+            words = "rollout paused" if int(parts[1]) % 2 else "rollout resumed"
+        else:
+            continue
+        out.append((workload_of.get(rid, rid), words))
+    return out

@@ -17,7 +17,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from noderuntime.crdt.mark import MARK_FILE, Hold, HoldKind
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import ConfigError, NotFoundError, StoreError
-from noderuntime.fleetops.view import site_summaries
+from noderuntime.fleetops.view import rollout_step_notes, site_summaries
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
 from noderuntime.identity.technicians import TechnicianStore
@@ -239,6 +239,8 @@ class Node:
                 reconciler.on_event(
                     lambda e: sync.publish_event(e.workload, e.kind, e.message, e.ts)
                 )
+                if sync.fleet_events is not None:
+                    stack.callback(self.state.subscribe(self._rollout_step_watch(sync)))
             self.api = await stack.enter_async_context(
                 ApiServer(
                     self.paths.api_socket,
@@ -387,6 +389,37 @@ class Node:
         # The event is what the TUI, `events` and (issue 13) the audit trail read.
         if self.reconciler is not None:
             self.reconciler.note(workload, "remote-logs", f"logs read by {operator} via {via}")
+
+    def _rollout_step_watch(self, sync: SyncEngine) -> Callable[[], None]:
+        """At a hub: each rollout step newly in the fleet document becomes a fleet event."""
+        from noderuntime.sync.fleetevents import FleetEvent
+
+        state, ring = self.state, sync.fleet_events
+        assert state is not None and ring is not None
+        seen = set(state.snapshot().fleet.rollout_steps)
+
+        def changed() -> None:
+            fleet = state.snapshot().fleet
+            new = set(fleet.rollout_steps) - seen
+            if not new:
+                return
+            seen.update(new)
+            now = time.time()
+            for workload, words in rollout_step_notes(new, fleet.rollout_steps, fleet.rollouts):
+                ring.add(
+                    FleetEvent(
+                        now,
+                        now,
+                        self.config.node_id,
+                        self.config.site,
+                        workload,
+                        "rollout",
+                        "rollout",
+                        words,
+                    )
+                )
+
+        return changed
 
     def fleet_sources(self) -> FleetSources:
         """What the fleet view reads here (routes and metrics)."""

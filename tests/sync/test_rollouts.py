@@ -71,6 +71,10 @@ def test_failing_revision_stops_at_wave_one_and_rolls_back_by_itself() -> None:
         (lab,) = f.by_site("lab")
         assert s["failed_nodes"] == [lab.node_id]
         assert "wave 1" in s["reason"] and s["current_wave"] == 1
+        # The hub's fleet events tell the story (issue 12 §1): the steps and the lab's failure.
+        told = {(e["transition"], e["message"]) for e in f.hub.json_cli("events", "--fleet")}
+        assert ("rollout", "wave 1 released at site lab") in told
+        assert any(t == "rollout" and m.startswith("rollout RolledBack") for t, m in told)
         for m in f.members:
             wait_runs(m, NAME, v1)
         # The lab node ran it; no node of the later wave ever created a container of it.

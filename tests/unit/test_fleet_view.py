@@ -11,6 +11,7 @@ from noderuntime.fleetops.view import (
     NodeSnapshot,
     fleet_rows,
     revision_index,
+    rollout_step_notes,
     site_summaries,
 )
 
@@ -136,3 +137,20 @@ def test_site_summaries_count_nodes_up_and_phases_and_say_rollouts_unknown() -> 
     assert vault["workloads"] == {"Running": 3} and vault["sovereign"] is True
     (lab2, _) = site_summaries(nodes, now=NOW, rollouts={"web": {"state": "Progressing"}})
     assert lab2["rollout_in_progress"] == [{"workload": "web", "state": "Progressing"}]
+
+
+def test_new_rollout_steps_read_as_fleet_event_notes() -> None:
+    rollouts = {"web": {"id": "r1", "workload": "web"}}
+    steps = {
+        "r1/go/0/lab": {},
+        "r1/gate/0": {},
+        "r1/end/RolledBack": {"reason": "gate failed on n3"},
+        "r1/pause/1": {},
+        "r1/weird": {},
+    }
+    assert rollout_step_notes(steps, steps, rollouts) == [
+        ("web", "rollout RolledBack: gate failed on n3"),
+        ("web", "wave 1 gate held"),
+        ("web", "wave 1 released at site lab"),
+        ("web", "rollout paused"),
+    ]
