@@ -238,6 +238,48 @@ def sync_summary(sync: Mapping[str, Any] | None) -> tuple[str, bool]:
     return text, bool(sync.get("connected"))
 
 
+def site_summary(site: Mapping[str, Any] | None) -> tuple[str, bool] | None:
+    """The overview's Site line from ``site.status``; None: the node has no site quorum to show.
+
+    Without quorum nobody at the site can take or renew a lease: running singletons stop at
+    their fence and none starts, so the technician must see it at once.
+    """
+    if not site:
+        return None
+    if site.get("mode") == "alone":
+        return "alone in its site: placed workloads run here", True
+    members = site.get("members") or {}
+    up = sum(1 for m in members.values() if isinstance(m, Mapping) and m.get("up"))
+    known = f"; members {up}/{len(members)} up" if members else ""
+    kv = site.get("kv") or {}
+    kv_text = "" if kv.get("healthy", True) else f"; leases: {kv.get('problem') or 'unavailable'}"
+    quorum = site.get("quorum")
+    if quorum is False:
+        return f"NO QUORUM: placed workloads stand by{known}{kv_text}", False
+    if quorum is None:
+        return f"quorum unknown{known}{kv_text}", False
+    leader = site.get("meta_leader") or "?"
+    return f"quorum (leader {leader}){known}{kv_text}", not kv_text
+
+
+def placement_text(placement: Mapping[str, Any] | None, now: float) -> str | None:
+    """Who holds each slot of a placed workload, for the detail view; None: not placed."""
+    if not placement:
+        return None
+    slots = []
+    for s in placement.get("slots") or []:
+        if not isinstance(s, Mapping):
+            continue
+        node = s.get("node") or "nobody yet"
+        since = s.get("since")
+        slots.append(
+            f"slot {s.get('slot', '?')} on {node}"
+            + (f" for {fmt_age(since, now)}" if isinstance(since, int | float) else "")
+        )
+    replicas = placement.get("replicas", "?")
+    return f"placement: {replicas} per site; " + ("; ".join(slots) or "no slot held yet")
+
+
 # --- workloads ------------------------------------------------------------------------------
 
 

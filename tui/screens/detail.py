@@ -19,6 +19,7 @@ from tui.model import (
     PHASE_STYLES,
     fmt_age,
     fmt_clock,
+    placement_text,
     short_hash,
     spec_fields,
     spec_state,
@@ -45,6 +46,9 @@ def summary_text(view: Mapping[str, Any], now: float) -> Text:
     message = view.get("message")
     if message:
         t.append(f"\n{message}", style="italic")
+    placed = placement_text(view.get("placement"), now)
+    if placed:
+        t.append(f"\n{placed}")
     for c in view.get("containers") or []:
         t.append(
             f"\ncontainer {str(c.get('id', ''))[:12]} {c.get('state', '?')}"

@@ -22,6 +22,7 @@ from tui.model import (
     host_gauges,
     phase_summary,
     podman_state,
+    site_summary,
     store_problem,
     store_state,
     sync_summary,
@@ -49,7 +50,7 @@ def node_panel(status: Mapping[str, Any]) -> Text:
     return t
 
 
-def health_panel(status: Mapping[str, Any]) -> Text:
+def health_panel(status: Mapping[str, Any], site: Mapping[str, Any] | None = None) -> Text:
     t = Text(no_wrap=True, overflow="ellipsis")
     podman, ok = podman_state(status.get("podman") or {})
     _line(t, "Podman", podman, ok=ok)
@@ -63,6 +64,9 @@ def health_panel(status: Mapping[str, Any]) -> Text:
     _line(t, "Reconcile", "converged" if rec.get("converged") else "working")
     sync, ok = sync_summary(status.get("sync"))
     _line(t, "Sync", sync, ok=ok)
+    quorum = site_summary(site)
+    if quorum is not None:
+        _line(t, "Site", quorum[0], ok=quorum[1])
     t.rstrip()
     return t
 
@@ -179,11 +183,20 @@ class OverviewScreen(BaseView):
             except NodeRuntimeError as exc:
                 info = None if is_unknown_method(exc) else self.ctx.extra.get("sync.peers")
         self.ctx.extra["sync.peers"] = info
+        site: dict[str, Any] | None = None
+        if sync.get("enabled"):
+            try:
+                site = await self.ctx.api.call("site.status")
+            except NodeRuntimeError:
+                site = None  # an older node, or site quorum not started: no Site line
+        self.ctx.extra["site.status"] = site
         self.show(status, info)
 
     def show(self, status: Mapping[str, Any], peers: Mapping[str, Any] | None) -> None:
         self.query_one("#panel-node", Static).update(node_panel(status))
-        self.query_one("#panel-health", Static).update(health_panel(status))
+        self.query_one("#panel-health", Static).update(
+            health_panel(status, self.ctx.extra.get("site.status"))
+        )
         self.query_one("#panel-workloads", Static).update(workloads_panel(status))
         self.query_one("#panel-host", Static).update(host_panel(status))
         panel = self.query_one("#panel-peers", Static)
