@@ -75,7 +75,7 @@ def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
     since = time.monotonic()
     wait_for(
         lambda: monitor.samples[-1][0] > since + 3 and monitor.last() == {h.node_id},
-        timeout=60,
+        timeout=180,
         what="a quiet site",
     )
     return h
@@ -171,24 +171,26 @@ def main() -> None:
                     flush=True,
                 )
             results: dict[str, list[float]] = {"power": [], "partition": []}
-            for i in range(args.trials):
-                for kind in ("power", "partition"):
-                    took, was, now = trial(site, monitor, kind)
-                    results[kind].append(took)
-                    print(f"trial {i + 1} {kind}: {was} -> {now} in {took:.2f} s", flush=True)
-            settle(site, monitor)
-            for kind, values in results.items():
+            try:
+                for i in range(args.trials):
+                    for kind in ("power", "partition"):
+                        took, was, now = trial(site, monitor, kind)
+                        results[kind].append(took)
+                        print(f"trial {i + 1} {kind}: {was} -> {now} in {took:.2f} s", flush=True)
+            finally:  # a site that would not settle still reports what it measured
+                for kind, values in results.items():
+                    if values:
+                        print(
+                            f"{kind}: failover p50 {statistics.median(values):.2f} s, "
+                            f"p99 {pct(values, 0.99):.2f} s, max {max(values):.2f} s "
+                            f"over {len(values)} trials",
+                            flush=True,
+                        )
                 print(
-                    f"{kind}: failover p50 {statistics.median(values):.2f} s, "
-                    f"p99 {pct(values, 0.99):.2f} s, max {max(values):.2f} s "
-                    f"over {len(values)} trials",
+                    f"overlaps: {len(monitor.overlaps)} of {len(monitor.samples)} samples "
+                    f"(every {monitor.interval_s * 1000:.0f} ms)",
                     flush=True,
                 )
-            print(
-                f"overlaps: {len(monitor.overlaps)} of {len(monitor.samples)} samples "
-                f"(every {monitor.interval_s * 1000:.0f} ms)",
-                flush=True,
-            )
 
 
 if __name__ == "__main__":
