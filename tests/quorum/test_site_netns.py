@@ -181,3 +181,23 @@ def test_the_whole_site_restarting_together_brings_the_singleton_back_once(
         site.power_on(node)
     holder_of(site, singleton)
     assert singleton.overlaps == []
+
+
+def test_drain_moves_the_instance_off_the_node_and_uncordon_lets_it_hold_again(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    holder = settle(site, singleton)
+    drained_at = time.monotonic()
+    holder.call("site.drain", {"node": holder.node_id})
+    try:
+        wait_for(
+            lambda: singleton.first_after(
+                drained_at, lambda s: len(s) == 1 and holder.node_id not in s
+            ),
+            timeout=90,
+            what="the instance moved off the drained node",
+        )
+        holder.wait_phase(SINGLETON, "Standby", timeout=30)
+    finally:
+        holder.call("site.uncordon", {"node": holder.node_id})
+    assert singleton.overlaps == []
