@@ -22,7 +22,7 @@ import platform
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from noderuntime import __version__, codec
 from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, build_fleet_routes
@@ -30,8 +30,11 @@ from noderuntime.api.records import record_routes
 from noderuntime.api.rollouts import rollout_routes
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.site import site_routes
-from noderuntime.api.views import shown_status, workload_view
+from noderuntime.api.views import contest_view, shown_status, workload_view
 from noderuntime.crdt import schema
+from noderuntime.crdt.clocks import UpdateFormatError, parse_update
+from noderuntime.crdt.hlc import Hlc
+from noderuntime.crdt.records import Contest
 from noderuntime.crdt.schema import LOCK_ALL, StatusRecord
 from noderuntime.errors import (
     ApiError,
@@ -272,8 +275,28 @@ def build_routes(node: Node) -> dict[str, Route]:
                 containers = [c for c in rec.observed if c.workload == name]
                 view["containers"] = [_container_view(c) for c in containers]
                 view["probes"] = node.health.recent_results(name) if node.health else []
+                view["concurrent_writes"] = await concurrent_writes(name)
                 return view
         raise NotFoundError(f"no workload {name!r} on this node; see `noderuntime get workloads`")
+
+    async def contests_with_authors(doc: str) -> tuple[list[Contest], dict[int, str]]:
+        state, _ = parts()
+        contests: list[Contest] = []
+        if state.holds(doc):
+            contests = cast(list[Contest], state.read(doc, schema.contests))
+        clients = {v.client for c in contests for v in (c.won, *c.lost)}
+        return contests, await state.client_authors(doc, sorted(clients))
+
+    async def concurrent_writes(name: str) -> list[dict[str, Any]]:
+        """Writes of this workload's records that lost to a concurrent one, and to whom."""
+        state, _ = parts()
+        out: list[dict[str, Any]] = []
+        for doc in (state.fleet_doc, state.site_doc, state.node_doc):
+            contests, authors = await contests_with_authors(doc)
+            for c in contests:
+                if c.key == name or c.key.startswith(f"{name}/"):
+                    out += contest_view(doc, c, authors)
+        return out
 
     def check_fleet_write(params: Params) -> None:
         # An enrolled plain node's own signature is not valid on the fleet document: peers
@@ -302,8 +325,7 @@ def build_routes(node: Node) -> dict[str, Route]:
 
     def prepared(doc: str, mutate: Any, summary: str) -> dict[str, Any]:
         state, _ = parts()
-        data = state.prepare(doc, mutate)
-        meta = json.dumps({"summary": summary}, sort_keys=True, separators=(",", ":"))
+        data, meta = state.prepare_change(doc, mutate, summary)
         return {
             "doc": doc,
             "data": base64.b64encode(data).decode() if data is not None else None,
@@ -351,11 +373,13 @@ def build_routes(node: Node) -> dict[str, Route]:
             for name, canon in changed
         ]
 
-        def mutate(doc: Any) -> None:
+        def mutate(doc: Any) -> Hlc:
+            hlc = schema.write_hlc(doc, {schema.WORKLOADS: [n for n, _ in changed]})
             for (name, canon), rev in zip(changed, revs, strict=True):
-                schema.put_workload(doc, name, canon)
+                schema.put_workload(doc, name, canon, hlc)
                 key = revisions.revision_key(name, int(rev["revision"]))
                 schema.put_entry(doc, schema.REVISIONS, key, rev)
+            return hlc
 
         summary = "apply " + ", ".join(f"{n}" for n, _ in changed)
         if params.get("prepare"):
@@ -388,8 +412,8 @@ def build_routes(node: Node) -> dict[str, Route]:
         new = current | set(fields) if not params.get("unlock") else current - set(fields)
         summary = f"lock {name}: {', '.join(sorted(new)) or 'nothing'}"
 
-        def mutate(doc: Any) -> None:
-            schema.set_lock(doc, name, sorted(new))
+        def mutate(doc: Any) -> Hlc:
+            return schema.set_lock(doc, name, sorted(new))
 
         out: dict[str, Any] = {"workload": name, "locked": sorted(new)}
         if params.get("prepare"):
@@ -415,10 +439,12 @@ def build_routes(node: Node) -> dict[str, Route]:
             else []
         )
 
-        def mutate(doc: Any) -> None:
-            schema.delete_workload(doc, name)
+        def mutate(doc: Any) -> Hlc:
+            hlc = schema.write_hlc(doc, {schema.WORKLOADS: [name]})
+            schema.delete_workload(doc, name, hlc)
             for map_name, key, value in ending:
                 schema.put_entry(doc, map_name, key, value)
+            return hlc
 
         if params.get("prepare"):
             out: dict[str, Any] = {"name": name, "result": "deleted"}
@@ -498,8 +524,8 @@ def build_routes(node: Node) -> dict[str, Route]:
             "scope": scope,
         }
 
-        def mutate(doc: Any) -> None:
-            schema.set_override(doc, workload, field_path, value)
+        def mutate(doc: Any) -> Hlc:
+            return schema.set_override(doc, workload, field_path, value)
 
         if check_operator_override(params, scope):
             return out | {"prepared": prepared(doc_name, mutate, summary)}
@@ -513,9 +539,12 @@ def build_routes(node: Node) -> dict[str, Route]:
         check_override(state.snapshot(), workload, field_path, None, removing=True)
         removed = False
 
-        def mutate(doc: Any) -> None:
+        def mutate(doc: Any) -> Hlc:
             nonlocal removed
-            removed = schema.remove_override(doc, workload, field_path)
+            key = schema.override_key(workload, field_path)
+            hlc = schema.write_hlc(doc, {schema.OVERRIDES: [key]})
+            removed = schema.remove_override(doc, workload, field_path, hlc)
+            return hlc
 
         scope, doc_name = override_scope(params)
         summary = f"remove override {workload} {field_path} ({scope})"
@@ -544,6 +573,12 @@ def build_routes(node: Node) -> dict[str, Route]:
         if not isinstance(limit, int) or not 0 < limit <= 10_000:
             raise ApiError("limit must be an integer between 1 and 10000", code="bad_request")
         out = []
+        lost: dict[tuple[str, int, str], dict[str, Any]] = {}  # (doc, client, hlc) -> view
+        for doc in sorted({u.doc for u in await state.history(limit)}):
+            contests, authors = await contests_with_authors(doc)
+            for c in contests:
+                for view, loser in zip(contest_view(doc, c, authors), c.lost, strict=True):
+                    lost[(doc, loser.client, loser.hlc.encode())] = view
         for u in await state.history(limit):
             try:
                 meta = codec.loads(u.meta)
@@ -560,6 +595,8 @@ def build_routes(node: Node) -> dict[str, Route]:
                     "summary": meta.get("summary", ""),
                     "ts": u.ts,
                     "size_bytes": len(u.data),
+                    "hlc": meta.get("hlc"),
+                    "lost_to": _lost_to(lost, u.doc, u.data, meta.get("hlc")),
                 }
             )
         return out
@@ -779,6 +816,23 @@ def store_hold(node: Node, rec: Any) -> dict[str, Any] | None:
         "workloads": list(plan.held) if plan is not None else [],
         "resync": engine.resync.view() if engine is not None and engine.resync else None,
     }
+
+
+def _lost_to(
+    lost: dict[tuple[str, int, str], dict[str, Any]], doc: str, data: bytes, hlc: object
+) -> dict[str, Any] | None:
+    """The write this update's record version lost to, if it lost a concurrent contest."""
+    if not isinstance(hlc, str) or not lost:
+        return None
+    try:
+        clients = parse_update(data).ranges
+    except UpdateFormatError:
+        return None
+    for client in clients:
+        view = lost.get((doc, client, hlc))
+        if view is not None:
+            return {"record": view["record"], **view["won"]}
+    return None
 
 
 def _actor(params: Params) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from noderuntime.crdt.records import LEGACY_CLIENT, Contest, Version
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.reconcile.desired import DesiredWorkload
 from noderuntime.spec.models import canonical_dict
@@ -98,3 +99,29 @@ def _message(status: StatusRecord, now: float | None) -> str:
         return status.message
     wait = status.retry_at - now
     return status.message + (f"; retrying in {wait:.0f}s" if wait > 0.5 else "")
+
+
+def _version_view(v: Version, authors: Mapping[int, str]) -> dict[str, Any]:
+    return {
+        "by": authors.get(v.client, "unknown" if v.client != LEGACY_CLIENT else "before HLCs"),
+        "client": v.client,
+        "hlc": v.hlc.encode(),
+        "at": v.hlc.wall_s,
+        "deleted": v.deleted,
+    }
+
+
+def contest_view(doc: str, contest: Contest, authors: Mapping[int, str]) -> list[dict[str, Any]]:
+    """One entry per version of a record that lost to a concurrent write: who wrote it, when
+    (its HLC; ``at`` in epoch seconds), and the write it lost to (later, or as late with a
+    higher client id)."""
+    won = _version_view(contest.won, authors)
+    return [
+        {
+            "doc": doc,
+            "record": f"{contest.map}/{contest.key}",
+            "lost": _version_view(v, authors),
+            "won": won,
+        }
+        for v in contest.lost
+    ]

@@ -180,6 +180,16 @@ def render_store_problem(st: dict[str, Any]) -> list[str]:
     ]
 
 
+def _write_by(w: dict[str, Any]) -> str:
+    what = "deletion" if w.get("deleted") else "write"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w["at"])) if w.get("at") else "?"
+    return f"{w['by']}'s {what} at {when} (HLC {w['hlc']})"
+
+
+def _lost_line(c: dict[str, Any]) -> str:
+    return f"{c['doc']} {c['record']}: {_write_by(c['lost'])} lost to {_write_by(c['won'])}"
+
+
 def render_describe(v: dict[str, Any]) -> str:
     lines = [
         f"Name:        {v['name']}",
@@ -197,6 +207,9 @@ def render_describe(v: dict[str, Any]) -> str:
     if v.get("problems"):
         lines.append("Problems:")
         lines += [f"  {p}" for p in v["problems"]]
+    if v.get("concurrent_writes"):
+        lines.append("Concurrent writes (the later one is in effect):")
+        lines += [f"  {_lost_line(c)}" for c in v["concurrent_writes"]]
     lines.append("Spec:")
     lines += ["  " + ln for ln in yaml.safe_dump(v.get("spec"), sort_keys=False).splitlines()]
     if v.get("events"):
@@ -650,7 +663,12 @@ def cmd_history(args: argparse.Namespace) -> int:
                     age(e["ts"]),
                     e["doc"],
                     e["author"] + (f" for {e['on_behalf']}" if e.get("on_behalf") else ""),
-                    e["summary"] or f"{e['size_bytes']} bytes",
+                    (e["summary"] or f"{e['size_bytes']} bytes")
+                    + (
+                        f" (lost to {e['lost_to']['by']}'s concurrent change)"
+                        if e.get("lost_to")
+                        else ""
+                    ),
                 ]
                 for e in es
             ],

@@ -17,6 +17,9 @@ survive: pycrdt would hand them back as floats):
                      status:    name -> status record (JSON)           technician's behalf)
                      info:      "node" -> node facts (JSON)
 
+Workloads, locks and overrides are settled by HLC, later write wins, each beside a versions map
+(``workloadVersions``, ``lockVersions``, ``overrideVersions``): see :mod:`.records`.
+
 Nothing outside ``noderuntime.crdt`` touches a live ``Doc``: readers get the snapshots below.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +35,8 @@ from typing import Any
 from pycrdt import Doc, Map
 
 from noderuntime import codec
+from noderuntime.crdt import records
+from noderuntime.crdt.hlc import Hlc
 
 FLEET_DOC = "fleet"
 WORKLOADS = "workloads"
@@ -203,7 +209,7 @@ def _set_aside(bad: Bad | None, name: str, key: str, reason: str) -> None:
 
 def _overrides(doc: Doc[Any], bad: Bad | None = None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for key, value in _json_entries(doc, OVERRIDES, bad).items():
+    for key, value in records.read_records(doc, OVERRIDES, bad).items():
         workload, sep, field_path = key.partition("/")
         if sep and workload and field_path:
             out.setdefault(workload, {})[field_path] = value
@@ -212,13 +218,13 @@ def _overrides(doc: Doc[Any], bad: Bad | None = None) -> dict[str, dict[str, Any
 
 def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
     workloads: dict[str, Mapping[str, Any]] = {}
-    for k, v in _json_entries(doc, WORKLOADS, bad).items():
+    for k, v in records.read_records(doc, WORKLOADS, bad).items():
         if isinstance(v, dict):
             workloads[k] = v
         else:
             _set_aside(bad, WORKLOADS, k, "a workload is a JSON object")
     locks: dict[str, frozenset[str]] = {}
-    for k, v in _json_entries(doc, LOCKS, bad).items():
+    for k, v in records.read_records(doc, LOCKS, bad).items():
         if isinstance(v, list):
             locks[k] = frozenset(str(x) for x in v)
         else:
@@ -276,64 +282,101 @@ def unreadable(name: str, doc: Doc[Any]) -> list[Quarantined]:
 
 
 def remove_record(doc: Doc[Any], map_name: str, key: str) -> bool:
-    """Delete one record, whatever it holds (an operator removing a record set aside)."""
+    """Delete one record, whatever it holds (an operator removing a record set aside): in a
+    versioned map, its copy from before versions and every version of it."""
+    removed = False
+    if map_name in VERSIONED:
+        removed = records.remove_all(doc, map_name, key)
     if map_name not in doc.keys():  # noqa: SIM118 - pycrdt types no __contains__
-        return False
-    records = _map(doc, map_name)
-    if key in records:
-        del records[key]
+        return removed
+    entries = _map(doc, map_name)
+    if key in entries:
+        del entries[key]
         return True
-    return False
+    return removed
 
 
 def has_record(doc: Doc[Any], map_name: str, key: str) -> bool:
+    if map_name in VERSIONED and records.has_any(doc, map_name, key):
+        return True
     return map_name in doc.keys() and key in _map(doc, map_name)  # noqa: SIM118
 
 
-def put_workload(doc: Doc[Any], name: str, canonical: Mapping[str, Any]) -> None:
-    _map(doc, WORKLOADS)[name] = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+# Whole records (workloads, locks, overrides) are written as of an HLC: one per write, from
+# :func:`write_hlc` (later than every version of the records the write replaces). A mutation
+# returns it, and the state store signs it into the update's meta (``history`` shows it).
+# Without one, a record's own HLC is taken at the wall clock.
+
+VERSIONED = (WORKLOADS, LOCKS, OVERRIDES)
 
 
-def delete_workload(doc: Doc[Any], name: str) -> bool:
-    workloads = _map(doc, WORKLOADS)
-    if name in workloads:
-        del workloads[name]
-        return True
-    return False
+def write_hlc(doc: Doc[Any], keys: Mapping[str, list[str]], now: float | None = None) -> Hlc:
+    """The HLC for one write of records ``keys`` (map -> record keys) made now."""
+    now_s = time.time() if now is None else now
+    return max(records.write_hlc(doc, name, ks, now_s) for name, ks in keys.items())
+
+
+def _hlc(doc: Doc[Any], name: str, key: str, hlc: Hlc | None) -> Hlc:
+    return hlc if hlc is not None else write_hlc(doc, {name: [key]})
+
+
+def put_workload(
+    doc: Doc[Any], name: str, canonical: Mapping[str, Any], hlc: Hlc | None = None
+) -> Hlc:
+    hlc = _hlc(doc, WORKLOADS, name, hlc)
+    records.put_records(doc, WORKLOADS, {name: dict(canonical)}, hlc)
+    return hlc
+
+
+def delete_workload(doc: Doc[Any], name: str, hlc: Hlc | None = None) -> bool:
+    return bool(records.delete_records(doc, WORKLOADS, [name], _hlc(doc, WORKLOADS, name, hlc)))
 
 
 def has_workload(doc: Doc[Any], name: str) -> bool:
-    return name in _map(doc, WORKLOADS)
+    return name in records.read_records(doc, WORKLOADS)
 
 
 def put_entry(doc: Doc[Any], map_name: str, key: str, value: Mapping[str, Any]) -> None:
-    """Write one whole JSON record into a fleet map (revisions, rollouts, steps, windows)."""
+    """Write one whole JSON record into a fleet map (revisions, rollouts, steps, windows; a
+    workload, as a rollout's end or an undo writes it: as a version, by HLC)."""
+    if map_name in VERSIONED:
+        records.put_records(doc, map_name, {key: dict(value)}, _hlc(doc, map_name, key, None))
+        return
     _map(doc, map_name)[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def has_entry(doc: Doc[Any], map_name: str, key: str) -> bool:
+    if map_name in VERSIONED:
+        return key in records.read_records(doc, map_name)
     return key in _map(doc, map_name)
 
 
-def set_lock(doc: Doc[Any], workload: str, fields: list[str]) -> None:
-    locks = _map(doc, LOCKS)
+def set_lock(doc: Doc[Any], workload: str, fields: list[str], hlc: Hlc | None = None) -> Hlc:
+    hlc = _hlc(doc, LOCKS, workload, hlc)
     if fields:
-        locks[workload] = json.dumps(sorted(set(fields)))
-    elif workload in locks:
-        del locks[workload]
+        records.put_records(doc, LOCKS, {workload: sorted(set(fields))}, hlc)
+    else:
+        records.delete_records(doc, LOCKS, [workload], hlc)
+    return hlc
 
 
-def set_override(doc: Doc[Any], workload: str, field_path: str, value: Any) -> None:
-    _map(doc, OVERRIDES)[override_key(workload, field_path)] = json.dumps(value, sort_keys=True)
-
-
-def remove_override(doc: Doc[Any], workload: str, field_path: str) -> bool:
-    overrides = _map(doc, OVERRIDES)
+def set_override(
+    doc: Doc[Any], workload: str, field_path: str, value: Any, hlc: Hlc | None = None
+) -> Hlc:
     key = override_key(workload, field_path)
-    if key in overrides:
-        del overrides[key]
-        return True
-    return False
+    hlc = _hlc(doc, OVERRIDES, key, hlc)
+    records.put_records(doc, OVERRIDES, {key: value}, hlc)
+    return hlc
+
+
+def remove_override(doc: Doc[Any], workload: str, field_path: str, hlc: Hlc | None = None) -> bool:
+    key = override_key(workload, field_path)
+    return bool(records.delete_records(doc, OVERRIDES, [key], _hlc(doc, OVERRIDES, key, hlc)))
+
+
+def contests(doc: Doc[Any]) -> list[records.Contest]:
+    """Every whole record of ``doc`` that was written concurrently, with who lost (read-only)."""
+    return [c for name in VERSIONED for c in records.contests(doc, name)]
 
 
 def put_status(doc: Doc[Any], name: str, record: StatusRecord) -> None:

@@ -54,6 +54,7 @@ from noderuntime.crdt.clocks import (
     parse_update,
 )
 from noderuntime.crdt.envelope import signing_input, size_problem
+from noderuntime.crdt.hlc import Hlc
 from noderuntime.crdt.store import (
     LoadedDoc,
     NewUpdate,
@@ -69,7 +70,9 @@ EMPTY_UPDATE = b"\x00\x00"
 
 ANCHOR_MAP = "_anchor"
 
-Mutation = Callable[[Doc[Any]], None]
+# A mutation may return the HLC its whole-record writes carry (schema.write_hlc): it is signed
+# into the update's meta, so history can tell which write lost a concurrent contest.
+Mutation = Callable[[Doc[Any]], object]
 Listener = Callable[[], None]
 
 
@@ -94,18 +97,20 @@ class IngestResult(enum.Enum):
     CORRUPT = "corrupt"  # pycrdt refused it
 
 
-def mutate_anchored(doc: Doc[Any], mutate: Mutation) -> bytes:
-    """Run ``mutate`` in a transaction; return the update, anchored to a clock range.
+def mutate_anchored(doc: Doc[Any], mutate: Mutation) -> tuple[bytes, Hlc | None]:
+    """Run ``mutate`` in a transaction; return the update, anchored to a clock range, and the
+    HLC the mutation returned (if any).
 
     A write that only deletes produces no struct and so no clock range; a second transaction
     bumps this client's counter in ``_anchor`` so the update is visible to anti-entropy.
     """
     before = doc.get_state()
     with doc.transaction():
-        mutate(doc)
+        result = mutate(doc)
+    hlc = result if isinstance(result, Hlc) else None
     data = doc.get_update(before)
     if data == EMPTY_UPDATE:
-        return data
+        return data, hlc
     try:
         anchored = parse_update(data).anchored
     except UpdateFormatError:
@@ -116,7 +121,19 @@ def mutate_anchored(doc: Doc[Any], mutate: Mutation) -> bytes:
         with doc.transaction():
             anchors[key] = str(int(anchors.get(key, "0")) + 1)
         data = doc.get_update(before)
-    return data
+    return data, hlc
+
+
+def change_meta(summary: str = "", on_behalf: str | None = None, hlc: Hlc | None = None) -> str:
+    """The signed meta of an update: what changed, for whom, and its whole records' HLC."""
+    meta: dict[str, str] = {}
+    if summary:
+        meta["summary"] = summary
+    if on_behalf:
+        meta["onBehalf"] = on_behalf
+    if hlc is not None:
+        meta["hlc"] = hlc.encode()
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -300,7 +317,14 @@ class StateStore:
         return await self._store.updates_for_gap(name, need, limit)
 
     def prepare(self, name: str, mutate: Mutation) -> bytes | None:
-        """The update ``mutate`` would make to ``name``, made on a scratch copy (not applied).
+        """The update ``mutate`` would make to ``name`` (see :meth:`prepare_change`)."""
+        return self.prepare_change(name, mutate)[0]
+
+    def prepare_change(
+        self, name: str, mutate: Mutation, summary: str = ""
+    ) -> tuple[bytes | None, str]:
+        """The update ``mutate`` would make to ``name``, and its meta, made on a scratch copy
+        (not applied).
 
         For changes another principal (an operator) signs: the scratch copy has a fresh client
         id, so the update merges whatever else happened to the document meanwhile. The copy is
@@ -312,13 +336,14 @@ class StateStore:
             raise StoreError(f"document {name!r} is not held by this node")
         scratch: Doc[Any] = Doc()
         scratch.apply_update(doc.get_update())
-        data = mutate_anchored(scratch, mutate)
+        data, hlc = mutate_anchored(scratch, mutate)
+        meta = change_meta(summary, hlc=hlc)
         if data == EMPTY_UPDATE:
-            return None
-        problem = size_problem(data, "")
+            return None, meta
+        problem = size_problem(data, meta)
         if problem:
             raise UpdateRejectedError(problem)
-        return data
+        return data, meta
 
     def _note_clocks(self, name: str, data: bytes, author: str) -> None:
         try:
@@ -649,7 +674,7 @@ class StateStore:
         doc = self._docs.get(name)
         if doc is None:
             raise StoreError(f"document {name!r} is not held by this node")
-        data = mutate_anchored(doc, mutate)
+        data, hlc = mutate_anchored(doc, mutate)
         if data == EMPTY_UPDATE:
             # The mutation found what it wanted in the working doc: answer once that is durable.
             await self._settled(name)
@@ -657,12 +682,7 @@ class StateStore:
         if self._client_saved.get(name) != doc.client_id:
             self._save_client(name, doc.client_id)
         ts = self._clock()
-        meta_obj: dict[str, str] = {}
-        if summary:
-            meta_obj["summary"] = summary
-        if on_behalf:
-            meta_obj["onBehalf"] = on_behalf
-        meta = json.dumps(meta_obj, sort_keys=True, separators=(",", ":"))
+        meta = change_meta(summary, on_behalf, hlc)
         problem = size_problem(data, meta)
         if problem:
             # The live doc already holds the change; disk does not: undo it from there.
@@ -707,6 +727,12 @@ class StateStore:
     def store_error(self) -> str | None:
         """Why the latest commit to disk failed; None while commits succeed."""
         return self._store.last_error
+
+    async def client_authors(self, name: str, clients: Sequence[int]) -> dict[int, str]:
+        """Who signed the updates that first wrote with each of ``clients`` in ``name``."""
+        if not clients:
+            return {}
+        return await self._store.client_authors(name, clients)
 
     async def history(self, limit: int = 200) -> list[StoredUpdate]:
         """The newest signed updates of every document (who changed what, when)."""

@@ -8,13 +8,12 @@ tests/integration/test_node_lifecycle.py and test_node_resilience.py.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from noderuntime.crdt import schema
+from noderuntime.crdt import records, schema
 from noderuntime.crdt.store import MemoryStore, SQLiteStore
 from noderuntime.reconcile import desired as desired_module
 from noderuntime.reconcile.plan import VANISH_GRACE_S
@@ -372,11 +371,12 @@ async def test_what_runs_is_kept_when_its_record_turns_unreadable_or_invalid() -
         ids = {w: h.runtime.running(w).id for w in ("web", "db", "api")}
 
         def poison(doc: Any) -> None:
-            workloads: Map[Any] = doc.get(schema.WORKLOADS, type=Map)
-            workloads["web"] = "[" * 3000
+            # Over web's own version (this node wrote it): unreadable.
+            versions: Map[Any] = doc.get(records.versions_map(schema.WORKLOADS), type=Map)
+            versions[f"web{records.SLOT_SEP}{doc.client_id}"] = "[" * 3000
             bad = dict(workload("db"))
             bad["spec"] = {**bad["spec"], "resources": {"cpus": 1.0e308}}
-            workloads["db"] = json.dumps(bad)
+            schema.put_workload(doc, "db", bad)
 
         await h.state.write(h.state.fleet_doc, poison)
         await h.delete("api")
