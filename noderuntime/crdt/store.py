@@ -1,7 +1,9 @@
 """Durable storage of signed CRDT updates and snapshots.
 
 One small interface (:class:`UpdateStore`), two implementations (SQLite for real, memory for
-tests), and one contract test run against both (``tests/unit/test_store_contract.py``).
+tests), and one contract test run against both (``tests/unit/test_store_contract.py``). The
+three stay in one module (past 600 lines) so the contract reads in one place; the memory store
+is the first to move out if it grows.
 
 The update log is append-only and keeps every signed update: it is the history that peers may
 ask for, with each author's signature intact. Snapshots exist only to make start-up fast: a
