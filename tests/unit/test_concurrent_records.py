@@ -87,7 +87,8 @@ def fake_node(state: StateStore) -> Any:
         events=[],
         observed=[],
     )
-    return SimpleNamespace(state=state, reconciler=rec, health=None, sync=None)
+    config = SimpleNamespace(node_id="n1", site="s1", role=SimpleNamespace(value="node"), labels={})
+    return SimpleNamespace(state=state, reconciler=rec, health=None, sync=None, config=config)
 
 
 async def test_the_later_of_two_concurrent_applies_wins_and_the_loser_is_shown() -> None:
