@@ -224,3 +224,13 @@ async def test_an_enqueued_write_with_an_hlc_signs_it_into_meta() -> None:
     data, meta = hub.prepare_change(hub.fleet_doc, apply_at("v2", LATE), "apply web")
     assert data is not None and json.loads(meta)["hlc"] == Hlc(int(LATE * 1000)).encode()
     await asyncio.sleep(0)
+
+
+def test_removing_a_record_set_aside_takes_every_version_of_it() -> None:
+    doc: Doc[Any] = Doc()
+    schema.put_workload(doc, "web", spec("good"))
+    doc.get("workloadVersions", type=schema.Map)["web#5"] = "[" * 3000
+    assert schema.has_record(doc, schema.WORKLOADS, "web")
+    assert schema.remove_record(doc, schema.WORKLOADS, "web")
+    assert not schema.has_record(doc, schema.WORKLOADS, "web")
+    assert schema.read_fleet(doc).workloads == {}
