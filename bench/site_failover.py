@@ -70,14 +70,22 @@ def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
             site.power_on(node)
     for node in site.nodes:
         node.wait_ready(timeout=120)
-    h = holder(site, monitor)
-    # One instance for a while: the site is quiet again.
-    since = time.monotonic()
-    wait_for(
-        lambda: monitor.samples[-1][0] > since + 3 and monitor.last() == {h.node_id},
-        timeout=180,
-        what="a quiet site",
-    )
+    holder(site, monitor)
+
+    def steady() -> SiteNode | None:
+        # One instance on one node for 3 s, whichever node: after a heal a lease may still move
+        # once (a renewal outage while the stream catches up fences the holder: one restart).
+        now = time.monotonic()
+        recent = {s for t, s in monitor.samples if t > now - 3}
+        if now - monitor.samples[0][0] < 3 or len(recent) != 1:
+            return None
+        (only,) = recent
+        if len(only) != 1:
+            return None
+        (node_id,) = only
+        return next(n for n in site.nodes if n.node_id == node_id)
+
+    h = wait_for(steady, timeout=180, what="a quiet site")
     return h
 
 
