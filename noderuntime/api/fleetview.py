@@ -72,7 +72,7 @@ class NodeDocCache:
                 continue
             held = self._views.get(name)
             if held is None or held[0] != seq:
-                view: schema.NodeView = state.read(name, schema.read_node)  # type: ignore[assignment]
+                view = state.read(name, schema.read_node)
                 held = self._views[name] = (seq, view)
             out[name] = held[1]
         for gone in set(self._views) - set(out):

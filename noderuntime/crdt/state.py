@@ -38,7 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pycrdt import Doc
 
@@ -77,6 +77,7 @@ from noderuntime.identity.keys import Identity
 
 # What callers take from here (some defined in .mutation, named as the state's since before).
 __all__ = ["IngestResult", "Origin", "StateStore", "WriteResult", "apply_update_safely"]
+_T = TypeVar("_T")
 
 
 class StateStore:
@@ -571,7 +572,7 @@ class StateStore:
             )
         return self._snapshot
 
-    def read(self, name: str, reader: Callable[[Doc[Any]], object]) -> object:
+    def read(self, name: str, reader: Callable[[Doc[Any]], _T]) -> _T:
         """Run a read-only function over one durable document (inside this package's callers)."""
         return reader(self._durable[name])
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from noderuntime import __version__
 from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, collect_nodes
-from noderuntime.api.handlers import build_routes
+from noderuntime.api.routes import build_routes
 from noderuntime.api.server import ApiServer
+from noderuntime.api.services import NodeFacts
 from noderuntime.config.model import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
 from noderuntime.crdt.check import is_damaged, set_aside
@@ -37,6 +38,7 @@ from noderuntime.fleetops.view import rollout_step_notes, site_summaries
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
 from noderuntime.identity.technicians import TechnicianStore
+from noderuntime.node.services import RunningNodeServices
 from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.rollout.record import in_progress
 from noderuntime.runtime.base import ContainerState
@@ -241,11 +243,26 @@ class Node:
                 )
                 if sync.fleet_events is not None:
                     stack.callback(self.state.subscribe(self._rollout_step_watch(sync)))
+            services = RunningNodeServices(
+                facts=self._facts(),
+                state=self.state,
+                store_guard=self.store_guard,
+                reconciler=reconciler,
+                runtime=self.runtime,
+                health=self.health,
+                technician_auth=self.technicians.verify,
+                podman_service=self.podman_service,
+                sync_engine=self.sync,
+                fleet=self.fleet,
+                nats=self.nats,
+                why_no_sync=self.sync_problem,
+                site=self.site,
+            )
             self.api = await stack.enter_async_context(
                 ApiServer(
                     self.paths.api_socket,
-                    build_routes(self),
-                    authenticate=self._authenticate,
+                    build_routes(services),
+                    authenticate=services.authenticate,
                     log=self.log.getChild("api"),
                 )
             )
@@ -486,8 +503,17 @@ class Node:
             "workloads": phase_counts(state.snapshot().node.status),
         }
 
-    def _authenticate(self, technician: str, pin: str) -> str:
-        return self.technicians.verify(technician, pin)
+    def _facts(self) -> NodeFacts:
+        return NodeFacts(
+            node_id=self.config.node_id,
+            site=self.config.site,
+            role=self.config.role.value,
+            started_at=self.started_at,
+            data_dir=self.paths.data_dir,
+            api_socket=self.paths.api_socket,
+            podman_socket=self.podman_socket,
+            labels=dict(self.config.labels),
+        )
 
     async def _record_node_info(self) -> None:
         assert self.state is not None

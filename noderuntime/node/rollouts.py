@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from noderuntime.api.rollouts import held_inputs
+from noderuntime.api.routes.rollouts import held_inputs
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.rollout.commands import complete_entries

@@ -6,15 +6,8 @@ for this node (``noderuntime.rollout.waves.pick``); overrides keep their precede
 A fleet policy lock on a workload names fields that overrides may not change (``*`` locks every
 field); a locked override is ignored here and refused when someone tries to write it.
 
-Override fields (wire names):
-
-    enabled             bool: false stops the workload on this node (kept, not deleted)
-    image               str
-    command, args       list of str
-    env.<NAME>          str, or null to remove the variable
-    restartPolicy       always | on-failure | never
-    resources.cpus      number
-    resources.memory    bytes or "256Mi"-style string
+The fields an override may set are :data:`OVERRIDE_FIELDS`, the one list of them: messages
+name them from it, and the control API serves it (``overrides.fields``) to the TUI.
 """
 
 from __future__ import annotations
@@ -38,8 +31,32 @@ SOURCE_SITE = "site"
 SOURCE_NODE = "node"
 
 ENABLED = "enabled"
-_SCALAR_FIELDS = {"image", "command", "args", "restartPolicy", "resources.cpus", "resources.memory"}
+# In a field of OVERRIDE_FIELDS, stands for any name: env.<NAME> is one environment variable.
+ANY_NAME = "<NAME>"
+# Wire names, in the order messages list them.
+OVERRIDE_FIELDS: tuple[str, ...] = (
+    ENABLED,  # bool: false stops the workload on this node (kept, not deleted)
+    "image",  # str
+    "command",  # list of str
+    "args",  # list of str
+    "restartPolicy",  # always | on-failure | never
+    "resources.cpus",  # number
+    "resources.memory",  # bytes or "256Mi"-style string
+    f"env.{ANY_NAME}",  # str, or null to remove the variable
+)
+_FIXED_FIELDS = frozenset(f for f in OVERRIDE_FIELDS if ANY_NAME not in f)
 _ENV_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*\Z")
+# A lock may name a whole group of fields: "env" locks every env.<NAME>.
+LOCK_GROUPS: tuple[str, ...] = tuple(
+    sorted({f.partition(".")[0] for f in OVERRIDE_FIELDS if "." in f})
+)
+# What `policy.lock` accepts besides LOCK_ALL, in the order its message lists them: single
+# fields, then each group followed by its fields.
+LOCKABLE_FIELDS: tuple[str, ...] = tuple(f for f in OVERRIDE_FIELDS if "." not in f) + tuple(
+    item
+    for group in LOCK_GROUPS
+    for item in (group, *(f for f in OVERRIDE_FIELDS if f.startswith(group + ".")))
+)
 
 # Labels every node matches on, besides its configured ones.
 BUILTIN_NODE_LABEL = "noderuntime.io/node"
@@ -68,7 +85,16 @@ class DesiredState:
 
 
 def is_override_field(path: str) -> bool:
-    return path == ENABLED or path in _SCALAR_FIELDS or bool(_ENV_RE.match(path))
+    return path in _FIXED_FIELDS or bool(_ENV_RE.match(path))
+
+
+def is_lockable(path: str) -> bool:
+    return path == LOCK_ALL or path in LOCK_GROUPS or is_override_field(path)
+
+
+def word_list(items: tuple[str, ...]) -> str:
+    """``a, b and c``."""
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
 def is_locked(locks: frozenset[str], path: str) -> bool:
@@ -86,8 +112,7 @@ def check_override(
         raise SpecError(
             [],
             summary=(
-                f"cannot override {path!r}: overridable fields are enabled, image, command, "
-                "args, restartPolicy, resources.cpus, resources.memory and env.<NAME>"
+                f"cannot override {path!r}: overridable fields are {word_list(OVERRIDE_FIELDS)}"
             ),
         )
     locks = snapshot.fleet.locks.get(workload, frozenset())

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc
 
-from noderuntime.api.handlers import build_routes
+from noderuntime.api.routes import build_routes
 from noderuntime.cli.main import render_describe
 from noderuntime.crdt import records, schema
 from noderuntime.crdt.hlc import ZERO, Hlc, next_hlc
@@ -87,8 +87,14 @@ def fake_node(state: StateStore) -> Any:
         events=[],
         observed=[],
     )
-    config = SimpleNamespace(node_id="n1", site="s1", role=SimpleNamespace(value="node"), labels={})
-    return SimpleNamespace(state=state, reconciler=rec, health=None, sync=None, config=config)
+    facts = SimpleNamespace(node_id="n1", site="s1", role="node", is_hub=False, labels={})
+    return SimpleNamespace(
+        state=state,
+        reconciler=rec,
+        facts=facts,
+        sync=lambda: None,
+        probe_results=lambda workload: [],
+    )
 
 
 async def test_the_later_of_two_concurrent_applies_wins_and_the_loser_is_shown() -> None:

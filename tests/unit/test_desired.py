@@ -8,7 +8,14 @@ import pytest
 
 from noderuntime.crdt.schema import FleetView, NodeView, StateSnapshot
 from noderuntime.errors import PolicyError, SpecError
-from noderuntime.reconcile.desired import check_override, compute_desired
+from noderuntime.reconcile.desired import (
+    ANY_NAME,
+    OVERRIDE_FIELDS,
+    check_override,
+    compute_desired,
+    is_lockable,
+    is_override_field,
+)
 from noderuntime.spec.models import canonical_dict
 from noderuntime.spec.parse import parse_workloads
 
@@ -121,11 +128,23 @@ def test_check_override_refuses_locked_unknown_and_invalid() -> None:
     s = snap(locks={"web": frozenset({"*"})})
     with pytest.raises(PolicyError, match="locks"):
         check_override(s, "web", "env.X", "1")
-    with pytest.raises(SpecError, match="cannot override"):
+    with pytest.raises(SpecError, match="cannot override") as err:
         check_override(snap(), "web", "volumes", [])
+    assert str(err.value).endswith(
+        "overridable fields are enabled, image, command, args, restartPolicy, resources.cpus, "
+        "resources.memory and env.<NAME>"
+    )
     with pytest.raises(SpecError):
         check_override(snap(), "web", "restartPolicy", "sometimes")
     with pytest.raises(SpecError):
         check_override(snap(), "web", "enabled", "yes")
     check_override(snap(), "web", "env.X", "1")
     check_override(snap(), "web", "enabled", False)
+
+
+def test_every_listed_override_field_is_accepted() -> None:
+    for path in OVERRIDE_FIELDS:
+        assert is_override_field(path.replace(ANY_NAME, "MODE")), path
+        assert is_lockable(path.replace(ANY_NAME, "MODE")), path
+    assert not is_override_field("env.") and not is_override_field("ports")
+    assert is_lockable("env") and is_lockable("*") and not is_override_field("env")

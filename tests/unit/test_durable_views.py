@@ -12,13 +12,20 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, cast
 
-from noderuntime.api.handlers import build_routes
+from noderuntime.api.routes import build_routes
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore, NewUpdate
 from noderuntime.identity import keys as identity
 
 IDENT = identity.generate("node:n1")
+
+
+def services(st: StateStore) -> Any:
+    """What workloads.apply uses of the node: its store, and that it is a plain node that
+    does not sync (so it may sign fleet changes itself)."""
+    facts = SimpleNamespace(node_id="n1", is_hub=False)
+    return SimpleNamespace(state=st, sync=lambda: None, facts=facts)
 
 
 class HeldStore(MemoryStore):
@@ -127,13 +134,7 @@ async def test_a_repeated_apply_does_not_answer_before_the_first_is_durable() ->
     store = HeldStore()
     st = make(store)
     await st.__aenter__()
-    node = SimpleNamespace(
-        state=st,
-        reconciler=SimpleNamespace(),
-        sync=None,
-        config=SimpleNamespace(role=SimpleNamespace(value="node"), node_id="n1"),
-    )
-    apply = build_routes(cast(Any, node))["workloads.apply"].handler
+    apply = build_routes(services(st))["workloads.apply"].handler
     assert apply is not None
     await apply({"yaml": workload("web", "v1")})
     store.hold = True
@@ -160,13 +161,7 @@ async def test_a_repeated_apply_does_not_answer_before_the_first_is_durable() ->
 async def test_a_repeated_apply_answers_after_the_value_is_durable() -> None:
     store = HeldStore()
     async with make(store) as st:
-        node = SimpleNamespace(
-            state=st,
-            reconciler=SimpleNamespace(),
-            sync=None,
-            config=SimpleNamespace(role=SimpleNamespace(value="node"), node_id="n1"),
-        )
-        apply = build_routes(cast(Any, node))["workloads.apply"].handler
+        apply = build_routes(services(st))["workloads.apply"].handler
         assert apply is not None
         store.hold = True
         first = asyncio.create_task(apply({"yaml": workload("web", "v2")}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noderuntime.api.handlers import CpuMeter, host_metrics, read_cpu_times
+from noderuntime.api.hostmetrics import CpuMeter, host_metrics, read_cpu_times
 
 
 def test_cpu_meter_reports_use_between_samples() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from noderuntime.api.records import record_routes
+from noderuntime.api.routes.records import record_routes
 from noderuntime.crdt.state import Origin, StateStore
 from noderuntime.crdt.store import MemoryStore, NewUpdate
 from noderuntime.errors import ApiError, NotFoundError

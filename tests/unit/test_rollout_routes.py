@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from noderuntime.api.handlers import build_routes
+from noderuntime.api.routes import build_routes
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore
 from noderuntime.errors import ConflictError, NotFoundError
@@ -26,13 +26,13 @@ def workload(image: str) -> str:
 
 async def test_commands_write_the_record_and_facts_and_guard_apply_and_delete() -> None:
     async with StateStore(MemoryStore(), IDENT, node_id="hub1", site="hq") as st:
-        node = SimpleNamespace(
+        # What these routes use of the node's services: its store, and that it is a hub.
+        services = SimpleNamespace(
             state=st,
-            reconciler=SimpleNamespace(),
-            sync=None,
-            config=SimpleNamespace(role=SimpleNamespace(value="hub"), node_id="hub1"),
+            sync=lambda: None,
+            facts=SimpleNamespace(node_id="hub1", site="hq", role="hub", is_hub=True, labels={}),
         )
-        routes = build_routes(cast(Any, node))
+        routes = build_routes(cast(Any, services))
 
         async def call(method: str, **params: Any) -> Any:
             handler = routes[method].handler

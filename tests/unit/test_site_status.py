@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from noderuntime.api.site import site_status
+from noderuntime.api.routes.site import site_status
 from noderuntime.site.kv import MemoryLeaseStore
 from noderuntime.site.manager import SiteManager
 

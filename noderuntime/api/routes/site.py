@@ -12,10 +12,15 @@ from dataclasses import asdict
 from typing import Any
 
 from noderuntime.api.server import Params, Route
+from noderuntime.api.services import NodeServices
 from noderuntime.errors import ApiError, InvalidInputError
 from noderuntime.site.manager import CORDON_PREFIX, SiteManager
 
 Monitor = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+def routes(svc: NodeServices) -> dict[str, Route]:
+    return site_routes(lambda: svc.site_manager(), lambda path: svc.nats_monitor(path))
 
 
 def site_routes(manager: Callable[[], SiteManager | None], monitor: Monitor) -> dict[str, Route]:

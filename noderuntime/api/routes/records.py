@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
+from noderuntime.api.services import NodeServices
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ApiError, NotFoundError
@@ -28,6 +29,12 @@ def _str(params: Params, key: str, *, empty: bool = False) -> str:
     if not isinstance(value, str) or (not value and not empty):
         raise ApiError(f"parameter {key!r} must be a non-empty string", code="bad_request")
     return value
+
+
+def routes(svc: NodeServices) -> dict[str, Route]:
+    return record_routes(
+        lambda: svc.state, is_hub=svc.facts.is_hub, enrolled=lambda: svc.sync() is not None
+    )
 
 
 def record_routes(

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
+from noderuntime.api.services import NodeServices
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ApiError, NotFoundError, SpecError
+from noderuntime.identity.principals import node_principal
 from noderuntime.rollout import commands, revisions
 from noderuntime.rollout.gate import status_view
 from noderuntime.rollout.inputs import judge_rollout
@@ -69,6 +71,15 @@ def _num(params: Params, key: str, default: float) -> float:
     return float(value)
 
 
+def routes(svc: NodeServices) -> dict[str, Route]:
+    return rollout_routes(
+        lambda: svc.state,
+        node_id=svc.facts.node_id,
+        is_hub=svc.facts.is_hub,
+        enrolled=lambda: svc.sync() is not None,
+    )
+
+
 def rollout_routes(
     state_of: Callable[[], StateStore],
     *,
@@ -82,7 +93,7 @@ def rollout_routes(
             value = params.get(key)
             if isinstance(value, str) and value:
                 return value
-        return f"node:{node_id}"
+        return node_principal(node_id)
 
     async def write(params: Params, entries: list[commands.Entry], summary: str) -> Any:
         st = state_of()

@@ -1,0 +1,58 @@
+"""The control API's route table (version 1), one module per concern, over :class:`NodeServices`.
+
+    status     node.status
+    store      store.reset, store.resync (a store hold)
+    workloads  workloads.list, workloads.get, workloads.logs (stream), workloads.restart
+    overrides  overrides.set, overrides.remove, workloads.stop, workloads.start
+    fleet      workloads.apply, workloads.delete, policy.lock, updates.submit
+    history    events.list, history.list, state.export (debug)
+    peers      sync.peers, nodes.list
+    rollouts   rollout.start/status/history/pause/resume/abort/undo, site.window.set
+    site       site.status, site.drain, site.uncordon (site quorum)
+    records    records.remove (a record set aside)
+
+Read routes answer anyone who may open the socket; write routes (``write=True``) also need the
+daemon's uid or root (see ``api/server.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from noderuntime.api.routes import (
+    fleet,
+    history,
+    overrides,
+    peers,
+    records,
+    rollouts,
+    site,
+    status,
+    store,
+    workloads,
+)
+from noderuntime.api.server import Route
+from noderuntime.api.services import NodeServices
+
+MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
+    status.routes,
+    store.routes,
+    workloads.routes,
+    overrides.routes,
+    fleet.routes,
+    history.routes,
+    peers.routes,
+    records.routes,
+    rollouts.routes,
+    site.routes,
+)
+
+
+def build_routes(svc: NodeServices) -> dict[str, Route]:
+    table: dict[str, Route] = {}
+    for module_routes in MODULES:
+        for name, route in module_routes(svc).items():
+            if name in table:
+                raise ValueError(f"route {name!r} is defined twice")
+            table[name] = route
+    return table
