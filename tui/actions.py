@@ -101,4 +101,4 @@ def edit_override(
         if result is not None:
             confirm(screen, ctx, set_override(name, *result), after)
 
-    screen.app.push_screen(OverrideScreen(name, field, value), chosen)
+    screen.app.push_screen(OverrideScreen(name, ctx.override_fields, field, value), chosen)

@@ -23,8 +23,9 @@ from textual.worker import Worker, WorkerState
 
 from noderuntime.api.client import ApiClient
 from noderuntime.errors import NodeRuntimeError
-from tui.api import NodeApi
+from tui.api import NodeApi, is_unknown_method
 from tui.context import TuiContext
+from tui.model import OverrideFields
 from tui.screens.base import BaseView
 from tui.screens.events import EventsScreen
 from tui.screens.fleet import FleetScreen
@@ -77,6 +78,8 @@ class NodeRuntimeApp(App[int]):
         self.refresh_interval_s = refresh_interval_s
         self.poll_timeout_s = poll_timeout_s
         self._poll_worker: Worker[None] | None = None
+        # The node's override fields are asked for once, with the first status that arrives.
+        self._ask_override_fields = True
         self.initial_view = initial_view
         self.view_history: list[str] = []
         ctx = self.ctx
@@ -132,8 +135,23 @@ class NodeRuntimeApp(App[int]):
             ctx.last_contact = ctx.clock()
             if not was_connected and ctx.refreshes:
                 self.notify("the node answers again", title="Reconnected")
+            if self._ask_override_fields:
+                await self._load_override_fields()
         ctx.refreshes += 1
         self.refresh_view()
+
+    async def _load_override_fields(self) -> None:
+        try:
+            answer = await asyncio.wait_for(
+                self.ctx.api.call("overrides.fields"), self.poll_timeout_s
+            )
+            self.ctx.override_fields = OverrideFields.from_api(answer)
+        except (NodeRuntimeError, TimeoutError, ValueError) as exc:
+            # Asked again with the next status; a node without the route is not asked again
+            # (it judges each field when an override is sent).
+            if not is_unknown_method(exc):
+                return
+        self._ask_override_fields = False
 
     def refresh_view(self) -> None:
         for screen in reversed(self.screen_stack):

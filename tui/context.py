@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tui.api import NodeApi
+from tui.model import OverrideFields
 
 
 @dataclass
@@ -26,6 +27,8 @@ class TuiContext:
     poll_failures: int = 0
     # When the node was last heard from (clock time), for "data is N s old" while disconnected.
     last_contact: float | None = None
+    # What a node override may set, as the node said with its first status (None until then).
+    override_fields: OverrideFields | None = None
     # Technician name of the last successful action, pre-filled in the next confirmation.
     technician: str = ""
     # Node-wide counters for tests and the benchmark: completed status refreshes.

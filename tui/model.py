@@ -1,7 +1,7 @@
 """Pure view-model logic for the technician TUI: formatting, rows, filters. No Textual, no I/O.
 
-Everything here takes the plain JSON the control API returns (see ``noderuntime/views.py`` and
-``noderuntime/api/handlers.py``) and a ``now`` timestamp, so it is tested without a node, a
+Everything here takes the plain JSON the control API returns (see ``noderuntime/api/views.py``
+and ``noderuntime/api/routes/``) and a ``now`` timestamp, so it is tested without a node, a
 terminal or a clock.
 """
 
@@ -40,19 +40,8 @@ PHASE_STYLES: Mapping[str, str] = {
 HEALTH_STYLES: Mapping[str, str] = {"healthy": "green", "unhealthy": "bold red"}
 
 SOURCE_FLEET = "fleet"
-OVERRIDE_FIELDS_HELP = (
-    "enabled, image, command, args, restartPolicy, resources.cpus, resources.memory, env.<NAME>"
-)
-OVERRIDE_FIELD_SUGGESTIONS: tuple[str, ...] = (
-    "env.",
-    "enabled",
-    "image",
-    "command",
-    "args",
-    "restartPolicy",
-    "resources.cpus",
-    "resources.memory",
-)
+# In a field the node lists (``overrides.fields``), stands for any name: env.<NAME>.
+ANY_NAME = "<NAME>"
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -401,16 +390,38 @@ class SpecField:
     overridable: bool
 
 
-def _is_override_path(path: str) -> bool:
-    return path in {
-        "enabled",
-        "image",
-        "command",
-        "args",
-        "restartPolicy",
-        "resources.cpus",
-        "resources.memory",
-    } or (path.startswith("env.") and len(path) > 4)
+@dataclass(frozen=True)
+class OverrideFields:
+    """The fields a node override may set, as the node lists them (``overrides.fields``)."""
+
+    fields: tuple[str, ...]
+
+    @classmethod
+    def from_api(cls, answer: Any) -> OverrideFields:
+        """Raises ValueError if ``answer`` is not ``{"fields": [str, ...]}``."""
+        fields = answer.get("fields") if isinstance(answer, Mapping) else None
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise ValueError(f"overrides.fields answered {answer!r}, not a list of fields")
+        return cls(tuple(fields))
+
+    @property
+    def help(self) -> str:
+        return ", ".join(self.fields)
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """``env.`` for ``env.<NAME>``: what a field of a named family starts with."""
+        return tuple(f[: -len(ANY_NAME)] for f in self.fields if f.endswith(ANY_NAME))
+
+    @property
+    def suggestions(self) -> tuple[str, ...]:
+        """For completion: the families' prefixes first (the most common overrides)."""
+        return self.prefixes + tuple(f for f in self.fields if not f.endswith(ANY_NAME))
+
+    def allows(self, path: str) -> bool:
+        if path in self.fields and not path.endswith(ANY_NAME):
+            return True
+        return any(path.startswith(p) and len(path) > len(p) for p in self.prefixes)
 
 
 def _fmt_value(value: Any) -> str:
@@ -433,8 +444,11 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
     out.append((prefix, value))
 
 
-def spec_fields(view: Mapping[str, Any]) -> list[SpecField]:
-    """Effective spec of a workload as (field, value, where it came from) rows."""
+def spec_fields(view: Mapping[str, Any], overridable: OverrideFields | None) -> list[SpecField]:
+    """Effective spec of a workload as (field, value, where it came from) rows.
+
+    ``overridable`` is what the node said may be overridden; None (not known yet): nothing.
+    """
     spec_doc = view.get("spec") or {}
     spec = spec_doc.get("spec") if isinstance(spec_doc, Mapping) else None
     provenance: Mapping[str, str] = view.get("provenance") or {}
@@ -447,7 +461,7 @@ def spec_fields(view: Mapping[str, Any]) -> list[SpecField]:
             path=path,
             value=_fmt_value(value),
             source=provenance.get(path, SOURCE_FLEET),
-            overridable=_is_override_path(path),
+            overridable=overridable is not None and overridable.allows(path),
         )
         for path, value in flat
     ]
@@ -499,11 +513,14 @@ def parse_override_value(field_path: str, text: str) -> Any:
     return raw
 
 
-def check_override_field(field_path: str) -> str | None:
-    """None if ``field_path`` can be overridden, else why not."""
-    if _is_override_path(field_path):
+def check_override_field(field_path: str, overridable: OverrideFields | None) -> str | None:
+    """None if ``field_path`` can be overridden, else why not.
+
+    With no list from the node yet, the node itself judges the field when it is sent.
+    """
+    if overridable is None or overridable.allows(field_path):
         return None
-    return f"{field_path!r} cannot be overridden; use one of: {OVERRIDE_FIELDS_HELP}"
+    return f"{field_path!r} cannot be overridden; use one of: {overridable.help}"
 
 
 # --- events and history ---------------------------------------------------------------------

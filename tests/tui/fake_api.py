@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from noderuntime.errors import ApiError, DaemonNotRunningError, NotFoundError
+from noderuntime.reconcile.desired import OVERRIDE_FIELDS
 
 NOW = 1_790_000_000.0  # 2026-09-21 12:53:20 UTC
 TECHNICIAN = "alice"
@@ -414,6 +415,8 @@ class FakeApi:
             return events()
         if method == "history.list":
             return history()
+        if method == "overrides.fields":
+            return {"fields": list(OVERRIDE_FIELDS)}  # the node's own list, as it serves it
         if method == "sync.peers":
             if not self.sync_method:
                 raise ApiError("unknown method 'sync.peers'", code="unknown_method")

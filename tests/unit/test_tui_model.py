@@ -6,10 +6,13 @@ from typing import Any
 
 import pytest
 
+from noderuntime.reconcile.desired import OVERRIDE_FIELDS
 from tui import model
 from tui.screens.jump import resolve_jump
 
 NOW = 1_790_000_000.0
+# What a node answers to overrides.fields.
+FIELDS = model.OverrideFields.from_api({"fields": list(OVERRIDE_FIELDS)})
 
 
 def view(name: str, phase: str = "Running", **kw: Any) -> dict[str, Any]:
@@ -147,13 +150,14 @@ def test_spec_fields_with_provenance() -> None:
         },
         provenance={"enabled": "node", "env.A": "site", "env.B": "node"},
     )
-    fields = {f.path: f for f in model.spec_fields(v)}
+    fields = {f.path: f for f in model.spec_fields(v, FIELDS)}
     assert list(fields) == ["enabled", "image", "command", "env.A", "env.B", "resources.cpus"]
     assert fields["enabled"].value == "false" and fields["enabled"].source == "node"
     assert fields["env.A"].source == "site"
     assert fields["image"].source == "fleet"
     assert fields["command"].value == '["sleep", "1"]'
     assert all(f.overridable for f in fields.values())
+    assert not any(f.overridable for f in model.spec_fields(v, None))  # not known yet
     assert model.node_overrides(v) == ["enabled", "env.B"]
 
 
@@ -185,11 +189,31 @@ def test_parse_override_value_refuses(field: str, text: str) -> None:
 
 
 def test_check_override_field() -> None:
-    assert model.check_override_field("env.FOO") is None
-    assert model.check_override_field("enabled") is None
-    problem = model.check_override_field("ports")
-    assert problem is not None and "cannot be overridden" in problem
-    assert model.check_override_field("env.") is not None
+    assert model.check_override_field("env.FOO", FIELDS) is None
+    assert model.check_override_field("enabled", FIELDS) is None
+    problem = model.check_override_field("ports", FIELDS)
+    assert problem == (
+        "'ports' cannot be overridden; use one of: enabled, image, command, args, "
+        "restartPolicy, resources.cpus, resources.memory, env.<NAME>"
+    )
+    assert model.check_override_field("env.", FIELDS) is not None
+    assert model.check_override_field("ports", None) is None  # the node judges it
+
+
+def test_override_fields_from_the_node() -> None:
+    assert FIELDS.suggestions == (
+        "env.",
+        "enabled",
+        "image",
+        "command",
+        "args",
+        "restartPolicy",
+        "resources.cpus",
+        "resources.memory",
+    )
+    for bad in (None, [], {"fields": "image"}, {"fields": [1]}):
+        with pytest.raises(ValueError):
+            model.OverrideFields.from_api(bad)
 
 
 def test_event_rows_merge_and_attribute() -> None:

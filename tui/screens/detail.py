@@ -136,7 +136,7 @@ class WorkloadDetailScreen(BaseView):
 
     def show(self, view: Mapping[str, Any]) -> None:
         self.query_one("#detail-summary", Static).update(summary_text(view, self.ctx.clock()))
-        fields = spec_fields(view)
+        fields = spec_fields(view, self.ctx.override_fields)
         events = event_cells(view)
         key = (
             tuple(fields),
@@ -164,7 +164,7 @@ class WorkloadDetailScreen(BaseView):
         """(field, source) of the spec row under the cursor."""
         if self.view is None:
             return None
-        fields = spec_fields(self.view)
+        fields = spec_fields(self.view, self.ctx.override_fields)
         row = self.query_one("#detail-spec", DataTable).cursor_row
         if 0 <= row < len(fields):
             return fields[row].path, fields[row].source
@@ -189,7 +189,7 @@ class WorkloadDetailScreen(BaseView):
         value = ""
         sel = self.selected_field()
         if sel is not None and self.view is not None:
-            for f in spec_fields(self.view):
+            for f in spec_fields(self.view, self.ctx.override_fields):
                 if f.path == sel[0] and f.overridable:
                     field, value = f.path, f.value
         actions.edit_override(self, self.ctx, self.workload, self.load, field=field, value=value)
