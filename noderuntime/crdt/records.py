@@ -26,6 +26,7 @@ update may carry): not worth it for an upgrade window.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -158,6 +159,25 @@ def read_records(doc: Doc[Any], name: str, bad: Bad | None = None) -> dict[str, 
     """The records of map ``name``: per key, the value of its best version (deleted: absent)."""
     versions = read_versions(doc, name, bad=bad)
     return {k: vs[0].value for k, vs in versions.items() if not vs[0].deleted}
+
+
+def exported_record(maps: Mapping[str, Mapping[str, Any]], name: str, key: str) -> Any:
+    """What readers take for record ``key`` of map ``name``, from one document's export
+    (``schema.export_doc``, the ``state.export`` route); None if absent or deleted.
+
+    For tests and tools that compare replicas through the debug export.
+    """
+    versions: list[Version] = []
+    for slot, raw in (maps.get(versions_map(name)) or {}).items():
+        parts = _slot_parts(str(slot))
+        if parts is not None and parts[0] == key:
+            with contextlib.suppress(codec.DecodeError):
+                versions.append(_decode_version(parts[1], raw))
+    if versions:
+        best = max(versions, key=lambda v: v.rank)
+        return None if best.deleted else best.value
+    raw = (maps.get(name) or {}).get(key)
+    return codec.loads(raw) if isinstance(raw, str) else None
 
 
 def contests(doc: Doc[Any], name: str) -> list[Contest]:

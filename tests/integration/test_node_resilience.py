@@ -145,7 +145,10 @@ def test_kill_9_while_a_commit_is_held_loses_nothing_that_was_reported() -> None
             _send(first, "workloads.apply", {"yaml": spec.replace("busybox:1", "busybox:2")})
             asker.connect(sock_path)
             _send(asker, "state.export", {"docs": ["fleet"]})
-            shown = json.loads(_answer(asker)["result"]["fleet"]["workloads"]["web"])
+            # The export is raw: web's one version (the node's own writes replace each other).
+            versions = _answer(asker)["result"]["fleet"]["workloadVersions"]
+            (raw,) = [v for k, v in versions.items() if k.startswith("web#")]
+            shown = json.loads(raw)["v"]
             repeat.connect(sock_path)
             _send(repeat, "workloads.apply", {"yaml": spec.replace("busybox:1", "busybox:2")})
             _send(asker, "state.export", {"docs": ["fleet"]})  # read after the repeat

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from noderuntime.crdt.records import exported_record
 from tests.integration.node_harness import CLI, wait_for
 from tests.sync.fleet_harness import FAST_CONFIG, FleetNode, fleet_cli
 
@@ -254,16 +255,16 @@ class Flow:
         )
 
     def node_sees_hub(self) -> int | None:
-        raw = self.node.export("fleet").get("fleet", {}).get("workloads", {}).get(FLOW_WORKLOAD)
-        if raw is None:
-            return None
-        spec = json.loads(raw) if isinstance(raw, str) else raw
-        return int(spec["spec"]["env"]["N"])
+        fleet = self.node.export("fleet").get("fleet", {})
+        spec = exported_record(fleet, "workloads", FLOW_WORKLOAD)
+        return None if spec is None else int(spec["spec"]["env"]["N"])
 
     def hub_sees_node(self) -> int | None:
         doc = f"node/{self.node.node_id}"
-        raw = self.hub.export(doc).get(doc, {}).get("overrides", {}).get(f"{FLOW_WORKLOAD}/env.S")
-        return int(json.loads(raw)) if raw is not None else None
+        value = exported_record(
+            self.hub.export(doc).get(doc, {}), "overrides", f"{FLOW_WORKLOAD}/env.S"
+        )
+        return int(value) if value is not None else None
 
     def __enter__(self) -> Flow:
         for fn in (self._write_hub, self._write_node, self._read):

@@ -27,6 +27,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.records import exported_record
 from noderuntime.identity import keys as identity
 from noderuntime.sync import protocol
 from tests.integration.node_harness import podman, wait_for, workload_yaml
@@ -188,7 +189,7 @@ def test_fleet_of_real_nodes_converges_through_a_hub_outage() -> None:
 
             def stored_mode(node: FleetNode) -> str:
                 """MODE in the node's fleet doc."""
-                stored = json.loads(node.export("fleet")["fleet"]["workloads"]["w"])
+                stored = exported_record(node.export("fleet")["fleet"], "workloads", "w")
                 return str(stored["spec"]["env"]["MODE"])
 
             wait_for(lambda: mode(n1) == "two", timeout=CONVERGE_S, what="n2's change at n1")
@@ -220,7 +221,7 @@ def test_fleet_of_real_nodes_converges_through_a_hub_outage() -> None:
                 wait_running(m, "w2")
             # n1's override survived the merge and reached the hub; n1 keeps w stopped.
             n1_doc = f"node/{n1.node_id}"
-            assert json.loads(hub.export(n1_doc)[n1_doc]["overrides"]["w/enabled"]) is False
+            assert exported_record(hub.export(n1_doc)[n1_doc], "overrides", "w/enabled") is False
             assert n1.workloads()["w"]["enabled"] is False and not running(n1, "w")
 
             # c. Links, nodes with last-seen, and the sync section of status.

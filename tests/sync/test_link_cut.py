@@ -7,7 +7,6 @@ cuts the leaf link mid-stream like a pulled cable; reopening it on the same port
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import socket
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from noderuntime.crdt.records import exported_record
 from tests.integration.node_harness import wait_for, workload_yaml
 from tests.sync.fleet_harness import FleetNode, fleet_cli, free_port
 
@@ -108,10 +108,9 @@ def fleet_dir() -> Iterator[Path]:
 
 
 def env_of(node: FleetNode, workload: str) -> dict[str, Any] | None:
-    raw = node.export("fleet").get("fleet", {}).get("workloads", {}).get(workload)
-    if raw is None:
+    spec = exported_record(node.export("fleet").get("fleet", {}), "workloads", workload)
+    if spec is None:
         return None
-    spec = json.loads(raw) if isinstance(raw, str) else raw
     return dict(spec["spec"].get("env") or {})
 
 
@@ -149,7 +148,9 @@ def test_cut_link_with_changes_on_both_sides_heals() -> None:
             node.as_operator("apply", "-f", "-", input=workload_yaml("local", extra=""))
             node.cli("override", "set", "w", "env.B", "node", check=True)
             assert env_of(node, "w") == {"A": "0"}
-            assert "local" not in (hub.export("fleet").get("fleet", {}).get("workloads") or {})
+            assert (
+                exported_record(hub.export("fleet").get("fleet", {}), "workloads", "local") is None
+            )
 
             link.heal()
 
@@ -162,7 +163,7 @@ def test_cut_link_with_changes_on_both_sides_heals() -> None:
 
             wait_for(same_everywhere, timeout=CONVERGE_S, what="docs identical after heal")
             assert env_of(node, "w") == {"A": "hub"}
-            assert "local" in (hub.export("fleet")["fleet"]["workloads"])
+            assert exported_record(hub.export("fleet")["fleet"], "workloads", "local") is not None
             wait_for(
                 lambda: (
                     (w := node.workloads().get("w"))
