@@ -349,3 +349,19 @@ def test_an_operator_promotes_wave_by_wave_to_complete_with_no_hub() -> None:
     fleet = _fleet_from(entries, fleet)
     assert what == "complete" and progress_of(fleet, r.id).state() is State.COMPLETE
     assert fleet.workloads["web"] == r.candidate
+
+
+def test_revision_history_is_bounded_per_workload() -> None:
+    from noderuntime.crdt.schema import FleetView
+    from noderuntime.rollout import revisions
+
+    recs = {
+        revisions.revision_key(w, n): {"workload": w, "revision": n}
+        for w in ("web", "db")
+        for n in range(1, 15)
+    }
+    fleet = FleetView(revisions=recs)
+    gone = revisions.pruned_keys(fleet, "web", 15, frozenset({3}))
+    kept = {int(k.rsplit("/", 1)[1]) for k in recs if k.startswith("web/") and k not in gone}
+    assert kept == {3, *range(6, 15)}  # with 15, the newest REVISIONS_KEPT, plus the kept one
+    assert all(k.startswith("web/") for k in gone)

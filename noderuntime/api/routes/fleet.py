@@ -97,12 +97,26 @@ async def apply(svc: NodeServices, params: Params) -> Any:
         for name, canon in changed
     ]
 
+    # The revision being replaced stays: it is the one `rollout undo` goes back to.
+    prune = [
+        key
+        for (name, _), rev in zip(changed, revs, strict=True)
+        for key in revisions.pruned_keys(
+            fleet,
+            name,
+            int(rev["revision"]),
+            frozenset({int(rev["revision"]) - 1}),
+        )
+    ]
+
     def mutate(doc: Doc[Any]) -> Hlc:
         hlc = schema.write_hlc(doc, {schema.WORKLOADS: [n for n, _ in changed]})
         for (name, canon), rev in zip(changed, revs, strict=True):
             schema.put_workload(doc, name, canon, hlc)
             key = revisions.revision_key(name, int(rev["revision"]))
             schema.put_entry(doc, schema.REVISIONS, key, rev)
+        for key in prune:
+            schema.remove_record(doc, schema.REVISIONS, key)
         return hlc
 
     summary = "apply " + ", ".join(f"{n}" for n, _ in changed)
