@@ -46,6 +46,7 @@ class IngestResult(enum.Enum):
     UNANCHORED = "unanchored"  # carries no clock range (invisible to anti-entropy)
     CLIENT_CONFLICT = "client_conflict"  # reuses a client id another author owns
     CORRUPT = "corrupt"  # pycrdt refused it
+    UNAUTHORISED = "unauthorised"  # a relay-only author changed more than it may
 
 
 def mutate_anchored(doc: Doc[Any], mutate: Mutation) -> tuple[bytes, Hlc | None]:

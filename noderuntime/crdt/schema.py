@@ -4,7 +4,8 @@ Documents (design decision 1) and their top-level maps. Every value is a JSON st
 write replaces one whole record (no Frankenstein merges of two applies' fields, and integers
 survive: pycrdt would hand them back as floats):
 
-    fleet            workloads: name -> canonical workload (JSON)     writers: operators, hubs
+    fleet            workloads: name -> canonical workload (JSON)     writers: operators (a hub:
+                                                                      relays only, relay_problem)
                      locks:     name -> ["field", ...] or ["*"]       (fleet policy)
                      revisions: "<name>/<n>" -> a workload's revision (spec, hash, author, ...)
                      rollouts:  name -> the workload's newest rollout (candidate spec, waves)
@@ -406,3 +407,56 @@ def export_doc(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
         if entries:
             out[str(name)] = entries
     return out
+
+
+def relay_view(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
+    """``doc`` as :func:`relay_problem` compares it: every plain map as stored, and each
+    versioned map (``workloads``, ``locks``, ...) as readers see it (the best version per
+    key, as JSON), never its raw version maps."""
+    raw = {records.versions_map(n) for n in VERSIONED} | set(VERSIONED)
+    out = {name: dict(v) for name, v in export_doc(doc).items() if name not in raw}
+    for name in VERSIONED:
+        found = records.read_records(doc, name)
+        if found:
+            out[name] = {k: json.dumps(v, sort_keys=True) for k, v in found.items()}
+    return out
+
+
+def relay_problem(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+) -> str | None:
+    """Why a change of the fleet document from ``before`` to ``after`` (both as
+    :func:`relay_view` returns them) is more than a hub may sign, or None.
+
+    A hub relays and drives rollouts that operators signed; it authors no spec or policy
+    (issue 13 §6). So its own key may only add rollout facts (``rolloutSteps``, new keys,
+    never changed or removed) and, when a rollout completes, make ``workloads[name]`` the
+    candidate an operator put in ``rollouts[name]`` (compared as JSON with ``before``'s
+    record, which the hub cannot have written). Every other map must stay as it was.
+    """
+    changed = sorted(
+        (name, key)
+        for name in set(before) | set(after)
+        if not name.startswith("_")
+        for key in set(before.get(name, {})) | set(after.get(name, {}))
+        if before.get(name, {}).get(key) != after.get(name, {}).get(key)
+    )
+    for name, key in changed:
+        old, new = before.get(name, {}).get(key), after.get(name, {}).get(key)
+        if name == ROLLOUT_STEPS and old is None:
+            continue
+        if name == WORKLOADS and new is not None and _is_candidate(before, key, new):
+            continue
+        return f"{name}[{key!r}] may be written by an operator only, not by a hub's key"
+    return None
+
+
+def _is_candidate(before: Mapping[str, Mapping[str, Any]], name: str, raw: Any) -> bool:
+    record = before.get(ROLLOUTS, {}).get(name)
+    if not isinstance(record, str) or not isinstance(raw, str):
+        return False
+    try:
+        rollout, workload = codec.loads(record), codec.loads(raw)
+    except codec.DecodeError:
+        return False
+    return isinstance(rollout, dict) and rollout.get("candidate") == workload

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pycrdt import Doc
@@ -258,6 +258,18 @@ class StateStore:
             raise UpdateRejectedError(problem)
         return data, meta
 
+    def relay_problem(self, name: str, mutate: Mutation) -> str | None:
+        """Why ``mutate`` is more than a hub's key may sign on ``name`` (see
+        :func:`schema.relay_problem`), tried on a scratch copy; None: a relay."""
+        doc = self._docs.get(name)
+        if doc is None:
+            raise StoreError(f"document {name!r} is not held by this node")
+        scratch: Doc[Any] = Doc()
+        scratch.apply_update(doc.get_update())
+        with scratch.transaction():
+            mutate(scratch)
+        return schema.relay_problem(schema.relay_view(doc), schema.relay_view(scratch))
+
     def _note_clocks(self, name: str, data: bytes, author: str) -> None:
         try:
             ranges = parse_update(data).ranges
@@ -275,28 +287,42 @@ class StateStore:
         *,
         origin: Origin = Origin.PEER,
         create_docs: bool = False,
+        relay_only: Collection[str] = (),
     ) -> list[IngestResult]:
         """Store and apply updates signed elsewhere (already verified and authorised).
 
         Idempotent: an update already stored is reported DUPLICATE and changes nothing.
         Durable before listeners are told. ``create_docs`` lets a hub take on documents it
-        does not hold yet; otherwise updates of other documents are NOT_HELD.
+        does not hold yet; otherwise updates of other documents are NOT_HELD. An update by an
+        author in ``relay_only`` (a hub's key on the fleet document) is trial-applied on a
+        copy of the document and refused UNAUTHORISED unless what it changes is a relay
+        (:func:`schema.relay_problem`): the writer ACL cannot see inside update bytes.
         """
         # Shielded: a caller cancelled mid-way (the sync engine stopping) must not leave the
         # documents and the store's bookkeeping half-updated; the ingest finishes on its own.
-        task = asyncio.ensure_future(self._locked_ingest(updates, origin, create_docs))
+        task = asyncio.ensure_future(
+            self._locked_ingest(updates, origin, create_docs, frozenset(relay_only))
+        )
         self._ingests.add(task)
         task.add_done_callback(self._ingests.discard)
         return await asyncio.shield(task)
 
     async def _locked_ingest(
-        self, updates: Sequence[NewUpdate], origin: Origin, create_docs: bool
+        self,
+        updates: Sequence[NewUpdate],
+        origin: Origin,
+        create_docs: bool,
+        relay_only: frozenset[str],
     ) -> list[IngestResult]:
         async with self._ingest_lock:
-            return await self._ingest(updates, origin, create_docs)
+            return await self._ingest(updates, origin, create_docs, relay_only)
 
     async def _ingest(
-        self, updates: Sequence[NewUpdate], origin: Origin, create_docs: bool
+        self,
+        updates: Sequence[NewUpdate],
+        origin: Origin,
+        create_docs: bool,
+        relay_only: frozenset[str] = frozenset(),
     ) -> list[IngestResult]:
         results: list[IngestResult] = []
         digests = [update_digest(u.doc, u.data, u.author, u.signature, u.meta) for u in updates]
@@ -329,7 +355,17 @@ class StateStore:
                 results.append(IngestResult.CLIENT_CONFLICT)
                 continue
             scratch: Doc[Any] = Doc()
+            if u.author in relay_only:
+                # The copy carries the document so the update's changes can be read whole.
+                scratch.apply_update(self._docs[u.doc].get_update())
             err = apply_update_safely(scratch, u.data)
+            if err is None and u.author in relay_only:
+                before = schema.relay_view(self._docs[u.doc])
+                problem = schema.relay_problem(before, schema.relay_view(scratch))
+                if problem is not None:
+                    self._log.debug("update of %s by %s refused: %s", u.doc, u.author, problem)
+                    results.append(IngestResult.UNAUTHORISED)
+                    continue
             if err is None:
                 err = apply_update_safely(self._docs[u.doc], u.data)
                 if err is not None:

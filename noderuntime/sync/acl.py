@@ -2,8 +2,13 @@
 
 Writer ACL (checked by every receiver, for every update, before pycrdt sees it):
 
-    fleet          operators and hubs. Hubs run rollouts (design decision 7), so they write
-                   fleet state on the operators' behalf; a plain node never does.
+    fleet          operators; hubs as relays only. Hubs run rollouts (design decision 7) that
+                   operators signed: a hub's own key may add rollout facts and, when a
+                   rollout completes, make the operator-signed candidate the stable spec,
+                   nothing else (no workload, lock, window, revision or rollout record of its
+                   own; issue 13 §6). That is content, checked at ingest on a copy of the
+                   document (:func:`relay_only`, ``crdt.schema.relay_problem``), since this
+                   update-level check cannot see inside the update. A plain node never writes.
     site/<s>       operators, and nodes (or hubs) enrolled at site <s>. A technician's change
                    is signed by the node they stand at, attributed in the signed meta
                    (``onBehalf``), so the node's rights apply.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -149,6 +154,14 @@ def may_write(doc: DocRef, member: MemberLike) -> bool:
     if doc.kind is DocKind.SITE:
         return member.site == doc.ident
     return node_id_of(member.principal) == doc.ident
+
+
+def relay_only(doc: DocRef, authors: Iterable[str], trust: Trust) -> set[str]:
+    """The authors among ``authors`` whose updates of ``doc`` must be content-checked as a
+    hub's relay (see the writer ACL above): hubs, on the fleet document."""
+    if doc.kind is not DocKind.FLEET:
+        return set()
+    return {a for a in set(authors) if any(m.role == ROLE_HUB for m in trust.members_of(a))}
 
 
 def doc_site(doc: DocRef, site_of_node: str | None) -> str | None:

@@ -44,6 +44,7 @@ from noderuntime.sync.acl import (
     may_read,
     may_write,
     parse_doc,
+    relay_only,
 )
 from noderuntime.sync.antientropy import Repairs, StateReplies, compare, wire
 from noderuntime.sync.bounded import LruTable
@@ -83,6 +84,7 @@ _INGEST_CAUSES = {
     IngestResult.UNANCHORED: Cause.UNANCHORED,
     IngestResult.CLIENT_CONFLICT: Cause.CLIENT_CONFLICT,
     IngestResult.CORRUPT: Cause.CORRUPT,
+    IngestResult.UNAUTHORISED: Cause.UNAUTHORISED,  # a hub's key authoring fleet content
 }
 
 # Called when a repair round is due: with the node whose heartbeats reappeared, or None when
@@ -198,7 +200,10 @@ class Receiver:
         if not accepted:
             return
         results = await self.state.ingest(
-            accepted, origin=Origin.PEER, create_docs=self.settings.role == ROLE_HUB
+            accepted,
+            origin=Origin.PEER,
+            create_docs=self.settings.role == ROLE_HUB,
+            relay_only=relay_only(doc, (u.author for u in accepted), self.trust),
         )
         self._count_ingested(doc, msg.sender, accepted, results)
 

@@ -32,7 +32,7 @@ from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate
 from noderuntime.errors import UpdateRejectedError
 from noderuntime.identity.keys import verify
-from noderuntime.sync.acl import DocRef, MemberLike, Trust, may_write, parse_doc
+from noderuntime.sync.acl import DocRef, MemberLike, Trust, may_write, parse_doc, relay_only
 from noderuntime.sync.protocol import WireUpdate
 
 LOG_EVERY_S = 60.0
@@ -143,7 +143,12 @@ async def submit_signed(
             f"update of {doc.name} signed by {update.author} was refused ({cause.value}); "
             "check that the operator is enrolled in this node's fleet"
         )
-    (result,) = await state.ingest([update], origin=Origin.SUBMITTED, create_docs=hub)
+    (result,) = await state.ingest(
+        [update],
+        origin=Origin.SUBMITTED,
+        create_docs=hub,
+        relay_only=relay_only(doc, [update.author], trust),
+    )
     if result in (IngestResult.APPLIED, IngestResult.DUPLICATE):
         return result
     raise UpdateRejectedError(f"update of {doc.name} was refused ({result.value})")

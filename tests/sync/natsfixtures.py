@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.mutation import Mutation
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import NewUpdate
 from noderuntime.errors import CredentialError
 from noderuntime.identity import keys as identity
 from noderuntime.identity.keys import Identity
 from noderuntime.sync.acl import MemberLike, Trust
+from noderuntime.sync.verify import submit_signed
 
 NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
 
@@ -159,3 +164,17 @@ if TYPE_CHECKING:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+async def operator_write(trust: FakeTrust, state: StateStore, doc: str, mutate: Mutation) -> None:
+    """Write ``doc`` at ``state`` as an operator would: prepared there, signed by the test's
+    operator, submitted. Fleet content is an operator's to write (a hub's key only relays)."""
+    op = trust.identities.get(OPERATOR) or trust.enroll(OPERATOR, "operator", None)
+    data = state.prepare(doc, mutate)
+    assert data is not None
+    meta = "{}"
+    sig = op.sign(signing_input(doc, data, meta))
+    await submit_signed(state, trust, NewUpdate(doc, data, OPERATOR, sig, time.time(), meta))
+
+
+OPERATOR = "operator:test"

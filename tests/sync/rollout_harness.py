@@ -48,8 +48,8 @@ class Fleet:
     def by_site(self, site: str) -> list[FleetNode]:
         return [n for n in self.nodes if n.site == site]
 
-    def operator(self, at: FleetNode, *args: str) -> Any:
-        return at.cli("--as", str(self.dir), *args, check=True)
+    def operator(self, at: FleetNode, *args: str, input: str | None = None) -> Any:
+        return at.cli("--as", str(self.dir), *args, check=True, input=input)
 
 
 def status(at: FleetNode, name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from noderuntime.crdt.store import SQLiteStore
 from noderuntime.sync import protocol
 from noderuntime.sync.engine import SyncEngine, SyncSettings
 from noderuntime.sync.protocol import WireUpdate
-from tests.sync.conftest import FLEET, Cluster, put, until
+from tests.sync.conftest import FLEET, Cluster, put, submit_as, until
 from tests.sync.natsfixtures import FakeTrust
 
 EXAMPLES = int(os.environ.get("NR_FUZZ_EXAMPLES", "300"))
@@ -110,7 +110,7 @@ async def test_random_bytes_on_every_subject_leave_nodes_healthy(cluster: Cluste
     finally:
         await nc.close()
     await until(lambda: all(n.engine.inbox.empty() for n in nodes), what="fuzz drained")
-    await hub.state.write("fleet", put("after", "ok"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("after", "ok"))
     await n1.state.write("site/s1", lambda d: schema.set_override(d, "after", "image", "y"))
     await until(
         lambda: (

@@ -78,13 +78,13 @@ async def cut_change_heal(
     s1 = cluster.server("n1", remotes=[proxy.port])
     hub = await cluster.node("hub", "hq", h.url, role="hub", **settings)  # type: ignore[arg-type]
     n1 = await cluster.node("n1", "s1", s1.url, **settings)  # type: ignore[arg-type]
-    await hub.state.write("fleet", put("before"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("before"))
     await until(lambda: "before" in n1.workloads(), DEADLINE_S, "first change to reach n1")
 
     await proxy.cut()
     await until_leafs(h.monitor_port, 0)
     await until_leafs(s1.monitor_port, 0)
-    await hub.state.write("fleet", put("at-hub"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("at-hub"))
     await submit_as(n1.state, cluster.operator, "fleet", put("at-n1"))
     assert "at-n1" not in hub.workloads() and "at-hub" not in n1.workloads()
     if peers_time_out:

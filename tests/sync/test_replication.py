@@ -59,7 +59,7 @@ def same_everywhere(nodes: list[SyncNode], doc: str) -> bool:
 
 async def test_change_at_hub_reaches_every_node(cluster: Cluster) -> None:
     hub, n1, n2, n3 = await site_topology(cluster)
-    await hub.state.write("fleet", put("web", "v1"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("web", "v1"))
     await until(lambda: all("web" in n.workloads() for n in (n1, n2, n3)), what="fleet change")
     # A site change made at n2 reaches its site and the hub.
     await n2.state.write(n2.state.site_doc, lambda d: schema.set_override(d, "web", "image", "x"))
@@ -78,9 +78,27 @@ async def test_change_at_hub_reaches_every_node(cluster: Cluster) -> None:
     assert not n1.state.holds("node/n3")
 
 
+async def test_a_hubs_own_key_writing_a_fleet_workload_is_refused_everywhere(
+    cluster: Cluster,
+) -> None:
+    # Issue 13 §6: a stolen hub must not reach every host. Its key relays what operators
+    # signed; a workload of its own (here one mounting the host's /) runs nowhere.
+    hub, n1, n2, n3 = await site_topology(cluster)
+    rogue = {"name": "rogue", "image": "x", "volumes": [{"hostPath": "/", "path": "/host"}]}
+    await hub.state.write("fleet", lambda d: schema.put_workload(d, "rogue", rogue))
+    await submit_as(hub.state, cluster.operator, "fleet", put("after", "ok"))
+    nodes = (n1, n2, n3)
+    await until(lambda: all("after" in n.workloads() for n in nodes), what="operator change")
+    await until(
+        lambda: all(n.engine.rejections.counts.get("unauthorised", 0) >= 1 for n in nodes),
+        what="every node counted the hub's write as unauthorised",
+    )
+    assert not any("rogue" in n.workloads() for n in nodes)
+
+
 async def test_partition_with_concurrent_conflicting_edits_converges(cluster: Cluster) -> None:
     hub, n1, n2, n3 = await site_topology(cluster)
-    await hub.state.write("fleet", put("web", "v0"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("web", "v0"))
     await until(lambda: all(n.workloads().get("web") for n in (n1, n2, n3)))
     hub_server = cluster.servers[0]
     hub_server.stop()  # kill the hub's server: the site is cut off
@@ -88,7 +106,7 @@ async def test_partition_with_concurrent_conflicting_edits_converges(cluster: Cl
     op = cluster.operator
     # Conflicting edits on both sides of the partition.
     assert (await submit_as(hub.state, op, "fleet", put("web", "v-hub"))).value == "applied"
-    await hub.state.write("fleet", put("hub-only", "h"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("hub-only", "h"))
     assert (await submit_as(n2.state, op, "fleet", put("web", "v-site"))).value == "applied"
     assert (await submit_as(n1.state, op, "fleet", put("site-only", "s"))).value == "applied"
     await n3.state.write("site/s1", lambda d: schema.set_override(d, "web", "image", "n3"))
@@ -118,7 +136,7 @@ async def test_offline_node_catches_up_on_1000_changes(cluster: Cluster) -> None
     s3.stop()
     await until(lambda: not n3.engine.connected, what="n3 offline")
     for i in range(1000):
-        await hub.state.write("fleet", put(f"w{i}", f"img{i}"))
+        await submit_as(hub.state, cluster.operator, "fleet", put(f"w{i}", f"img{i}"))
     await until(lambda: len(n2.workloads()) == 1000, what="n2 has 1000")
     s3.start()
     t0 = time.monotonic()
@@ -130,7 +148,7 @@ async def test_offline_node_catches_up_on_1000_changes(cluster: Cluster) -> None
 async def test_late_joiner_catches_up(cluster: Cluster) -> None:
     hub, n1, _n2, _n3 = await site_topology(cluster)
     for i in range(50):
-        await hub.state.write("fleet", put(f"w{i}"))
+        await submit_as(hub.state, cluster.operator, "fleet", put(f"w{i}"))
     await n1.state.write("site/s1", lambda d: schema.set_override(d, "w1", "image", "s"))
     s4 = cluster.server("n4", remotes=[cluster.servers[1].leaf_port or 0])
     n4 = await cluster.node("n4", "s1", s4.url)
@@ -146,7 +164,7 @@ async def test_late_joiner_catches_up(cluster: Cluster) -> None:
 async def test_forged_tampered_replayed_unknown_unauthorised_oversized(cluster: Cluster) -> None:
     hub, n1, n2, n3 = await site_topology(cluster, max_message_bytes=64 * 1024)
     nodes = [hub, n1, n2, n3]
-    await hub.state.write("fleet", put("web", "v1"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("web", "v1"))
     await until(lambda: all("web" in n.workloads() for n in nodes))
     (genuine,) = await hub.state._store.updates_since("fleet", 0)
     stranger = __import__("noderuntime.identity.keys", fromlist=["generate"]).generate(
@@ -196,7 +214,7 @@ async def test_forged_tampered_replayed_unknown_unauthorised_oversized(cluster: 
     for n in nodes:
         assert n.workloads()["web"]["image"] == "v1"
     # And everyone is still healthy: a genuine change still replicates.
-    await hub.state.write("fleet", put("after", "ok"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("after", "ok"))
     await until(lambda: all("after" in n.workloads() for n in nodes))
 
 
@@ -208,7 +226,7 @@ async def test_sovereign_site_keeps_its_docs(cluster: Cluster) -> None:
     await until(lambda: hub.engine.status()["peers_up"] == 1)
     await until(lambda: "s9" in hub.engine.scopes.sovereign_sites)
     await n1.state.write("site/s9", lambda d: schema.set_override(d, "web", "image", "secret"))
-    await hub.state.write("fleet", put("web"))
+    await submit_as(hub.state, cluster.operator, "fleet", put("web"))
     await until(lambda: "web" in n1.workloads(), what="fleet doc still reaches the site")
     await n1.state.write(
         "node/n1", lambda d: schema.put_status(d, "web", schema.StatusRecord("Running"))

@@ -33,7 +33,7 @@ SITES = {"lab": 1, "s1": 1, "s2": 1}
 
 def stable(f: Fleet) -> str:
     """Apply v1 at the hub and wait until every member runs it; its spec hash."""
-    f.hub.apply(version_yaml(NAME, "v1"))
+    f.operator(f.hub, "apply", "-f", "-", input=version_yaml(NAME, "v1"))
     h = f.hub.workloads()[NAME]["spec_hash"]
     for m in f.members:
         wait_runs(m, NAME, h)
@@ -49,11 +49,9 @@ def start(
     args = ["rollout", "start", NAME, "-f", str(path), "--waves", kw.get("waves", "site=lab,100%")]
     args += ["--gate-for", kw.get("gate", "2s"), "--start-deadline", kw.get("deadline", "60s")]
     args += ["--max-unhealthy", kw.get("max_unhealthy", "0")]
+    # Starting a rollout authors its candidate: an operator's signature, at the hub too.
     node = f.hub if at is None else next(m for m in f.members if m.node_id == at)
-    if at is None:
-        node.cli(*args, check=True)
-    else:
-        f.operator(node, *args)
+    f.operator(node, *args)
 
     def started() -> str | None:
         r = f.hub.cli("rollout", "status", NAME, "-o", "json")
@@ -111,7 +109,7 @@ def test_good_revision_completes_pause_resume_then_undo() -> None:
             wait_runs(m, NAME, v2)
         assert f.hub.workloads()[NAME]["spec_hash"] == v2
         # Undo: revision 1 is stable again everywhere, recorded as a new revision.
-        f.hub.cli("rollout", "undo", NAME, check=True)
+        f.operator(f.hub, "rollout", "undo", NAME)
         for m in f.members:
             wait_runs(m, NAME, v1)
         history = f.hub.json_cli("rollout", "history", NAME)

@@ -11,6 +11,7 @@ from typing import Any
 
 from noderuntime.crdt import schema
 from noderuntime.sync.resync import Baseline, ResyncWatch
+from tests.sync.natsfixtures import operator_write
 from tests.unit.test_sync_engine_mem import MemFleet, MemNode, put, until
 
 DOCS = ("fleet", "site/s1", "node/n1")
@@ -94,7 +95,7 @@ async def test_a_hub_gives_a_lost_store_back_and_the_watch_lifts_the_hold() -> N
         async with contextlib.AsyncExitStack() as first_life:
             fleet.stack = first_life
             n1 = await fleet.node("n1", "s1", ident=ident)
-            await hub.state.write("fleet", put("web"))
+            await operator_write(fleet.trust, hub.state, "fleet", put("web"))
             await n1.state.write("node/n1", info("n1"))
             await n1.state.write("site/s1", lambda d: schema.set_override(d, "web", "image", "x"))
             await until(
@@ -136,7 +137,7 @@ async def test_a_hub_answers_a_resyncing_node_with_its_state_vector_even_with_no
         done: list[str] = []
         w = ResyncWatch(DOCS, Baseline(), holding=lambda: held[0], on_done=done.append)
         n1 = await fleet.node("n1", "s1", resync=w)
-        await hub.state.write("fleet", put("web"))
+        await operator_write(fleet.trust, hub.state, "fleet", put("web"))
         await n1.state.write("node/n1", info("n1"))
         await until(lambda: "web" in n1.workloads() and node_info(hub) != {}, "in sync")
         held[0] = True  # from now on n1 says "resync" in its heartbeats

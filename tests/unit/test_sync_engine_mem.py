@@ -31,7 +31,7 @@ from noderuntime.sync.acl import Trust
 from noderuntime.sync.channel import ChannelListener, MemoryChannel, MemoryHub
 from noderuntime.sync.engine import SyncEngine, SyncSettings
 from noderuntime.sync.resync import ResyncWatch
-from tests.sync.natsfixtures import FakeTrust
+from tests.sync.natsfixtures import FakeTrust, operator_write
 
 FLEET = "f1"
 
@@ -109,7 +109,7 @@ async def test_a_change_converges(fleet: MemFleet) -> None:
     hub = await fleet.node("hub", "hq", role="hub")
     n1 = await fleet.node("n1", "s1")
     n2 = await fleet.node("n2", "s1")
-    await hub.state.write("fleet", put("web", "v1"))
+    await operator_write(fleet.trust, hub.state, "fleet", put("web", "v1"))
     await n1.state.write("site/s1", lambda d: schema.set_override(d, "web", "image", "v2"))
     await until(
         lambda: (
@@ -155,7 +155,7 @@ async def test_a_gap_is_repaired_by_anti_entropy(fleet: MemFleet) -> None:
     )
     await n1.channel.cut()
     for i in range(3):
-        await hub.state.write("fleet", put(f"w{i}"))
+        await operator_write(fleet.trust, hub.state, "fleet", put(f"w{i}"))
     await until(lambda: hub.engine.counters.updates_broadcast == 3, "broadcast while n1 is away")
     assert n1.workloads() == {}
     assert not n1.engine.connected and n1.engine.counters.disconnects == 1

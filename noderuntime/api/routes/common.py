@@ -48,9 +48,10 @@ def prepared(state: StateStore, doc: str, mutate: Mutation, summary: str) -> dic
 
 
 def check_fleet_write(svc: NodeServices, params: Params) -> None:
-    # An enrolled plain node's own signature is not valid on the fleet document: peers
-    # would refuse it. Say so now instead of letting the change diverge.
-    if params.get("prepare") or svc.sync() is None or svc.facts.is_hub:
+    # An enrolled node's own signature (a hub's too: it relays operators' specs, it
+    # authors none; issue 13 §6) is not valid on fleet content: peers would refuse it.
+    # Say so now instead of letting the change diverge.
+    if params.get("prepare") or svc.sync() is None:
         return
     raise ApiError(
         "fleet changes on an enrolled node must be signed by an operator: "

@@ -111,7 +111,9 @@ def rollout_routes(
                 "meta": meta,
             }
         if entries:
-            if enrolled() and not is_hub:
+            # A hub's own key drives rollouts operators signed (pause, resume, abort: facts);
+            # starting one or undoing is authoring a spec (issue 13 §6): an operator's.
+            if enrolled() and (not is_hub or st.relay_problem(st.fleet_doc, mutate)):
                 raise ApiError(
                     "fleet changes on an enrolled node must be signed by an operator: "
                     "run the command with --as FLEETDIR (or set NODERUNTIME_AS)",
