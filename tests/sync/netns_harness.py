@@ -249,7 +249,8 @@ class Flow:
         self._counters = {"hub": itertools.count(1), "node": itertools.count(1)}
 
     def setup(self, within_s: float = 60) -> None:
-        self.hub.call("workloads.apply", {"yaml": FLOW_YAML % 0})
+        # Fleet content is signed by an operator, at a hub too (issue 13 §6).
+        self.hub.as_operator("apply", "-f", "-", input=FLOW_YAML % 0)
         wait_for(
             lambda: self.node_sees_hub() is not None, timeout=within_s, what="flow at the node"
         )
@@ -288,7 +289,7 @@ class Flow:
 
     def _write_hub(self) -> None:
         n = next(self._counters["hub"])
-        self.hub.call("workloads.apply", {"yaml": FLOW_YAML % n})
+        self.hub.as_operator("apply", "-f", "-", input=FLOW_YAML % n)
         self.written["hub"].append((n, time.monotonic()))
         self._stop.wait(self.interval_s)
 
