@@ -47,7 +47,7 @@ async def fanout(c: Cluster, n_nodes: int, rounds: int = 50) -> None:
     lat: list[float] = []
     for r in range(rounds):
         t0 = time.perf_counter()
-        await hub.state.write("fleet", put(f"f{r}", f"v{r}"))
+        await submit_as(hub.state, c.operator, "fleet", put(f"f{r}", f"v{r}"))
         await until(lambda r=r: all(f"f{r}" in n.workloads() for n in nodes), within_s=10)  # type: ignore[misc]
         lat.append(time.perf_counter() - t0)
     print(
@@ -84,7 +84,7 @@ async def partition(c: Cluster, changes: int, partition_s: float) -> None:
     await until(lambda: not hub.engine.connected)
     t_start = time.monotonic()
     for i in range(changes):
-        await hub.state.write("fleet", put(f"h{i}", "x"))
+        await submit_as(hub.state, c.operator, "fleet", put(f"h{i}", "x"))
         await submit_as(n1.state, c.operator, "fleet", put(f"s{i}", "y"))
     await asyncio.sleep(max(0.0, partition_s - (time.monotonic() - t_start)))
     t0 = time.perf_counter()
