@@ -55,7 +55,7 @@ class ReconcilerView(Protocol):
     may ask of it (restart a container, note an event)."""
 
     @property
-    def desired(self) -> DesiredState | None: ...  # None before the first pass
+    def desired(self) -> DesiredState | None: ...  # as the durable documents hold it now
 
     @property
     def observed(self) -> list[ObservedContainer]: ...

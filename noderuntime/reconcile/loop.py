@@ -261,7 +261,11 @@ class Reconciler:
 
     @property
     def desired(self) -> DesiredState | None:
-        return self._desired
+        """Desired state as the durable documents hold it now, not as of the last pass: views
+        must not lag the store (issue 9 §5). Memoised on the store's generation, so a read
+        between changes validates nothing; what runs is told apart by spec_hash against
+        observed_spec_hash."""
+        return self._desired_memo(self._state.snapshot())
 
     @property
     def live_status(self) -> Mapping[str, schema.StatusRecord]:

@@ -462,3 +462,16 @@ async def test_a_new_node_without_containers_says_nothing_of_a_hold() -> None:
         await h.settle()
         assert h.runtime.running("web") is not None
         assert hold.seen[0] == 0 and "store-hold" not in h.kinds("")
+
+
+async def test_views_read_desired_state_from_the_store_not_the_last_pass() -> None:
+    # Issue 9 §5: after a burst of changes views showed an older value for seconds.
+    async with harness() as h:
+        await h.apply(workload("web", image=IMAGE))
+        await h.settle()
+        await h.apply(workload("web", image="localhost/other:2"), workload("db"))
+        # No pass has run since: the view still reports what the documents hold.
+        desired = h.rec.desired
+        assert desired is not None
+        assert desired.workloads["web"].workload.spec.image == "localhost/other:2"
+        assert "db" in desired.workloads
