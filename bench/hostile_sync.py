@@ -1,16 +1,19 @@
 """Hostile sync floods against real daemons: messages tried and peak RSS under each (issue 10).
 
-A hub and a node (`noderuntime run`, each with its nats-server and Podman service, linked), then
-every flood of ``tests/sync/hostile_floods.py`` with N messages, published on the hub's own
-server (the leaf link carries what the node subscribes to), and a burst of 200 x 1 MiB at the
-node. For each flood: messages tried, time to publish and drain, both daemons' RSS before and
-their peak during the flood (sampled every 20 ms), and what the hub counted.
+For each flood a fresh hub and node (`noderuntime run`, each with its nats-server and Podman
+service, linked), then the flood of ``tests/sync/hostile_floods.py`` with N messages, published
+on the hub's own server (the leaf link carries what the node subscribes to); and a burst of
+200 x 1 MiB at the node's own server. For each: messages tried, time to publish and drain,
+both daemons' RSS before and their peak during the flood (sampled every 20 ms), the RSS after,
+and what the hub counted.
 
-    .venv/bin/python bench/hostile_sync.py [N=20000]
+    .venv/bin/python bench/hostile_sync.py [N=20000] [FLOOD...]   (default: every flood, burst)
 
 To measure code from before a change, run the daemons from another checkout (this script and
-its floods stay the same): ``PYTHONPATH=/path/to/old/checkout .venv/bin/python
-bench/hostile_sync.py N``.
+its floods stay the same), from a directory holding no ``noderuntime`` (``python -m`` puts the
+working directory first): ``cd /tmp && PYTHONPATH=/path/to/old/checkout
+/path/to/.venv/bin/python /path/to/bench/hostile_sync.py N``. The first line says which code
+the daemons run.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from _common import ROOT, rss_kb, wait_for
@@ -81,11 +86,14 @@ def sync(n: FleetNode) -> dict[str, Any]:
 
 
 def handled(n: FleetNode) -> int:
-    """What only hostile messages move (legitimate traffic is heartbeats and state vectors)."""
-    s = sync(n)
-    c = s["counters"]
-    return int(s["rejected_total"]) + sum(
-        int(c.get(k, 0)) for k in ("updates_applied", "duplicates", "awaiting_credentials")
+    """What only hostile messages move (legitimate traffic is heartbeats and state vectors):
+    refusals, applied updates, and documents a hub took on."""
+    status = n.call("node.status")
+    s, c = status["sync"], status["sync"]["counters"]
+    return (
+        int(s["rejected_total"])
+        + len(status["store"]["documents"])
+        + sum(int(c.get(k, 0)) for k in ("updates_applied", "duplicates", "awaiting_credentials"))
     )
 
 
@@ -146,10 +154,12 @@ def run_flood(
         if delta(after["node"]["counters"], before["node"]["counters"], k)
     }
     docs = len(hub.call("node.status")["store"]["documents"]) - docs_before
+    end = {k: rss_kb(p) / 1024 if alive else 0.0 for k, p in pids.items()}
     print(
         f"{name:<20} tried {len(messages):>7}  {took:6.1f} s  "
-        f"hub {base['hub'] / 1024:6.1f} -> peak {peak.peak['hub'] / 1024:6.1f} MB  "
-        f"node {base['node'] / 1024:6.1f} -> peak {peak.peak['node'] / 1024:6.1f} MB  "
+        f"hub {base['hub'] / 1024:5.1f} peak {peak.peak['hub'] / 1024:5.1f} after "
+        f"{end['hub']:5.1f} MB  node {base['node'] / 1024:5.1f} peak "
+        f"{peak.peak['node'] / 1024:5.1f} after {end['node']:5.1f} MB  "
         f"alive={alive}  new docs at hub {docs}"
     )
     print(f"{'':<20} hub rejected {rejected}  hub {counters}  node {node_counters}")
@@ -159,18 +169,33 @@ def run_flood(
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    code = os.environ.get("PYTHONPATH") or str(ROOT)
-    print(f"daemons run the code in {code}; {n} messages per flood")
-    with hub_and_node("bench") as (hub, node):
-        wait_for(lambda: sync(hub)["peers_up"] == 1, timeout=60, what="the node up")
-        key = identity.load_key(node.data_dir / "identity.key", f"node:{node.node_id}")
-        t = Target(sync(hub)["fleet"], node.node_id, node.site, hub.node_id, hub.site, key)
-        for name, flood in FLOODS.items():
-            run_flood(name, flood(t, n), hub, hub, node)
-        burst = [(f"nr.{t.fleet}.u.fleet", b"\x01\x01" + os.urandom(BURST_BYTES - 2))] * BURST
-        run_flood(f"burst {BURST}x1MB", burst, node, hub, node)
-        for who in (hub, node):
-            assert who.cli("status", "-o", "json").returncode == 0
+    code = subprocess.run(
+        [sys.executable, "-c", "import noderuntime; print(noderuntime.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    print(f"daemons run {code}; {n} messages per flood")
+    only = set(sys.argv[2:])
+    floods: dict[str, Callable[[Target], list[Message]]] = {
+        name: (lambda t, flood=flood: flood(t, n))
+        for name, flood in FLOODS.items()
+        if not only or name in only
+    }
+    if not only or "burst" in only:
+        floods["burst"] = lambda t: (
+            [(f"nr.{t.fleet}.u.fleet", b"\x01\x01" + os.urandom(BURST_BYTES - 2))] * BURST
+        )
+    for name, make in floods.items():
+        # Fresh daemons for each flood: one flood's backlog must not weigh on the next.
+        with hub_and_node("bench") as (hub, node):
+            wait_for(lambda: sync(hub)["peers_up"] == 1, timeout=60, what="the node up")
+            key = identity.load_key(node.data_dir / "identity.key", f"node:{node.node_id}")
+            t = Target(sync(hub)["fleet"], node.node_id, node.site, hub.node_id, hub.site, key)
+            # The burst goes to the node's own server, the rest to the hub's.
+            run_flood(name, make(t), node if name == "burst" else hub, hub, node)
+            for who in (hub, node):
+                assert who.cli("status", "-o", "json").returncode == 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Pure decisions, no I/O (the engine signs and publishes):
   (:func:`batch_deliverable`), plus our own state vector if it has something we lack — at most
   every ``STATE_REPLY_MIN_INTERVAL_S`` per peer and document (:class:`StateReplies`), counting
   the one we sent it ourselves, since both sides start a round when a link heals.
+- **Only what we integrated** is sent as a repair (:func:`integrated_only`): an update waiting
+  for a predecessor that never came is held, not resent at every round.
 - **Repairs** to one peer for one document: a few at once, then at most one every
   ``REPAIR_MIN_INTERVAL_S`` (:class:`Repairs`), so replayed announcements cannot make us send
   the same updates again and again.
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from noderuntime.crdt.clocks import units_behind
+from noderuntime.crdt.clocks import UpdateFormatError, parse_update, units_behind
 from noderuntime.crdt.store import StoredUpdate
 from noderuntime.sync import protocol
 from noderuntime.sync.acl import parse_doc
@@ -79,6 +81,28 @@ def plan_round(
 def compare(ours: Mapping[int, int], theirs: Mapping[int, int]) -> tuple[int, int]:
     """(units they lack, units we lack) between two decoded state vectors."""
     return units_behind(ours, theirs), units_behind(theirs, ours)
+
+
+def integrated_only(
+    updates: Sequence[StoredUpdate], integrated: Mapping[int, int]
+) -> tuple[list[StoredUpdate], int]:
+    """The updates this node has integrated, and how many it holds but has not.
+
+    A stored update whose predecessors never came (a chain with a gap, which a stolen key can
+    sign on purpose) waits un-integrated here and at every peer: sending it again helps no one,
+    and would resend the whole tail after the gap at every round, to every peer, forever.
+    Whoever has the missing part is ahead of us, answers our state vector with it, and then the
+    tail integrates here and goes out with the next round.
+    """
+    out: list[StoredUpdate] = []
+    for u in updates:
+        try:
+            ranges = parse_update(u.data).ranges
+        except UpdateFormatError:
+            continue
+        if all(end <= integrated.get(client, 0) for client, (_, end) in ranges.items()):
+            out.append(u)
+    return out, len(updates) - len(out)
 
 
 def wire(u: StoredUpdate) -> WireUpdate:

@@ -41,3 +41,5 @@ class Counters:
     table_evictions: int = 0
     # Answers not sent because a per-peer limit was reached (repairs, credential requests).
     rate_limited: int = 0
+    # Stored updates a repair left out because they wait here for a predecessor too.
+    repairs_held: int = 0

@@ -64,7 +64,13 @@ from noderuntime.sync.fleetevents import (
     classify,
     event_payload,
 )
-from noderuntime.sync.inbox import INBOX_LIMIT, Inbox, Outbox
+from noderuntime.sync.inbox import (
+    INBOX_LIMIT,
+    TRIM_AFTER_BYTES,
+    Inbox,
+    Outbox,
+    give_back_memory,
+)
 from noderuntime.sync.instances import CLONES_KEY, Instances
 from noderuntime.sync.linkwatch import LinkWatch, read_slow_clients
 from noderuntime.sync.nats_channel import NatsChannel
@@ -124,7 +130,9 @@ class SyncEngine:
                 token=nats_token,
                 log=self.log,
                 pending_msgs=INBOX_LIMIT,
-                pending_bytes=settings.max_inbox_bytes,
+                # Each subscription's own queue only bridges to the inbox (handed over at once):
+                # a fraction of it, or nine subscriptions could hold nine inboxes' worth.
+                pending_bytes=settings.max_inbox_bytes // 8,
             )
         self.channel = channel
         self.clock = clock
@@ -368,6 +376,9 @@ class SyncEngine:
                 self.rejections.reject(Cause.INTERNAL, f"{type(exc).__name__}: {exc}")
             finally:
                 self.inbox.done(data)
+            if self.inbox.high_water >= TRIM_AFTER_BYTES and self.inbox.empty():
+                self.inbox.high_water = 0
+                give_back_memory()
             # Let the transport read on: a queue of messages handled without a pause would
             # starve the socket, and the server drops a client that does not read.
             await asyncio.sleep(0)

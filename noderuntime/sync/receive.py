@@ -31,9 +31,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector
+from noderuntime.crdt.clocks import UpdateFormatError, decode_state_vector, gap
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
-from noderuntime.crdt.store import NewUpdate
+from noderuntime.crdt.store import NewUpdate, StoredUpdate
 from noderuntime.identity.principals import node_id_of
 from noderuntime.sync import protocol
 from noderuntime.sync.acl import (
@@ -46,7 +46,13 @@ from noderuntime.sync.acl import (
     parse_doc,
     relay_only,
 )
-from noderuntime.sync.antientropy import Repairs, StateReplies, compare, wire
+from noderuntime.sync.antientropy import (
+    Repairs,
+    StateReplies,
+    compare,
+    integrated_only,
+    wire,
+)
 from noderuntime.sync.bounded import LruTable
 from noderuntime.sync.counters import Counters
 from noderuntime.sync.credentials import CredentialRelay
@@ -310,7 +316,13 @@ class Receiver:
         inbox = self.scopes.inbox_of(member)
         if inbox is None:
             return
-        missing = await self.state.missing_for(doc.name, peer_sv)
+        integrated = self.state.state_vector_map(doc.name)
+        missing: list[StoredUpdate] = []
+        if gap(integrated, peer_sv):
+            missing, held = integrated_only(
+                await self.state.missing_for(doc.name, peer_sv), integrated
+            )
+            self.counters.repairs_held += held
         if missing and not self.repairs.due(peer.node_id, doc.name):
             self.counters.rate_limited += 1
         elif missing:

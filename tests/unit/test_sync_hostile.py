@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pycrdt import Doc, Map
 
-from noderuntime.crdt.state import StateStore
-from noderuntime.crdt.store import MemoryStore
+from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.state import IngestResult, StateStore
+from noderuntime.crdt.store import MemoryStore, NewUpdate
 from noderuntime.identity.keys import Identity
 from noderuntime.sync import protocol
 from noderuntime.sync.bounded import Buckets, LruTable, RateLimit
@@ -301,3 +303,33 @@ async def test_a_cloned_enrolment_is_detected_and_the_newcomer_falls_silent() ->
         await until(lambda: original.counters.heartbeats_sent >= 5, "a few heartbeats later")
         assert clone.counters.messages_out == sent
         assert hub.peers["n1"].heartbeat["boot"] == original.out.boot
+
+
+async def test_a_chain_with_a_withheld_link_is_not_resent_at_every_round(rig: Rig) -> None:
+    # A stolen key signs a chain of changes and withholds the first: the rest wait here, and
+    # must not be sent again to every peer whose state vector arrives.
+    d: Any = Doc()
+    chain = []
+    for i in range(5):
+        before = d.get_state()
+        d.get("overrides", type=Map)[f"w{i}/image"] = '"x"'
+        chain.append(d.get_update(before))
+    n1 = rig.ident("node:n1")
+    updates = [
+        NewUpdate(
+            "site/s1", data, n1.name, n1.sign(signing_input("site/s1", data, "{}")), 1.0, "{}"
+        )
+        for data in chain[1:]
+    ]
+    assert all(r is IngestResult.APPLIED for r in await rig.state.ingest(updates, create_docs=True))
+    now = time.time()
+    await rig.hub.handle(rig.heartbeat("node:n1", now, {"boot": "b1", "n": 1}))
+    await rig.hub.handle(rig.state_msg("node:n1", "site/s1", b"\x00", now, target="hub"))
+    assert rig.hub.status()["counters"]["repairs_sent"] == 0
+    # With something integrated the peer lacks, that goes and the waiting tail stays.
+    await rig.state.write(
+        "site/s1", lambda doc: doc.get("overrides", type=Map).__setitem__("a", "1")
+    )
+    await rig.hub.handle(rig.state_msg("node:n1", "site/s1", b"\x00", now + 1, target="hub"))
+    counters = rig.hub.status()["counters"]
+    assert counters["repairs_sent"] == 1 and counters["repairs_held"] == 4
