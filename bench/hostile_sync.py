@@ -8,6 +8,7 @@ both daemons' RSS before and their peak during the flood (sampled every 20 ms), 
 and what the hub counted.
 
     .venv/bin/python bench/hostile_sync.py [N=20000] [FLOOD...]   (default: every flood, burst)
+    NR_BENCH_RATE=3000 .venv/bin/python bench/hostile_sync.py 300000 unknown_authors  (paced)
 
 To measure code from before a change, run the daemons from another checkout (this script and
 its floods stay the same), from a directory holding no ``noderuntime`` (``python -m`` puts the
@@ -38,6 +39,9 @@ from tests.sync.fleet_harness import FleetNode, hub_and_node
 from tests.sync.hostile_floods import FLOODS, Message, Target
 
 BURST = 200
+# Messages a second (env NR_BENCH_RATE; 0: as fast as the bus takes them). Paced below what a
+# node handles, a flood is handled rather than dropped as overload: tables see every message.
+RATE = float(os.environ.get("NR_BENCH_RATE", "0"))
 QUIET_S = 2.0
 BURST_BYTES = 1_000_000
 
@@ -67,15 +71,19 @@ class Peak:
         self._thread.join()
 
 
-async def publish(at: FleetNode, messages: list[Message]) -> None:
+async def publish(at: FleetNode, messages: list[Message], rate: float = 0.0) -> None:
+    """Publish ``messages``; at most ``rate`` a second if given (0: as fast as possible)."""
     nc = await nats.connect(
         f"nats://127.0.0.1:{at.nats_port}", token=at.client_token, pending_size=64 * 1024 * 1024
     )
+    start = time.monotonic()
     try:
         for i, (subject, data) in enumerate(messages):
             await nc.publish(subject, data)
             if i % 500 == 499:
                 await nc.flush(timeout=60)
+                if rate > 0:
+                    await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
         await nc.flush(timeout=60)
     finally:
         await nc.close()
@@ -125,7 +133,7 @@ def run_flood(
     docs_before = len(hub.call("node.status")["store"]["documents"])
     start = time.monotonic()
     with Peak(pids) as peak:
-        asyncio.run(publish(at, messages))
+        asyncio.run(publish(at, messages, RATE))
         drained([hub, node])
     took = time.monotonic() - start - QUIET_S
     after = {k: sync(n) for k, n in (("hub", hub), ("node", node))}
