@@ -52,7 +52,7 @@ async def test_a_record_is_removed_by_the_node_where_it_may_write_else_by_an_ope
 ) -> None:
     updates = [poison("site/hq", "overrides", "w/image"), poison("node/n9", "info", "node")]
     await hub.ingest(updates, origin=Origin.PEER, create_docs=True)
-    remove = record_routes(lambda: hub, is_hub=True, enrolled=lambda: True)["records.remove"]
+    remove = record_routes(lambda: hub, enrolled=lambda: True)["records.remove"]
     assert remove.write and remove.handler is not None
     own = {"doc": "site/hq", "map": "overrides", "key": "w/image"}
     assert await remove.handler(own) == own | {"removed": True}

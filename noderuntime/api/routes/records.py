@@ -4,7 +4,7 @@ For records no reader can use (``status`` lists them under ``store.quarantined``
 record is set aside rather than stopping a site, and this is how an operator takes it out.
 
 Who signs is the writer ACL's call (docs/sync.md): on an enrolled node the node signs only its
-own documents (``node/<id>``, its site's, and the fleet document on a hub); anything else is
+own documents (``node/<id>`` and its site's; fleet content is an operator's); anything else is
 signed by an operator (the CLI's ``--as FLEETDIR`` asks for ``prepare: true``, signs the
 prepared update and submits it), and without ``--as`` it is refused saying so. A node that is
 not enrolled holds only its own documents and signs them.
@@ -32,19 +32,17 @@ def _str(params: Params, key: str, *, empty: bool = False) -> str:
 
 
 def routes(svc: NodeServices) -> dict[str, Route]:
-    return record_routes(
-        lambda: svc.state, is_hub=svc.facts.is_hub, enrolled=lambda: svc.sync() is not None
-    )
+    return record_routes(lambda: svc.state, enrolled=lambda: svc.sync() is not None)
 
 
 def record_routes(
-    state_of: Callable[[], StateStore], *, is_hub: bool, enrolled: Callable[[], bool]
+    state_of: Callable[[], StateStore], *, enrolled: Callable[[], bool]
 ) -> dict[str, Route]:
     def node_may_sign(st: StateStore, doc: str) -> bool:
         if not enrolled():
             return True
-        if doc == st.fleet_doc:
-            return is_hub
+        # Fleet content is an operator's alone, a hub's too (receivers refuse more from a
+        # hub's key than rollout facts; docs/sync.md).
         return doc in (st.site_doc, st.node_doc)
 
     async def remove(params: Params) -> dict[str, Any]:
