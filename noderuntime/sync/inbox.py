@@ -26,7 +26,7 @@ from noderuntime.crdt.store import StoredUpdate
 
 INBOX_LIMIT = 10_000
 OUTBOX_LIMIT = 100_000
-TRIM_AFTER_BYTES = 8 * 1024 * 1024
+TRIM_AFTER_BYTES = 1024 * 1024
 
 
 @functools.cache

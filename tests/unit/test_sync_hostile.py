@@ -26,6 +26,7 @@ from noderuntime.sync.bounded import Buckets, LruTable, RateLimit
 from noderuntime.sync.channel import MemoryHub
 from noderuntime.sync.credentials import MAX_MISSING_AUTHORS, REQUEST_BUDGET, CredentialRelay
 from noderuntime.sync.engine import SyncEngine, SyncSettings
+from noderuntime.sync.inbox import Inbox, give_back_memory
 from noderuntime.sync.instances import Instances
 from noderuntime.sync.peers import (
     HEARTBEAT_MAX_AGE_S,
@@ -333,3 +334,13 @@ async def test_a_chain_with_a_withheld_link_is_not_resent_at_every_round(rig: Ri
     await rig.hub.handle(rig.state_msg("node:n1", "site/s1", b"\x00", now + 1, target="hub"))
     counters = rig.hub.status()["counters"]
     assert counters["repairs_sent"] == 1 and counters["repairs_held"] == 4
+
+
+async def test_the_inbox_remembers_its_high_water_for_giving_memory_back() -> None:
+    inbox = Inbox(max_bytes=10_000)
+    assert inbox.offer("a", bytes(3000)) and inbox.offer("b", bytes(4000))
+    for _ in range(2):
+        _, data = await inbox.get()
+        inbox.done(data)
+    assert inbox.empty() and inbox.bytes == 0 and inbox.high_water == 7000
+    give_back_memory()  # glibc's malloc_trim here; a no-op where there is none
