@@ -121,7 +121,8 @@ class ApiClient:
             try:
                 self._writer.write(request)
                 await self._writer.drain()
-                line = await asyncio.wait_for(self._reader.readline(), timeout=self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    line = await self._reader.readline()
             except (ConnectionError, TimeoutError, OSError) as exc:
                 await self.close()
                 raise self._lost(exc) from exc

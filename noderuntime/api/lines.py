@@ -126,7 +126,8 @@ class LineReader:
         """A whole line (with its newline), or how many bytes to take out of a longer one."""
         try:
             if held:
-                return await asyncio.wait_for(self._reader.readuntil(b"\n"), REQUEST_READ_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_READ_TIMEOUT_S):
+                    return await self._reader.readuntil(b"\n")
             return await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as exc:
             return exc.consumed
@@ -142,7 +143,8 @@ class LineReader:
         dropped = 0
         while dropped <= MAX_DISCARD_BYTES:
             try:
-                part = await asyncio.wait_for(self._next(0), REQUEST_READ_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_READ_TIMEOUT_S):
+                    part = await self._next(0)
             except (asyncio.IncompleteReadError, TimeoutError):
                 return False
             if not isinstance(part, int):

@@ -53,7 +53,8 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 
 async def _socket_in_use(path: Path) -> bool:
     try:
-        _r, w = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout=1.0)
+        async with asyncio.timeout(1.0):
+            _r, w = await asyncio.open_unix_connection(str(path))
     except (OSError, TimeoutError):
         return False
     w.close()

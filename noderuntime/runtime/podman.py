@@ -136,7 +136,8 @@ class PodmanRuntime:
 
     async def _stream_error_body(self, status: int, body: Body) -> _HttpStatusError:
         try:
-            data = await asyncio.wait_for(body.read_all(_ERROR_BODY_MAX_BYTES), REQUEST_TIMEOUT_S)
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                data = await body.read_all(_ERROR_BODY_MAX_BYTES)
         except (TimeoutError, *_TRANSPORT_ERRORS):
             data = b""
         return _HttpStatusError(status, data)

@@ -213,7 +213,8 @@ class PodmanService:
     async def _stderr_done(self) -> None:
         if self._stderr_task is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(self._stderr_task)
 
     async def _terminate(self) -> None:
         proc = self._proc
@@ -223,7 +224,8 @@ class PodmanService:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await proc.wait()
             except TimeoutError:
                 self._log.warning("podman system service ignored SIGTERM; killing it")
                 with contextlib.suppress(ProcessLookupError):

@@ -283,7 +283,8 @@ class NatsLeaseStore:
     async def _bounded(self, call: Callable[[JetStreamLeaseStore], Awaitable[T]], what: str) -> T:
         # No call may outlive a renewal period: a hung request must not hold up fencing.
         try:
-            return await asyncio.wait_for(self._call(call), CALL_TIMEOUT_S)
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                return await self._call(call)
         except TimeoutError as exc:
             raise SiteError(f"{what}: no answer in {CALL_TIMEOUT_S} s") from exc
 

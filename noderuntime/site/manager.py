@@ -107,7 +107,8 @@ class SiteManager:
         # Before the reconciler's first pass: a daemon restarted while it held a slot keeps
         # it (and its running instance) if a CAS at the lease's revision still succeeds.
         with contextlib.suppress(SiteError, TimeoutError):
-            await asyncio.wait_for(self.adopt(), ADOPT_TIMEOUT_S)
+            async with asyncio.timeout(ADOPT_TIMEOUT_S):
+                await self.adopt()
         self._publish()
         if self._run_loop:
             self._task = asyncio.create_task(self._loop(), name="site-manager")
@@ -123,7 +124,8 @@ class SiteManager:
         while True:
             try:
                 # A tick that hangs must not stop the wake-ups at fence deadlines below.
-                await asyncio.wait_for(self.tick(), self.timing.renew_every_s * 2)
+                async with asyncio.timeout(self.timing.renew_every_s * 2):
+                    await self.tick()
             except TimeoutError:
                 self.store_errors += 1
                 if self.problem is None:
@@ -139,7 +141,8 @@ class SiteManager:
                 wait = min(wait, max(0.01, L.fence_at(held, self.timing) - now))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._publish()
 
     # --- PlacementSource ---------------------------------------------------------------------

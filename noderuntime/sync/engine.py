@@ -278,7 +278,8 @@ class SyncEngine:
                 await t
         self._tasks = []
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.channel.close(), 5)
+            async with asyncio.timeout(5):
+                await self.channel.close()
         self.out.connected = False
 
     async def wait_connected(self, within_s: float = 10.0) -> None:

@@ -150,7 +150,8 @@ async def http_get_json(port: int, path: str, timeout_s: float = MONITOR_TIMEOUT
             raise NatsServerError(f"monitoring {path} answered {head[:60]!r}")
         return codec.loads(body, max_bytes=MONITOR_MAX_BYTES)
 
-    return await asyncio.wait_for(go(), timeout_s)
+    async with asyncio.timeout(timeout_s):
+        return await go()
 
 
 class NatsServer:
@@ -422,14 +423,16 @@ class NatsServer:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await proc.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._pump, 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._pump
             self._pump = None
 
     async def _supervise(self) -> None:
@@ -444,7 +447,8 @@ class NatsServer:
             self._ready = False
             if self._pump is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(self._pump, 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._pump
             if asyncio.get_running_loop().time() - started > RESTART_BACKOFF_RESET_S:
                 backoff = self.backoff_initial_s
             self.log.warning(
