@@ -84,3 +84,36 @@ def check_value(value: Any, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITE
         if depth > max_depth:
             raise DecodeError(f"nested deeper than {max_depth} levels")
         stack.extend((child, depth + 1) for child in children)
+
+
+class DecodeCache:
+    """``loads`` remembered by the exact text, for stored records read again and again.
+
+    Every write moves the store's generation and the next snapshot decodes every record of its
+    documents again, though nearly all are the same text as before: that decoding was the
+    largest cost of a durable apply. Values handed out are shared between callers, as
+    snapshots already are: read-only. Bounded by total text size; full, it starts over.
+    """
+
+    def __init__(self, max_chars: int = 8 << 20) -> None:
+        self._values: dict[str, Any] = {}
+        self._chars = 0
+        self._max_chars = max_chars
+        self.hits = 0
+
+    def loads(self, text: str) -> Any:
+        try:
+            value = self._values[text]
+        except KeyError:
+            pass
+        else:
+            self.hits += 1
+            return value
+        value = loads(text)
+        if self._chars + len(text) > self._max_chars:
+            self._values.clear()
+            self._chars = 0
+        if len(text) <= self._max_chars // 8:
+            self._values[text] = value
+            self._chars += len(text)
+        return value

@@ -38,6 +38,9 @@ from pycrdt import Doc, Map
 from noderuntime import codec
 from noderuntime.crdt.hlc import ZERO, Hlc, next_hlc
 
+# Every stored record is decoded through this one cache (see codec.DecodeCache for why).
+STORED = codec.DecodeCache()
+
 SLOT_SEP = "#"
 LEGACY_CLIENT = 0  # the "client" of a record written before versions
 
@@ -94,7 +97,7 @@ def _slot_parts(slot: str) -> tuple[str, int] | None:
 def _decode_version(client: int, raw: object) -> Version:
     if not isinstance(raw, str):
         raise codec.DecodeError(f"a {type(raw).__name__}, not a JSON string")
-    obj = codec.loads(raw)
+    obj = STORED.loads(raw)
     if not isinstance(obj, dict):
         raise codec.DecodeError("a record version is a JSON object")
     try:
@@ -147,7 +150,7 @@ def read_versions(
         try:
             if not isinstance(raw, str):
                 raise codec.DecodeError(f"a {type(raw).__name__}, not a JSON string")
-            out[key] = [Version(LEGACY_CLIENT, ZERO, codec.loads(raw))]
+            out[key] = [Version(LEGACY_CLIENT, ZERO, STORED.loads(raw))]
         except codec.DecodeError as exc:
             _set_aside(bad, name, key, str(exc))
     for found in out.values():
@@ -177,7 +180,7 @@ def exported_record(maps: Mapping[str, Mapping[str, Any]], name: str, key: str) 
         best = max(versions, key=lambda v: v.rank)
         return None if best.deleted else best.value
     raw = (maps.get(name) or {}).get(key)
-    return codec.loads(raw) if isinstance(raw, str) else None
+    return STORED.loads(raw) if isinstance(raw, str) else None
 
 
 def contests(doc: Doc[Any], name: str) -> list[Contest]:

@@ -106,7 +106,7 @@ class StatusRecord:
 
     @classmethod
     def from_json(cls, text: str) -> StatusRecord:
-        d = codec.loads(text)
+        d = records.STORED.loads(text)
         if not isinstance(d, dict):
             raise ValueError("a status record is a JSON object")
         exit_code = d.get("exitCode")
@@ -191,7 +191,7 @@ def _json_entries(doc: Doc[Any], name: str, bad: Bad | None = None) -> dict[str,
         try:
             if not isinstance(raw, str):
                 raise codec.DecodeError(f"a {type(raw).__name__}, not a JSON string")
-            out[str(key)] = codec.loads(raw)
+            out[str(key)] = records.STORED.loads(raw)
         except codec.DecodeError as exc:
             # A value we can't read must not take the node down: it is set aside and reported.
             _set_aside(bad, name, str(key), str(exc))
@@ -456,7 +456,7 @@ def _is_candidate(before: Mapping[str, Mapping[str, Any]], name: str, raw: Any) 
     if not isinstance(record, str) or not isinstance(raw, str):
         return False
     try:
-        rollout, workload = codec.loads(record), codec.loads(raw)
+        rollout, workload = records.STORED.loads(record), records.STORED.loads(raw)
     except codec.DecodeError:
         return False
     return isinstance(rollout, dict) and rollout.get("candidate") == workload

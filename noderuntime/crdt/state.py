@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pycrdt import Doc
@@ -118,6 +118,9 @@ class StateStore:
         self.ingested = 0
         self.duplicates = 0
         self._generation = 0
+        # Per document: how often its durable view changed, and its view as of then.
+        self._doc_generation: dict[str, int] = {}
+        self._views: dict[str, tuple[int, Any, schema.Bad]] = {}
         self._quarantine_logged: frozenset[schema.Quarantined] = frozenset()
         self._quarantined: tuple[int, tuple[schema.Quarantined, ...]] | None = None
         self._snapshot: schema.StateSnapshot | None = None
@@ -395,7 +398,7 @@ class StateStore:
             # A live apply failed part-way: rebuild the document from what the disk holds.
             await self._load(name)
         if broken:
-            self._bump()
+            self._bump(broken)
         for name in {u.doc for u in accepted}:
             if self._since_snapshot[name] >= self._compact_every and not self._pending[name]:
                 await self._compact(name)
@@ -447,7 +450,7 @@ class StateStore:
         if origin is Origin.LOCAL:
             self.writes += len(updates)
             self.last_write_at = max(u.ts for u in updates)
-        self._bump()
+        self._bump({u.doc for u in updates})
         self._notify(stored)
 
     def _save_client(self, name: str, client: int) -> None:
@@ -534,7 +537,7 @@ class StateStore:
         self._stored_sv[name] = stored_sv
         self._last_seq[name] = loaded.updates[-1].seq if loaded.updates else loaded.snapshot_seq
         self._since_snapshot[name] = len(loaded.updates)
-        self._bump()
+        self._bump([name])
         if len(loaded.updates) >= self._compact_every:
             await self._compact(name)
 
@@ -553,9 +556,24 @@ class StateStore:
         self._docs[name] = copy_doc(self._docs[name])
         self._client_saved[name] = None
 
-    def _bump(self) -> None:
+    def _bump(self, docs: Iterable[str]) -> None:
+        """The durable view of ``docs`` changed: a new generation, and their views are stale."""
         self._generation += 1
         self._snapshot = None
+        for name in docs:
+            self._doc_generation[name] = self._doc_generation.get(name, 0) + 1
+
+    def _view(self, name: str, read: Callable[[Doc[Any], schema.Bad], _T]) -> tuple[_T, schema.Bad]:
+        """``read`` of one durable document, remembered until that document changes: a write
+        to the fleet document must not make every snapshot decode the site and node ones."""
+        generation = self._doc_generation.get(name, 0)
+        cached = self._views.get(name)
+        if cached is not None and cached[0] == generation:
+            return cached[1], cached[2]
+        bad: schema.Bad = []
+        value = read(self._durable[name], bad)
+        self._views[name] = (generation, value, bad)
+        return value, bad
 
     def _report_quarantine(
         self, records: Sequence[schema.Quarantined], docs: Sequence[str]
@@ -591,12 +609,15 @@ class StateStore:
 
     def snapshot(self) -> schema.StateSnapshot:
         if self._snapshot is None or self._snapshot.generation != self._generation:
-            bad: dict[str, schema.Bad] = {self.fleet_doc: [], self.site_doc: [], self.node_doc: []}
+            fleet, fleet_bad = self._view(self.fleet_doc, schema.read_fleet)
+            site, site_bad = self._view(self.site_doc, schema.read_site)
+            node, node_bad = self._view(self.node_doc, schema.read_node)
+            bad = {self.fleet_doc: fleet_bad, self.site_doc: site_bad, self.node_doc: node_bad}
             self._snapshot = schema.StateSnapshot(
                 generation=self._generation,
-                fleet=schema.read_fleet(self._durable[self.fleet_doc], bad[self.fleet_doc]),
-                site_overrides=schema.read_site(self._durable[self.site_doc], bad[self.site_doc]),
-                node=schema.read_node(self._durable[self.node_doc], bad[self.node_doc]),
+                fleet=fleet,
+                site_overrides=site,
+                node=node,
                 quarantined=tuple(
                     schema.Quarantined(doc, name, key, reason)
                     for doc, entries in bad.items()
