@@ -1,6 +1,6 @@
 """Leases in a JetStream KV bucket on the site cluster, behind the small ``LeaseStore`` protocol.
 
-One bucket per site, history 1, replicas = min(3, cluster size), the lease TTL as the bucket's
+One bucket per site, history 1, replicas = min(5, cluster size), the lease TTL as the bucket's
 max age (garbage collection only: ``site/lease.py`` never relies on expiry), file storage on the
 cluster's ``sync_interval: always`` JetStream. Revisions are stream sequences: the fencing token.
 NATS errors are translated here; nothing above imports nats.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from noderuntime.errors import LeaseConflictError, SiteError
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
+
+log = logging.getLogger(__name__)
 
 KV_TIMEOUT_S = 1.0
 CALL_TIMEOUT_S = 1.2
@@ -66,8 +69,36 @@ def bucket_name(site: str) -> str:
     return "nr_site_" + _BUCKET_CHARS_RE.sub("_", site)
 
 
+MAX_REPLICAS = 5  # JetStream's own limit
+
+
 def bucket_replicas(cluster_size: int) -> int:
-    return max(1, min(3, cluster_size))
+    """Every member carries the bucket, up to JetStream's limit of 5.
+
+    With fewer replicas than members, a majority of the site can hold a minority of the
+    replicas (2 of 3 on the 2 side of a 3 + 2 split) and no side could place anything.
+    """
+    return max(1, min(MAX_REPLICAS, cluster_size))
+
+
+async def _raise_replicas(js: JetStreamContext, stream: str, want: int) -> None:
+    """A bucket made when the site was smaller (or by an older release, with 3) grows to
+    ``want`` replicas. Never shrinks it: a member that lists fewer peers may be misconfigured.
+    Best effort: with members down JetStream refuses (too few peers), and the bucket as it is
+    still serves; the next bind tries again."""
+    import nats.errors
+    import nats.js.errors
+
+    try:
+        info = await js.stream_info(stream)
+        config = info.config
+        if (config.num_replicas or 1) >= want:
+            return
+        config.num_replicas = want
+        await js.update_stream(config)
+        log.info("site lease bucket %s now has %d replicas", stream, want)
+    except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+        log.warning("site lease bucket %s: could not raise replicas to %d: %r", stream, want, exc)
 
 
 class JetStreamLeaseStore:
@@ -92,6 +123,7 @@ class JetStreamLeaseStore:
         try:
             try:
                 kv = await js.key_value(name)
+                await _raise_replicas(js, f"KV_{name}", bucket_replicas(cluster_size))
             except nats.js.errors.BucketNotFoundError:
                 kv = await js.create_key_value(
                     KeyValueConfig(
