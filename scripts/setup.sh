@@ -92,7 +92,8 @@ log "mypy"
 "$VENV/bin/mypy"
 log "pytest"
 set +e
-"$VENV/bin/pytest" -q "$@"
+# The slowest tests, so a CI log shows where the time budget goes.
+"$VENV/bin/pytest" -q --durations=30 "$@"
 rc=$?
 set -e
 if [[ $rc == 5 ]]; then

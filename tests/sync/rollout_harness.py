@@ -58,11 +58,20 @@ def status(at: FleetNode, name: str) -> dict[str, Any]:
 
 
 def wait_state(at: FleetNode, name: str, state: str, timeout: float = 120) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
     def probe() -> dict[str, Any] | None:
         s = status(at, name)
+        seen[:] = [s]
         return s if s["state"] == state else None
 
-    return wait_for(probe, timeout=timeout, what=f"rollout of {name} {state} at {at.node_id}")
+    try:
+        return wait_for(probe, timeout=timeout, what=f"rollout of {name} {state} at {at.node_id}")
+    except AssertionError as exc:  # say where it stood, and what the driver logged
+        last = json.dumps(seen[0], indent=1, default=str)[-4000:] if seen else "no status read"
+        raise AssertionError(
+            f"{exc}\n--- last status ---\n{last}\n--- {at.node_id} ---\n{at.log()[-4000:]}"
+        ) from None
 
 
 def runs(node: FleetNode, name: str) -> str | None:
