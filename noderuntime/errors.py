@@ -207,6 +207,18 @@ class ImageNotFoundError(NodeRuntimeError):
     code = "image_not_found"
 
 
+class ImageArchiveError(NodeRuntimeError):
+    """A file given to load images is not an image archive the node can load."""
+
+    code = "invalid_image_archive"
+
+
+class NetworkConfigError(NodeRuntimeError):
+    """The node's network cannot be set this way (no manager owns it, or it refused)."""
+
+    code = "network_config"
+
+
 class ContainerError(NodeRuntimeError):
     """Podman refused an operation on a container (create, start, stop, remove, exec)."""
 
@@ -263,9 +275,11 @@ __all__ = [
     "FieldProblem",
     "FleetError",
     "IdentityError",
+    "ImageArchiveError",
     "ImageNotFoundError",
     "InvalidInputError",
     "NatsServerError",
+    "NetworkConfigError",
     "NodeRuntimeError",
     "NotEnrolledError",
     "NotFoundError",

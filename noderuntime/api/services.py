@@ -100,6 +100,10 @@ class ReconcilerView(Protocol):
 
     def note(self, workload: str, kind: str, message: str) -> None: ...
 
+    def image_arrived(self, names: Iterable[str]) -> list[str]:
+        """Images were loaded by hand: workloads waiting for one retry now; returns them."""
+        ...
+
 
 class StoreHoldView(Protocol):
     """The store guard: whether the node holds its containers because the store lost what it

@@ -24,6 +24,7 @@ from noderuntime import codec
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
 from noderuntime.cli import fleetview as cli_fleetview
+from noderuntime.cli import offline as cli_offline
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import store as cli_store
 from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input
@@ -42,6 +43,7 @@ INVALID_INPUT_CODES = frozenset(
         "config",
         "invalid_backup",
         "invalid_enrollment_file",
+        "invalid_image_archive",
         "request_too_large",
     }
 )
@@ -990,6 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_parsers(sub)
     cli_store.add_parsers(sub)
     cli_rollout.add_parsers(sub, add_as_option)
+    cli_offline.add_parsers(sub)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

@@ -20,7 +20,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from noderuntime.config.model import NodeConfig
@@ -45,6 +45,7 @@ from noderuntime.reconcile.outcomes import (
 from noderuntime.reconcile.placement import PlacementSource, PlacementWant
 from noderuntime.reconcile.plan import (
     Action,
+    Backoff,
     CreateContainer,
     Plan,
     PlanContext,
@@ -63,6 +64,7 @@ from noderuntime.runtime.base import (
     ObservedContainer,
     ProbeSpec,
 )
+from noderuntime.runtime.images import waiting_for
 
 RUNTIME_RETRY_MAX_S = 30.0
 # States in which an instance may still be doing work (fencing waits for these to end).
@@ -714,6 +716,17 @@ class Reconciler:
         finally:
             self._stopped_by_us.discard(container_id)
             self.trigger("restart")
+
+    def image_arrived(self, names: Iterable[str]) -> list[str]:
+        """Images were loaded by hand: the workloads waiting for one try again now, not when
+        their back-off from the failed pull ends. Returns those workloads."""
+        wanted = {n: p.container.image for n, (_dw, p) in self._planned_memo.items()}
+        ready = waiting_for(names, wanted)
+        for name in ready:
+            self._wl.setdefault(name, WorkloadRuntimeState()).backoff = Backoff()
+        if ready:
+            self.trigger("image")
+        return ready
 
     def note(self, workload: str, kind: str, message: str) -> None:
         """Record an event that happened outside the loop (e.g. a restart through the API)."""

@@ -94,6 +94,16 @@ class ObservedContainer:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """One image in the engine's store."""
+
+    id: str
+    names: tuple[str, ...]  # "localhost/busybox:1"; empty for an untagged image
+    size_bytes: int
+    created: float | None = None  # Unix epoch seconds
+
+
+@dataclass(frozen=True)
 class RuntimeInfo:
     version: str
     api_version: str
@@ -145,6 +155,15 @@ class ContainerRuntime(Protocol):
         no progress for ``stall_timeout_s`` (None: no limit) raises ImageNotFoundError.
         Cancelling the caller ends the pull.
         """
+        ...
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every image in the engine's store, tagged or not."""
+        ...
+
+    async def load_image(self, chunks: AsyncIterator[bytes], size_bytes: int) -> list[str]:
+        """Load a docker or OCI image archive of ``size_bytes`` read from ``chunks``; returns
+        the names it added. Raises ImageArchiveError if the engine cannot read the archive."""
         ...
 
     async def create(self, spec: ContainerSpec) -> str:

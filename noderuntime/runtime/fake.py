@@ -42,6 +42,7 @@ from noderuntime.runtime.base import (
     ContainerSpec,
     ContainerState,
     ExecResult,
+    ImageInfo,
     ObservedContainer,
     RuntimeInfo,
 )
@@ -285,6 +286,19 @@ class FakeRuntime:
         if image not in self.registry:
             raise ImageNotFoundError(f"could not pull image {image}: not found in any registry")
         self.images.add(image)
+
+    async def list_images(self) -> list[ImageInfo]:
+        self._call("list_images", "")
+        return [ImageInfo(id=f"sha256:{i}", names=(i,), size_bytes=0) for i in sorted(self.images)]
+
+    async def load_image(self, chunks: AsyncIterator[bytes], size_bytes: int) -> list[str]:
+        """Loads the archive's text as one image name per line (tests write such files)."""
+        self._call("load_image", str(size_bytes))
+        self._check_reachable()
+        data = b"".join([c async for c in chunks])
+        names = [n for n in data.decode("utf-8", "replace").split() if n]
+        self.images.update(names)
+        return names
 
     async def create(self, spec: ContainerSpec) -> str:
         self._call("create", spec.name)

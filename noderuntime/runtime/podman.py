@@ -23,6 +23,7 @@ from typing import Any
 
 from noderuntime.errors import (
     ContainerError,
+    ImageArchiveError,
     ImageNotFoundError,
     NodeRuntimeError,
     RuntimeUnavailableError,
@@ -36,10 +37,12 @@ from noderuntime.runtime.base import (
     ContainerSpec,
     ContainerState,
     ExecResult,
+    ImageInfo,
     ObservedContainer,
     PortMapping,
     RuntimeInfo,
 )
+from noderuntime.runtime.images import parse_images
 from noderuntime.runtime.unixhttp import Body, ProtocolError, Response, UnixHttpClient
 
 # Podman 4.3 serves /v4.0.0/ upwards (its MinAPIVersion); the libpod API is what we speak.
@@ -229,6 +232,30 @@ class PodmanRuntime:
         """Push the stall deadline out: the pull just showed a sign of life."""
         if stall_timeout_s is not None:
             cm.reschedule(asyncio.get_running_loop().time() + stall_timeout_s)
+
+    async def list_images(self) -> list[ImageInfo]:
+        resp = await self._request("GET", "/images/json", "list images")
+        return parse_images(resp.json() or ())
+
+    async def load_image(self, chunks: AsyncIterator[bytes], size_bytes: int) -> list[str]:
+        """POST the archive to Podman's load endpoint; no overall timeout (a big archive from a
+        slow stick takes what it takes), cancel to give up."""
+        what = "load an image archive"
+        try:
+            async with self._http.upload(
+                "/images/load", chunks, size_bytes, content_type="application/x-tar"
+            ) as resp:
+                data = await resp.body.read_all(_ERROR_BODY_MAX_BYTES)
+        except _TRANSPORT_ERRORS as exc:  # TimeoutError here: connecting took too long
+            raise self._unreachable(exc, what) from exc
+        if resp.status >= 400:
+            detail = _body_message(data.decode("utf-8", "replace"), resp.status)
+            raise ImageArchiveError(f"Podman could not load the archive: {detail}")
+        try:
+            names = json.loads(data).get("Names") or []
+        except (ValueError, AttributeError):
+            names = []
+        return [str(n) for n in names]
 
     # --- lifecycle ---------------------------------------------------------------------------
 

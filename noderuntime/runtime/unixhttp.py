@@ -209,6 +209,49 @@ class UnixHttpClient:
         finally:
             writer.close()
 
+    @contextlib.asynccontextmanager
+    async def upload(
+        self,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        *,
+        content_type: str,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamResponse]:
+        """POST a body of ``size`` bytes read from ``chunks`` (an image archive: never held in
+        memory whole); yield the response once its headers are in. No timeout: the caller
+        bounds or cancels. A source that ends early or runs over is a ProtocolError."""
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(
+                self.socket_path, limit=_HEADERS_MAX_BYTES
+            )
+        try:
+            target = self.prefix + path
+            if params:
+                target += "?" + urllib.parse.urlencode(params)
+            head = [
+                f"POST {target} HTTP/1.1",
+                "Host: podman",
+                "Connection: close",
+                f"Content-Type: {content_type}",
+                f"Content-Length: {size}",
+            ]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            sent = 0
+            async for chunk in chunks:
+                sent += len(chunk)
+                if sent > size:
+                    raise ProtocolError(f"the body grew past the {size} bytes announced")
+                writer.write(chunk)
+                await writer.drain()
+            if sent != size:
+                raise ProtocolError(f"the body ended after {sent} of {size} bytes")
+            status, headers = await _read_head(reader)
+            yield StreamResponse(status, headers, Body(reader, headers))
+        finally:
+            writer.close()
+
     def _encode(self, method: str, path: str, params: Mapping[str, str] | None, body: Any) -> bytes:
         target = self.prefix + path
         if params:

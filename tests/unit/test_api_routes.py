@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from noderuntime.reconcile.desired import OVERRIDE_FIELDS, DesiredState, compute
 from noderuntime.reconcile.outcomes import Event
 from noderuntime.reconcile.plan import Plan
 from noderuntime.runtime.base import ContainerState, ObservedContainer
+from noderuntime.runtime.images import waiting_for
 
 WEB = """
 apiVersion: noderuntime/v1
@@ -82,6 +83,9 @@ ROUTES = {
     "rollout.promote": True,
     "records.remove": True,
     "fleet.logs": False,
+    "images.list": False,
+    "images.archives": False,
+    "images.load": True,
 }
 
 
@@ -117,6 +121,13 @@ class FakeReconciler:
 
     def note(self, workload: str, kind: str, message: str) -> None:
         self.events.append(Event(0.0, workload, kind, message))
+
+    def image_arrived(self, names: Iterable[str]) -> list[str]:
+        wanted = {n: str(dw.workload.spec.image) for n, dw in self.desired.workloads.items()}
+        ready = waiting_for(names, wanted)
+        if ready:
+            self.trigger("image")
+        return ready
 
 
 class CannedLogs:

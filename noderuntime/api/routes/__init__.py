@@ -10,6 +10,7 @@
     rollouts   rollout.start/status/history/pause/resume/abort/undo, site.window.set
     site       site.status, site.drain, site.uncordon (site quorum)
     records    records.remove (a record set aside)
+    images     images.list, images.archives, images.load (stream; from a file on the node)
 
 Read routes answer anyone who may open the socket; write routes (``write=True``) also need the
 daemon's uid or root (see ``api/server.py``).
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from noderuntime.api.routes import (
     fleet,
     history,
+    images,
     overrides,
     peers,
     records,
@@ -41,6 +43,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     overrides.routes,
     fleet.routes,
     history.routes,
+    images.routes,
     peers.routes,
     records.routes,
     rollouts.routes,

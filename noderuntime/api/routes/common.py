@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 
 from noderuntime.api.server import ACTOR_PARAM, Params
@@ -58,3 +59,16 @@ def check_fleet_write(svc: NodeServices, params: Params) -> None:
         "run the command with --as FLEETDIR (or set NODERUNTIME_AS)",
         code="operator_signature_required",
     )
+
+
+_ACTIONS_LOG = logging.getLogger("noderuntime.actions")
+
+
+def record_action(svc: NodeServices, params: Params, kind: str, message: str) -> str:
+    """Record a person's action on the node: an event (the console's history shows it) and a
+    log line. The audit trail (issue 14) takes these over once it lands; until then this is
+    the one place actions are recorded. Returns who acted."""
+    who = actor(params) or "root"
+    svc.reconciler.note("", kind, f"{message} (by {who})")
+    _ACTIONS_LOG.info("%s: %s (by %s)", kind, message, who)
+    return who

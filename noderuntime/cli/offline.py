@@ -1,0 +1,131 @@
+"""What a site with no network needs, on the command line: ``image ls|load``.
+
+The same routes the console uses (``api/routes/images.py``); a load is a write route, so it
+runs as root, and is recorded with who ran it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from noderuntime.cli.common import _config_file, _data_dir
+
+EXIT_OK = 0
+# A progress line at most this often when stderr is not a terminal (a log, CI).
+PROGRESS_LINE_EVERY_S = 5.0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from noderuntime.api.client import ApiClient
+    from noderuntime.config.model import NodePaths, load_config
+
+    data_dir = _data_dir(args)
+    return ApiClient(NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket)
+
+
+def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
+    async def go() -> Any:
+        async with _client(args) as client:
+            return await client.call(method, params)
+
+    return asyncio.run(go())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines
+    )
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def render_images(images: list[dict[str, Any]]) -> str:
+    if not images:
+        return "No images on this node."
+    rows = [
+        [
+            ", ".join(i["names"]) or "<untagged>",
+            i["id"] or "-",
+            megabytes(i["size_bytes"]) if i["present"] else "MISSING",
+            ", ".join(i["workloads"]) or "-",
+        ]
+        for i in images
+    ]
+    return _table(["IMAGE", "ID", "SIZE", "USED BY"], rows)
+
+
+def cmd_image_ls(args: argparse.Namespace) -> int:
+    images = _call(args, "images.list")
+    if args.output == "json":
+        print(json.dumps(images, indent=2, sort_keys=True))
+    else:
+        print(render_images(images))
+    return EXIT_OK
+
+
+def progress_text(item: dict[str, Any]) -> str:
+    total = item.get("total_bytes") or 0
+    sent = item.get("sent_bytes") or 0
+    pct = f"{100 * sent // total}%" if total else "-"
+    return f"loading {pct} ({megabytes(sent)} of {megabytes(total)})"
+
+
+def cmd_image_load(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.file)  # the node reads it; its working dir is not ours
+    tty = sys.stderr.isatty()
+    last: dict[str, Any] = {}
+
+    async def go() -> None:
+        shown_at = 0.0
+        async with _client(args) as client:
+            async for item in client.stream("images.load", {"path": path}):
+                last.clear()
+                last.update(item)
+                if item["phase"] == "verifying":
+                    print(f"checking {item['path']}...", file=sys.stderr)
+                elif item["phase"] == "loading" and (
+                    tty or time.monotonic() - shown_at >= PROGRESS_LINE_EVERY_S
+                ):
+                    shown_at = time.monotonic()
+                    end = "\r" if tty else "\n"
+                    print(progress_text(item), end=end, file=sys.stderr, flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+    if tty:
+        print(file=sys.stderr)
+    if last.get("phase") != "loaded":
+        return 1
+    if args.output == "json":
+        print(json.dumps(last, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"loaded {', '.join(last['names']) or 'an untagged image'} from {path}")
+    if last["workloads"]:
+        print(f"starting now: {', '.join(last['workloads'])}")
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = sub.add_parser("image", help="images on this node; load one from a file (no network)")
+    isub = s.add_subparsers(dest="image_cmd", required=True)
+    i = isub.add_parser("ls", help="images on this node and the workloads using each")
+    i.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    i.set_defaults(func=cmd_image_ls)
+    i = isub.add_parser(
+        "load", help="load a docker or OCI image archive (e.g. from /media/usb) into the node"
+    )
+    i.add_argument("file", metavar="FILE", help="the archive (`podman save` / `docker save`)")
+    i.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    i.set_defaults(func=cmd_image_load)
