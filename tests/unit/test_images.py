@@ -174,3 +174,23 @@ def _names_loader(names: list[str]) -> Any:
         return names
 
     return load_image
+
+
+async def test_a_workload_backing_off_a_failed_pull_starts_at_once_when_its_image_arrives() -> None:
+    import asyncio
+
+    from reconciler_harness import IMAGE, harness, workload
+
+    async with harness(images=[]) as h:
+        await h.apply(workload("web"), workload("other", image="localhost/other:1"))
+        await h.settle()
+        async with asyncio.timeout(5):
+            while not h.rec.pending:  # noqa: ASYNC110 - the pull task ends on its own
+                await asyncio.sleep(0.001)
+        await h.settle()
+        assert h.rec.runtime_state("web").backoff.next_attempt_at > h.clock()  # waiting
+        h.runtime.images.add(IMAGE)  # what a load does to the runtime
+        assert h.rec.image_arrived([IMAGE]) == ["web"]
+        assert h.rec.pending
+        await h.settle()  # no clock advance: no back-off is waited out
+        assert [c.observed().workload for c in h.runtime.containers.values()] == ["web"]
