@@ -30,6 +30,7 @@ from tui.screens.base import BaseView
 from tui.screens.events import EventsScreen
 from tui.screens.fleet import FleetScreen
 from tui.screens.help import HelpScreen
+from tui.screens.images import ImagesScreen
 from tui.screens.jump import JumpScreen
 from tui.screens.overview import OverviewScreen
 from tui.screens.peers import PeersScreen
@@ -43,7 +44,7 @@ POLL_TIMEOUT_S = 5.0
 # out the stop timeout.
 API_TIMEOUT_S = 10.0
 ACTION_TIMEOUT_S = 120.0
-VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events", "fleet")
+VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events", "fleet", "images")
 
 
 class NodeRuntimeApp(App[int]):
@@ -58,6 +59,7 @@ class NodeRuntimeApp(App[int]):
         Binding("3", "view('peers')", "Peers", show=False),
         Binding("4", "view('events')", "Events", show=False),
         Binding("5", "view('fleet')", "Fleet", show=False),
+        Binding("6", "view('images')", "Images", show=False),
         Binding("colon", "jump", "Jump"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -88,6 +90,7 @@ class NodeRuntimeApp(App[int]):
         self.add_mode("peers", lambda: PeersScreen(ctx))
         self.add_mode("events", lambda: EventsScreen(ctx))
         self.add_mode("fleet", lambda: FleetScreen(ctx))
+        self.add_mode("images", lambda: ImagesScreen(ctx))
 
     async def on_mount(self) -> None:
         await self.switch_mode(self.initial_view)

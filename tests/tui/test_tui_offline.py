@@ -1,0 +1,133 @@
+"""The console at a site with no network: images (load from a stick), network, fleet join and a
+history a technician can read. Pilot tests and 80x24 snapshots over a fake API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fake_api import NOW, PIN, TECHNICIAN, FakeApi, clock
+from test_snapshots import FROZEN_REFRESH_S, keys
+from textual.widgets import Input
+from tui_helpers import screen_text, settle, wait_until
+
+from noderuntime.errors import ApiError
+from tui.app import NodeRuntimeApp
+from tui.screens.imageload import LoadImageScreen
+
+ARCHIVE = "/media/usb0/images/hmi-web-2.4.tar"
+
+
+def images() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "956d2629c475",
+            "names": ["localhost/busybox:1"],
+            "size_bytes": 2_129_696,
+            "created": NOW - 86400,
+            "present": True,
+            "workloads": ["plc-bridge", "historian", "mqtt"],
+        },
+        {
+            "id": "",
+            "names": ["registry.example/hmi-web:2.4"],
+            "size_bytes": 0,
+            "created": None,
+            "present": False,
+            "workloads": ["hmi-web"],
+        },
+    ]
+
+
+class OfflineApi(FakeApi):
+    """The fake node, plus the routes of the offline screens."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.loaded = False
+
+    def _auth_ok(self, params: dict[str, Any]) -> None:
+        auth = params.get("auth") or {}
+        if auth.get("technician") != TECHNICIAN or auth.get("pin") != PIN:
+            raise ApiError(
+                "wrong PIN; technician 'alice' is now locked out for 300s",
+                code="permission_denied",
+            )
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "images.list":
+            self.calls.append((method, dict(params or {})))
+            found = images()
+            if self.loaded:
+                found[1].update(id="1f2e3d4c5b6a", present=True, size_bytes=48_000_000)
+            return found
+        if method == "images.archives":
+            self.calls.append((method, dict(params or {})))
+            return [
+                {"path": ARCHIVE, "size_bytes": 48_000_000},
+                {"path": "/mnt/service/busybox.tar", "size_bytes": 2_200_000},
+            ]
+        return await super().call(method, params)
+
+    async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+        if method != "images.load":
+            async for item in super().stream(method, params):
+                yield item
+            return
+        params = dict(params or {})
+        self.calls.append((method, params))
+        self._auth_ok(params)
+        total = 48_000_000
+        yield {"phase": "verifying", "path": params["path"], "total_bytes": total}
+        for sent in (0, total // 2):
+            yield {"phase": "loading", "sent_bytes": sent, "total_bytes": total}
+        self.loaded = True
+        yield {
+            "phase": "loaded",
+            "names": ["registry.example/hmi-web:2.4"],
+            "workloads": ["hmi-web"],
+            "by": "technician:alice",
+            "sent_bytes": total,
+            "total_bytes": total,
+        }
+
+
+def make_app(api: FakeApi | None = None, view: str = "images") -> NodeRuntimeApp:
+    return NodeRuntimeApp(
+        api or OfflineApi(), clock=clock, refresh_interval_s=FROZEN_REFRESH_S, initial_view=view
+    )
+
+
+def test_images_view(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=keys())
+
+
+def test_load_image_dialog(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=keys("l"))
+
+
+async def test_an_image_is_loaded_from_a_stick_with_a_pin_and_the_list_refreshes() -> None:
+    api = OfflineApi()
+    app = make_app(api)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert "MISSING" in screen_text(pilot) and "press l to load" in screen_text(pilot)
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(app.screen, LoadImageScreen), what="dialog")
+        await wait_until(pilot, lambda: app.screen.has_class("-loaded"), what="archives")
+        assert app.screen.query_one("#archive-path", Input).value == ARCHIVE
+        await pilot.press("enter")  # picks the highlighted archive, on to the name
+        await pilot.press(*TECHNICIAN, "enter", *"1111", "enter")
+        await wait_until(pilot, lambda: "locked out" in screen_text(pilot), what="refusal")
+        assert isinstance(app.screen, LoadImageScreen)  # still open, PIN cleared
+        assert app.screen.query_one("#pin", Input).value == ""
+        app.screen.query_one("#pin", Input).focus()
+        await pilot.press(*PIN, "enter")
+        await wait_until(
+            pilot, lambda: not isinstance(app.screen, LoadImageScreen), what="dialog closed"
+        )
+        loads = [p for m, p in api.calls if m == "images.load"]
+        assert [p["path"] for p in loads] == [ARCHIVE, ARCHIVE]
+        assert loads[-1]["auth"] == {"technician": TECHNICIAN, "pin": PIN}
+        await wait_until(pilot, lambda: "MISSING" not in screen_text(pilot), what="refresh")
+        assert "Starting now: hmi-web" in " ".join(str(n.message) for n in app._notifications)
