@@ -80,6 +80,12 @@ class NotEnrolledError(FleetError):
     code = "not_enrolled"
 
 
+class SecretError(NodeRuntimeError):
+    """A secret cannot be sealed, found or opened here (not a target, missing, tampered)."""
+
+    code = "secret"
+
+
 class NatsServerError(NodeRuntimeError):
     """The node's nats-server could not be found, configured or started."""
 

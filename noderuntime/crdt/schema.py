@@ -12,6 +12,8 @@ survive: pycrdt would hand them back as floats):
                      rolloutSteps: "<rollout id>/<fact>" -> one step taken (wave released at a
                                 site, gate held, ended): facts only ever added, never changed
                      windows:   site -> update window ("Sat 02:00-04:00")
+                     secrets:   name -> a secret, sealed to each target node (ciphertext
+                                only; noderuntime.reconcile.secrets reads it)
     site/<site>      overrides: "<workload>/<field>" -> JSON value    writers: site technicians,
                                                                       operators
     node/<node>      overrides: "<workload>/<field>" -> JSON value    writer: that node (also on a
@@ -49,6 +51,7 @@ REVISIONS = "revisions"
 ROLLOUTS = "rollouts"
 ROLLOUT_STEPS = "rolloutSteps"
 WINDOWS = "windows"
+SECRETS = "secrets"
 
 LOCK_ALL = "*"
 
@@ -155,6 +158,7 @@ class FleetView:
     rollouts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     rollout_steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     windows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
         rollouts=_objects(doc, ROLLOUTS, bad),
         rollout_steps=_objects(doc, ROLLOUT_STEPS, bad),
         windows=_objects(doc, WINDOWS, bad),
+        secrets=_objects(doc, SECRETS, bad),
     )
 
 
@@ -344,6 +349,15 @@ def put_entry(doc: Doc[Any], map_name: str, key: str, value: Mapping[str, Any]) 
         records.put_records(doc, map_name, {key: dict(value)}, _hlc(doc, map_name, key, None))
         return
     _map(doc, map_name)[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def delete_entry(doc: Doc[Any], map_name: str, key: str) -> bool:
+    """Delete one record of a plain (not versioned) fleet map, e.g. a secret."""
+    entries = _map(doc, map_name)
+    if key in entries:
+        del entries[key]
+        return True
+    return False
 
 
 def has_entry(doc: Doc[Any], map_name: str, key: str) -> bool:

@@ -65,7 +65,8 @@ from noderuntime.errors import ConfigError, NodeRuntimeError
 # Backup archive format. 1 (2026-11-26): manifest + config/ + data/, gzip-compressed tar.
 BACKUP_FORMAT = 1
 MANIFEST = "noderuntime-backup.json"
-SKIP_TOP = {API_SOCKET_FILE, PODMAN_SOCKET_FILE, "nats"}
+# secrets.tmpfs: the plaintext of containers' secrets, a tmpfs that must never reach a backup.
+SKIP_TOP = {API_SOCKET_FILE, PODMAN_SOCKET_FILE, "nats", "secrets.tmpfs"}
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp")
 ARCHIVE_MODE = 0o600
 # The manifest is a few hundred bytes; read no more than this of what claims to be one.

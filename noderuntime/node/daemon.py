@@ -37,7 +37,14 @@ from noderuntime.errors import ConfigError, NotFoundError, StoreError
 from noderuntime.fleetops.view import rollout_step_notes, site_summaries
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
+from noderuntime.identity.sealing import (
+    SEAL_KEY_FILE,
+    load_or_create_key,
+    public_key_text,
+    public_raw,
+)
 from noderuntime.identity.technicians import TechnicianStore
+from noderuntime.node.secretfs import SecretFS
 from noderuntime.node.services import RunningNodeServices
 from noderuntime.reconcile.loop import Reconciler, phase_counts
 from noderuntime.rollout.record import in_progress
@@ -78,6 +85,8 @@ class Node:
         self.log = log or logging.getLogger("noderuntime")
         self.started_at = time.time()
         self.identity: Identity | None = None
+        self.seal_public: str | None = None
+        self.secret_fs: SecretFS | None = None
         self.state: StateStore | None = None
         # Holds the containers while the store has lost what it had (crdt/mark.py).
         self.store_guard: StoreGuard | None = None
@@ -125,6 +134,11 @@ class Node:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(os.close, acquire_node_lock(self.paths.data_dir))
             self.identity = load_key(self.paths.identity_file, node_principal(self.config.node_id))
+            seal_key = load_or_create_key(self.paths.data_dir / SEAL_KEY_FILE)
+            self.seal_public = public_key_text(public_raw(seal_key))
+            self.secret_fs = SecretFS(self.paths.data_dir, seal_key, self.config.node_id)
+            self.secret_fs.setup()
+            stack.callback(self.secret_fs.teardown)
             state, unreadable = await self._enter_state(stack)
             self.state = state
             # Before anything writes: the store is judged as it was found.
@@ -184,6 +198,7 @@ class Node:
                     pull_stall_timeout_s=self.config.image_pull_stall_timeout_s,
                     placement=self.site,
                     fence_stop_timeout_s=self.site.timing.stop_grace_s,
+                    secret_files=self.secret_fs,
                 )
             )
             reconciler = self.reconciler
@@ -525,6 +540,10 @@ class Node:
             "version": __version__,
             "hostname": platform.node(),
         }
+        if self.seal_public is not None:
+            # Operators seal secrets to this key; the node's signature on this record binds it
+            # to the node's enrolled identity (docs/architecture.md, "Secrets").
+            info["sealKey"] = self.seal_public
         if dict(self.state.snapshot().node.info) != info:
             await self.state.write(
                 self.state.node_doc,

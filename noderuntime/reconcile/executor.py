@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from noderuntime.errors import ImageNotFoundError, NodeRuntimeError
 from noderuntime.reconcile.plan import (
     Action,
@@ -31,8 +33,17 @@ def pull_failed(image: str, exc: NodeRuntimeError) -> ImageNotFoundError:
     )
 
 
-async def execute(action: Action, runtime: ContainerRuntime, pulls: PullManager) -> str | None:
+async def execute(
+    action: Action,
+    runtime: ContainerRuntime,
+    pulls: PullManager,
+    *,
+    prepare: Callable[[Action], None] | None = None,
+) -> str | None:
     """Run one action; returns the new container id for a create. Raises runtime errors.
+
+    ``prepare`` runs just before a container is created or started (its secrets are written
+    then, once its image is here); what it raises is the action's failure.
 
     A create whose image is missing starts (or finds) its pull and raises ImagePulling rather
     than waiting: a pull can take many minutes, and the pass must go on to other workloads.
@@ -41,10 +52,14 @@ async def execute(action: Action, runtime: ContainerRuntime, pulls: PullManager)
         case CreateContainer(spec=spec):
             if not await runtime.image_present(spec.image):
                 raise ImagePulling(spec.image, started=pulls.ensure(spec.image))
+            if prepare is not None:
+                prepare(action)
             cid = await runtime.create(spec)
             await runtime.start(cid)
             return cid
         case StartContainer(container_id=cid):
+            if prepare is not None:
+                prepare(action)
             await runtime.start(cid)
         case StopContainer(container_id=cid, timeout_s=timeout):
             await runtime.stop(cid, timeout)

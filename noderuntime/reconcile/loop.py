@@ -21,12 +21,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
-from noderuntime.errors import NodeRuntimeError, RuntimeUnavailableError
+from noderuntime.errors import NodeRuntimeError, RuntimeUnavailableError, SecretError
 from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
 from noderuntime.reconcile.desired import (
     DesiredMemo,
@@ -57,6 +57,16 @@ from noderuntime.reconcile.plan import (
 )
 from noderuntime.reconcile.pulls import PULL_CONCURRENCY, PULL_STALL_TIMEOUT_S, PullManager
 from noderuntime.reconcile.records import WRITING_STATUS, StatusWriter, status_record
+from noderuntime.reconcile.secrets import (
+    HASH_SEPARATOR,
+    SecretFiles,
+    SecretMounts,
+    dir_key,
+    key_of_label,
+    mounts_for,
+    plain_hash,
+    with_secrets,
+)
 from noderuntime.reconcile.status import Derived, Phase, derive
 from noderuntime.runtime.base import (
     ContainerRuntime,
@@ -120,6 +130,7 @@ class Reconciler:
         placement: PlacementSource | None = None,
         fence_stop_timeout_s: int = 1,
         loop: bool = True,
+        secret_files: SecretFiles | None = None,
     ) -> None:
         """``loop=False``: no loop task; triggers only mark the reconciler :attr:`pending`
         and the caller runs passes with :meth:`reconcile_once` (tests and benchmarks drive it
@@ -143,6 +154,11 @@ class Reconciler:
         # Site quorum (noderuntime/site, wired by the daemon): which placed workloads run here.
         self.placement = placement
         self._fence_stop_timeout_s = fence_stop_timeout_s
+        # Where secrets' plaintext goes (a tmpfs); None: workloads with secrets stay Pending.
+        self._secret_files = secret_files
+        # name -> (tmpfs dir key, boxes, owner) of each planned workload with secrets.
+        self._secret_needs: dict[str, tuple[str, SecretMounts, str | None]] = {}
+        self._fleet_secrets: Mapping[str, Mapping[str, Any]] = {}
         # Why this node holds its containers (the store lost its memory): no stop, no remove.
         self.hold: str | None = None
         self._dirty = asyncio.Event()
@@ -156,8 +172,8 @@ class Reconciler:
         self._desired_memo = DesiredMemo(
             node_id=config.node_id, site=config.site, node_labels=config.labels
         )
-        # name -> (the DesiredWorkload it was built from, the planner's view of it).
-        self._planned_memo: dict[str, tuple[DesiredWorkload, PlannedWorkload]] = {}
+        # name -> (the DesiredWorkload and secrets digest it was built from, the planner's view).
+        self._planned_memo: dict[str, tuple[DesiredWorkload, str, PlannedWorkload]] = {}
         self._loop = loop
         # Desired workloads whose container spec could not be built: name -> (it, why).
         self._broken: dict[str, tuple[DesiredWorkload, str]] = {}
@@ -255,7 +271,9 @@ class Reconciler:
         for name, dw in self._desired.workloads.items():
             probe = to_probe_spec(dw.workload)
             c = running.get(name)
-            if probe is not None and c is not None and c.spec_hash == dw.spec_hash and dw.enabled:
+            if probe is None or c is None or not dw.enabled:
+                continue
+            if plain_hash(c.spec_hash) == dw.spec_hash:
                 out.append((name, c, probe))
         return out
 
@@ -332,6 +350,7 @@ class Reconciler:
         snap = self._state.snapshot()
         desired = self._desired_memo(snap)
         self._desired = desired
+        self._fleet_secrets = snap.fleet.secrets
         planned = self._plan_inputs(desired)
         self._note_enabled(snap.node.status, planned, now)
 
@@ -361,6 +380,7 @@ class Reconciler:
                 return await self._runtime_down(str(exc), planned)
             # Re-plan right away: level-triggered, verify the effect of what we just did.
             self._dirty.set()
+            self._sweep_secrets(observed)
         self._observed = observed
         stored = await self._record_status(
             planned, observed, self._context(self._clock(), observed), None
@@ -398,11 +418,16 @@ class Reconciler:
         A workload whose container spec cannot be built (a bug, or a value the conversion
         cannot take) is left out and recorded as broken; the others go on.
         """
-        memo: dict[str, tuple[DesiredWorkload, PlannedWorkload]] = {}
+        memo: dict[str, tuple[DesiredWorkload, str, PlannedWorkload]] = {}
         broken: dict[str, tuple[DesiredWorkload, str]] = {}
+        needs: dict[str, tuple[str, SecretMounts, str | None]] = {}
         for name, dw in desired.workloads.items():
+            mounts = mounts_for(dw.workload, self._fleet_secrets, self._cfg.node_id)
+            digest = mounts.digest if mounts is not None else ""
+            if mounts is not None:
+                needs[name] = (dir_key(name, digest), mounts, dw.workload.spec.user)
             cached = self._planned_memo.get(name)
-            if cached is not None and cached[0] is dw:
+            if cached is not None and cached[0] is dw and cached[1] == digest:
                 memo[name] = cached
                 continue
             was = self._broken.get(name)
@@ -410,7 +435,7 @@ class Reconciler:
                 broken[name] = was
                 continue
             try:
-                memo[name] = (dw, self._planned(dw))
+                memo[name] = (dw, digest, self._planned(dw, mounts))
             except Exception as exc:
                 why = f"cannot build its container: {type(exc).__name__}: {exc}"
                 self._log.exception("workload %s: %s", name, why)
@@ -418,21 +443,60 @@ class Reconciler:
                 broken[name] = (dw, why)
         self._planned_memo = memo
         self._broken = broken
-        return {name: w for name, (_, w) in memo.items()}
+        self._secret_needs = needs
+        return {name: w for name, (_, _, w) in memo.items()}
 
-    def _planned(self, dw: DesiredWorkload) -> PlannedWorkload:
+    def _planned(self, dw: DesiredWorkload, mounts: SecretMounts | None) -> PlannedWorkload:
+        container = to_container_spec(
+            dw.workload,
+            node_id=self._cfg.node_id,
+            container_name=container_name(self._cfg.node_id, dw.name),
+        )
+        spec_hash = dw.spec_hash
+        if mounts is not None:
+            key = dir_key(dw.name, mounts.digest)
+            host_dir = self._secret_files.host_dir(key) if self._secret_files else f"/-/{key}"
+            container = with_secrets(container, dw.workload, mounts, host_dir)
+            spec_hash = f"{dw.spec_hash}{HASH_SEPARATOR}{mounts.digest}"
         return PlannedWorkload(
             name=dw.name,
-            spec_hash=dw.spec_hash,
-            container=to_container_spec(
-                dw.workload,
-                node_id=self._cfg.node_id,
-                container_name=container_name(self._cfg.node_id, dw.name),
-            ),
+            spec_hash=spec_hash,
+            container=container,
             restart_policy=dw.workload.spec.restart_policy.value,
             enabled=dw.enabled,
             placed=dw.workload.spec.placement is not None,
         )
+
+    def _prepare_secrets(self, action: Action) -> None:
+        """Open and write the secrets a container needs just before it is created (or started
+        again after the node or host restarted: the tmpfs is then empty). Raises SecretError:
+        the workload shows Pending with why."""
+        need = self._secret_needs.get(action.workload)
+        if need is None or not isinstance(action, CreateContainer | StartContainer):
+            return
+        key, mounts, owner = need
+        if mounts.problem is not None:
+            raise SecretError(mounts.problem)
+        if self._secret_files is None:
+            raise SecretError("this node cannot open secrets (no tmpfs for them was set up)")
+        if isinstance(action, StartContainer) and self._secret_files.present(key):
+            return
+        self._secret_files.write(key, mounts.files, owner)
+        names = ", ".join(sorted({f"{f.name} v{f.version}" for f in mounts.files}))
+        self._event(action.workload, "secrets", f"opened secrets for the container: {names}")
+
+    def _sweep_secrets(self, observed: list[ObservedContainer]) -> None:
+        if self._secret_files is None:
+            return
+        keep = {key for key, _, _ in self._secret_needs.values()}
+        for c in observed:
+            key = key_of_label(c.workload, c.spec_hash)
+            if key is not None:
+                keep.add(key)
+        try:
+            self._secret_files.sweep(keep)
+        except OSError as exc:
+            self._log.warning("could not remove secrets of removed containers: %s", exc)
 
     def _note_enabled(
         self,
@@ -539,7 +603,9 @@ class Reconciler:
             st = self._wl.setdefault(name, WorkloadRuntimeState())
             now = self._clock()
             try:
-                new_id = await execute(action, self._runtime, self._pulls)
+                new_id = await execute(
+                    action, self._runtime, self._pulls, prepare=self._prepare_secrets
+                )
             except ImagePulling as pulling:
                 failed.add(name)
                 if pulling.started:
@@ -651,7 +717,10 @@ class Reconciler:
                 last_error=st.last_error,
                 runtime_error=runtime_error,
             )
-            records[name] = self._record(name, d, w.spec_hash, w.enabled, now, runtime_error)
+            # Status and rollout gates speak of the spec; the secrets digest is this node's.
+            records[name] = self._record(
+                name, d, plain_hash(w.spec_hash), w.enabled, now, runtime_error
+            )
         for name, (dw, why) in self._broken.items():
             d = Derived(Phase.UNKNOWN if runtime_error else Phase.FAILED, why)
             records[name] = self._record(name, d, dw.spec_hash, dw.enabled, now, runtime_error)
@@ -708,7 +777,7 @@ class Reconciler:
         """
         desired = self.desired
         dw = desired.workloads.get(workload) if desired else None
-        timeout = self._planned(dw).container.stop_timeout_s if dw else 10
+        timeout = dw.workload.spec.stop_timeout_s if dw else 10
         self._stopped_by_us.add(container_id)
         try:
             await self._runtime.stop(container_id, timeout)

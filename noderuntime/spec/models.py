@@ -173,6 +173,30 @@ class Volume(_Model):
         return self
 
 
+class SecretRef(_Model):
+    """A fleet secret the container sees: a file (``path``) in a tmpfs, or a variable (``env``)."""
+
+    name: Name = Field(description="a secret set with `noderuntime secret set`")
+    path: AbsolutePath | None = Field(
+        default=None, description="a read-only file (mode 0400) at this path in the container"
+    )
+    env: EnvName | None = Field(
+        default=None, description="an environment variable (needs spec.command and /bin/sh)"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.path is None) == (self.env is None):
+            fail("secret_target", "set exactly one of path (a file) or env (a variable)")
+        if self.path is not None and self.path.rstrip("/") in ("", SECRET_ENV_DIR):
+            raise_at("SecretRef", [(("path",), "cannot mount a secret there", self.path)])
+        return self
+
+
+# Where env secrets are read from inside the container (the entrypoint wrapper's directory).
+SECRET_ENV_DIR = "/run/noderuntime-secrets"
+
+
 class ExecProbe(_Model):
     command: Annotated[list[Text], Field(min_length=1)]
 
@@ -285,6 +309,53 @@ class WorkloadSpec(_Model):
         alias="stopTimeoutSeconds",
         description="seconds between SIGTERM and SIGKILL",
     )
+    # None rather than []: a spec written before secrets existed keeps its hash.
+    secrets: list[SecretRef] | None = Field(
+        default=None, description="fleet secrets as files in a tmpfs or environment variables"
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _unique_secret_targets(cls, refs: list[SecretRef] | None) -> list[SecretRef] | None:
+        problems: list[tuple[Loc, str, Any]] = []
+        seen: dict[str, int] = {}
+        for i, ref in enumerate(refs or []):
+            field_name = "path" if ref.path is not None else "env"
+            target = f"{field_name}:{ref.path or ref.env}"
+            j = seen.setdefault(target, i)
+            if j != i:
+                problems.append(
+                    ((i, field_name), f"already used by secrets[{j}]", ref.path or ref.env)
+                )
+        if problems:
+            raise_at("secrets", problems)
+        return refs or None
+
+    @model_validator(mode="after")
+    def _secrets_fit(self) -> Self:
+        problems: list[tuple[Loc, str, Any]] = []
+        mounts = {v.mount_path for v in self.volumes}
+        for i, ref in enumerate(self.secrets or []):
+            if ref.path is not None and ref.path in mounts:
+                problems.append(
+                    ((i, "path"), "is also a volume's mountPath; use another path", ref.path)
+                )
+            if ref.env is not None and not self.command:
+                # The value must not reach Podman's container config (on disk): a wrapper reads
+                # it from the tmpfs and execs the command, which therefore must be known.
+                problems.append(
+                    (
+                        (i, "env"),
+                        "an env secret needs spec.command (the entrypoint is wrapped to read "
+                        "the value from a tmpfs)",
+                        ref.env,
+                    )
+                )
+            if ref.env is not None and ref.env in self.env:
+                problems.append(((i, "env"), "is also set in spec.env", ref.env))
+        if problems:
+            raise_at("secrets", problems)
+        return self
 
     @field_validator("command", "args")
     @classmethod

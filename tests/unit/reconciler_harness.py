@@ -13,6 +13,7 @@ from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore, UpdateStore
 from noderuntime.identity import keys
 from noderuntime.reconcile.loop import HoldSource, Reconciler
+from noderuntime.reconcile.secrets import SecretFiles
 from noderuntime.runtime.fake import FakeRuntime, ManualClock
 from noderuntime.spec.models import canonical_dict
 from noderuntime.spec.parse import workload_from_dict
@@ -95,6 +96,7 @@ async def harness(
     images: Iterable[str] = (IMAGE,),
     loop: bool = False,
     hold: HoldSource | None = None,
+    secret_files: SecretFiles | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Harness]:
     """``runtime``, ``store`` and ``clock`` may come from an earlier harness: a node restart."""
@@ -111,6 +113,7 @@ async def harness(
             boot_time=boot_time,
             loop=loop,
             hold=hold,
+            secret_files=secret_files,
         )
         async with rec:
             yield Harness(clock, runtime, state, rec)

@@ -11,6 +11,7 @@
     site       site.status, site.drain, site.uncordon (site quorum)
     records    records.remove (a record set aside)
     images     images.list, images.archives, images.load (stream; from a file on the node)
+    secrets    secret.targets, secret.set, secret.ls, secret.rm
 
 Read routes answer anyone who may open the socket; write routes (``write=True``) also need the
 daemon's uid or root (see ``api/server.py``).
@@ -28,6 +29,7 @@ from noderuntime.api.routes import (
     peers,
     records,
     rollouts,
+    secrets,
     site,
     status,
     store,
@@ -47,6 +49,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     peers.routes,
     records.routes,
     rollouts.routes,
+    secrets.routes,
     site.routes,
 )
 

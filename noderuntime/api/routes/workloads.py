@@ -15,6 +15,7 @@ from noderuntime.api.views import shown_status, workload_view
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.errors import ApiError, NotFoundError
 from noderuntime.reconcile.desired import DesiredWorkload
+from noderuntime.reconcile.secrets import plain_hash
 from noderuntime.runtime.base import ContainerState, ObservedContainer
 
 MAX_LOG_TAIL = 100_000
@@ -122,7 +123,9 @@ def kept_container(svc: NodeServices, name: str) -> ObservedContainer:
         raise NotFoundError(f"no workload {name!r} on this node; {NO_WORKLOAD_HINT}")
     want = desired.workloads[name].spec_hash
     cands = [c for c in rec.observed if c.workload == name]
-    cands.sort(key=lambda c: (c.spec_hash != want, c.state is not ContainerState.RUNNING))
+    cands.sort(
+        key=lambda c: (plain_hash(c.spec_hash) != want, c.state is not ContainerState.RUNNING)
+    )
     if not cands:
         raise NotFoundError(f"workload {name!r} has no container yet; {NO_WORKLOAD_HINT}")
     return cands[0]
@@ -160,7 +163,7 @@ def container_view(c: ObservedContainer) -> dict[str, Any]:
         "id": c.id,
         "name": c.name,
         "state": c.state.value,
-        "spec_hash": c.spec_hash,
+        "spec_hash": plain_hash(c.spec_hash),
         "image": c.image,
         "exit_code": c.exit_code,
         "started_at": c.started_at,
