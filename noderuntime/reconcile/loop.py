@@ -781,6 +781,8 @@ class Reconciler:
         self._stopped_by_us.add(container_id)
         try:
             await self._runtime.stop(container_id, timeout)
+            # The node may have restarted since the container was created: its tmpfs is empty.
+            self._prepare_secrets(StartContainer(workload, container_id, restart=True))
             await self._runtime.start(container_id)
         finally:
             self._stopped_by_us.discard(container_id)
@@ -789,7 +791,7 @@ class Reconciler:
     def image_arrived(self, names: Iterable[str]) -> list[str]:
         """Images were loaded by hand: the workloads waiting for one try again now, not when
         their back-off from the failed pull ends. Returns those workloads."""
-        wanted = {n: p.container.image for n, (_dw, p) in self._planned_memo.items()}
+        wanted = {n: p.container.image for n, (_dw, _, p) in self._planned_memo.items()}
         ready = waiting_for(names, wanted)
         for name in ready:
             self._wl.setdefault(name, WorkloadRuntimeState()).backoff = Backoff()
