@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -443,10 +444,11 @@ def relay_problem(
     :func:`relay_view` returns them) is more than a hub may sign, or None.
 
     A hub relays and drives rollouts that operators signed; it authors no spec or policy
-    (issue 13 §6). So its own key may only add rollout facts (``rolloutSteps``, new keys,
-    never changed or removed) and, when a rollout completes, make ``workloads[name]`` the
-    candidate an operator put in ``rollouts[name]`` (compared as JSON with ``before``'s
-    record, which the hub cannot have written). Every other map must stay as it was.
+    (issue 13 §6). So its own key may only add rollout facts (``rolloutSteps``: new keys, or
+    another value for a fact a hub takes itself; never removed) and, when a rollout completes,
+    make ``workloads[name]`` the candidate an operator put in ``rollouts[name]`` (compared as
+    JSON with ``before``'s record, which the hub cannot have written). Every other map must
+    stay as it was.
     """
     changed = sorted(
         (name, key)
@@ -457,12 +459,29 @@ def relay_problem(
     )
     for name, key in changed:
         old, new = before.get(name, {}).get(key), after.get(name, {}).get(key)
-        if name == ROLLOUT_STEPS and old is None:
+        if name == ROLLOUT_STEPS and (old is None or _rewrites_a_hub_fact(key, new)):
             continue
         if name == WORKLOADS and new is not None and _is_candidate(before, key, new):
             continue
         return f"{name}[{key!r}] may be written by an operator only, not by a hub's key"
     return None
+
+
+# The facts a hub's driver takes (rollout/record.py): releasing a wave at one site, a gate that
+# held, an end it judged. Not an operator's ``go/<k>/*`` promote, ``end/Aborted`` or ``pause/<n>``.
+_HUB_FACT_RE = re.compile(r"[^/]+/(go/[0-9]+/[^*/][^/]*|gate/[0-9]+|end/Complete|end/RolledBack)\Z")
+
+
+def _rewrites_a_hub_fact(key: str, raw: Any) -> bool:
+    """Two hubs that take the same step write the same key with their own time in it; the
+    CRDT keeps one, so the other's write arrives as a change of the key. The fact stays a fact
+    (a JSON object: never a removal), and a hub may take that step anyway."""
+    if not _HUB_FACT_RE.match(key) or not isinstance(raw, str):
+        return False
+    try:
+        return isinstance(records.STORED.loads(raw), dict)
+    except codec.DecodeError:
+        return False
 
 
 def _is_candidate(before: Mapping[str, Mapping[str, Any]], name: str, raw: Any) -> bool:

@@ -22,15 +22,23 @@ CLI = [sys.executable, "-m", "noderuntime.cli"]
 
 
 def wait_for(
-    probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "",
+    raises: type[Exception] | None = None,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout.
+    ``raises``: an exception the probe raises to say waiting longer cannot help."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = probe()
         except Exception as exc:  # the thing may not be up yet
+            if raises is not None and isinstance(exc, raises):
+                raise
             last = exc
         if last and not isinstance(last, Exception):
             return last

@@ -57,21 +57,40 @@ def status(at: FleetNode, name: str) -> dict[str, Any]:
     return dict(at.call("rollout.status", {"name": name}))
 
 
-def wait_state(at: FleetNode, name: str, state: str, timeout: float = 120) -> dict[str, Any]:
+ENDED_STATES = ("RolledBack", "Aborted", "Complete")
+
+
+class EndedElsewhere(Exception):
+    """The rollout ended in another state than the one waited for."""
+
+
+def wait_state(
+    at: FleetNode, name: str, state: str, timeout: float = 120, also: tuple[FleetNode, ...] = ()
+) -> dict[str, Any]:
+    """Until the rollout is in ``state`` at ``at``; on failure the logs of ``at`` and ``also``."""
     seen: list[dict[str, Any]] = []
 
     def probe() -> dict[str, Any] | None:
         s = status(at, name)
         seen[:] = [s]
+        if s["state"] in ENDED_STATES and s["state"] != state:  # it will not change again
+            raise EndedElsewhere(s["state"])
         return s if s["state"] == state else None
 
     try:
-        return wait_for(probe, timeout=timeout, what=f"rollout of {name} {state} at {at.node_id}")
-    except AssertionError as exc:  # say where it stood, and what the driver logged
+        return wait_for(
+            probe,
+            timeout=timeout,
+            what=f"rollout of {name} {state} at {at.node_id}",
+            raises=EndedElsewhere,
+        )
+    except (
+        AssertionError,
+        EndedElsewhere,
+    ) as exc:  # say where it stood, and what the driver logged
         last = json.dumps(seen[0], indent=1, default=str)[-4000:] if seen else "no status read"
-        raise AssertionError(
-            f"{exc}\n--- last status ---\n{last}\n--- {at.node_id} ---\n{at.log()[-4000:]}"
-        ) from None
+        logs = "".join(f"\n--- {n.node_id} ---\n{n.log()[-4000:]}" for n in (at, *also))
+        raise AssertionError(f"{exc}\n--- last status ---\n{last}{logs}") from None
 
 
 def runs(node: FleetNode, name: str) -> str | None:

@@ -35,6 +35,22 @@ def test_a_hub_may_add_rollout_facts_and_make_the_signed_candidate_stable() -> N
     assert schema.relay_problem(before, after) is None
 
 
+@pytest.mark.parametrize("fact", ["go/0/s1", "gate/0", "end/Complete", "end/RolledBack"])
+def test_a_second_hub_taking_the_same_step_is_a_relay(fact: str) -> None:
+    # CI defect: two hubs released wave 0 at one site, each with its own time; where the CRDT
+    # kept the second hub's value, nodes refused that hub's update and all it wrote after it.
+    before = fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={f"r1/{fact}": {"at": 1}})
+    after = fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={f"r1/{fact}": {"at": 5}})
+    assert schema.relay_problem(before, after) is None
+
+
+@pytest.mark.parametrize("fact", ["go/0/*", "end/Aborted", "pause/1"])
+def test_a_hub_may_not_rewrite_an_operators_fact(fact: str) -> None:
+    before = fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={f"r1/{fact}": {"at": 1}})
+    after = fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={f"r1/{fact}": {"at": 5}})
+    assert schema.relay_problem(before, after) is not None
+
+
 @pytest.mark.parametrize(
     "after",
     [
@@ -44,7 +60,8 @@ def test_a_hub_may_add_rollout_facts_and_make_the_signed_candidate_stable() -> N
         fleet(rollouts={"web": json.loads(ROLLOUT)}, locks={"web": ["*"]}),  # fleet policy
         fleet(rollouts={"web": json.loads(ROLLOUT)}, windows={"s1": "Sat 02:00-04:00"}),
         fleet(rollouts={"web": json.loads(ROLLOUT)}, revisions={"web/9": {"spec": ROOT}}),
-        fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={"r1/go/0/s1": {"at": 5}}),
+        fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={"r1/go/0/s1": "x"}),  # no fact
+        fleet(rollouts={"web": json.loads(ROLLOUT)}),  # removing a fact
         fleet(),  # removing the operator's rollout record
     ],
 )
