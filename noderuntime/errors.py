@@ -268,6 +268,10 @@ class PermissionDeniedError(NodeRuntimeError):
     code = "permission_denied"
 
 
+class LockedOutError(PermissionDeniedError):
+    """A technician is locked out after too many wrong PINs (same wire code; audited apart)."""
+
+
 __all__ = [
     "AlreadyInitializedError",
     "ApiError",
@@ -284,6 +288,7 @@ __all__ = [
     "ImageArchiveError",
     "ImageNotFoundError",
     "InvalidInputError",
+    "LockedOutError",
     "NatsServerError",
     "NetworkConfigError",
     "NodeRuntimeError",

@@ -22,12 +22,17 @@ from typing import Any
 
 from noderuntime.api.lines import READ_CHUNK_BYTES, LineBudget, LineReader, Refused
 from noderuntime.api.protocol import API_VERSION, decode, encode
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import AuditSink, NullAudit
 from noderuntime.config.model import check_socket_path
-from noderuntime.errors import ConfigError, NodeRuntimeError, PermissionDeniedError
+from noderuntime.errors import ConfigError, LockedOutError, NodeRuntimeError, PermissionDeniedError
 
 Params = dict[str, Any]
 # Set by the server after checking a request's "auth"; handlers attribute changes to it.
 ACTOR_PARAM = "_actor"
+# Params a write's audit entry names (which thing it touched). Values (specs, env, PINs,
+# secrets) are never audited: the audit log is exported to a SIEM.
+AUDITED_PARAMS = ("name", "workload", "field", "node", "site", "rollout", "technician")
 Handler = Callable[[Params], Awaitable[Any]]
 StreamHandler = Callable[[Params], AsyncIterator[Any]]
 
@@ -71,11 +76,14 @@ class ApiServer:
         *,
         authenticate: Callable[[str, str], str] | None = None,
         log: logging.Logger | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.path = path
         self.routes = routes
         # (technician, pin) -> principal, raising PermissionDeniedError.
         self.authenticate = authenticate
+        # Every write route call (done or refused) and every PIN check goes in.
+        self.audit: AuditSink = audit or NullAudit()
         self._log = log or logging.getLogger(__name__)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
@@ -159,6 +167,7 @@ class ApiServer:
     async def _handle(self, line: bytes, uid: int | None, writer: asyncio.StreamWriter) -> None:
         self.requests += 1
         req_id: Any = None
+        audited: _Audited | None = None
         try:
             try:
                 req = decode(line)
@@ -178,6 +187,8 @@ class ApiServer:
             params = req.get("params") or {}
             if not isinstance(params, dict):
                 raise _BadRequest("params must be an object")
+            if route.write:
+                audited = _Audited(str(method), uid, params)
             if route.write and uid not in (0, os.getuid()):
                 raise PermissionDeniedError(
                     f"{method} changes the node; run it as root or as the daemon's user"
@@ -190,9 +201,11 @@ class ApiServer:
             if auth is not None and route.write:
                 if not isinstance(auth, dict) or self.authenticate is None:
                     raise _BadRequest("auth must be {technician, pin}")
-                params[ACTOR_PARAM] = self.authenticate(
-                    str(auth.get("technician", "")), str(auth.get("pin", ""))
+                params[ACTOR_PARAM] = self._login(
+                    str(auth.get("technician", "")), str(auth.get("pin", "")), uid
                 )
+                if audited is not None:
+                    audited.actor = params[ACTOR_PARAM]
             if route.stream is not None:
                 async for item in route.stream(params):
                     await self._send(writer, {"id": req_id, "item": item})
@@ -200,17 +213,25 @@ class ApiServer:
             else:
                 assert route.handler is not None
                 result = await route.handler(params)
+            if audited is not None:
+                self._audit_write(audited, None)
             await self._send(writer, {"id": req_id, "ok": True, "result": result})
         except (ConnectionError, asyncio.CancelledError):
             raise
         except NodeRuntimeError as exc:
+            if audited is not None:
+                self._audit_write(audited, exc.code)
             await self._send(writer, {"id": req_id, "ok": False, "error": exc.to_dict()})
         except _BadRequest as exc:
+            if audited is not None:
+                self._audit_write(audited, exc.code)
             await self._send(
                 writer,
                 {"id": req_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}},
             )
         except Exception as exc:
+            if audited is not None:
+                self._audit_write(audited, "internal")
             self._log.exception("control API handler failed")
             await self._send(
                 writer,
@@ -223,6 +244,42 @@ class ApiServer:
                     },
                 },
             )
+
+    def _login(self, technician: str, pin: str, uid: int | None) -> str:
+        """Check a PIN, auditing the attempt (ok, failed or locked out) under the name tried."""
+        assert self.authenticate is not None
+        actor = f"technician:{technician}"
+        try:
+            principal = self.authenticate(technician, pin)
+        except LockedOutError as exc:
+            self.audit.record(AuditKind.LOGIN, actor, outcome="locked", uid=uid, reason=str(exc))
+            raise
+        except PermissionDeniedError as exc:
+            self.audit.record(AuditKind.LOGIN, actor, outcome="failed", uid=uid, reason=str(exc))
+            raise
+        self.audit.record(AuditKind.LOGIN, principal, outcome="ok", uid=uid)
+        return principal
+
+    def _audit_write(self, audited: _Audited, error: str | None) -> None:
+        actor = audited.actor or (f"uid:{audited.uid}" if audited.uid is not None else "unknown")
+        fields: dict[str, Any] = {"method": audited.method, "uid": audited.uid}
+        fields.update(
+            (k, v) for k, v in audited.params.items() if k in AUDITED_PARAMS and isinstance(v, str)
+        )
+        fields["outcome"] = "ok" if error is None else "refused"
+        if error is not None:
+            fields["error"] = error
+        self.audit.record(AuditKind.API_WRITE, actor, **fields)
+
+
+@dataclass
+class _Audited:
+    """A write route call being handled: what its audit entry will say."""
+
+    method: str
+    uid: int | None
+    params: Params
+    actor: str | None = None
 
 
 class _BadRequest(Exception):

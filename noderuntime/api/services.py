@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from noderuntime.audit.log import Audit
+from noderuntime.audit.store import WitnessAlert
 from noderuntime.crdt.mark import Hold
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.crdt.state import StateStore
@@ -204,4 +206,12 @@ class NodeServices(Protocol):
 
     def authenticate(self, technician: str, pin: str) -> str:
         """The technician's principal, or raise PermissionDeniedError."""
+        ...
+
+    def audit_log(self) -> Audit | None:
+        """The node's audit log; None where the node runs without one (tests)."""
+        ...
+
+    async def witness_alerts(self) -> list[WitnessAlert]:
+        """At a hub: nodes whose audit logs were found cut or rewritten, newest last."""
         ...

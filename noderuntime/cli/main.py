@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from noderuntime import codec
+from noderuntime.cli import audit as cli_audit
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
 from noderuntime.cli import fleetview as cli_fleetview
@@ -990,6 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tui)
 
     cli_fleet.add_parsers(sub)
+    cli_audit.add_parsers(sub)
     backup.add_parsers(sub)
     cli_store.add_parsers(sub)
     cli_rollout.add_parsers(sub, add_as_option)

@@ -5,6 +5,7 @@ The data directory holds everything a node owns:
     <data_dir>/node.yaml      this configuration
     <data_dir>/identity.key   the node's Ed25519 private key (0600)
     <data_dir>/state.db       CRDT updates and snapshots (SQLite, WAL)
+    <data_dir>/audit.db       the hash-chained audit log (SQLite, WAL)
     <data_dir>/api.sock       local control API (0600)
     <data_dir>/podman.sock    Podman API, when the node supervises its own podman service
 
@@ -35,6 +36,7 @@ DEFAULT_CONFIG_FILE = Path("/etc/noderuntime/node.yaml")
 CONFIG_FILE = "node.yaml"
 IDENTITY_FILE = "identity.key"
 STATE_DB_FILE = "state.db"
+AUDIT_DB_FILE = "audit.db"
 API_SOCKET_FILE = "api.sock"
 PODMAN_SOCKET_FILE = "podman.sock"
 
@@ -262,6 +264,7 @@ class NodePaths:
         self.config_file = config_file or data_dir / CONFIG_FILE
         self.identity_file = data_dir / IDENTITY_FILE
         self.state_db = data_dir / STATE_DB_FILE
+        self.audit_db = data_dir / AUDIT_DB_FILE
         api = config.api_socket if config and config.api_socket else None
         self.api_socket = Path(api) if api else data_dir / API_SOCKET_FILE
         self.own_podman_socket = data_dir / PODMAN_SOCKET_FILE

@@ -409,6 +409,20 @@ def put_info(doc: Doc[Any], info: Mapping[str, Any]) -> None:
     _map(doc, INFO)["node"] = json.dumps(info, sort_keys=True)
 
 
+# The node's newest audit checkpoint, for hubs to witness (noderuntime/audit/witness.py). One
+# record, overwritten at most every checkpoint interval: the document's history stays small.
+AUDIT_CHECKPOINT = "audit"
+
+
+def put_audit_checkpoint(doc: Doc[Any], checkpoint: Mapping[str, Any]) -> None:
+    _map(doc, INFO)[AUDIT_CHECKPOINT] = json.dumps(checkpoint, sort_keys=True)
+
+
+def audit_checkpoint(doc: Doc[Any]) -> dict[str, Any] | None:
+    found = _json_entries(doc, INFO).get(AUDIT_CHECKPOINT)
+    return found if isinstance(found, dict) else None
+
+
 def export_doc(doc: Doc[Any]) -> dict[str, dict[str, Any]]:
     """Every top-level map of ``doc`` as ``{map: {key: stored value}}`` (read-only).
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from noderuntime import codec
-from noderuntime.errors import ConfigError, PermissionDeniedError
+from noderuntime.errors import ConfigError, LockedOutError, PermissionDeniedError
 from noderuntime.identity.principals import technician_principal
 
 TECHNICIANS_FILE = "technicians.json"
@@ -186,7 +186,7 @@ class TechnicianStore:
         rec = known if known is not None else self._unknown_record(name)
         now = self._clock()
         if rec.locked_until > now:
-            raise PermissionDeniedError(
+            raise LockedOutError(
                 f"technician {name!r} is locked out for {rec.locked_until - now:.0f}s more after "
                 f"{MAX_FAILURES} wrong PINs; wait, or have root reset it with "
                 f"`noderuntime technician add {name} --replace`"
@@ -206,7 +206,7 @@ class TechnicianStore:
             rec.locked_until = now + min(LOCKOUT_MAX_S, LOCKOUT_S * 2 ** (rec.lockouts - 1))
             if records:
                 self._save(records)
-            raise PermissionDeniedError(
+            raise LockedOutError(
                 f"wrong PIN; technician {name!r} is now locked out for "
                 f"{rec.locked_until - now:.0f}s"
             )

@@ -26,6 +26,9 @@ from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, colle
 from noderuntime.api.routes import build_routes
 from noderuntime.api.server import ApiServer
 from noderuntime.api.services import NodeFacts
+from noderuntime.audit.chain import AuditKind, Checkpoint
+from noderuntime.audit.log import Audit
+from noderuntime.audit.store import SQLiteAuditStore
 from noderuntime.config.model import NodeConfig, NodePaths, check_socket_path
 from noderuntime.crdt import schema
 from noderuntime.crdt.check import is_damaged, set_aside
@@ -95,6 +98,7 @@ class Node:
         self.reconciler: Reconciler | None = None
         self.health: HealthMonitor | None = None
         self.api: ApiServer | None = None
+        self.audit: Audit | None = None
         # Site quorum: who runs placement-scoped workloads (None until started).
         self.site: SiteManager | None = None
         # Fleet enrolment (None: not enrolled, the node runs alone) and its own nats-server
@@ -107,6 +111,7 @@ class Node:
         self.sync_problem: str | None = None
         self._lifting: asyncio.Task[None] | None = None  # a hold being lifted by a resync
         self.technicians = TechnicianStore(data_dir)
+        self._publishing: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
     @property
@@ -139,8 +144,16 @@ class Node:
             self.secret_fs = SecretFS(self.paths.data_dir, seal_key, self.config.node_id)
             self.secret_fs.setup()
             stack.callback(self.secret_fs.teardown)
+            # Before the state store, so it closes after it: parts record until they stop.
+            self.audit = await stack.enter_async_context(self._audit_log())
+            audit = self.audit
+            audit.record(
+                AuditKind.NODE_STARTED, node_principal(self.config.node_id), version=__version__
+            )
             state, unreadable = await self._enter_state(stack)
             self.state = state
+            audit.on_checkpoint = self._publish_checkpoint
+            stack.callback(setattr, audit, "on_checkpoint", None)
             # Before anything writes: the store is judged as it was found.
             self.store_guard = await stack.enter_async_context(
                 StoreGuard(
@@ -238,10 +251,21 @@ class Node:
                         resync=self._resync_watch(),
                         log_reader=self._remote_log_lines,
                         log_record=self._record_remote_read,
+                        audit=audit,
                     )
                 )
             if self.config.role.value == "hub":
+                from noderuntime.node.auditwitness import AuditWitness
                 from noderuntime.node.rollouts import RolloutDriver
+
+                await stack.enter_async_context(
+                    AuditWitness(
+                        self.state,
+                        audit,
+                        own_doc=self.state.node_doc,
+                        log=self.log.getChild("audit-witness"),
+                    )
+                )
 
                 # Every hub drives the rollouts it holds; see node/rollouts.py for why two may.
                 await stack.enter_async_context(
@@ -272,6 +296,7 @@ class Node:
                 nats=self.nats,
                 why_no_sync=self.sync_problem,
                 site=self.site,
+                audit=audit,
             )
             self.api = await stack.enter_async_context(
                 ApiServer(
@@ -279,6 +304,7 @@ class Node:
                     build_routes(services),
                     authenticate=services.authenticate,
                     log=self.log.getChild("api"),
+                    audit=audit,
                 )
             )
             if self.config.metrics_address is not None:
@@ -418,9 +444,41 @@ class Node:
             yield line
 
     def _record_remote_read(self, workload: str, operator: str, via: str) -> None:
-        # The event is what the TUI, `events` and (issue 13) the audit trail read.
+        # The event is what the TUI and `events` read; the audit entry is what lasts.
+        if self.audit is not None:
+            self.audit.record(AuditKind.REMOTE_LOG_READ, operator, workload=workload, via=via)
         if self.reconciler is not None:
             self.reconciler.note(workload, "remote-logs", f"logs read by {operator} via {via}")
+
+    def _audit_log(self) -> Audit:
+        assert self.identity is not None
+        return Audit(
+            SQLiteAuditStore(self.paths.audit_db),
+            node=self.config.node_id,
+            sign=self.identity.sign,
+            public_key=self.identity.public_bytes,
+            log=self.log.getChild("audit"),
+        )
+
+    def _publish_checkpoint(self, cp: Checkpoint) -> None:
+        """Put the newest checkpoint in this node's document, where hubs witness it."""
+        state = self.state
+        if state is None:
+            return
+
+        async def publish() -> None:
+            try:
+                await state.write(
+                    state.node_doc,
+                    lambda doc: schema.put_audit_checkpoint(doc, cp.to_dict()),
+                    summary=f"audit checkpoint at entry {cp.seq}",
+                )
+            except StoreError as exc:
+                self.log.warning("audit checkpoint not published: %s", exc)
+
+        task = asyncio.create_task(publish(), name="audit-checkpoint-publish")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     def _rollout_step_watch(self, sync: SyncEngine) -> Callable[[], None]:
         """At a hub: each rollout step newly in the fleet document becomes a fleet event."""

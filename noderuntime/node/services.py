@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from noderuntime.api.services import NodeFacts, ReconcilerView, StoreHoldView, SyncView
+from noderuntime.audit.log import Audit
+from noderuntime.audit.store import WitnessAlert
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import NodeRuntimeError, NotEnrolledError
 from noderuntime.runtime.base import ContainerRuntime
@@ -78,6 +80,13 @@ class RunningNodeServices:
     # Why an enrolled node does not sync (shown in `status`).
     why_no_sync: str | None = None
     site: SiteManager | None = None
+    audit: Audit | None = None
+
+    def audit_log(self) -> Audit | None:
+        return self.audit
+
+    async def witness_alerts(self) -> list[WitnessAlert]:
+        return await self.audit.store.alerts() if self.audit is not None else []
 
     def probe_results(self, workload: str) -> list[dict[str, object]]:
         return self.health.recent_results(workload)

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from noderuntime.audit.log import AuditSink
 from noderuntime.crdt.state import Origin, StateStore
 from noderuntime.crdt.store import StoredUpdate
 from noderuntime.identity.keys import Identity
@@ -115,6 +116,7 @@ class SyncEngine:
         resync: ResyncWatch | None = None,
         log_reader: LogReader | None = None,
         log_record: Recorder | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.state = state
         self.trust = trust
@@ -139,7 +141,7 @@ class SyncEngine:
         # The local nats-server's monitoring port (loopback), watched for leaf-link changes;
         # None (an external NATS): heal detection by heartbeats only.
         self.monitor_port = monitor_port
-        self.rejections = Rejections(self.log)
+        self.rejections = Rejections(self.log, audit=audit)
         self.counters = Counters()
         self.table = PeerTable(settings.heartbeat_interval_s * PEER_TIMEOUT_HEARTBEATS)
         self.scopes = Scopes(settings, trust, self.table)

@@ -27,6 +27,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import AuditSink, NullAudit
 from noderuntime.crdt.envelope import signing_input, size_problem
 from noderuntime.crdt.state import IngestResult, Origin, StateStore
 from noderuntime.crdt.store import NewUpdate
@@ -155,7 +157,11 @@ async def submit_signed(
 
 
 class Rejections:
-    """Counts refusals by cause; logs the first of each cause, then at most once a minute."""
+    """Counts refusals by cause; logs the first of each cause, then at most once a minute.
+
+    The audit log gets the same summary as the log, at the same rate: a flood of forged
+    updates adds one entry per cause a minute, not one per message.
+    """
 
     def __init__(
         self,
@@ -163,8 +169,10 @@ class Rejections:
         *,
         clock: Callable[[], float] = time.monotonic,
         every_s: float = LOG_EVERY_S,
+        audit: AuditSink | None = None,
     ) -> None:
         self._log = log
+        self._audit = audit or NullAudit()
         self._clock = clock
         self._every_s = every_s
         self.counts: dict[str, int] = {}
@@ -186,6 +194,9 @@ class Rejections:
             key,
             f": {detail}" if detail else "",
             f" [{more} more since last report]" if more else "",
+        )
+        self._audit.record(
+            AuditKind.SYNC_REJECTED, "sync", cause=key, detail=detail[:300], count=more + 1
         )
 
     @property

@@ -21,6 +21,8 @@ from noderuntime.api.routes import build_routes
 from noderuntime.api.routes.workloads import MAX_LOG_LINE_CHARS
 from noderuntime.api.server import ACTOR_PARAM, ApiServer, Route
 from noderuntime.api.services import NodeFacts, NodeServices
+from noderuntime.audit.log import Audit
+from noderuntime.audit.store import WitnessAlert
 from noderuntime.crdt.mark import Hold
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.crdt.state import StateStore
@@ -56,6 +58,10 @@ ROUTES = {
     "workloads.get": False,
     "workloads.logs": False,
     "events.list": False,
+    "audit.list": False,
+    "audit.follow": False,
+    "audit.verify": False,
+    "audit.witness": False,
     "history.list": False,
     "workloads.apply": True,
     "policy.lock": True,
@@ -197,6 +203,7 @@ class FakeServices:
     runtime: Any
     syncing: FakeSync | None = None
     store_guard: FakeGuard = field(default_factory=FakeGuard)
+    audit: Audit | None = None
 
     def probe_results(self, workload: str) -> list[dict[str, object]]:
         return []
@@ -224,6 +231,12 @@ class FakeServices:
 
     def authenticate(self, technician: str, pin: str) -> str:
         return technician_principal(technician)
+
+    def audit_log(self) -> Audit | None:
+        return self.audit
+
+    async def witness_alerts(self) -> list[WitnessAlert]:
+        return []
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: list[set[str]] = [
     {""},  # the package root: errors, version
     {"config", "identity"},
-    {"crdt", "spec", "runtime"},
+    {"crdt", "spec", "runtime", "audit"},
     {"rollout"},
     {"reconcile", "fleet", "fleetops"},
     {"sync"},

@@ -12,6 +12,7 @@
     records    records.remove (a record set aside)
     images     images.list, images.archives, images.load (stream; from a file on the node)
     secrets    secret.targets, secret.set, secret.ls, secret.rm
+    audit      audit.list, audit.follow (stream), audit.verify, audit.witness
 
 Read routes answer anyone who may open the socket; write routes (``write=True``) also need the
 daemon's uid or root (see ``api/server.py``).
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from noderuntime.api.routes import (
+    audit,
     fleet,
     history,
     images,
@@ -51,6 +53,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     rollouts.routes,
     secrets.routes,
     site.routes,
+    audit.routes,
 )
 
 

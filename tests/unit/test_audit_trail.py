@@ -1,0 +1,133 @@
+"""What goes into the audit trail: API writes and PIN checks, a tampered file found by
+`audit verify`, and a hub noticing a node's log cut."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noderuntime.api.client import ApiClient
+from noderuntime.api.server import ACTOR_PARAM, ApiServer, Params, Route
+from noderuntime.audit.chain import AuditKind, Checkpoint
+from noderuntime.audit.log import Audit, MemoryAudit
+from noderuntime.audit.store import MemoryAuditStore, SQLiteAuditStore
+from noderuntime.cli.main import main
+from noderuntime.config.model import AUDIT_DB_FILE, IDENTITY_FILE
+from noderuntime.crdt import schema
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import MemoryStore
+from noderuntime.errors import NodeRuntimeError
+from noderuntime.identity import keys, technicians
+from noderuntime.identity.principals import node_principal
+from noderuntime.identity.technicians import MAX_FAILURES, TechnicianStore
+from noderuntime.node.auditwitness import AuditWitness
+
+
+async def _echo(params: Params) -> Any:
+    return {"actor": params.get(ACTOR_PARAM)}
+
+
+async def test_writes_and_pin_attempts_are_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(technicians, "_hash", lambda pin, salt: f"{pin}:{salt}")  # no scrypt
+    techs = TechnicianStore(tmp_path)
+    techs.add("ann", "4711")
+    audit = MemoryAudit()
+    routes = {"read": Route(_echo), "write": Route(_echo, write=True)}
+    with tempfile.TemporaryDirectory(prefix="nra-", dir="/tmp") as tmp:
+        sock = Path(tmp) / "api.sock"
+        async with (
+            ApiServer(sock, routes, authenticate=techs.verify, audit=audit),
+            ApiClient(sock) as client,
+        ):
+            await client.call("read", {"name": "x"})
+            await client.call("write", {"name": "web", "env": "SECRET=1"})
+            await client.call("write", {"auth": {"technician": "ann", "pin": "4711"}})
+            for _ in range(MAX_FAILURES):
+                with pytest.raises(NodeRuntimeError, match=r"PIN|locked"):
+                    await client.call("write", {"auth": {"technician": "ann", "pin": "0000"}})
+            with pytest.raises(NodeRuntimeError, match=r"PIN|locked"):
+                await client.call("write", {"auth": {"technician": "ann", "pin": "4711"}})
+    logins = audit.of(AuditKind.LOGIN)
+    assert [e["outcome"] for e in logins] == ["ok"] + ["failed"] * (MAX_FAILURES - 1) + [
+        "locked",
+        "locked",
+    ]
+    assert {e["actor"] for e in logins} == {"technician:ann"}
+    writes = audit.of(AuditKind.API_WRITE)
+    assert writes[0]["method"] == "write" and writes[0]["name"] == "web"
+    assert writes[0]["actor"].startswith("uid:") and writes[0]["outcome"] == "ok"
+    assert "env" not in writes[0]  # values never go into the audit log
+    assert writes[1]["actor"] == "technician:ann"
+    assert [w["outcome"] for w in writes[2:]] == ["refused"] * (MAX_FAILURES + 1)
+    assert len(writes) == 2 + MAX_FAILURES + 1  # reads are not audited
+
+
+def test_audit_verify_finds_an_edited_file_and_names_the_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--data-dir", str(tmp_path), "init", "--node-id", "n1", "--site", "s1"]) == 0
+    ident = keys.load_key(tmp_path / IDENTITY_FILE, node_principal("n1"))
+    db = tmp_path / AUDIT_DB_FILE
+
+    async def record() -> None:
+        store = SQLiteAuditStore(db)
+        async with Audit(store, node="n1", sign=ident.sign, public_key=ident.public_bytes) as a:
+            for i in range(8):
+                a.record(AuditKind.API_WRITE, "uid:0", method="workloads.apply", i=i)
+
+    asyncio.run(record())
+    capsys.readouterr()
+    base = ["--data-dir", str(tmp_path), "audit", "verify"]
+    # No node runs here: verify reads the file itself.
+    assert main(base) == 0
+    assert "audit chain ok: entries 1-8" in capsys.readouterr().out
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE entries SET actor = 'uid:1000' WHERE seq = 6")
+    assert main(base) == 1
+    assert "BROKEN at entry 6" in capsys.readouterr().out
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE entries SET actor = 'uid:0' WHERE seq = 6")
+        conn.execute("DELETE FROM entries WHERE seq >= 7")
+    assert main(base) == 1  # the shutdown checkpoint covers entry 8
+    assert "BROKEN at entry 7" in capsys.readouterr().out
+
+
+async def test_a_hub_detects_a_node_whose_log_was_cut() -> None:
+    hub_key = keys.generate(node_principal("hub"))
+    async with (
+        StateStore(MemoryStore(), hub_key, node_id="hub", site="s1") as state,
+        Audit(
+            MemoryAuditStore(), node="hub", sign=hub_key.sign, public_key=hub_key.public_bytes
+        ) as hub_audit,
+    ):
+        witness = AuditWitness(state, hub_audit, own_doc=state.node_doc)
+        doc = schema.node_doc("n2")
+        await state.ensure_doc(doc)
+
+        async def publish(cp: Checkpoint) -> None:
+            await state.write(doc, lambda d: schema.put_audit_checkpoint(d, cp.to_dict()))
+
+        seen = Checkpoint("n2", 40, b"\x01" * 32, 100.0)
+        await publish(seen)
+        assert await witness.check(doc) is None
+        await publish(
+            dataclasses.replace(seen, seq=60, head=b"\x02" * 32, links=((40, seen.head),))
+        )
+        assert await witness.check(doc) is None
+        cut = Checkpoint("n2", 12, b"\x03" * 32, 300.0)
+        await publish(cut)
+        alert = await witness.check(doc)
+        assert alert is not None and alert.node == "n2" and "truncated" in alert.reason
+        assert await hub_audit.store.alerts() == [alert]
+        assert await witness.check(doc) is None  # reported once
+        await hub_audit.flush()
+        found = [e for e in await hub_audit.store.entries() if e.kind == "audit.witness-alert"]
+        assert found and found[0].actor == "node:n2"
