@@ -11,7 +11,7 @@ from typing import Any
 
 from noderuntime.crdt.records import LEGACY_CLIENT, Contest, Version
 from noderuntime.crdt.schema import StatusRecord
-from noderuntime.reconcile.desired import DesiredWorkload
+from noderuntime.reconcile.desired import REFUSED_BY_POLICY, DesiredWorkload
 from noderuntime.spec.models import canonical_dict
 
 NOT_OBSERVED = "not yet observed since the node started"
@@ -88,7 +88,11 @@ def workload_view(
     }
     if invalid_reason is not None:
         view["phase"] = "Failed"
-        view["message"] = f"stored spec is invalid: {invalid_reason}"
+        view["message"] = (
+            invalid_reason
+            if invalid_reason.startswith(REFUSED_BY_POLICY)
+            else f"stored spec is invalid: {invalid_reason}"
+        )
     return view
 
 

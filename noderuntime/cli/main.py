@@ -26,6 +26,7 @@ from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
 from noderuntime.cli import fleetview as cli_fleetview
 from noderuntime.cli import offline as cli_offline
+from noderuntime.cli import policy as cli_policy
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import secret as cli_secret
 from noderuntime.cli import store as cli_store
@@ -997,6 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_rollout.add_parsers(sub, add_as_option)
     cli_offline.add_parsers(sub)
     cli_secret.add_parsers(sub, add_as_option)
+    cli_policy.add_parsers(sub, add_as_option)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

@@ -14,14 +14,17 @@ survive: pycrdt would hand them back as floats):
                      windows:   site -> update window ("Sat 02:00-04:00")
                      secrets:   name -> a secret, sealed to each target node (ciphertext
                                 only; noderuntime.reconcile.secrets reads it)
+                     policy:    "<site>/<workload>" ("*" for any) -> ["allowance", ...]
+                                (workload security policy, noderuntime.spec.policy)
     site/<site>      overrides: "<workload>/<field>" -> JSON value    writers: site technicians,
                                                                       operators
     node/<node>      overrides: "<workload>/<field>" -> JSON value    writer: that node (also on a
                      status:    name -> status record (JSON)           technician's behalf)
                      info:      "node" -> node facts (JSON)
 
-Workloads, locks and overrides are settled by HLC, later write wins, each beside a versions map
-(``workloadVersions``, ``lockVersions``, ``overrideVersions``): see :mod:`.records`.
+Workloads, locks, policy and overrides are settled by HLC, later write wins, each beside a
+versions map (``workloadVersions``, ``lockVersions``, ``policyVersions``,
+``overrideVersions``): see :mod:`.records`.
 
 Nothing outside ``noderuntime.crdt`` touches a live ``Doc``: readers get the snapshots below.
 """
@@ -53,6 +56,7 @@ ROLLOUTS = "rollouts"
 ROLLOUT_STEPS = "rolloutSteps"
 WINDOWS = "windows"
 SECRETS = "secrets"
+POLICY = "policy"
 
 LOCK_ALL = "*"
 
@@ -160,6 +164,8 @@ class FleetView:
     rollout_steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     windows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # "<site>/<workload>" -> allowances (noderuntime.spec.policy interprets them).
+    policy: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -235,9 +241,16 @@ def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
             locks[k] = frozenset(str(x) for x in v)
         else:
             _set_aside(bad, LOCKS, k, "a lock is a JSON list of fields")
+    policy: dict[str, frozenset[str]] = {}
+    for k, v in records.read_records(doc, POLICY, bad).items():
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            policy[k] = frozenset(v)
+        else:
+            _set_aside(bad, POLICY, k, "a policy entry is a JSON list of allowances")
     return FleetView(
         workloads=workloads,
         locks=locks,
+        policy=policy,
         revisions=_objects(doc, REVISIONS, bad),
         rollouts=_objects(doc, ROLLOUTS, bad),
         rollout_steps=_objects(doc, ROLLOUT_STEPS, bad),
@@ -314,7 +327,7 @@ def has_record(doc: Doc[Any], map_name: str, key: str) -> bool:
 # returns it, and the state store signs it into the update's meta (``history`` shows it).
 # Without one, a record's own HLC is taken at the wall clock.
 
-VERSIONED = (WORKLOADS, LOCKS, OVERRIDES)
+VERSIONED = (WORKLOADS, LOCKS, OVERRIDES, POLICY)
 
 
 def write_hlc(doc: Doc[Any], keys: Mapping[str, list[str]], now: float | None = None) -> Hlc:
@@ -373,6 +386,16 @@ def set_lock(doc: Doc[Any], workload: str, fields: list[str], hlc: Hlc | None = 
         records.put_records(doc, LOCKS, {workload: sorted(set(fields))}, hlc)
     else:
         records.delete_records(doc, LOCKS, [workload], hlc)
+    return hlc
+
+
+def set_policy(doc: Doc[Any], key: str, allowances: list[str], hlc: Hlc | None = None) -> Hlc:
+    """Replace what fleet policy allows under ``key`` ("<site>/<workload>"); empty removes it."""
+    hlc = _hlc(doc, POLICY, key, hlc)
+    if allowances:
+        records.put_records(doc, POLICY, {key: sorted(set(allowances))}, hlc)
+    else:
+        records.delete_records(doc, POLICY, [key], hlc)
     return hlc
 
 

@@ -131,6 +131,17 @@ class Node:
     def podman_socket(self) -> Path:
         return self.paths.podman_socket(self.config)
 
+    def _protected_paths(self) -> tuple[str, ...]:
+        """This node's own paths that no workload may mount without fleet policy: a mount
+        of any of them gives the container the node's key, its store, its API or Podman."""
+        paths = (
+            self.paths.data_dir,
+            self.paths.config_file,
+            self.paths.api_socket,
+            self.podman_socket,
+        )
+        return tuple(sorted({os.path.abspath(p) for p in paths}))
+
     async def run(self, stop: asyncio.Event) -> None:
         check_socket_path(self.paths.api_socket)
         check_socket_path(self.podman_socket)
@@ -212,6 +223,7 @@ class Node:
                     placement=self.site,
                     fence_stop_timeout_s=self.site.timing.stop_grace_s,
                     secret_files=self.secret_fs,
+                    protected_paths=self._protected_paths(),
                 )
             )
             reconciler = self.reconciler

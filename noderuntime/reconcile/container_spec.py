@@ -19,7 +19,7 @@ from noderuntime.runtime.base import (
     ProbeSpec,
     VolumeMount,
 )
-from noderuntime.spec.models import Workload, spec_hash
+from noderuntime.spec.models import DEFAULT_SECURITY_CONTEXT, Workload, spec_hash
 
 
 def to_container_spec(workload: Workload, *, node_id: str, container_name: str) -> ContainerSpec:
@@ -60,6 +60,8 @@ def to_container_spec(workload: Workload, *, node_id: str, container_name: str) 
         key=lambda v: v.target,
     )
     resources = spec.resources
+    context = spec.security_context or DEFAULT_SECURITY_CONTEXT
+    caps = context.capabilities
     return ContainerSpec(
         name=container_name,
         image=spec.image,
@@ -74,6 +76,18 @@ def to_container_spec(workload: Workload, *, node_id: str, container_name: str) 
         working_dir=spec.working_dir,
         user=spec.user,
         stop_timeout_s=spec.stop_timeout_s,
+        privileged=context.privileged,
+        host_network=bool(spec.host_network),
+        host_pid=bool(spec.host_pid),
+        host_ipc=bool(spec.host_ipc),
+        cap_add=tuple(sorted(set(caps.add))) if caps else (),
+        cap_drop=tuple(sorted(set(caps.drop))) if caps else (),
+        devices=tuple(
+            f"{d.host_path}:{d.container_path or d.host_path}:{d.permissions}"
+            for d in spec.devices or ()
+        ),
+        read_only_rootfs=context.read_only_root_filesystem,
+        no_new_privileges=context.no_new_privileges,
     )
 
 

@@ -7,7 +7,15 @@ A fleet policy lock on a workload names fields that overrides may not change (``
 field); a locked override is ignored here and refused when someone tries to write it.
 
 The fields an override may set are :data:`OVERRIDE_FIELDS`, the one list of them: messages
-name them from it, and the control API serves it (``overrides.fields``) to the TUI.
+name them from it, and the control API serves it (``overrides.fields``) to the TUI. Of those,
+the ones that widen what a workload does to its host (:data:`POLICY_FIELDS`: ``image``,
+``command``, ``args``, and ``resources`` *raised* above the fleet spec's) need the fleet policy
+to allow them (``override:image``, ...; issue 13 §6): a technician's PIN does not widen
+privilege. ``enabled``, ``env``, ``restartPolicy`` and resources lowered need nothing.
+
+Fleet workload security policy (:mod:`noderuntime.spec.policy`) is checked here too, with this
+node's site and its own protected paths (data dir, Podman socket): a workload it refuses is
+reported (``invalid``, with the reason) and never started.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from noderuntime.crdt.schema import LOCK_ALL, StateSnapshot
 from noderuntime.errors import PolicyError, SpecError
 from noderuntime.rollout.record import progress_of, rollout_of
 from noderuntime.rollout.waves import NodeFacts, pick
+from noderuntime.spec import policy
 from noderuntime.spec.models import Workload, canonical_dict, spec_hash
 from noderuntime.spec.parse import workload_from_dict
 
@@ -45,6 +54,10 @@ OVERRIDE_FIELDS: tuple[str, ...] = (
     f"env.{ANY_NAME}",  # str, or null to remove the variable
 )
 _FIXED_FIELDS = frozenset(f for f in OVERRIDE_FIELDS if ANY_NAME not in f)
+# Overrides that need the fleet policy's `override:<group>` (resources: only when raised).
+POLICY_FIELDS: tuple[str, ...] = ("image", "command", "args", "resources.cpus", "resources.memory")
+# Wire prefix of a workload refused by fleet policy at this node (a view shows it as is).
+REFUSED_BY_POLICY = "refused by fleet policy"
 _ENV_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*\Z")
 # A lock may name a whole group of fields: "env" locks every env.<NAME>.
 LOCK_GROUPS: tuple[str, ...] = tuple(
@@ -104,10 +117,49 @@ def is_locked(locks: frozenset[str], path: str) -> bool:
     return any(path.startswith(lock + ".") for lock in locks)
 
 
+def widening(path: str, value: Any, base: Mapping[str, Any]) -> bool:
+    """True if overriding ``path`` with ``value`` over the fleet spec ``base`` (canonical
+    JSON) needs the fleet policy's ``override:<group>``: image, command and args always;
+    resources when raised above the fleet spec's (a limit the fleet spec does not set is
+    always a lowering; an unreadable value is refused anyway)."""
+    if path not in POLICY_FIELDS:
+        return False
+    if not path.startswith("resources."):
+        return True
+    current = (base.get("spec", {}).get("resources") or {}).get(path.split(".", 1)[1])
+    if current is None:
+        return False
+    try:
+        merged = workload_from_dict(_set_path(copy.deepcopy(dict(base)), path, value))
+    except SpecError:
+        return False
+    resources = merged.spec.resources
+    new = None if resources is None else getattr(resources, _RESOURCE_ATTR[path])
+    return new is None or new > current
+
+
+_RESOURCE_ATTR = {"resources.cpus": "cpus", "resources.memory": "memory_bytes"}
+
+
+def override_allowance(path: str) -> str:
+    return f"{policy.OVERRIDE}:{path.partition('.')[0]}"
+
+
+def _override_allowed(allowed: frozenset[str], path: str) -> bool:
+    return policy.allows(allowed, policy.OVERRIDE, path.partition(".")[0])
+
+
 def check_override(
-    snapshot: StateSnapshot, workload: str, path: str, value: Any, *, removing: bool = False
+    snapshot: StateSnapshot,
+    workload: str,
+    path: str,
+    value: Any,
+    *,
+    removing: bool = False,
+    site: str | None = None,
 ) -> None:
-    """Refuse an override that is not a known field, is locked, or makes the spec invalid."""
+    """Refuse an override that is not a known field, is locked, widens privilege without the
+    fleet policy allowing it (at ``site``), or makes the spec invalid."""
     if not is_override_field(path):
         raise SpecError(
             [],
@@ -130,6 +182,14 @@ def check_override(
     base = snapshot.fleet.workloads.get(workload)
     if base is None:
         raise SpecError([], summary=f"no workload {workload!r} in the fleet to override")
+    allowed = policy.allowed_for(snapshot.fleet.policy, workload, site)
+    allowance = override_allowance(path)
+    if widening(path, value, base) and not _override_allowed(allowed, path):
+        raise PolicyError(
+            f"overriding {path!r} of workload {workload!r} widens what it may do, which the "
+            f"fleet policy does not allow; an operator may allow it with `noderuntime policy "
+            f"allow {allowance} --workload {workload} --as FLEETDIR`, or change the fleet spec"
+        )
     merged = _set_path(copy.deepcopy(dict(base)), path, value)
     workload_from_dict(merged)  # raises SpecError naming the problem
 
@@ -172,8 +232,11 @@ def compute_desired(
 
 # One workload's outcome: desired here, stored spec invalid (why), or not selected here.
 _Outcome = DesiredWorkload | str | None
-# What one workload's outcome is computed from: stored spec, locks, site and node overrides.
-_Inputs = tuple[Mapping[str, Any], frozenset[str], Mapping[str, Any], Mapping[str, Any]]
+# What one workload's outcome is computed from: stored spec, locks, site and node overrides,
+# and what the fleet policy allows it here.
+_Inputs = tuple[
+    Mapping[str, Any], frozenset[str], Mapping[str, Any], Mapping[str, Any], frozenset[str]
+]
 
 
 class DesiredMemo:
@@ -188,8 +251,18 @@ class DesiredMemo:
     identity. ``validations`` counts workloads validated (for tests and benchmarks).
     """
 
-    def __init__(self, *, node_id: str, site: str, node_labels: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        site: str,
+        node_labels: Mapping[str, str],
+        protected_paths: tuple[str, ...] = (),
+    ) -> None:
         self._labels = node_match_labels(node_id, site, node_labels)
+        self._site = site
+        # The node's own paths (data dir, Podman socket) on top of the static ones.
+        self._protected = (*policy.PROTECTED_PATHS, *protected_paths)
         self._facts = NodeFacts(node_id, site, dict(node_labels))
         self._generation: int | None = None
         self._state: DesiredState | None = None
@@ -211,6 +284,7 @@ class DesiredMemo:
                 snapshot.fleet.locks.get(name, frozenset()),
                 snapshot.site_overrides.get(name, {}),
                 snapshot.node.overrides.get(name, {}),
+                policy.allowed_for(fleet.policy, name, self._site),
             )
             cached = self._outcomes.get(name)
             if cached is not None and cached[0] == inputs:
@@ -239,7 +313,7 @@ class DesiredMemo:
             return stable  # a record with waves nobody can read: stay on the stable spec
 
     def _desire(self, name: str, inputs: _Inputs) -> _Outcome:
-        stored, locks, site_overrides, node_overrides = inputs
+        stored, locks, site_overrides, node_overrides, allowed = inputs
         try:
             base = workload_from_dict(dict(stored))
         except SpecError as exc:
@@ -248,12 +322,19 @@ class DesiredMemo:
             return f"stored under {name!r} but named {base.metadata.name!r}"
         if not selector_matches(base.spec.node_selector, self._labels):
             return None
-        return _merge_overrides(
+        desired = _merge_overrides(
             name,
             base,
             locks=locks,
+            allowed=allowed,
             layers=[(SOURCE_SITE, site_overrides), (SOURCE_NODE, node_overrides)],
         )
+        refused = policy.refusals(desired.workload, allowed, protected_paths=self._protected)
+        if refused:
+            return f"{REFUSED_BY_POLICY}: " + "; ".join(
+                f"{_wire(r.loc)}: {r.message}" for r in refused
+            )
+        return desired
 
 
 def _collect(outcomes: Mapping[str, tuple[_Inputs, _Outcome]]) -> DesiredState:
@@ -270,14 +351,20 @@ def _collect(outcomes: Mapping[str, tuple[_Inputs, _Outcome]]) -> DesiredState:
     return DesiredState(workloads, invalid, frozenset(not_selected))
 
 
+def _wire(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
 def _merge_overrides(
     name: str,
     base: Workload,
     *,
     locks: frozenset[str],
+    allowed: frozenset[str] = frozenset(),
     layers: list[tuple[str, Mapping[str, Any]]],
 ) -> DesiredWorkload:
     doc = canonical_dict(base)
+    fleet_doc = doc
     current = base
     enabled = True
     provenance: dict[str, str] = {}
@@ -289,6 +376,13 @@ def _merge_overrides(
                 continue
             if is_locked(locks, path):
                 problems.append(f"{source} override {path!r} ignored: locked by fleet policy")
+                continue
+            allowance = override_allowance(path)
+            if widening(path, value, fleet_doc) and not _override_allowed(allowed, path):
+                problems.append(
+                    f"{source} override {path!r} ignored: widens the workload, which the "
+                    f"fleet policy does not allow ({allowance})"
+                )
                 continue
             if path == ENABLED:
                 if isinstance(value, bool):

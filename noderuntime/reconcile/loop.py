@@ -129,12 +129,14 @@ class Reconciler:
         hold: HoldSource | None = None,
         placement: PlacementSource | None = None,
         fence_stop_timeout_s: int = 1,
+        protected_paths: tuple[str, ...] = (),
         loop: bool = True,
         secret_files: SecretFiles | None = None,
     ) -> None:
         """``loop=False``: no loop task; triggers only mark the reconciler :attr:`pending`
         and the caller runs passes with :meth:`reconcile_once` (tests and benchmarks drive it
-        step by step, with an injected ``clock``)."""
+        step by step, with an injected ``clock``). ``protected_paths``: this node's own
+        paths no workload may mount without fleet policy (data dir, sockets)."""
         self._cfg = config
         self._state = state
         self._runtime = runtime
@@ -170,7 +172,10 @@ class Reconciler:
         self._observed: list[ObservedContainer] = []
         self._desired: DesiredState | None = None
         self._desired_memo = DesiredMemo(
-            node_id=config.node_id, site=config.site, node_labels=config.labels
+            node_id=config.node_id,
+            site=config.site,
+            node_labels=config.labels,
+            protected_paths=protected_paths,
         )
         # name -> (the DesiredWorkload and secrets digest it was built from, the planner's view).
         self._planned_memo: dict[str, tuple[DesiredWorkload, str, PlannedWorkload]] = {}

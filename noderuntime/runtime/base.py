@@ -72,6 +72,16 @@ class ContainerSpec:
     working_dir: str | None = None
     user: str | None = None
     stop_timeout_s: int = 10
+    # Privilege (fleet policy decides what a spec may ask for; this is what was allowed).
+    privileged: bool = False
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    cap_add: tuple[str, ...] = ()  # capability names without CAP_, or ALL
+    cap_drop: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # "HOST:CONTAINER:PERMISSIONS"
+    read_only_rootfs: bool = False
+    no_new_privileges: bool = True
 
 
 @dataclass(frozen=True)

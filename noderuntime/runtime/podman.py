@@ -516,7 +516,36 @@ def create_body(spec: ContainerSpec) -> dict[str, Any]:
         body["work_dir"] = spec.working_dir
     if spec.user:
         body["user"] = spec.user
+    body.update(_privilege(spec))
     return body
+
+
+def _privilege(spec: ContainerSpec) -> dict[str, Any]:
+    """The SpecGenerator's privilege fields; only those that differ from Podman's defaults."""
+    out: dict[str, Any] = {}
+    if spec.privileged:
+        out["privileged"] = True
+    for field, on in (("netns", spec.host_network), ("pidns", spec.host_pid)):
+        if on:
+            out[field] = {"nsmode": "host"}
+    if spec.host_ipc:
+        out["ipcns"] = {"nsmode": "host"}
+    if spec.cap_add:
+        out["cap_add"] = [_capability(c) for c in spec.cap_add]
+    if spec.cap_drop:
+        out["cap_drop"] = [_capability(c) for c in spec.cap_drop]
+    if spec.devices:
+        # Podman reads each path as HOST[:CONTAINER[:PERMISSIONS]] (DevicesFromPath).
+        out["devices"] = [{"path": d} for d in spec.devices]
+    if spec.read_only_rootfs:
+        out["read_only_filesystem"] = True
+    if spec.no_new_privileges:
+        out["no_new_privileges"] = True
+    return out
+
+
+def _capability(name: str) -> str:
+    return name if name == "ALL" else "CAP_" + name
 
 
 def _port_mappings(spec: ContainerSpec) -> list[dict[str, Any]]:

@@ -30,10 +30,13 @@ from noderuntime.spec.values import (
     KIND,
     AbsolutePath,
     ApiVersion,
+    Capability,
     Cpus,
+    DevicePermissions,
     Duration,
     EnvName,
     HostIp,
+    HostNamespace,
     HttpPath,
     Image,
     Kind,
@@ -197,6 +200,69 @@ class SecretRef(_Model):
 SECRET_ENV_DIR = "/run/noderuntime-secrets"
 
 
+def _device_short_form(value: Any) -> Any:
+    """Read Podman's "HOST[:CONTAINER[:PERMISSIONS]]" form into the object form."""
+    if not isinstance(value, str):
+        return value
+    parts = value.split(":")
+    if len(parts) > 3:
+        fail("device", f"invalid device {value!r}: write HOST[:CONTAINER[:PERMISSIONS]]")
+    out: dict[str, Any] = {"hostPath": parts[0]}
+    if len(parts) > 1 and parts[1]:
+        out["containerPath"] = parts[1]
+    if len(parts) > 2:
+        out["permissions"] = parts[2]
+    return out
+
+
+class Device(_Model):
+    """A host device node made available inside the container (fleet policy must allow it)."""
+
+    host_path: AbsolutePath = Field(alias="hostPath", description="e.g. /dev/dri/renderD128")
+    container_path: AbsolutePath | None = Field(
+        default=None, alias="containerPath", description="not set: the same as hostPath"
+    )
+    permissions: DevicePermissions = Field(default="rwm", description="a subset of rwm")
+
+
+DeviceItem = Annotated[
+    Device, BeforeValidator(_device_short_form, json_schema_input_type=Device | str)
+]
+
+
+class Capabilities(_Model):
+    """Linux capabilities added to or dropped from Podman's default set."""
+
+    add: Annotated[list[Capability], BeforeValidator(none_as_empty_list)] = Field(
+        default_factory=list, description="each needs fleet policy"
+    )
+    drop: Annotated[list[Capability], BeforeValidator(none_as_empty_list)] = Field(
+        default_factory=list, description="ALL drops every capability"
+    )
+
+
+class SecurityContext(_Model):
+    """How much of the host's privilege the container gets; the defaults grant the least."""
+
+    privileged: bool = Field(default=False, description="every capability and device: policy")
+    capabilities: Capabilities | None = None
+    read_only_root_filesystem: bool = Field(default=False, alias="readOnlyRootFilesystem")
+    run_as_non_root: bool = Field(
+        default=False, alias="runAsNonRoot", description="user must be set and not root"
+    )
+    no_new_privileges: bool = Field(
+        default=True, alias="noNewPrivileges", description="setuid binaries gain nothing"
+    )
+
+    @field_validator("capabilities")
+    @classmethod
+    def _empty_capabilities_is_unset(cls, value: Capabilities | None) -> Capabilities | None:
+        return value if value is not None and (value.add or value.drop) else None
+
+
+DEFAULT_SECURITY_CONTEXT = SecurityContext()
+
+
 class ExecProbe(_Model):
     command: Annotated[list[Text], Field(min_length=1)]
 
@@ -357,6 +423,43 @@ class WorkloadSpec(_Model):
             raise_at("secrets", problems)
         return self
 
+    # Issue 13 §4: each of these widens what the container may do to its host, so each needs
+    # an operator-signed fleet policy (noderuntime.spec.policy). Not set and false are one
+    # spelling, so specs written before these fields existed keep their hash.
+    host_network: HostNamespace = Field(default=None, alias="hostNetwork")
+    host_pid: HostNamespace = Field(default=None, alias="hostPID")
+    host_ipc: HostNamespace = Field(default=None, alias="hostIPC")
+    security_context: SecurityContext | None = Field(default=None, alias="securityContext")
+    devices: Annotated[list[DeviceItem] | None, BeforeValidator(none_as_empty_list)] = None
+
+    @field_validator("security_context")
+    @classmethod
+    def _default_context_is_unset(cls, value: SecurityContext | None) -> SecurityContext | None:
+        return None if value == DEFAULT_SECURITY_CONTEXT else value
+
+    @field_validator("devices")
+    @classmethod
+    def _no_devices_is_unset(cls, value: list[Device] | None) -> list[Device] | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _non_root_needs_a_user(self) -> Self:
+        context = self.security_context
+        if context is not None and context.run_as_non_root and not is_non_root(self.user):
+            # The image's own user is not known where the spec is checked (the operator's
+            # machine, before any pull), so the user must be named here.
+            raise_at(
+                "WorkloadSpec",
+                [
+                    (
+                        ("securityContext", "runAsNonRoot"),
+                        "needs user set to a UID other than 0 (or a name other than root)",
+                        True,
+                    )
+                ],
+            )
+        return self
+
     @field_validator("command", "args")
     @classmethod
     def _empty_is_unset(cls, value: list[str] | None) -> list[str] | None:
@@ -428,6 +531,15 @@ class WorkloadSpec(_Model):
         if problems:
             raise_at("volumes", problems)
         return volumes
+
+
+def is_root_user(user: str | None) -> bool:
+    """True for a user that is explicitly root: ``0``, ``root``, ``0:GID``, ``root:GROUP``."""
+    return user is not None and user.partition(":")[0] in ("0", "root")
+
+
+def is_non_root(user: str | None) -> bool:
+    return user is not None and not is_root_user(user)
 
 
 def _addresses_overlap(a: str, b: str) -> bool:

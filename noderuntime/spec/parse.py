@@ -5,7 +5,7 @@ Problems are reported all at once, by wire field path and, for YAML, line and do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -14,7 +14,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from noderuntime.errors import FieldProblem, SpecError
 from noderuntime.spec.messages import DOCUMENT_FIELD, format_path, validate, wire_path
 from noderuntime.spec.models import Workload
-from noderuntime.spec.values import describe
+from noderuntime.spec.values import Loc, describe
 from noderuntime.spec.yamlindex import (
     MAX_NUMBER_CHARS,
     MAX_YAML_DEPTH,
@@ -27,12 +27,17 @@ from noderuntime.spec.yamlindex import (
     syntax_problem,
 )
 
+# A check beyond the schema (fleet policy): (wire location, message) for each problem.
+Check = Callable[[Workload], list[tuple[Loc, str]]]
 
-def parse_workloads(text: str, source: str | None = None) -> list[Workload]:
+
+def parse_workloads(
+    text: str, source: str | None = None, *, check: Check | None = None
+) -> list[Workload]:
     """Every workload in a YAML file of one or more documents, or SpecError naming all problems.
 
     All or nothing: one bad document fails the file. ``source`` (a file name) only labels
-    the problems.
+    the problems. ``check`` runs on each valid workload; its problems get lines too.
     """
     problems: list[FieldProblem] = []
     nodes: list[Node] = []
@@ -46,6 +51,12 @@ def parse_workloads(text: str, source: str | None = None) -> list[Workload]:
         if is_empty_document(node):
             continue  # a stray or trailing `---`
         workload, node_index = _load_document(node, index, problems)
+        if workload is not None and check is not None:
+            lines = node_index.lines
+            problems.extend(
+                FieldProblem(format_path(list(loc)), message, line_for(loc, lines), index)
+                for loc, message in check(workload)
+            )
         if workload is not None:
             workloads.append((index, workload, node_index))
 

@@ -61,6 +61,7 @@ _DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
 _PLAIN_NUMBER_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
 _MEMORY_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([A-Za-z]*)\Z")
 _HTTP_PATH_RE = re.compile(r"^[!-~]*\Z")
+_CAPABILITY_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}\Z")
 # More integer digits than this is above MAX_MEMORY_BYTES in any unit.
 _MEMORY_MAX_INT_DIGITS = len(str(MAX_MEMORY_BYTES))
 # Python refuses to print an int of more than 4300 digits; messages describe those differently.
@@ -254,6 +255,29 @@ def _check_user(value: str) -> str:
     return value
 
 
+def _check_capability(value: str) -> str:
+    name = value.upper()
+    name = name.removeprefix("CAP_")
+    if not _CAPABILITY_RE.match(name):
+        fail(
+            "capability",
+            f"invalid capability {value!r}: write a Linux capability such as NET_ADMIN "
+            "(CAP_NET_ADMIN and net_admin are read the same)",
+        )
+    return name
+
+
+def _check_device_permissions(value: str) -> str:
+    if not value or set(value) - set("rwm") or len(set(value)) != len(value):
+        fail("permissions", f"invalid device permissions {value!r}: a subset of 'rwm', e.g. rw")
+    return "".join(c for c in "rwm" if c in value)
+
+
+def false_as_unset(value: bool | None) -> bool | None:
+    """``false`` means the same as leaving the field out: one spelling keeps the hash stable."""
+    return value or None
+
+
 def _check_ip(value: str) -> str:
     if not value:
         return value
@@ -426,6 +450,10 @@ User = Annotated[str, BeforeValidator(_text), AfterValidator(_check_user)]
 HostIp = Annotated[str, AfterValidator(_check_ip)]
 VolumeName = Annotated[str, AfterValidator(_check_volume_name)]
 HttpPath = Annotated[str, AfterValidator(_check_http_path)]
+Capability = Annotated[str, BeforeValidator(_text), AfterValidator(_check_capability)]
+DevicePermissions = Annotated[str, AfterValidator(_check_device_permissions)]
+# A host namespace switch (hostNetwork, ...): false is stored as not set.
+HostNamespace = Annotated[bool | None, AfterValidator(false_as_unset)]
 ProbeInterval = Annotated[Duration, AfterValidator(_at_least_s(MIN_PROBE_INTERVAL_S))]
 PositiveDuration = Annotated[Duration, AfterValidator(_positive_s)]
 Retries = Annotated[int, Field(ge=1, le=MAX_PROBE_RETRIES), BeforeValidator(_no_bool)]

@@ -27,7 +27,14 @@ from noderuntime.crdt.mark import Hold
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore
-from noderuntime.errors import ApiError, NotEnrolledError, NotFoundError
+from noderuntime.errors import (
+    ApiError,
+    NotEnrolledError,
+    NotFoundError,
+    PermissionDeniedError,
+    PolicyError,
+    SpecError,
+)
 from noderuntime.identity import keys as identity
 from noderuntime.identity.principals import node_principal, technician_principal
 from noderuntime.reconcile.desired import OVERRIDE_FIELDS, DesiredState, compute_desired
@@ -65,6 +72,8 @@ ROUTES = {
     "history.list": False,
     "workloads.apply": True,
     "policy.lock": True,
+    "policy.allow": True,
+    "policy.list": False,
     "workloads.delete": True,
     "workloads.restart": True,
     "workloads.stop": True,
@@ -358,7 +367,14 @@ async def test_routes_serve_over_the_socket_without_a_node(
 
 async def test_override_fields_are_served_and_name_the_lockable_ones(svc: FakeServices) -> None:
     answer = await call(svc, "overrides.fields")
-    assert answer == {"fields": list(OVERRIDE_FIELDS)} and "env.<NAME>" in answer["fields"]
+    assert answer["fields"] == list(OVERRIDE_FIELDS) and "env.<NAME>" in answer["fields"]
+    assert answer["needPolicy"] == [
+        "image",
+        "command",
+        "args",
+        "resources.cpus",
+        "resources.memory",
+    ]
     await call(svc, "workloads.apply", yaml=WEB)
     with pytest.raises(ApiError) as err:
         await call(svc, "policy.lock", workload="web", fields=["ports", "env"])
@@ -368,3 +384,60 @@ async def test_override_fields_are_served_and_name_the_lockable_ones(svc: FakeSe
     )
     locked = await call(svc, "policy.lock", workload="web", fields=["env", "resources.cpus"])
     assert locked == {"workload": "web", "locked": ["env", "resources.cpus"]}
+
+
+# --- workload security policy (issue 13 §4, §6) ---------------------------------------------
+
+ROOTED = WEB + "  volumes: [{hostPath: /, mountPath: /host}]\n"
+
+
+async def test_apply_refuses_what_policy_does_not_allow_until_an_operator_allows_it(
+    svc: FakeServices,
+) -> None:
+    with pytest.raises(SpecError) as err:
+        await call(svc, "workloads.apply", yaml=ROOTED, source="w.yaml")
+    assert err.value.code == "invalid_spec"
+    assert (
+        "w.yaml:8: spec.volumes[0].hostPath: mounting host path / is refused by fleet policy"
+        in (str(err.value))
+    )
+    assert await call(svc, "workloads.list") == []
+    allowed = await call(svc, "policy.allow", allow=["hostPath:/"], workload="web")
+    assert allowed == {"site": "*", "workload": "web", "allowed": ["hostPath:/"]}
+    assert await call(svc, "policy.list") == [allowed]
+    assert await call(svc, "workloads.apply", yaml=ROOTED) == [{"name": "web", "result": "created"}]
+    # Taking it back: the node refuses the workload (reported, never started).
+    await call(svc, "policy.allow", allow=["hostPath:/"], workload="web", remove=True)
+    (view,) = await call(svc, "workloads.list")
+    assert view["phase"] == "Failed" and view["message"].startswith("refused by fleet policy")
+
+
+async def test_a_technician_cannot_widen_policy(svc: FakeServices) -> None:
+    tech = {ACTOR_PARAM: "technician:ann"}
+    for prepare in (False, True):
+        with pytest.raises(PermissionDeniedError, match="technician cannot widen"):
+            await call(svc, "policy.allow", allow=["privileged"], prepare=prepare, **tech)
+    assert await call(svc, "policy.list") == []
+    with pytest.raises(ApiError, match="unknown allowance 'root'"):
+        await call(svc, "policy.allow", allow=["root"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("image", "localhost/other:1"), ("command", ["sh"]), ("args", ["x"])],
+)
+async def test_a_technicians_override_that_widens_needs_policy(
+    svc: FakeServices, field: str, value: Any
+) -> None:
+    await call(svc, "workloads.apply", yaml=WEB)
+    tech = {ACTOR_PARAM: "technician:ann"}
+    for scope in ("node", "site"):
+        with pytest.raises(PolicyError, match="fleet policy does not allow"):
+            await call(
+                svc, "overrides.set", workload="web", field=field, value=value, scope=scope, **tech
+            )
+    await call(svc, "overrides.set", workload="web", field="env.A", value="1", **tech)
+    await call(svc, "policy.allow", allow=[f"override:{field}"], site="s1")
+    await call(svc, "overrides.set", workload="web", field=field, value=value, **tech)
+    (view,) = await call(svc, "workloads.list")
+    assert view["spec"]["spec"][field] == value

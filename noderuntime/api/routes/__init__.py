@@ -5,6 +5,7 @@
     workloads  workloads.list, workloads.get, workloads.logs (stream), workloads.restart
     overrides  overrides.set, overrides.remove, workloads.stop, workloads.start
     fleet      workloads.apply, workloads.delete, policy.lock, updates.submit
+    policy     policy.allow, policy.list (workload security policy)
     history    events.list, history.list, state.export (debug)
     peers      sync.peers, nodes.list
     rollouts   rollout.start/status/history/pause/resume/abort/undo, site.window.set
@@ -29,6 +30,7 @@ from noderuntime.api.routes import (
     images,
     overrides,
     peers,
+    policy,
     records,
     rollouts,
     secrets,
@@ -46,6 +48,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     workloads.routes,
     overrides.routes,
     fleet.routes,
+    policy.routes,
     history.routes,
     images.routes,
     peers.routes,

@@ -33,8 +33,10 @@ from noderuntime.identity.principals import node_principal
 from noderuntime.reconcile.desired import LOCKABLE_FIELDS, is_lockable
 from noderuntime.rollout import commands as rollout_commands
 from noderuntime.rollout import revisions
-from noderuntime.spec.models import canonical_dict, spec_hash
+from noderuntime.spec import policy as spec_policy
+from noderuntime.spec.models import Workload, canonical_dict, spec_hash
 from noderuntime.spec.parse import parse_workloads
+from noderuntime.spec.values import Loc
 
 
 def routes(svc: NodeServices) -> dict[str, Route]:
@@ -60,7 +62,15 @@ async def apply(svc: NodeServices, params: Params) -> Any:
     state = svc.state
     text = str_param(params, "yaml")
     source = params.get("source") if isinstance(params.get("source"), str) else None
-    workloads = parse_workloads(text, source)
+    fleet_policy = state.snapshot().fleet.policy
+
+    def check(w: Workload) -> list[tuple[Loc, str]]:
+        # Where it will run is not known here: what some site may be allowed passes, and each
+        # node checks again with its own site and paths (reconcile/desired.py).
+        allowed = spec_policy.allowed_for(fleet_policy, w.metadata.name, None)
+        return [(r.loc, r.message) for r in spec_policy.refusals(w, allowed)]
+
+    workloads = parse_workloads(text, source, check=check)
     current = state.snapshot().fleet.workloads
     results: list[dict[str, str]] = []
     changed = []

@@ -19,7 +19,12 @@ from noderuntime.api.services import NodeServices
 from noderuntime.crdt import schema
 from noderuntime.crdt.hlc import Hlc
 from noderuntime.errors import ApiError, NotFoundError
-from noderuntime.reconcile.desired import ENABLED, OVERRIDE_FIELDS, check_override
+from noderuntime.reconcile.desired import (
+    ENABLED,
+    OVERRIDE_FIELDS,
+    POLICY_FIELDS,
+    check_override,
+)
 
 SCOPE_NODE = "node"
 SCOPE_SITE = "site"
@@ -67,8 +72,9 @@ def signed_by_operator(params: Params, scope: str) -> bool:
 
 
 async def fields(_: Params) -> dict[str, Any]:
-    """``env.<NAME>`` stands for any variable name (see ``reconcile/desired.py``)."""
-    return {"fields": list(OVERRIDE_FIELDS)}
+    """``env.<NAME>`` stands for any variable name (see ``reconcile/desired.py``);
+    ``needPolicy``: those a fleet policy must allow (resources only when raised)."""
+    return {"fields": list(OVERRIDE_FIELDS), "needPolicy": list(POLICY_FIELDS)}
 
 
 async def set_override(svc: NodeServices, params: Params) -> dict[str, Any]:
@@ -81,7 +87,7 @@ async def set_override(svc: NodeServices, params: Params) -> dict[str, Any]:
     snap = state.snapshot()
     if workload not in snap.fleet.workloads:
         raise NotFoundError(f"no workload {workload!r} to override")
-    check_override(snap, workload, field_path, value)
+    check_override(snap, workload, field_path, value, site=svc.facts.site)
     scope, doc_name = override_scope(svc, params)
     summary = f"override {workload} {field_path}={json.dumps(value)} ({scope})"
     out: dict[str, Any] = {
