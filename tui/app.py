@@ -176,22 +176,27 @@ class NodeRuntimeApp(App[int]):
 
     # --- navigation --------------------------------------------------------------------------
 
-    def action_view(self, name: str) -> None:
+    async def action_view(self, name: str) -> None:
+        """Open a view at its list: a detail or logs screen left open in it is closed, so
+        ``2`` always shows the workloads list, not the last workload looked at."""
         if name == "help":
             self.action_help()
             return
         if name == "quit":
             self.exit(0)
             return
-        if name not in VIEWS or name == self.current_mode:
+        if name not in VIEWS:
             return
-        self.view_history.append(self.current_mode)
-        self.switch_mode(name)
+        if name != self.current_mode:
+            self.view_history.append(self.current_mode)
+            await self.switch_mode(name)
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
 
     def action_jump(self) -> None:
-        def chosen(target: str | None) -> None:
+        async def chosen(target: str | None) -> None:
             if target is not None:
-                self.action_view(target)
+                await self.action_view(target)
 
         self.push_screen(JumpScreen(), chosen)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from tui.problems import HEALTHY_RANK, reason_line, view_severity, workload_reason
 
 # Phases as the node reports them (noderuntime.reconcile.status.Phase values), in display order.
 PHASES: tuple[str, ...] = (
@@ -28,16 +30,17 @@ PHASES: tuple[str, ...] = (
 # always printed as text too, colour is only a hint.
 PHASE_STYLES: Mapping[str, str] = {
     "Running": "green",
-    "Starting": "cyan",
+    # Severity reads on a 16-colour console too: red failed, yellow waiting or unhealthy.
+    "Starting": "yellow",
     # Another node of the site runs the instance; this one is ready to take over.
     "Standby": "blue",
     "Pending": "yellow",
-    "Unhealthy": "bold red",
+    "Unhealthy": "bold yellow",
     "Failed": "bold red",
     "Stopped": "bright_black",
     "Unknown": "magenta",
 }
-HEALTH_STYLES: Mapping[str, str] = {"healthy": "green", "unhealthy": "bold red"}
+HEALTH_STYLES: Mapping[str, str] = {"healthy": "green", "unhealthy": "bold yellow"}
 
 SOURCE_FLEET = "fleet"
 # In a field the node lists (``overrides.fields``), stands for any name: env.<NAME>.
@@ -282,6 +285,8 @@ class WorkloadRow:
     since: str
     spec: str
     image: str
+    message: str = ""
+    rank: int = HEALTHY_RANK
 
     def cells(self) -> tuple[str, ...]:
         return (
@@ -293,7 +298,12 @@ class WorkloadRow:
             self.since,
             self.spec,
             self.image,
+            self.message,
         )
+
+    def fields(self) -> dict[str, str]:
+        """Cells by lower-case column name, for ``field=value`` filter words."""
+        return dict(zip((c.lower() for c in WORKLOAD_COLUMNS), self.cells(), strict=True))
 
 
 WORKLOAD_COLUMNS: tuple[str, ...] = (
@@ -305,7 +315,11 @@ WORKLOAD_COLUMNS: tuple[str, ...] = (
     "SINCE",
     "SPEC",
     "IMAGE",
+    "MESSAGE",
 )
+# Sort orders of the workloads list: problems first (the default), or by name.
+SORT_PROBLEMS = "problems"
+SORT_NAME = "name"
 
 
 def spec_state(view: Mapping[str, Any]) -> str:
@@ -326,13 +340,16 @@ def workload_row(view: Mapping[str, Any], now: float) -> WorkloadRow:
         since=fmt_age(view.get("since"), now),
         spec=spec_state(view),
         image=str(view.get("image") or "-"),
+        message=workload_reason(view),
+        rank=view_severity(view),
     )
 
 
-def matches_filter(text: str, query: str) -> bool:
+def matches_filter(text: str, query: str, fields: Mapping[str, str] | None = None) -> bool:
     """Every whitespace-separated word of ``query`` occurs in ``text`` (case-insensitive).
 
-    ``field=value`` words match one column, e.g. ``phase=failed``; a leading ``!`` negates.
+    ``text`` is what the row shows. ``field=value`` words match the start of one field's value
+    (``phase=f``); a leading ``!`` negates a word.
     """
     hay = text.lower()
     for word in query.lower().split():
@@ -341,34 +358,35 @@ def matches_filter(text: str, query: str) -> bool:
             word = word[1:]
         if not word:
             continue
-        found = word in hay
+        key, eq, value = word.partition("=")
+        if eq and fields is not None and key in fields:
+            found = fields[key].lower().startswith(value)
+        else:
+            found = word in hay
         if found == negate:
             return False
     return True
 
 
 def row_text(row: WorkloadRow) -> str:
-    return " ".join(
-        [
-            row.name,
-            f"want={row.want}",
-            f"phase={row.phase}",
-            f"health={row.health}",
-            f"spec={row.spec}",
-            row.image,
-        ]
-    )
+    """What the row shows, for the filter: visible columns only."""
+    return "  ".join(row.cells())
 
 
 def filter_rows(rows: Iterable[WorkloadRow], query: str) -> list[WorkloadRow]:
     q = query.strip()
-    return [r for r in rows if not q or matches_filter(row_text(r), q)]
+    return [r for r in rows if not q or matches_filter(row_text(r), q, r.fields())]
 
 
 def workload_rows(
-    views: Iterable[Mapping[str, Any]], now: float, query: str = ""
+    views: Iterable[Mapping[str, Any]], now: float, query: str = "", sort: str = SORT_PROBLEMS
 ) -> list[WorkloadRow]:
-    return filter_rows(sorted((workload_row(v, now) for v in views), key=lambda r: r.name), query)
+    rows = [workload_row(v, now) for v in views]
+    if sort == SORT_NAME:
+        rows.sort(key=lambda r: r.name)
+    else:
+        rows.sort(key=lambda r: (r.rank, r.name))
+    return filter_rows(rows, query)
 
 
 def phase_counts(views: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -533,6 +551,7 @@ class EventRow:
     origin: str  # runtime | local | synced
     who: str
     what: str
+    workload: str = ""  # the workload it is about, if any (Enter opens it)
 
     def cells(self) -> tuple[str, str, str, str]:
         return (self.time, self.origin, self.who, self.what)
@@ -541,49 +560,74 @@ class EventRow:
 EVENT_COLUMNS: tuple[str, ...] = ("TIME (UTC)", "ORIGIN", "WHO", "WHAT")
 
 
+def _history_workload(summary: str, known: Collection[str]) -> str:
+    for word in summary.replace("=", " ").split():
+        if word in known:
+            return word
+    return ""
+
+
 def event_rows(
     events: Iterable[Mapping[str, Any]],
     history: Iterable[Mapping[str, Any]],
     node_id: str | None,
     query: str = "",
+    workloads: Collection[str] = (),
 ) -> list[EventRow]:
     """Runtime events and signed changes, newest first.
 
     A change is ``local`` when this node signed it (possibly for a technician), ``synced`` when
-    it came from another principal (an operator, another node).
+    it came from another principal (an operator, another node). WHO is the person first; the
+    node that signed for them is implied by ``local``. WHAT is the summary, then the document.
+    ``workloads`` are names a change's summary may mention (for Enter on its row).
     """
     me = f"node:{node_id}" if node_id else None
     rows: list[EventRow] = []
     for e in events:
         ts = float(e.get("ts") or 0.0)
+        workload = str(e.get("workload") or "")
+        message = reason_line(str(e.get("message") or ""))
         rows.append(
             EventRow(
                 ts,
                 fmt_clock(ts),
                 "runtime",
                 "node",
-                f"{e.get('workload', '')}: {e.get('kind', '')}: {e.get('message', '')}",
+                f"{workload + ': ' if workload else ''}{e.get('kind', '')}: {message}",
+                workload,
             )
         )
     for h in history:
         ts = float(h.get("ts") or 0.0)
         author = str(h.get("author") or "?")
         on_behalf = h.get("on_behalf")
-        who = f"{on_behalf} via {author}" if on_behalf else author
+        local = me is not None and author == me
+        who = str(on_behalf) if on_behalf else author
+        if on_behalf and not local:
+            who += f" via {author}"
         summary = str(h.get("summary") or "(no summary)")
         rows.append(
             EventRow(
                 ts,
                 fmt_clock(ts),
-                "local" if me is not None and author == me else "synced",
+                "local" if local else "synced",
                 who,
-                f"{h.get('doc', '')}: {summary}",
+                f"{summary} [{h.get('doc', '')}]",
+                _history_workload(summary, workloads),
             )
         )
     rows.sort(key=lambda r: r.ts, reverse=True)
     q = query.strip()
     if q:
-        rows = [r for r in rows if matches_filter(" ".join(r.cells()), q)]
+        rows = [
+            r
+            for r in rows
+            if matches_filter(
+                "  ".join(r.cells()),
+                q,
+                {"origin": r.origin, "who": r.who, "what": r.what, "workload": r.workload},
+            )
+        ]
     return rows
 
 

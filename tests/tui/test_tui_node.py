@@ -218,11 +218,15 @@ async def test_stop_and_start_are_signed_for_the_technician(node: NodeProcess) -
         await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmActionScreen))
         node.wait_phase("web", "Running", enabled=True)
         assert table.row_count == 2
-        # The events view shows who did it.
+        # The events view shows who did it: the technician, signed here (local).
         await pilot.press("4")
         await settle(pilot)
         await wait_until(
-            pilot, lambda: "technician:alice via node:" in screen_text(pilot), what="history"
+            pilot,
+            lambda: (
+                "technician:alice" in screen_text(pilot) and "enabled=false" in screen_text(pilot)
+            ),
+            what="history",
         )
 
 

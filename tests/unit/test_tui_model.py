@@ -117,15 +117,27 @@ def test_filter_words_fields_and_negation() -> None:
     views = [
         view("web", "Running"),
         view("db", "Failed"),
-        view("cache", "Running", enabled=False),
+        view("cache", "Stopped", enabled=False),
     ]
     names = lambda q: [r.name for r in model.workload_rows(views, NOW, q)]  # noqa: E731
-    assert names("") == ["cache", "db", "web"]
+    # Problems first (a workload stopped on purpose last), then by name; name order on request.
+    assert names("") == ["db", "web", "cache"]
+    by_name = model.workload_rows(views, NOW, "", sort=model.SORT_NAME)
+    assert [r.name for r in by_name] == ["cache", "db", "web"]
     assert names("phase=failed") == ["db"]
     assert names("WEB") == ["web"]
     assert names("running !want=stop") == ["web"]
-    assert names("busybox phase=running") == ["cache", "web"]
+    assert names("busybox phase=running") == ["web"]
     assert names("nothing") == []
+
+
+def test_filter_matches_visible_columns_only() -> None:
+    # Every row used to carry hidden "health=... want=..." text: "health" matched them all.
+    views = [view("web", "Running"), view("db", "Failed"), view("health-api", "Running")]
+    names = lambda q: [r.name for r in model.workload_rows(views, NOW, q)]  # noqa: E731
+    assert names("health") == ["health-api"]
+    assert names("want") == []
+    assert names("want=run phase=f") == ["db"]
 
 
 def test_phase_counts() -> None:
@@ -232,7 +244,9 @@ def test_event_rows_merge_and_attribute() -> None:
         "n1",
     )
     assert [r.origin for r in rows] == ["local", "runtime", "synced"]
-    assert rows[0].who == "technician:alice via node:n1"
+    # Signed here for a technician: the person, not the node (ORIGIN says "local").
+    assert rows[0].who == "technician:alice"
+    assert rows[0].what == "override web env.A=1 [node/n1]"
     assert rows[2].who == "operator:bob"
     assert "web: started: container started" in rows[1].what
     assert [r.origin for r in model.event_rows([], [{"author": "node:n1"}], None)] == ["synced"]

@@ -24,7 +24,9 @@ from tui.model import (
     spec_fields,
     spec_state,
 )
+from tui.problems import reason_line, split_reason
 from tui.screens.base import BaseView
+from tui.widgets.row_table import RowTable
 
 SOURCE_STYLES = {"node": "bold yellow", "site": "cyan", "fleet": ""}
 
@@ -45,7 +47,15 @@ def summary_text(view: Mapping[str, Any], now: float) -> Text:
     )
     message = view.get("message")
     if message:
-        t.append(f"\n{message}", style="italic")
+        # The fix first, then the cause, then the raw error: at 80 columns the first lines
+        # are what shows.
+        for line in split_reason(str(message)).lines():
+            label, sep, rest = line.partition(": ")
+            if sep and label in ("Fix", "Why", "Error"):
+                t.append(f"\n{label}: ", style="bold")
+                t.append(rest, style="bold" if label == "Fix" else "italic")
+            else:
+                t.append(f"\n{line}", style="italic")
     placed = placement_text(view.get("placement"), now)
     if placed:
         t.append(f"\n{placed}")
@@ -67,7 +77,8 @@ def event_cells(view: Mapping[str, Any]) -> list[tuple[str, str | Text, str]]:
     for e in reversed(list(view.get("events") or [])):
         kind = str(e.get("kind", ""))
         style = "bold" if kind in ("health", "probe") else ""
-        out.append((fmt_clock(e.get("ts")), Text(kind, style=style), str(e.get("message", ""))))
+        message = reason_line(str(e.get("message", "")))
+        out.append((fmt_clock(e.get("ts")), Text(kind, style=style), message))
     for p in reversed(list(view.get("probes") or [])):
         ok = bool(p.get("ok"))
         out.append(
@@ -94,6 +105,15 @@ class WorkloadDetailScreen(BaseView):
         Binding("o", "override", "Override"),
         Binding("x", "remove_override", "Rm override"),
     ]
+    KEYS = (
+        ("Esc", "Back"),
+        ("l", "Logs"),
+        ("r", "Restart"),
+        ("s", "Stop"),
+        ("t", "Start"),
+        ("o", "Override"),
+        ("x", "Rm override"),
+    )
 
     def __init__(self, ctx: TuiContext, name: str) -> None:
         super().__init__(ctx)
@@ -101,6 +121,7 @@ class WorkloadDetailScreen(BaseView):
         self.VIEW_NAME = f"Workload {name}"
         self.view: dict[str, Any] | None = None
         self.shown: tuple[Any, ...] = ()
+        self.message_chars = 0
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -108,7 +129,7 @@ class WorkloadDetailScreen(BaseView):
         spec: DataTable[str | Text] = DataTable(id="detail-spec", cursor_type="row")
         spec.border_title = "Effective spec (FROM: fleet < site < node)"
         yield spec
-        events: DataTable[str | Text] = DataTable(id="detail-events", cursor_type="row")
+        events = RowTable(id="detail-events")
         events.border_title = "Events and health probes"
         yield events
         yield from self.compose_footer()
@@ -117,8 +138,6 @@ class WorkloadDetailScreen(BaseView):
         super().on_mount()
         spec = self.query_one("#detail-spec", DataTable)
         spec.add_columns("FIELD", "VALUE", "FROM")
-        events = self.query_one("#detail-events", DataTable)
-        events.add_columns("TIME (UTC)", "KIND", "MESSAGE")
         spec.focus()
 
     def load(self) -> None:
@@ -155,9 +174,16 @@ class WorkloadDetailScreen(BaseView):
         if 0 <= row < spec.row_count:
             spec.move_cursor(row=row, animate=False)
         table: DataTable[str | Text] = self.query_one("#detail-events", DataTable)
-        table.clear()
-        for cells in events:
-            table.add_row(*cells)
+        # MESSAGE takes what TIME and KIND leave and wraps at word boundaries in it.
+        message_chars = max(20, self.size.width - 19 - 10 - 3 * 2 - 4)
+        table.clear(columns=message_chars != self.message_chars)
+        if message_chars != self.message_chars:
+            self.message_chars = message_chars
+            table.add_column("TIME (UTC)")
+            table.add_column("KIND")
+            table.add_column("MESSAGE", width=message_chars)
+        for time_, kind, message in events:
+            table.add_row(time_, kind, Text(message), height=None)
         self.add_class("-loaded")
 
     def selected_field(self) -> tuple[str, str] | None:

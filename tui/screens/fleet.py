@@ -72,6 +72,7 @@ class FleetScreen(FilterableView):
         Binding("slash", "filter", "Filter"),
         Binding("escape", "back", "Back", show=False),
     ]
+    KEYS = (("/", "Filter"), ("Esc", "Back"))
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
@@ -118,7 +119,7 @@ class FleetScreen(FilterableView):
         self.render_rows()
         self.add_class("-loaded")
 
-    def render_rows(self) -> None:
+    def render_rows(self, *, top: bool = False) -> None:
         if self.query_text != self.asked and "=" in self.query_text + self.asked:
             self.fetch()  # site/node/labels are answered by the node
             return

@@ -8,32 +8,45 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+# Every line fits the box at 80 columns (72 characters inside it): an entry never wraps into
+# the next one. Longer explanations go on lines of their own.
 HELP_TEXT = """\
 [b]Views[/b]  (also [b]:[/b] then a name, like k9s)
-  1  overview   2  workloads   3  peers/sync   4  events   5  fleet (a hub)
-  :overview  :workloads (:wl)  :peers (:sync)  :events (:ev)  :fleet  :help  :quit
+  1 overview  2 workloads  3 peers/sync  4 events  5 fleet (a hub)
+  :overview  :workloads (:wl)  :peers (:sync)  :events (:ev)  :fleet
 
 [b]Everywhere[/b]
-  ?  this help     :  jump to a view     Esc  back     q  quit
+  ?  this help        :  jump to a view       Esc  back       q  quit
 
-[b]Workloads[/b]
-  /  filter (words must all match; phase=failed, !stop)   Enter/d  describe
-  l  logs     r  restart     s  stop     t  start
+[b]Overview[/b]   problems first: what is not healthy, and why
+  up/down  choose a problem     Enter  open that workload
+
+[b]Workloads[/b]   problems first; N toggles name order
+  Enter/d  describe     l  logs       /  filter
+  r  restart            s  stop       t  start
   o  set a node override (env.NAME, image, enabled, ...)
+  Filter: words match what the columns show; phase=failed, want=stop
+  match one column; !word excludes.
 
 [b]Workload detail[/b]
-  l  logs   r/s/t  restart/stop/start   o  set override   x  remove override of
-  the selected field (only fields FROM node can be removed here)
+  l  logs     r/s/t  restart/stop/start     o  set override
+  x  remove the override of the selected field (FROM node only)
+
+[b]Events[/b]
+  Enter  open the workload of the entry       /  filter
 
 [b]Logs[/b]
-  f  follow on/off   p/Space  pause/resume   /  search   n/N  next/previous match
-  g/G  top/bottom   arrows, PgUp/PgDn  scroll back
+  f  follow on/off      p/Space  pause/resume    /  search
+  n/N  next/previous match (says when it wraps around)
+  g/G  top/bottom       arrows, PgUp/PgDn  scroll back
+  A line "--- started ... ---" marks each start of the container.
 
 [b]Changing things[/b]
-  Restart, stop, start and overrides ask for confirmation and your technician
-  name and PIN. The change is signed by this node for you, recorded in the
-  history (view 4) and synced. Wrong PINs lock you out after 5 tries.
-  A change that a fleet policy forbids is refused with the reason.
+  Restart, stop, start and overrides ask for confirmation, your
+  technician name and PIN. The change is signed by this node for you,
+  recorded in the history (view 4) and synced. Wrong PINs lock you
+  out after 5 tries. A change a fleet policy forbids is refused, with
+  the reason.
 """
 
 

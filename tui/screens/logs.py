@@ -37,6 +37,15 @@ class LogsScreen(BaseView):
         Binding("G,end", "bottom", "Bottom", show=False),
         Binding("r", "restart", "Restart", show=False),
     ]
+    KEYS = (
+        ("Esc", "Back"),
+        ("/", "Search"),
+        ("n/N", "Next/prev"),
+        ("p", "Pause"),
+        ("f", "Follow"),
+        ("g/G", "Top/end"),
+        ("r", "Restart"),
+    )
 
     def __init__(
         self,

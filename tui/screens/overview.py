@@ -140,6 +140,7 @@ def peers_panel(
 
 class OverviewScreen(BaseView):
     VIEW_NAME = "Overview"
+    KEYS = (("2", "Workloads"), ("4", "Events"), ("3", "Peers"))
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()

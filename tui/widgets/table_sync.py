@@ -35,15 +35,33 @@ def cursor_key(table: DataTable[Any]) -> str | None:
     return None if value is None else str(value)
 
 
+def scroll_to_top(table: DataTable[Any]) -> None:
+    """Scroll as near the top as keeps the cursor row in view (rows one line high).
+
+    After a filter is cleared or the terminal resized, the rows at the top (the problems,
+    sorted first) must not stay hidden above a table still scrolled for the old rows.
+    """
+    visible = max(1, table.scrollable_content_region.height - table.header_height)
+    target = max(0, table.cursor_row - visible + 1)
+    if round(table.scroll_y) != target:
+        table.scroll_to(y=target, animate=False, immediate=True, force=True)
+
+
 def sync_table(
-    table: DataTable[Any], rows: Sequence[tuple[str, Sequence[CellType]]], key_column: str
+    table: DataTable[Any],
+    rows: Sequence[tuple[str, Sequence[CellType]]],
+    key_column: str,
+    *,
+    top: bool = False,
 ) -> bool:
     """Make ``table`` show ``rows`` (unique key, cells), in that order. True if anything changed.
 
     ``key_column`` is the key of the column whose (plain string) cell is the row's key; the
     table is sorted by it when rows appeared or moved. Rows are one line high. The row under
     the cursor stays under it, at the same height on the screen, wherever it moved to; if it
-    vanished, the cursor stays at the same index (clamped to the table).
+    vanished, the cursor stays at the same index (clamped to the table). ``top``: the rows
+    changed because the technician asked for other rows (a filter): scroll back as near the
+    top as keeps the cursor row in view, see :func:`scroll_to_top`.
     """
     order = {key: i for i, (key, _) in enumerate(rows)}
     if len(order) != len(rows):
@@ -78,6 +96,8 @@ def sync_table(
             table.sort(key_column, key=lambda cell: order[str(cell)])
             changed = True
     if not changed:
+        if top:
+            scroll_to_top(table)
         return False
 
     if selected is not None and selected in order:
@@ -85,6 +105,9 @@ def sync_table(
     else:
         index = min(old_index, max(0, len(rows) - 1))
     target = max(0, index - screen_offset)
+    if top:
+        visible = max(1, table.scrollable_content_region.height - table.header_height)
+        target = max(0, index - visible + 1)
     if index != table.cursor_row or round(table.scroll_y) != target:
         # DataTable sizes its canvas for added rows when idle; size it now so the scroll
         # lands in this frame rather than one frame later.
