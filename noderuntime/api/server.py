@@ -1,14 +1,21 @@
 """The control API server: a route table with read/write permission per route.
 
-The socket is created with mode 0600, so by default only the daemon's user (root on an
-appliance) can connect; write routes additionally check the peer's uid (SO_PEERCRED), so a
-deployment that opens the socket to a read-only group still keeps changes to root.
+Who may do what (docs/security.md, "Control socket"):
+
+- The socket is created with mode 0600: only the daemon's user (root on an appliance) can
+  connect. If the host has a ``noderuntime`` group (:data:`READ_GROUP`), the socket is given
+  to it with mode 0660: its members may connect and use every read route.
+- Write routes also check the peer's credentials (SO_PEERCRED, taken by the kernel at
+  connect): uid 0, the daemon's own uid, or a member of the ``noderuntime-admin`` group
+  (:data:`ADMIN_GROUP`; primary group, or a supplementary one read from
+  ``/proc/<pid>/status``). Anyone else gets ``permission_denied``, whatever PIN they send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -45,15 +52,70 @@ class Route:
     doc: str = ""
 
 
-def peer_uid(sock: socket.socket | None) -> int | None:
+# Host groups the daemon looks up at start (``grp``); either may be absent.
+READ_GROUP = "noderuntime"
+ADMIN_GROUP = "noderuntime-admin"
+
+
+def host_group(name: str) -> int | None:
+    """The gid of group ``name`` on this host, or None if it has none."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as the kernel saw it at connect."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_cred(sock: socket.socket | None) -> Peer | None:
     if sock is None:
         return None
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
         return None
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Peer(int(pid), int(uid), int(gid))
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    peer = peer_cred(sock)
+    return peer.uid if peer is not None else None
+
+
+def supplementary_groups(pid: int) -> frozenset[int]:
+    """The groups of process ``pid`` (its ``Groups:`` line), or none if it cannot be read.
+
+    Read after connect: a client that exits and whose pid is reused by then could be judged by
+    the new process's groups. Only group membership rides on this; uid 0 and the daemon's uid
+    come from SO_PEERCRED alone.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return frozenset(int(g) for g in line.split()[1:] if g.isdigit())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def may_write(peer: Peer | None, *, daemon_uid: int, admin_gid: int | None) -> bool:
+    """Root, the daemon's user, or a member of the admin group (if the host has one)."""
+    if peer is None:
+        return False
+    if peer.uid in (0, daemon_uid):
+        return True
+    if admin_gid is None:
+        return False
+    return peer.gid == admin_gid or admin_gid in supplementary_groups(peer.pid)
 
 
 async def _socket_in_use(path: Path) -> bool:
@@ -77,9 +139,15 @@ class ApiServer:
         authenticate: Callable[[str, str], str] | None = None,
         log: logging.Logger | None = None,
         audit: AuditSink | None = None,
+        read_gid: int | None = None,
+        admin_gid: int | None = None,
     ) -> None:
+        """``read_gid``: the socket's group (mode 0660), else 0600; ``admin_gid``: members
+        may call write routes too."""
         self.path = path
         self.routes = routes
+        self.read_gid = read_gid
+        self.admin_gid = admin_gid
         # (technician, pin) -> principal, raising PermissionDeniedError.
         self.authenticate = authenticate
         # Every write route call (done or refused) and every PIN check goes in.
@@ -116,6 +184,9 @@ class ApiServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        if self.read_gid is not None:
+            os.chown(self.path, -1, self.read_gid)
+            os.chmod(self.path, 0o660)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -133,7 +204,7 @@ class ApiServer:
         task = asyncio.current_task()
         if task is not None:
             self._conns.add(task)
-        uid = peer_uid(writer.get_extra_info("socket"))
+        peer = peer_cred(writer.get_extra_info("socket"))
         lines = LineReader(reader, self.budget)
         try:
             while True:
@@ -148,7 +219,7 @@ class ApiServer:
                         return
                     continue
                 try:
-                    await self._handle(line.data, uid, writer)
+                    await self._handle(line.data, peer, writer)
                 finally:
                     lines.release(line)
         except (ConnectionError, asyncio.CancelledError, TimeoutError):
@@ -164,8 +235,9 @@ class ApiServer:
         writer.write(encode(message))
         await writer.drain()
 
-    async def _handle(self, line: bytes, uid: int | None, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, line: bytes, peer: Peer | None, writer: asyncio.StreamWriter) -> None:
         self.requests += 1
+        uid = peer.uid if peer is not None else None
         req_id: Any = None
         audited: _Audited | None = None
         try:
@@ -189,9 +261,12 @@ class ApiServer:
                 raise _BadRequest("params must be an object")
             if route.write:
                 audited = _Audited(str(method), uid, params)
-            if route.write and uid not in (0, os.getuid()):
+            if route.write and not may_write(
+                peer, daemon_uid=os.getuid(), admin_gid=self.admin_gid
+            ):
                 raise PermissionDeniedError(
-                    f"{method} changes the node; run it as root or as the daemon's user"
+                    f"{method} changes the node; run it as root, as the daemon's user or as a "
+                    f"member of the {ADMIN_GROUP!r} group"
                 )
             params = dict(params)
             auth = params.pop("auth", None)

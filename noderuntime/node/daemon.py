@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from noderuntime import __version__
 from noderuntime.api.fleetview import DEFAULT_STALE_AFTER_S, FleetSources, collect_nodes
 from noderuntime.api.routes import build_routes
-from noderuntime.api.server import ApiServer
+from noderuntime.api.server import ADMIN_GROUP, READ_GROUP, ApiServer, host_group
 from noderuntime.api.services import NodeFacts
 from noderuntime.audit.chain import AuditKind, Checkpoint
 from noderuntime.audit.log import Audit
@@ -317,6 +317,8 @@ class Node:
                     authenticate=services.authenticate,
                     log=self.log.getChild("api"),
                     audit=audit,
+                    read_gid=host_group(READ_GROUP),
+                    admin_gid=host_group(ADMIN_GROUP),
                 )
             )
             if self.config.metrics_address is not None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +22,15 @@ import pytest
 from noderuntime.api.client import ApiClient
 from noderuntime.api.lines import SMALL_REQUEST_BYTES, LineBudget
 from noderuntime.api.protocol import MAX_MESSAGE_BYTES, TOO_LARGE, encode
-from noderuntime.api.server import ACTOR_PARAM, ApiServer, Params, Route
+from noderuntime.api.server import (
+    ACTOR_PARAM,
+    ApiServer,
+    Params,
+    Peer,
+    Route,
+    may_write,
+    supplementary_groups,
+)
 from noderuntime.cli.main import main
 from noderuntime.errors import ApiError, PermissionDeniedError
 
@@ -164,3 +175,61 @@ async def test_an_api_socket_path_that_is_a_file_is_refused_not_deleted(tmp_path
             async with ApiServer(path, ROUTES):
                 pass
     assert precious.read_text() == "do not delete" and link.is_symlink()
+
+
+# --- who may use the socket (issue 13 §4): a read group, and writes for an admin group -------
+
+READ_GID, ADMIN_GID, NOBODY = 4242, 4243, 65534
+CLIENT = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as exc:
+    print(json.dumps({"connect": exc.errno}))
+    sys.exit()
+for method in ("read", "write"):
+    s.sendall(json.dumps({"v": 1, "id": 1, "method": method}).encode() + b"\\n")
+    print(s.makefile().readline().strip())
+"""
+
+
+async def _as_user(path: Path, gid: int, extra: list[int]) -> list[dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", "-c", CLIENT, str(path),
+        user=NOBODY, group=gid, extra_groups=extra, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+def test_who_may_write() -> None:
+    me = os.getpid()
+    assert ADMIN_GID not in supplementary_groups(me)  # the groups of the test's own process
+    assert may_write(Peer(me, 0, 0), daemon_uid=1000, admin_gid=None)
+    assert may_write(Peer(me, 1000, 1000), daemon_uid=1000, admin_gid=None)
+    assert not may_write(Peer(me, 1001, 1001), daemon_uid=1000, admin_gid=None)
+    assert may_write(Peer(me, 1001, ADMIN_GID), daemon_uid=1000, admin_gid=ADMIN_GID)
+    assert not may_write(Peer(me, 1001, 1001), daemon_uid=1000, admin_gid=ADMIN_GID)
+    assert not may_write(None, daemon_uid=1000, admin_gid=ADMIN_GID)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes uid and gid of a client: needs root")
+async def test_the_read_group_reads_and_only_the_admin_group_writes() -> None:
+    with tempfile.TemporaryDirectory(prefix="nrs-", dir="/tmp") as tmp:
+        os.chmod(tmp, 0o755)  # a socket outside the (0700) data dir, as /run/noderuntime
+        path = Path(tmp) / "api.sock"
+        async with ApiServer(path, ROUTES, read_gid=READ_GID, admin_gid=ADMIN_GID):
+            st = path.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, READ_GID)
+            reader = await _as_user(path, READ_GID, [])
+            assert reader[0]["ok"] is True
+            assert reader[1]["error"]["code"] == "permission_denied"
+            assert "noderuntime-admin" in reader[1]["error"]["message"]
+            admin = await _as_user(path, READ_GID, [ADMIN_GID])
+            assert [a["ok"] for a in admin] == [True, True]
+            stranger = await _as_user(path, NOBODY, [])
+            assert stranger == [{"connect": errno.EACCES}]
+        async with ApiServer(path, ROUTES):  # no group on the host: 0600 as before
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert await _as_user(path, READ_GID, [ADMIN_GID]) == [{"connect": errno.EACCES}]
