@@ -27,6 +27,7 @@ from noderuntime.cli import fleet as cli_fleet
 from noderuntime.cli import fleetview as cli_fleetview
 from noderuntime.cli import offline as cli_offline
 from noderuntime.cli import policy as cli_policy
+from noderuntime.cli import revoke as cli_revoke
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import secret as cli_secret
 from noderuntime.cli import store as cli_store
@@ -152,9 +153,20 @@ def render_quarantined(st: dict[str, Any], shown: int = 10) -> list[str]:
     return lines
 
 
+def _reason(revoked: dict[str, Any]) -> str:
+    return f" ({revoked['reason']})" if revoked.get("reason") else ""
+
+
 def render_sync_alerts(sync: dict[str, Any]) -> list[str]:
-    """Lines for what sync wants an operator to decide: a cloned enrolment."""
+    """Lines for what sync wants an operator to decide: a cloned enrolment, a revoked key."""
     lines = []
+    revoked = sync.get("revoked")
+    if revoked:
+        lines.append(
+            f"REVOKED:        this node's key was revoked by {revoked.get('by') or 'an operator'}"
+            f" {age(revoked.get('at'))} ago{_reason(revoked)}: every node refuses it; the "
+            "workloads keep running here (docs/operations.md, Revocation)"
+        )
     if sync.get("suspended"):
         lines.append(f"SYNC SUSPENDED: {sync['suspended']}")
     for clone in sync.get("clones") or []:
@@ -999,6 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_offline.add_parsers(sub)
     cli_secret.add_parsers(sub, add_as_option)
     cli_policy.add_parsers(sub, add_as_option)
+    cli_revoke.add_parsers(sub, add_as_option)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

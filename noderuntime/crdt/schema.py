@@ -16,6 +16,8 @@ survive: pycrdt would hand them back as floats):
                                 only; noderuntime.reconcile.secrets reads it)
                      policy:    "<site>/<workload>" ("*" for any) -> ["allowance", ...]
                                 (workload security policy, noderuntime.spec.policy)
+                     revocations: principal -> revoked keys and cut-off (noderuntime.fleet.
+                                revocation); only ever widened by the nodes that read it
     site/<site>      overrides: "<workload>/<field>" -> JSON value    writers: site technicians,
                                                                       operators
     node/<node>      overrides: "<workload>/<field>" -> JSON value    writer: that node (also on a
@@ -57,6 +59,7 @@ ROLLOUT_STEPS = "rolloutSteps"
 WINDOWS = "windows"
 SECRETS = "secrets"
 POLICY = "policy"
+REVOCATIONS = "revocations"
 
 LOCK_ALL = "*"
 
@@ -166,6 +169,7 @@ class FleetView:
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # "<site>/<workload>" -> allowances (noderuntime.spec.policy interprets them).
     policy: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
         rollout_steps=_objects(doc, ROLLOUT_STEPS, bad),
         windows=_objects(doc, WINDOWS, bad),
         secrets=_objects(doc, SECRETS, bad),
+        revocations=_objects(doc, REVOCATIONS, bad),
     )
 
 

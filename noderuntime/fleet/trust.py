@@ -7,6 +7,8 @@ Files in the node's data directory::
     <data-dir>/fleet/node.cred        this node's credential
     <data-dir>/fleet/node.crt         this node's TLS certificate (key: <data-dir>/identity.key)
     <data-dir>/fleet/members/*.cred   credentials of members this node has seen, one per key
+    <data-dir>/fleet/revoked.json     every revocation this node has seen (sticky; see
+                                      noderuntime.fleet.revocation)
 
 The node's private key stays in ``<data-dir>/identity.key`` (0600) as before enrolment.
 """
@@ -17,10 +19,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from noderuntime import codec
 from noderuntime.errors import CredentialError, EnrollmentError, FleetError, NotEnrolledError
@@ -33,6 +35,7 @@ from noderuntime.fleet.credential import (
     unb64u,
     verify_credential,
 )
+from noderuntime.fleet.revocation import Revocation, merge, parse_revocations, spki_pin
 from noderuntime.fleet.tls import check_member_cert, member_san
 from noderuntime.identity import keys as identity
 from noderuntime.identity.principals import node_principal
@@ -43,6 +46,7 @@ CA_FILE = "ca.crt"
 NODE_CRED_FILE = "node.cred"
 NODE_CERT_FILE = "node.crt"
 MEMBERS_DIR = "members"
+REVOKED_FILE = "revoked.json"
 IDENTITY_FILE = "identity.key"  # same name as noderuntime.config.model.IDENTITY_FILE
 
 
@@ -86,6 +90,16 @@ class Member:
         return self.role in (MemberRole.NODE, MemberRole.HUB)
 
 
+class Keyed(Protocol):
+    """Anything holding a member's key: a :class:`Member`, or sync's ``MemberLike``."""
+
+    @property
+    def principal(self) -> str: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+
 class Expiring(Protocol):
     """Anything with a credential's expiry: a :class:`Member`, or sync's ``MemberLike``."""
 
@@ -116,8 +130,12 @@ class FleetTrust:
       :meth:`member_by_key` the member holding a key id (``identity.public_key_id``), or None.
     * Lookups are in memory and cheap; the methods are thread-safe. Credentials are never
       trusted because they came from a peer: they are only ever accepted after verification.
+    * :meth:`revoke` takes the fleet document's revocations and remembers them for good
+      (persisted, only ever widened); :meth:`revoked` says whether a member's key is revoked
+      (:mod:`noderuntime.fleet.revocation` states the cut-off rule).
     * It is the ``Trust`` of :mod:`noderuntime.sync.acl` (``node``, ``member``, ``members_of``,
-      ``members``, ``add``, ``expired``); mypy checks that where the daemon hands it to sync.
+      ``members``, ``add``, ``expired``, ``revoked``); mypy checks that where the daemon hands
+      it to sync.
     """
 
     def __init__(
@@ -139,6 +157,7 @@ class FleetTrust:
         self._by_principal: dict[str, Member] = {}
         # Peers relay the same credentials over and over: known bytes skip re-verification.
         self._by_blob: dict[bytes, Member] = {}
+        self._revoked: dict[str, Revocation] = {}
         cred = verify_credential(node_blob, root_public_key, now=clock())
         self.node = Member.from_credential(cred, node_blob)
 
@@ -196,6 +215,7 @@ class FleetTrust:
             raise FleetError(f"cannot read {fdir / NODE_CRED_FILE}: {exc.strerror}") from exc
         trust = cls(data_dir, fleet_id, root, node_blob, clock=clock)
         trust._remember(trust.node)
+        trust._load_revoked()
         members = fdir / MEMBERS_DIR
         for p in sorted(members.glob("*.cred")) if members.is_dir() else []:
             try:
@@ -241,6 +261,66 @@ class FleetTrust:
         """True once ``member``'s credential is past its expiry on this node's clock."""
         exp = member.not_after
         return exp is not None and self.clock() > exp
+
+    # --- revocation (noderuntime.fleet.revocation) -------------------------------------------
+
+    def revoke(self, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Remember the fleet document's ``revocations`` entries; return the principals whose
+        revocation is new or wider. A revocation is never forgotten (persisted at once)."""
+        with self._lock:
+            merged, changed = merge(self._revoked, parse_revocations(entries).values())
+            if changed:
+                self._revoked = merged
+                doc = {p: r.to_dict() for p, r in sorted(merged.items())}
+        if changed:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.dir / REVOKED_FILE, json.dumps(doc, indent=2).encode() + b"\n")
+        return changed
+
+    def revoked(self, member: Keyed) -> bool:
+        """Whether ``member``'s key is revoked: anything it signs now is refused."""
+        with self._lock:
+            rev = self._revoked.get(member.principal)
+            if rev is None:
+                return False
+            kid = identity.public_key_id(member.public_key)
+            known = self._by_key.get(kid)
+        # A key we hold no credential for cannot be dated: revoked (it verifies nothing anyway).
+        issued = known.credential.issued_at if known is not None else 0
+        return rev.covers(member.principal, kid, issued)
+
+    def revocation(self, principal: str) -> Revocation | None:
+        with self._lock:
+            return self._revoked.get(principal)
+
+    @property
+    def own_revocation(self) -> Revocation | None:
+        """This node's own revocation, if its current key is revoked."""
+        return self.revocation(self.node.principal) if self.revoked(self.node) else None
+
+    def tls_pins(self) -> tuple[str, ...]:
+        """The certificates this node's nats-server accepts on its leaf and route listeners:
+        none pinned (any certificate the fleet CA signed) while nothing is revoked; once
+        something is, every known member key that is not revoked (nats-server 2.15 has no
+        certificate revocation list, only this allow-list: see docs/security.md)."""
+        with self._lock:
+            if not self._revoked:
+                return ()
+            members = list(self._by_key.values())
+        return tuple(sorted({spki_pin(m.public_key) for m in members if not self.revoked(m)}))
+
+    def _load_revoked(self) -> None:
+        try:
+            data = codec.loads((self.dir / REVOKED_FILE).read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, codec.DecodeError):
+            data = None
+        if not isinstance(data, dict):
+            # Unreadable: refusing to start would stop the workloads; the fleet document
+            # brings the revocations back at the next sync.
+            return
+        self._revoked = parse_revocations({k: v for k, v in data.items() if isinstance(v, dict)})
 
     def member(self, principal: str) -> Member | None:
         with self._lock:

@@ -253,6 +253,17 @@ def check_fleet_credential(data_dir: Path, now: float | None = None) -> Check | 
         )
     cred = trust.node.credential
     who = f"{trust.node.principal} in {trust.fleet_id}"
+    own = trust.own_revocation
+    if own is not None:
+        return Check(
+            "fleet credential",
+            Status.FAIL,
+            f"{who} is revoked (by {own.by or 'an operator'}"
+            f"{', ' + own.reason if own.reason else ''}): every node refuses it; the workloads "
+            "keep running here",
+            "an operator decides: enrol the node again with a new key (`noderuntime fleet "
+            "enroll`), or retire it (docs/operations.md, Revocation)",
+        )
     if cred.not_after is None:
         return Check("fleet credential", Status.OK, f"{who}, no expiry")
     left = cred.not_after - (time.time() if now is None else now)
@@ -276,6 +287,13 @@ def running_node_problems(status: dict[str, Any]) -> list[str]:
             f"it: noderuntime record rm {q['doc']} {q['map']} {q['key']!r}"
         )
     sync = status.get("sync") or {}
+    revoked = sync.get("revoked")
+    if revoked:
+        problems.append(
+            f"this node's key was revoked by {revoked.get('by') or 'an operator'}: the fleet "
+            "refuses it (its workloads keep running; an operator decides: re-enrol it or retire "
+            "it)"
+        )
     if sync.get("suspended"):
         problems.append(f"sync suspended: {sync['suspended']}")
     for clone in sync.get("clones") or []:
@@ -311,7 +329,7 @@ def check_running_node(api_socket: Path | None) -> Check | None:
             "running node",
             Status.FAIL,
             "; ".join(problems),
-            "see docs/operations.md (Bad records, Cloned enrolment)",
+            "see docs/operations.md (Bad records, Cloned enrolment, Revocation)",
         )
     return Check("running node", Status.OK, "no records set aside, no cloned enrolment")
 

@@ -266,6 +266,14 @@ class Node:
                         audit=audit,
                     )
                 )
+            if self.fleet is not None:
+                from noderuntime.node.revocations import RevocationWatch
+
+                await stack.enter_async_context(
+                    RevocationWatch(
+                        self.state, self.fleet, self.nats, log=self.log.getChild("revocation")
+                    )
+                )
             if self.config.role.value == "hub":
                 from noderuntime.node.auditwitness import AuditWitness
                 from noderuntime.node.rollouts import RolloutDriver

@@ -102,6 +102,11 @@ class Trust(Protocol):
         history it signed while valid, but not new changes or live messages)."""
         ...
 
+    def revoked(self, member: MemberLike) -> bool:
+        """Whether ``member``'s key is revoked (``noderuntime.fleet.revocation``): whatever it
+        signs now is refused, whatever time it claims; what was applied before stays."""
+        ...
+
 
 class DocKind(enum.Enum):
     FLEET = "fleet"

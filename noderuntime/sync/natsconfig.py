@@ -11,6 +11,8 @@ What it says (why each choice is made: docs/sync.md, "Transport"):
   site's subjects both ways;
 * nats-server retries remotes forever, every ``LEAF_RECONNECT_S`` plus up to as much again
   of jitter (no back-off), each dial timing out after 1 s;
+* once a member is revoked, the leaf and route listeners accept only the certificates of known,
+  unrevoked members (``pinned_certs``; docs/operations.md, "Revocation");
 * a dead link is dropped within ``PING_INTERVAL_S`` x (``PING_MAX_OUT`` + 1): a cut cable
   sends no FIN or RST, and without this the connection outlives the cut on TCP's backed-off
   retransmit timer, so after a heal one direction stayed blocked for 5-18 s (issue 9). Once
@@ -94,6 +96,11 @@ class NatsServerSettings:
     jetstream_dir: Path | None = None
     jetstream_max_file_bytes: int = JETSTREAM_MAX_FILE_BYTES
     jetstream_max_memory_bytes: int = JETSTREAM_MAX_MEMORY_BYTES
+    #: Once a member is revoked: the certificates (hex SHA-256 of their public key info) the
+    #: leaf and route listeners still accept (``FleetTrust.tls_pins``); empty: any the fleet
+    #: CA signed. Changed at run time by a config reload, which closes links it no longer
+    #: allows (nats-server's ``pinned_certs``).
+    pinned: tuple[str, ...] = ()
 
     @property
     def clustered(self) -> bool:
@@ -130,6 +137,7 @@ def settings_for_node(
         cluster_port=config.cluster_port,
         cluster_host=config.cluster_host,
         cluster_routes=tuple(config.cluster_peers),
+        pinned=trust.tls_pins(),
         jetstream_dir=(
             data_dir / JETSTREAM_SUBDIR
             if data_dir is not None and clustered and config.cluster_peers
@@ -195,6 +203,7 @@ def render_config(
                 f"    ca_file: {_q(tls.ca_file)}",
                 "    verify_and_map: true",
                 f"    timeout: {LEAF_TLS_TIMEOUT_S}",
+                *_pinned_lines(settings, "    "),
                 "  }",
                 f"  authorization {{ users: [ {{ user: {_q(tls.member_name)} }} ] }}",
             ]
@@ -222,6 +231,12 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+def _pinned_lines(settings: NatsServerSettings, indent: str) -> list[str]:
+    if not settings.pinned:
+        return []
+    return [f"{indent}pinned_certs: [{', '.join(_q(p) for p in settings.pinned)}]"]
+
+
 def _cluster_lines(settings: NatsServerSettings, cluster_port: int | None) -> list[str]:
     tls = settings.tls
     if not settings.clustered or tls is None or settings.cluster_name is None:
@@ -240,6 +255,7 @@ def _cluster_lines(settings: NatsServerSettings, cluster_port: int | None) -> li
         f"    ca_file: {_q(tls.ca_file)}",
         "    verify: true",
         f"    timeout: {LEAF_TLS_TIMEOUT_S}",
+        *_pinned_lines(settings, "    "),
         "  }",
     ]
     if settings.cluster_routes:

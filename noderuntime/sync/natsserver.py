@@ -50,6 +50,9 @@ RESTART_BACKOFF_MAX_S = 30.0
 # A server that ran this long resets the restart backoff.
 RESTART_BACKOFF_RESET_S = 60.0
 STDERR_TAIL_LINES = 40
+# What nats-server logs when a pinned_certs listener refuses a certificate (server/errors.go).
+NOT_PINNED = "certificate not pinned"
+REFUSAL_LOG_EVERY_S = 60.0
 MONITOR_TIMEOUT_S = 3.0
 # How often the link watch polls /leafz (loopback, ~1 KB per link).
 LINK_POLL_INTERVAL_S = 0.5
@@ -185,6 +188,9 @@ class NatsServer:
         self.backoff_max_s = backoff_max_s
         self.clock = clock
         self.restarts = 0
+        # Links refused at TLS for a certificate not pinned (a revoked member's).
+        self.refused_links = 0
+        self._refusal_logged_at = -REFUSAL_LOG_EVERY_S
         self.client_port: int | None = None
         self.monitor_port: int | None = None
         self.leaf_port: int | None = None
@@ -281,6 +287,27 @@ class NatsServer:
         self._watcher = self._supervisor = None
         await self._terminate()
 
+    async def reconfigure(self, settings: NatsServerSettings) -> None:
+        """Run with ``settings`` from now on (the pinned certificates, after a revocation).
+
+        nats-server 2.15 refuses to reload a change of the leaf listener's ``pinned_certs``
+        ("config reload not supported for LeafNode: field TLSPinnedCerts"), so the server is
+        restarted on the same ports: every link drops and is redialled within about a second,
+        and those it no longer allows are refused from then on.
+        """
+        self.settings = settings
+        if self._supervisor is None:
+            return  # not running: the start uses them
+        self._supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._supervisor
+        try:
+            await self._terminate()
+            await self._spawn()
+        finally:
+            # A failed start is the supervisor's to retry, with its back-off.
+            self._supervisor = asyncio.create_task(self._supervise(), name="nats-server supervisor")
+
     def _write_config(self) -> None:
         s = self.settings
         text = render_config(
@@ -356,6 +383,22 @@ class NatsServer:
             text = line.decode(errors="replace").rstrip()
             self._stderr.append(text)
             self.log.debug("%s", text)
+            if NOT_PINNED in text:
+                self._refused_link(text)
+
+    def _refused_link(self, text: str) -> None:
+        """A link refused at TLS for a certificate no longer pinned (a revoked member's): said
+        at once, then at most once a minute (it redials every ``LEAF_RECONNECT_S``)."""
+        self.refused_links += 1
+        now = self.clock()
+        if now - self._refusal_logged_at < REFUSAL_LOG_EVERY_S:
+            return
+        self._refusal_logged_at = now
+        self.log.warning(
+            "refused a link: a revoked member's certificate (%d refused so far): %s",
+            self.refused_links,
+            text,
+        )
 
     def _tail(self) -> str:
         return "\n  ".join(self._stderr) or "(no output)"

@@ -8,7 +8,9 @@ Order of checks for each update in an UPDATES message (cheapest and safest first
 4. the author is an enrolled member of the fleet (``Trust.member``);
 5. the Ed25519 signature over ``signing_input(doc, data, meta)`` verifies with one of the
    author's enrolled keys (a re-keyed author's history carries its older keys' signatures);
-6. the author may write the document (:func:`noderuntime.sync.acl.may_write`);
+6. the key is not revoked (``Trust.revoked``; the cut-off rule is in
+   :mod:`noderuntime.fleet.revocation`), and the author may write the document
+   (:func:`noderuntime.sync.acl.may_write`);
 7. only then the update bytes are parsed (``crdt.clocks.parse_update``, strict and bounded),
    trial-applied on a scratch document and applied (``StateStore.ingest``), with pycrdt's
    ``PanicException`` (a ``BaseException``) caught around every apply.
@@ -59,6 +61,7 @@ class Cause(enum.Enum):
     CLIENT_CONFLICT = "client_conflict"
     CORRUPT = "corrupt"
     EXPIRED = "expired"
+    REVOKED = "revoked"
     OVERLOAD = "overload"
     INTERNAL = "internal"
 
@@ -78,6 +81,8 @@ def check_update(
     member = next((m for m in keys if verify(m.public_key, u.signature, signed)), None)
     if member is None:
         return keys[0], Cause.BAD_SIGNATURE
+    if trust.revoked(member):
+        return member, Cause.REVOKED
     if not may_write(doc, member):
         return member, Cause.UNAUTHORISED
     return member, None
@@ -107,13 +112,15 @@ def keys_of(trust: Trust, principal: str) -> list[MemberLike]:
 def check_signed(
     sender: str, signature: bytes, signed: bytes, trust: Trust
 ) -> tuple[MemberLike | None, Cause | None]:
-    """A STATE or HEARTBEAT message: enrolled sender, valid signature, not expired (these are
-    live messages, never history)."""
+    """A STATE, HEARTBEAT or EVENT message: enrolled sender, valid signature, not revoked, not
+    expired (these are live messages, never history)."""
     member = trust.member(sender)
     if member is None or member.principal != sender:
         return None, Cause.UNKNOWN_AUTHOR
     if not verify(member.public_key, signature, signed):
         return member, Cause.BAD_SIGNATURE
+    if trust.revoked(member):
+        return member, Cause.REVOKED
     if trust.expired(member):
         return member, Cause.EXPIRED
     return member, None
@@ -139,6 +146,11 @@ async def submit_signed(
         raise UpdateRejectedError(
             f"the credential of {update.author} has expired; issue a new one "
             "(`noderuntime fleet add-operator`) to make changes"
+        )
+    if cause is Cause.REVOKED:
+        raise UpdateRejectedError(
+            f"the key of {update.author} is revoked; an operator must enrol it again "
+            "(`noderuntime fleet enroll` / `fleet add-operator`) before it can make changes"
         )
     if cause is not None:
         raise UpdateRejectedError(

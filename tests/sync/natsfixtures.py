@@ -134,6 +134,8 @@ class FakeTrust:
     def __init__(self) -> None:
         self.by_principal: dict[str, Member] = {}
         self.identities: dict[str, Identity] = {}
+        # Keys a test revoked (the real store's rule is tested with FleetTrust).
+        self.revoked_keys: set[bytes] = set()
 
     def enroll(self, principal: str, role: str, site: str | None) -> Identity:
         ident = identity.generate(principal)
@@ -156,6 +158,9 @@ class FakeTrust:
 
     def expired(self, member: MemberLike) -> bool:
         return False
+
+    def revoked(self, member: MemberLike) -> bool:
+        return member.public_key in self.revoked_keys
 
 
 if TYPE_CHECKING:

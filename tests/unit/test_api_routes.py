@@ -101,6 +101,7 @@ ROUTES = {
     "fleet.events": False,
     "rollout.promote": True,
     "records.remove": True,
+    "fleet.revoke": True,
     "fleet.logs": False,
     "images.list": False,
     "images.archives": False,

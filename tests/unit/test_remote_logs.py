@@ -40,6 +40,9 @@ class Trust:
     def expired(self, member: Member) -> bool:
         return False
 
+    def revoked(self, member: Member) -> bool:
+        return False
+
 
 OPS = keys.generate("operator:ops")
 TECH = keys.generate("node:imposter")

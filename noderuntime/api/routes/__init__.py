@@ -14,6 +14,7 @@
     images     images.list, images.archives, images.load (stream; from a file on the node)
     secrets    secret.targets, secret.set, secret.ls, secret.rm
     audit      audit.list, audit.follow (stream), audit.verify, audit.witness
+    revoke     fleet.revoke (an operator revokes a member's keys)
 
 Read routes answer anyone who may open the socket; write routes (``write=True``) also need the
 daemon's uid or root (see ``api/server.py``).
@@ -32,6 +33,7 @@ from noderuntime.api.routes import (
     peers,
     policy,
     records,
+    revoke,
     rollouts,
     secrets,
     site,
@@ -53,6 +55,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     images.routes,
     peers.routes,
     records.routes,
+    revoke.routes,
     rollouts.routes,
     secrets.routes,
     site.routes,

@@ -15,6 +15,7 @@ from noderuntime.api.routes.store import store_hold
 from noderuntime.api.routes.workloads import shown
 from noderuntime.api.server import Params, Route
 from noderuntime.api.services import NodeServices
+from noderuntime.errors import NotEnrolledError
 from noderuntime.reconcile.loop import phase_counts
 
 # Records set aside listed in `status` (all are counted in quarantined_total).
@@ -40,15 +41,26 @@ async def status(svc: NodeServices, meter: CpuMeter, _: Params) -> dict[str, Any
         "podman": _podman(svc),
         "reconciler": _reconciler(svc),
         "workloads": _workloads(svc),
-        "sync": sync.status()
-        if sync is not None
-        else {"enabled": False, "problem": svc.sync_problem()},
+        "sync": (
+            sync.status() if sync is not None else {"enabled": False, "problem": svc.sync_problem()}
+        )
+        | _own_revocation(svc),
         "host": {
             **host_metrics(meter),
             "disk_total_bytes": disk.total,
             "disk_free_bytes": disk.free,
         },
     }
+
+
+def _own_revocation(svc: NodeServices) -> dict[str, Any]:
+    """``revoked``: this node's own revocation, when its key is revoked (the fleet refuses it;
+    its workloads keep running here; docs/operations.md, Revocation)."""
+    try:
+        own = svc.fleet_trust().own_revocation
+    except NotEnrolledError:
+        return {}
+    return {"revoked": own.to_dict()} if own is not None else {}
 
 
 def _node(svc: NodeServices) -> dict[str, Any]:

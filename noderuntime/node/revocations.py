@@ -1,0 +1,123 @@
+"""Acting on revocations: the fleet document's ``revocations`` into the trust store, and the
+certificates the node's nats-server still accepts.
+
+What a revocation means is :mod:`noderuntime.fleet.revocation`'s; this part only applies it:
+
+* every change of the state store (a fleet update applied) hands the document's revocations to
+  :meth:`FleetTrust.revoke`, which remembers them for good; from then on the sync engine refuses
+  whatever the revoked keys sign (``Trust.revoked``, counted as ``revoked``);
+* the nats-server's pinned certificates follow :meth:`FleetTrust.tls_pins` (a restart on the
+  same ports, :meth:`NatsServer.reconfigure`: a revoked member's leaf and route links close and
+  its certificate is refused from then on).
+  Credentials learnt from peers change the pins too, so they are compared every
+  ``PIN_CHECK_S`` as well as at each revocation;
+* this node's own revocation is logged once (status and doctor show it); its workloads keep
+  running: local-first holds, and an operator decides what becomes of the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from noderuntime.crdt.state import StateStore
+    from noderuntime.fleet.trust import FleetTrust
+    from noderuntime.sync.natsserver import NatsServer
+
+PIN_CHECK_S = 5.0
+
+
+class RevocationWatch:
+    """``async with RevocationWatch(state, trust, nats, log=...)``: applies revocations as they
+    arrive (see the module docstring). Constructing it starts nothing."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        trust: FleetTrust,
+        nats: NatsServer | None,
+        *,
+        log: logging.Logger,
+        pin_check_s: float = PIN_CHECK_S,
+    ) -> None:
+        self.state = state
+        self.trust = trust
+        self.nats = nats
+        self.log = log
+        self.pin_check_s = pin_check_s
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._told_own = False
+
+    async def __aenter__(self) -> RevocationWatch:
+        self.apply()
+        await self._pin()
+        self._unsubscribe = self.state.subscribe(self._dirty.set)
+        self._task = asyncio.create_task(self._loop(), name="revocations")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.pin_check_s):
+                    await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self.apply()
+                await self._pin()
+            except Exception:
+                self.log.exception("applying revocations failed; trying again at the next change")
+
+    def apply(self) -> list[str]:
+        """Take the fleet document's revocations in; return the principals newly (or more
+        widely) revoked."""
+        changed = self.trust.revoke(self.state.snapshot().fleet.revocations)
+        for principal in changed:
+            rev = self.trust.revocation(principal)
+            self.log.warning(
+                "revocation: %s revoked by %s%s: its updates, heartbeats and requests are "
+                "refused from now on",
+                principal,
+                rev.by if rev is not None else "an operator",
+                f" ({rev.reason})" if rev is not None and rev.reason else "",
+            )
+        own = self.trust.own_revocation
+        if own is not None and not self._told_own:
+            self._told_own = True
+            self.log.error(
+                "revocation: this node's key was revoked by %s: the fleet refuses it; its "
+                "workloads keep running here until an operator decides (docs/operations.md, "
+                "Revocation)",
+                own.by or "an operator",
+            )
+        return changed
+
+    async def _pin(self) -> None:
+        nats = self.nats
+        if nats is None:
+            return
+        pins = self.trust.tls_pins()
+        if pins == nats.settings.pinned:
+            return
+        self.log.info("nats-server: restarting with %d member certificate(s) pinned", len(pins))
+        await nats.reconfigure(dataclasses.replace(nats.settings, pinned=pins))

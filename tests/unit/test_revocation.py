@@ -1,0 +1,163 @@
+"""Revocation (issue 13 §2): the cut-off rule, the trust store's memory of it, what sync
+refuses, the pinned certificates, and how status and doctor say a node is revoked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from noderuntime.api.routes.revoke import resolve_member
+from noderuntime.crdt.envelope import signing_input
+from noderuntime.errors import ApiError, NotFoundError
+from noderuntime.fleet import FleetAuthority, FleetTrust
+from noderuntime.fleet.credential import MemberRole
+from noderuntime.fleet.revocation import (
+    Revocation,
+    merge,
+    parse_revocations,
+    revocation_entry,
+    spki_pin,
+)
+from noderuntime.fleet.trust import install_bundle
+from noderuntime.host.doctor import check_fleet_credential, running_node_problems
+from noderuntime.identity import keys as identity
+from noderuntime.identity.principals import node_principal
+from noderuntime.sync.acl import parse_doc
+from noderuntime.sync.natsconfig import LeafTLS, NatsServerSettings, render_config
+from noderuntime.sync.protocol import WireUpdate
+from noderuntime.sync.verify import Cause, check_signed, check_update
+
+T0 = 1_764_000_000
+
+
+def test_a_revocation_covers_the_keys_it_names_and_every_credential_issued_before_it() -> None:
+    rev = revocation_entry("node:n3", keys=["k1"], by="operator:alice", at=T0)
+    assert rev.covers("node:n3", "k1", T0 + 999)  # a key it names, whenever issued
+    assert rev.covers("node:n3", "k2", T0)  # issued before (or at) the cut-off
+    assert not rev.covers("node:n3", "k2", T0 + 1)  # re-enrolled afterwards: re-admitted
+    assert not rev.covers("node:n4", "k1", 0)  # another principal
+
+
+def test_records_are_parsed_strictly_and_only_ever_widen() -> None:
+    good = revocation_entry("node:n3", keys=["k1"], by="operator:a", at=T0).to_dict()
+    parsed = parse_revocations(
+        {
+            "node:n3": good,
+            "node:n4": {**good, "principal": "node:n3"},  # key and principal disagree
+            "node:n5": {"principal": "node:n5", "at": "soon"},
+            "n6": {"principal": "n6", "at": 1},  # not a principal
+        }
+    )
+    assert list(parsed) == ["node:n3"]
+    wider = Revocation("node:n3", T0 + 10, frozenset({"k2"}), "operator:b")
+    known, changed = merge(parsed, [wider])
+    assert changed == ["node:n3"]
+    assert known["node:n3"].keys == {"k1", "k2"} and known["node:n3"].at == T0 + 10
+    # An older, narrower record (a stolen operator key "lifting" it) changes nothing.
+    again, changed = merge(known, [Revocation("node:n3", 0, frozenset())])
+    assert changed == [] and again == known
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> FleetAuthority:
+    return FleetAuthority.init(tmp_path / "fleet", "alice")
+
+
+def enrolled(fleet: FleetAuthority, tmp: Path, node_id: str) -> FleetTrust:
+    key = identity.generate(node_principal(node_id))
+    data_dir = tmp / node_id
+    data_dir.mkdir()
+    identity.save_key(data_dir / "identity.key", key)
+    bundle = fleet.enroll_node(node_id, "s1", public_key=key.public_bytes)
+    return install_bundle(
+        data_dir, bundle, node_id=node_id, site="s1", node_public_key=key.public_bytes
+    )
+
+
+def test_the_trust_store_remembers_revocations_across_restarts(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    other = trust.add(fleet.issue("node:n2", MemberRole.NODE, b"\x01" * 32, site="s1"))
+    assert trust.tls_pins() == ()  # nothing revoked: any certificate the fleet CA signed
+    rev = revocation_entry("node:n2", keys=[other.key_id], by="operator:alice", at=T0 + 10**9)
+    assert trust.revoke({"node:n2": rev.to_dict()}) == ["node:n2"]
+    assert trust.revoke({"node:n2": rev.to_dict()}) == []
+    assert trust.revoked(other) and not trust.revoked(trust.node)
+    assert spki_pin(other.public_key) not in trust.tls_pins()
+    assert spki_pin(trust.node.public_key) in trust.tls_pins()
+    # The document losing the record (an operator's key deleting it) lifts nothing.
+    reloaded = FleetTrust.load(trust.data_dir)
+    assert reloaded.revoke({}) == [] and reloaded.revoked(other)
+    assert reloaded.own_revocation is None
+
+
+def test_a_revoked_node_says_so_in_doctor(fleet: FleetAuthority, tmp_path: Path) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    rev = revocation_entry("node:n1", keys=[], by="operator:alice", at=T0 + 10**9, reason="lost")
+    trust.revoke({"node:n1": rev.to_dict()})
+    check = check_fleet_credential(trust.data_dir)
+    assert check is not None and check.status.value == "fail" and "revoked" in check.detail
+    assert FleetTrust.load(trust.data_dir).own_revocation == rev
+    problems = running_node_problems({"sync": {"revoked": rev.to_dict()}})
+    assert problems and "revoked by operator:alice" in problems[0]
+
+
+def test_the_pin_is_the_certificate_public_key_hash_nats_server_compares(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    cert = x509.load_pem_x509_certificate(trust.cert_file.read_bytes())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert spki_pin(trust.node.public_key) == hashlib.sha256(spki).hexdigest()
+
+
+def test_pinned_certificates_go_on_the_leaf_and_route_listeners() -> None:
+    tls = LeafTLS(Path("/d/c"), Path("/d/k"), Path("/d/ca"), "member.f.invalid")
+    s = NatsServerSettings(
+        "n", leaf_port=7422, tls=tls, cluster_name="s1", cluster_port=6222, pinned=("ab", "cd")
+    )
+    text = render_config(s, token="t", client_port=1, monitor_port=2, leaf_port=7422)
+    assert text.count('pinned_certs: ["ab", "cd"]') == 2
+    unpinned = render_config(
+        NatsServerSettings("n", leaf_port=7422, tls=tls),
+        token="t",
+        client_port=1,
+        monitor_port=2,
+        leaf_port=7422,
+    )
+    assert "pinned_certs" not in unpinned
+
+
+def test_sync_refuses_whatever_a_revoked_key_signs_whatever_time_it_claims(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    key = identity.generate("node:n2")
+    trust.add(fleet.issue("node:n2", MemberRole.NODE, key.public_bytes, site="s1"))
+    doc = parse_doc("node/n2")
+    assert doc is not None
+    data = b"\x00\x00"
+    update = WireUpdate("node:n2", key.sign(signing_input(doc.name, data)), 1.0, "{}", data)
+    assert check_update(doc, update, trust)[1] is None
+    trust.revoke({"node:n2": revocation_entry("node:n2", keys=[], by="", at=T0 * 2).to_dict()})
+    member, cause = check_update(doc, update, trust)  # claims to be from 1970: no matter
+    assert cause is Cause.REVOKED and member is not None and member.principal == "node:n2"
+    assert check_signed("node:n2", key.sign(b"hb"), b"hb", trust)[1] is Cause.REVOKED
+
+
+def test_revoke_names_a_member_as_node_or_operator() -> None:
+    known = {"node:n1", "operator:alice", "node:both", "operator:both"}
+    assert resolve_member("n1", known) == "node:n1"
+    assert resolve_member("alice", known) == "operator:alice"
+    assert resolve_member("node:gone", known) == "node:gone"  # unknown here, named fully
+    with pytest.raises(ApiError, match="both"):
+        resolve_member("both", known)
+    with pytest.raises(NotFoundError):
+        resolve_member("gone", known)
+    with pytest.raises(ApiError, match="node:ID"):
+        resolve_member("hub:x", known)
