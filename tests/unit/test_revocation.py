@@ -4,6 +4,7 @@ refuses, the pinned certificates, and how status and doctor say a node is revoke
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from noderuntime.api.routes.revoke import resolve_member
 from noderuntime.crdt.envelope import signing_input
+from noderuntime.crdt.schema import REVOCATIONS, relay_problem
 from noderuntime.errors import ApiError, NotFoundError
 from noderuntime.fleet import FleetAuthority, FleetTrust
 from noderuntime.fleet.credential import MemberRole
@@ -161,3 +163,10 @@ def test_revoke_names_a_member_as_node_or_operator() -> None:
         resolve_member("gone", known)
     with pytest.raises(ApiError, match="node:ID"):
         resolve_member("hub:x", known)
+
+
+def test_a_hubs_own_key_can_neither_revoke_nor_lift_a_revocation() -> None:
+    rec = revocation_entry("node:n3", keys=[], by="node:hub", at=T0).to_dict()
+    text = json.dumps(rec)
+    assert relay_problem({}, {REVOCATIONS: {"node:n3": text}}) is not None
+    assert relay_problem({REVOCATIONS: {"node:n3": text}}, {}) is not None
