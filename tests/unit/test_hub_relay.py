@@ -58,6 +58,7 @@ def test_a_hub_may_not_rewrite_an_operators_fact(fact: str) -> None:
         fleet(rollouts={"web": json.loads(ROLLOUT)}, workloads={"other": SPEC}),  # no rollout
         fleet(rollouts={"web": {"workload": "web", "candidate": ROOT}}),  # its own rollout
         fleet(rollouts={"web": json.loads(ROLLOUT)}, locks={"web": ["*"]}),  # fleet policy
+        fleet(rollouts={"web": json.loads(ROLLOUT)}, policy={"*/web": ["hostPath:/"]}),  # §4
         fleet(rollouts={"web": json.loads(ROLLOUT)}, windows={"s1": "Sat 02:00-04:00"}),
         fleet(rollouts={"web": json.loads(ROLLOUT)}, revisions={"web/9": {"spec": ROOT}}),
         fleet(rollouts={"web": json.loads(ROLLOUT)}, rolloutSteps={"r1/go/0/s1": "x"}),  # no fact
