@@ -340,3 +340,10 @@ async def test_a_box_sealed_to_another_key_is_refused_at_create() -> None:
         assert h.status("app").phase == "Pending"
         assert "not sealed to this node's key" in h.status("app").message
         assert h.runtime.containers == {}
+
+
+def test_a_hubs_own_key_may_not_write_a_secret() -> None:
+    before: dict[str, dict[str, Any]] = {}
+    after = {schema.SECRETS: {"db": json.dumps(_record({"n1": X25519PrivateKey.generate()}))}}
+    problem = schema.relay_problem(before, after)
+    assert problem is not None and "operator only" in problem
