@@ -1,10 +1,12 @@
 """The node's tmpfs for secrets: where a container's secrets are opened and written, never a disk.
 
-``<data dir>/secrets.tmpfs`` is a tmpfs the node mounts at start (mode 0700, nosuid, nodev,
-noexec) and detaches when it stops. Each container with secrets gets one directory there
-(``<workload>.<digest>``, 0700) holding one file per secret (0400), bind-mounted read-only into
-the container. A file is written only if the directory really is on a tmpfs (checked before
-every write): where no tmpfs can be mounted (not root), workloads with secrets stay Pending.
+``<data dir>/secrets.tmpfs`` is a tmpfs the node mounts when it first opens a secret (mode
+0700, nosuid, nodev, noexec; a node that runs no secret mounts nothing) and detaches when it
+stops. Each container with secrets gets one directory there (``<workload>.<digest>``, 0700)
+holding one file per secret (0400), bind-mounted read-only into the container. A file is
+written only if the directory really is on a tmpfs (checked before every write): where no
+tmpfs can be mounted (not root), workloads with secrets stay Pending, and the mount is tried
+again at their next attempt.
 
 Detaching at stop takes the files out of the host's view; running containers keep their own
 mounts. A container started again afterwards (a crash after the node restarted, a reboot) has
@@ -70,17 +72,20 @@ class SecretFS:
         self.root = data_dir / SECRETS_TMPFS_DIR
         self._key = key
         self._node_id = node_id
-        # Why no tmpfs could be had; workloads with secrets show it.
+        # Why no tmpfs could be had at the last try; workloads with secrets show it.
         self.problem: str | None = None
         self._mounted = False
 
     def setup(self) -> None:
+        """At start: a tmpfs left mounted by a node that was killed is emptied and reused."""
+        if self.root.is_dir() and is_tmpfs(self.root):
+            self._clear()
+            self._mounted = True
+
+    def _mount(self) -> None:
+        self.problem = None
         self.root.mkdir(mode=DIR_MODE, exist_ok=True)
         os.chmod(self.root, DIR_MODE)
-        if is_tmpfs(self.root):
-            self._clear()  # left mounted by a node that was killed: start empty
-            self._mounted = True
-            return
         try:
             subprocess.run(
                 ["mount", "-t", "tmpfs", "-o", TMPFS_OPTIONS, "tmpfs", str(self.root)],
@@ -89,14 +94,15 @@ class SecretFS:
                 timeout=MOUNT_TIMEOUT_S,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
+            detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else b""
             self.problem = (
                 f"could not mount a tmpfs at {self.root} for secrets: "
-                f"{detail.decode(errors='replace').strip() or exc}"
+                f"{(detail or b'').decode(errors='replace').strip() or exc}"
             )
             log.warning("%s; workloads with secrets stay Pending", self.problem)
             return
         self._mounted = is_tmpfs(self.root)
+        log.info("mounted a tmpfs for secrets at %s", self.root)
 
     def teardown(self) -> None:
         if not self._mounted:
@@ -120,9 +126,11 @@ class SecretFS:
         return str(self.root / key)
 
     def present(self, key: str) -> bool:
-        return (self.root / key).is_dir()
+        return self._mounted and (self.root / key).is_dir()
 
     def write(self, key: str, files: Sequence[SecretFile], owner: str | None) -> None:
+        if not self._mounted:
+            self._mount()
         if self.problem is not None:
             raise SecretError(self.problem)
         if not is_tmpfs(self.root):
