@@ -223,6 +223,7 @@ class Node:
                     placement=self.site,
                     fence_stop_timeout_s=self.site.timing.stop_grace_s,
                     secret_files=self.secret_fs,
+                    audit=audit,
                     protected_paths=self._protected_paths(),
                 )
             )

@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import AuditSink, NullAudit
 from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import NodeRuntimeError, RuntimeUnavailableError, SecretError
 from noderuntime.reconcile.container_spec import to_container_spec, to_probe_spec
 from noderuntime.reconcile.desired import (
+    REFUSED_BY_POLICY,
     DesiredMemo,
     DesiredState,
     DesiredWorkload,
@@ -132,12 +135,16 @@ class Reconciler:
         protected_paths: tuple[str, ...] = (),
         loop: bool = True,
         secret_files: SecretFiles | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         """``loop=False``: no loop task; triggers only mark the reconciler :attr:`pending`
         and the caller runs passes with :meth:`reconcile_once` (tests and benchmarks drive it
         step by step, with an injected ``clock``). ``protected_paths``: this node's own
         paths no workload may mount without fleet policy (data dir, sockets)."""
         self._cfg = config
+        # Workloads the fleet policy refuses here, and why: audited when one is new or changes.
+        self._audit = audit or NullAudit()
+        self._refused: dict[str, str] = {}
         self._state = state
         self._runtime = runtime
         self._log = log or logging.getLogger(__name__)
@@ -355,6 +362,7 @@ class Reconciler:
         snap = self._state.snapshot()
         desired = self._desired_memo(snap)
         self._desired = desired
+        self._note_refusals(desired)
         self._fleet_secrets = snap.fleet.secrets
         planned = self._plan_inputs(desired)
         self._note_enabled(snap.node.status, planned, now)
@@ -811,6 +819,16 @@ class Reconciler:
     def on_event(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener`` with every event as it is recorded (e.g. to send fleet events)."""
         self._event_listeners.append(listener)
+
+    def _note_refusals(self, desired: DesiredState) -> None:
+        """Audit and report a workload the fleet policy refuses here, once per reason."""
+        refused = {n: r for n, r in desired.invalid.items() if r.startswith(REFUSED_BY_POLICY)}
+        for name, reason in sorted(refused.items()):
+            if self._refused.get(name) != reason:
+                actor = f"node:{self._cfg.node_id}"
+                self._audit.record(AuditKind.POLICY_REFUSED, actor, workload=name, reason=reason)
+                self._event(name, "policy", reason)
+        self._refused = refused
 
     def _event(self, workload: str, kind: str, message: str) -> None:
         event = Event(self._clock(), workload, kind, message)

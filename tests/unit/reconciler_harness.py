@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from noderuntime.audit.log import AuditSink
 from noderuntime.config.model import NodeConfig
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
@@ -97,6 +98,8 @@ async def harness(
     loop: bool = False,
     hold: HoldSource | None = None,
     secret_files: SecretFiles | None = None,
+    audit: AuditSink | None = None,
+    protected_paths: tuple[str, ...] = (),
     **cfg: Any,
 ) -> AsyncIterator[Harness]:
     """``runtime``, ``store`` and ``clock`` may come from an earlier harness: a node restart."""
@@ -114,6 +117,8 @@ async def harness(
             loop=loop,
             hold=hold,
             secret_files=secret_files,
+            audit=audit,
+            protected_paths=protected_paths,
         )
         async with rec:
             yield Harness(clock, runtime, state, rec)

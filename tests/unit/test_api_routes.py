@@ -21,7 +21,8 @@ from noderuntime.api.routes import build_routes
 from noderuntime.api.routes.workloads import MAX_LOG_LINE_CHARS
 from noderuntime.api.server import ACTOR_PARAM, ApiServer, Route
 from noderuntime.api.services import NodeFacts, NodeServices
-from noderuntime.audit.log import Audit
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import Audit, MemoryAudit
 from noderuntime.audit.store import WitnessAlert
 from noderuntime.crdt.mark import Hold
 from noderuntime.crdt.schema import StatusRecord
@@ -395,8 +396,13 @@ ROOTED = WEB + "  volumes: [{hostPath: /, mountPath: /host}]\n"
 async def test_apply_refuses_what_policy_does_not_allow_until_an_operator_allows_it(
     svc: FakeServices,
 ) -> None:
+    audit = MemoryAudit()
+    svc.audit = audit  # type: ignore[assignment]
     with pytest.raises(SpecError) as err:
         await call(svc, "workloads.apply", yaml=ROOTED, source="w.yaml")
+    assert audit.of(AuditKind.POLICY_REFUSED) == [
+        {"actor": "api", "workload": "web", "needs": "hostPath:/", "at": "apply"}
+    ]
     assert err.value.code == "invalid_spec"
     assert (
         "w.yaml:8: spec.volumes[0].hostPath: mounting host path / is refused by fleet policy"
@@ -431,6 +437,8 @@ async def test_a_technicians_override_that_widens_needs_policy(
     svc: FakeServices, field: str, value: Any
 ) -> None:
     await call(svc, "workloads.apply", yaml=WEB)
+    audit = MemoryAudit()
+    svc.audit = audit  # type: ignore[assignment]
     tech = {ACTOR_PARAM: "technician:ann"}
     for scope in ("node", "site"):
         with pytest.raises(PolicyError, match="fleet policy does not allow"):
@@ -438,6 +446,8 @@ async def test_a_technicians_override_that_widens_needs_policy(
                 svc, "overrides.set", workload="web", field=field, value=value, scope=scope, **tech
             )
     await call(svc, "overrides.set", workload="web", field="env.A", value="1", **tech)
+    refused = {"actor": "technician:ann", "workload": "web", "field": field, "at": "override"}
+    assert audit.of(AuditKind.POLICY_REFUSED) == [refused, refused]
     await call(svc, "policy.allow", allow=[f"override:{field}"], site="s1")
     await call(svc, "overrides.set", workload="web", field=field, value=value, **tech)
     (view,) = await call(svc, "workloads.list")

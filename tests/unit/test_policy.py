@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import MemoryAudit
+from noderuntime.crdt import schema
 from noderuntime.errors import SpecError
 from noderuntime.reconcile.container_spec import to_container_spec
+from noderuntime.runtime.base import LABEL_WORKLOAD
 from noderuntime.runtime.podman import create_body
 from noderuntime.spec import policy
 from noderuntime.spec.models import canonical_dict, spec_hash
 from noderuntime.spec.parse import parse_workloads
+from tests.unit.reconciler_harness import harness, workload
 
 HEAD = """apiVersion: noderuntime/v1
 kind: Workload
@@ -214,3 +219,29 @@ def test_no_new_privileges_is_on_by_default_and_nothing_else_is_asked() -> None:
     assert body["no_new_privileges"] is True
     privileged = {"privileged", "netns", "pidns", "ipcns", "cap_add", "devices"}
     assert not privileged & set(body)
+
+
+# --- at the node: refused workloads are never started, and audited once per reason ----------
+
+
+async def test_the_node_refuses_its_own_paths_audits_it_once_and_runs_it_once_allowed() -> None:
+    audit = MemoryAudit()
+    snoop = workload("snoop", volumes=[{"hostPath": "/opt/nr", "mountPath": "/nr"}])
+    async with harness(audit=audit, protected_paths=("/opt/nr/state.db",)) as h:
+        await h.apply(snoop, workload("web"))
+        await h.settle()
+        await h.tick()  # a pass with nothing new audits nothing new
+        assert [c.labels[LABEL_WORKLOAD] for c in h.runtime.containers.values()] == ["web"]
+        (entry,) = audit.of(AuditKind.POLICY_REFUSED)
+        assert entry["actor"] == "node:n1" and entry["workload"] == "snoop"
+        assert entry["reason"].startswith("refused by fleet policy: spec.volumes[0].hostPath")
+        assert h.kinds("snoop") == ["policy"]
+
+        key = policy.policy_key(policy.POLICY_ANY, "snoop")
+        await h.state.write(h.state.fleet_doc, lambda d: schema.set_policy(d, key, ["hostPath:*"]))
+        await h.settle()
+        assert sorted(c.labels[LABEL_WORKLOAD] for c in h.runtime.containers.values()) == [
+            "snoop",
+            "web",
+        ]
+        assert len(audit.of(AuditKind.POLICY_REFUSED)) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from noderuntime.api.server import ACTOR_PARAM, Params
 from noderuntime.api.services import NodeServices
+from noderuntime.audit.chain import AuditKind
 from noderuntime.crdt.mutation import Mutation
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ApiError
@@ -36,6 +37,14 @@ def actor(params: Params) -> str | None:
     """Who the server authenticated for this request (a technician), if anyone."""
     value = params.get(ACTOR_PARAM)
     return value if isinstance(value, str) else None
+
+
+def audit_policy_refusal(svc: NodeServices, params: Params, **fields: Any) -> None:
+    """Record a change refused by the workload security policy (issue 13 §3): names and
+    fields only, never values."""
+    log = svc.audit_log()
+    if log is not None:
+        log.record(AuditKind.POLICY_REFUSED, actor(params) or "api", **fields)
 
 
 def prepared(state: StateStore, doc: str, mutate: Mutation, summary: str) -> dict[str, Any]:

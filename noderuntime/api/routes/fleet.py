@@ -17,6 +17,7 @@ from pycrdt import Doc
 
 from noderuntime.api.routes.common import (
     actor,
+    audit_policy_refusal,
     b64_param,
     check_fleet_write,
     prepared,
@@ -68,7 +69,11 @@ async def apply(svc: NodeServices, params: Params) -> Any:
         # Where it will run is not known here: what some site may be allowed passes, and each
         # node checks again with its own site and paths (reconcile/desired.py).
         allowed = spec_policy.allowed_for(fleet_policy, w.metadata.name, None)
-        return [(r.loc, r.message) for r in spec_policy.refusals(w, allowed)]
+        refused = spec_policy.refusals(w, allowed)
+        if refused:
+            needs = ", ".join(r.allowance for r in refused)
+            audit_policy_refusal(svc, params, workload=w.metadata.name, needs=needs, at="apply")
+        return [(r.loc, r.message) for r in refused]
 
     workloads = parse_workloads(text, source, check=check)
     current = state.snapshot().fleet.workloads

@@ -13,12 +13,12 @@ from typing import Any
 
 from pycrdt import Doc
 
-from noderuntime.api.routes.common import actor, prepared, str_param
+from noderuntime.api.routes.common import actor, audit_policy_refusal, prepared, str_param
 from noderuntime.api.server import ACTOR_PARAM, Params, Route
 from noderuntime.api.services import NodeServices
 from noderuntime.crdt import schema
 from noderuntime.crdt.hlc import Hlc
-from noderuntime.errors import ApiError, NotFoundError
+from noderuntime.errors import ApiError, NotFoundError, PolicyError
 from noderuntime.reconcile.desired import (
     ENABLED,
     OVERRIDE_FIELDS,
@@ -87,7 +87,11 @@ async def set_override(svc: NodeServices, params: Params) -> dict[str, Any]:
     snap = state.snapshot()
     if workload not in snap.fleet.workloads:
         raise NotFoundError(f"no workload {workload!r} to override")
-    check_override(snap, workload, field_path, value, site=svc.facts.site)
+    try:
+        check_override(snap, workload, field_path, value, site=svc.facts.site)
+    except PolicyError:
+        audit_policy_refusal(svc, params, workload=workload, field=field_path, at="override")
+        raise
     scope, doc_name = override_scope(svc, params)
     summary = f"override {workload} {field_path}={json.dumps(value)} ({scope})"
     out: dict[str, Any] = {

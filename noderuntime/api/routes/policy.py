@@ -14,7 +14,12 @@ from typing import Any
 
 from pycrdt import Doc
 
-from noderuntime.api.routes.common import actor, check_fleet_write, prepared
+from noderuntime.api.routes.common import (
+    actor,
+    audit_policy_refusal,
+    check_fleet_write,
+    prepared,
+)
 from noderuntime.api.server import Params, Route
 from noderuntime.api.services import NodeServices
 from noderuntime.crdt import schema
@@ -46,6 +51,7 @@ def _name(params: Params, key: str) -> str:
 async def allow(svc: NodeServices, params: Params) -> dict[str, Any]:
     if actor(params) is not None:
         # Issue 13 §6: a PIN opens the console, not the fleet's policy.
+        audit_policy_refusal(svc, params, at="policy.allow")
         raise PermissionDeniedError(
             "a technician cannot widen fleet policy; an operator changes it with "
             "`noderuntime policy allow ... --as FLEETDIR`"
