@@ -34,8 +34,8 @@ packages=(podman runc busybox-static python3 python3-venv ca-certificates)
 if [[ "$MODE" == test ]]; then
     # tmux drives the TUI in a real terminal; debootstrap builds the clean appliance root;
     # iproute2 gives network namespaces for partition tests; prometheus gives promtool, which
-    # checks the /metrics output.
-    packages+=(tmux debootstrap iproute2 prometheus)
+    # checks the /metrics output; faketime steps one daemon's wall clock in the site tests.
+    packages+=(tmux debootstrap iproute2 prometheus faketime)
 fi
 missing=()
 for p in "${packages[@]}"; do

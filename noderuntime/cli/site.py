@@ -66,8 +66,13 @@ def render_status(s: dict[str, Any]) -> str:
         f"Meta leader:  {s.get('meta_leader') or '-'}",
         f"Routes:       {', '.join(str(r.get('name')) for r in s.get('routes') or []) or '-'}",
         f"KV:           {'healthy' if kv.get('healthy') else 'PROBLEM: ' + str(kv.get('problem'))}",
-        "Members:",
     ]
+    js = s.get("jetstream")
+    if js:
+        used, limit = js["storage_bytes"] / 2**20, js["max_storage_bytes"] / 2**20
+        full = " FULL" if js.get("full") else ""
+        lines.append(f"JetStream:    {used:.1f} of {limit:.1f} MiB on this node{full}")
+    lines.append("Members:")
     for node, m in sorted((s.get("members") or {}).items()):
         flags = [
             "up" if m.get("up") else "DOWN",

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 def cluster_settings(
-    names: list[str], fleet: FleetAuthority, base: Path
+    names: list[str], fleet: FleetAuthority, base: Path, max_file_bytes: int | None = None
 ) -> list[tuple[NatsServerSettings, Path]]:
     """Settings for one member per name, every one routed to every other (a mesh)."""
     ports = {n: free_port() for n in names}
@@ -40,6 +40,7 @@ def cluster_settings(
                     cluster_host="127.0.0.1",
                     cluster_routes=routes,
                     jetstream_dir=data_dir / "jetstream",
+                    **({"jetstream_max_file_bytes": max_file_bytes} if max_file_bytes else {}),
                 ),
                 data_dir,
             )
@@ -49,10 +50,10 @@ def cluster_settings(
 
 @contextlib.asynccontextmanager
 async def site_cluster(
-    names: list[str], fleet: FleetAuthority, base: Path
+    names: list[str], fleet: FleetAuthority, base: Path, max_file_bytes: int | None = None
 ) -> AsyncIterator[list[NatsServer]]:
     async with contextlib.AsyncExitStack() as stack:
         servers = []
-        for settings, data_dir in cluster_settings(names, fleet, base):
+        for settings, data_dir in cluster_settings(names, fleet, base, max_file_bytes):
             servers.append(await stack.enter_async_context(NatsServer(settings, data_dir / "nats")))
         yield servers

@@ -9,6 +9,9 @@ Faults, as the field has them:
   the daemon keeps running, its site links are gone.
 - :meth:`SiteLab.power_off` kills every process in the host's namespace at once (daemon and
   its nats-server: SIGKILL) and removes the node's containers: a power loss.
+- :meth:`SiteLab.step_clock` steps one daemon's wall clock (libfaketime, re-read every second;
+  its monotonic clock and its Go nats-server are left alone): NTP or a technician's ``date -s``
+  on one node. Only with ``SiteLab(clocks=True)`` where libfaketime is installed.
 
 :class:`InstanceMonitor` samples, every 100 ms from outside every node, which nodes run an
 instance of a workload (Podman's own view, by the node label) and records overlaps.
@@ -37,6 +40,7 @@ from tests.sync.netns_harness import NetnsLab, NetnsNode, netns_unavailable
 
 CLUSTER_PORT = 6222
 MONITOR_INTERVAL_S = 0.1
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 __all__ = ["CLUSTER_PORT", "InstanceMonitor", "SiteLab", "SiteNode", "netns_unavailable"]
 
@@ -121,6 +125,7 @@ class SiteLab:
     nodes: list[SiteNode] = field(default_factory=list)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     podman: Path = Path("/nonexistent")  # the shared Podman service's socket, once started
+    clocks: bool = False  # every daemon on a wall clock :meth:`step_clock` can step
 
     def __enter__(self) -> SiteLab:
         try:
@@ -153,6 +158,14 @@ class SiteLab:
             node.cluster_peers = [n.route_url for n in self.nodes if n is not node]
             node.enroll()
             node.init()
+            if self.clocks and FAKETIME_LIB.exists():
+                self.clock_file(node).write_text("+0\n")
+                node.env |= {
+                    "LD_PRELOAD": str(FAKETIME_LIB),
+                    "FAKETIME_TIMESTAMP_FILE": str(self.clock_file(node)),
+                    "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                    "FAKETIME_CACHE_DURATION": "1",
+                }
         for node in self.nodes:
             node.start(wait=False)
         for node in self.nodes:
@@ -188,6 +201,15 @@ class SiteLab:
             check=False,
             timeout=60,
         )
+
+    def clock_file(self, node: SiteNode) -> Path:
+        return self.base / f"clock-{node.name}"
+
+    def step_clock(self, node: SiteNode, seconds: int) -> None:
+        """From the next second on, ``node``'s daemon reads wall time ``seconds`` off the
+        true time (0: back to true time). Needs ``SiteLab(clocks=True)``."""
+        assert "LD_PRELOAD" in node.env, "SiteLab(clocks=True) on a host with libfaketime"
+        self.clock_file(node).write_text(f"{seconds:+d}\n")
 
     def power_on(self, node: SiteNode) -> None:
         node.start(wait=False)

@@ -65,9 +65,12 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def running_site(tmp_path: Path) -> AsyncIterator[Site]:
+async def running_site(tmp_path: Path, max_file_bytes: int | None = None) -> AsyncIterator[Site]:
     fleet = FleetAuthority.init(tmp_path / "fleet", "alice")
-    async with site_cluster(NAMES, fleet, tmp_path) as servers, contextlib.AsyncExitStack() as st:
+    async with (
+        site_cluster(NAMES, fleet, tmp_path, max_file_bytes) as servers,
+        contextlib.AsyncExitStack() as st,
+    ):
         site = Site(servers)
         for name, server in site.servers.items():
             store = NatsLeaseStore(
@@ -120,4 +123,45 @@ async def test_one_holder_failover_on_power_loss_and_corrupt_entries(tmp_path: P
         os.kill(pid, signal.SIGKILL)
         (new,) = await site.wait(lambda h: len(h) == 1 and holder not in h, 60, "a new holder")
         assert new != holder
+        assert site.overlaps == []
+
+
+@pytest.mark.slow
+async def test_a_full_jetstream_store_fences_the_holder_says_so_and_recovers(
+    tmp_path: Path,
+) -> None:
+    import nats.errors
+    import nats.js.errors
+    from nats.js.api import StorageType
+
+    async with running_site(tmp_path, max_file_bytes=4 * 1024 * 1024) as site:
+        (holder,) = await site.wait(lambda h: len(h) == 1, 90, "one holder")
+        # Something else on the site's JetStream (a misbehaving client) fills the store.
+        nc = await nats.connect(site.servers[holder].client_url_with_token)
+        try:
+            js = nc.jetstream(timeout=5)
+            await js.add_stream(
+                name="FILLER", subjects=["filler.>"], num_replicas=3, storage=StorageType.FILE
+            )
+            refused = None
+            for _ in range(200):  # 200 x 64 KiB: well past the 4 MiB store
+                try:
+                    await js.publish("filler.x", b"x" * 65536)
+                except (nats.errors.Error, nats.js.errors.Error) as exc:
+                    refused = exc
+                    break
+            assert refused is not None, "the store never filled"
+            # No renewal can be written: the holder fences itself (no one takes over either),
+            # and every manager reports its store problem instead of dying. (`site status`
+            # names the full store from /jsz: tests/unit/test_site_status.py.)
+            await site.wait(lambda h: len(h) == 0, 60, "the holder fenced")
+            await site.wait(
+                lambda _: all(m.problem is not None for m in site.managers.values()),
+                30,
+                "every manager reporting a store problem",
+            )
+            await js.delete_stream("FILLER")
+        finally:
+            await nc.close()
+        await site.wait(lambda h: len(h) == 1, 90, "one holder once the store has room")
         assert site.overlaps == []

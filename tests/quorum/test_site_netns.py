@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.integration.node_harness import wait_for
 from tests.quorum.site_lab import (
+    FAKETIME_LIB,
     InstanceMonitor,
     SiteLab,
     SiteNode,
@@ -26,7 +28,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[SiteLab]:
-    with SiteLab(3) as lab:
+    with SiteLab(3, clocks=True) as lab:
         yield lab
 
 
@@ -155,6 +157,36 @@ def test_the_meta_leader_lost_changes_nothing_but_an_election(
     site.kill_nats_server(node)  # its daemon restarts it; the others elect a new leader
     wait_for(lambda: singleton.samples[-1][0] > lost_at + 15, timeout=60, what="15 s of samples")
     holder_of(site, singleton)
+    assert singleton.overlaps == []
+
+
+@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime not installed")
+def test_a_clock_step_on_the_holder_and_a_standby_moves_nothing(
+    site: SiteLab, singleton: InstanceMonitor
+) -> None:
+    # Leases fence on the monotonic clock; wall time is only for people (site/lease.py). So
+    # +30 s on the holder and -30 s on a standby, then both back, change nothing at all.
+    holder = settle(site, singleton)
+    standby = next(n for n in site.nodes if n is not holder)
+    for node in (holder, standby):  # the daemon itself reads the stepped clock
+        pid = node.status()["node"]["pid"]
+        assert "libfaketime" in Path(f"/proc/{pid}/maps").read_text()
+    before = holder.workloads()[SINGLETON]
+    stepped_at = time.monotonic()
+    site.step_clock(holder, +30)
+    site.step_clock(standby, -30)
+    wait_for(lambda: singleton.samples[-1][0] > stepped_at + 15, timeout=60, what="15 s of samples")
+    site.step_clock(holder, 0)
+    site.step_clock(standby, 0)
+    wait_for(lambda: singleton.samples[-1][0] > stepped_at + 25, timeout=60, what="10 s more")
+    assert {s for t, s in singleton.samples if t > stepped_at} == {frozenset({holder.node_id})}
+    after = holder.workloads()[SINGLETON]
+    assert (after["container_id"], after["restarts"]) == (
+        before["container_id"],
+        before["restarts"],
+    )
+    for node in site.nodes:
+        assert node.proc is not None and node.proc.poll() is None
     assert singleton.overlaps == []
 
 

@@ -165,8 +165,9 @@ class NetnsNode(FleetNode):
         assert self.proc is None or self.proc.poll() is not None
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         args = [*CLI, "--data-dir", str(self.data_dir), "run", "--log-level", "debug"]
+        env = [f"{k}={v}" for k, v in self.env.items()]  # `ip netns exec` keeps our environ
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.host.netns, *args],
+            ["ip", "netns", "exec", self.host.netns, "env", *env, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -81,6 +81,10 @@ async def site_status(m: SiteManager, monitor: Monitor) -> dict[str, Any]:
         quorum = bool(meta.get("leader")) and current * 2 > cluster_size and m.problem is None
     else:
         quorum = None
+    store = store_usage(jsz)
+    kv_problem = m.problem
+    if store is not None and store["full"]:
+        kv_problem = full_store_problem(store, m.problem)
     return {
         "node": m.node_id,
         "mode": "alone" if m.alone else "cluster",
@@ -92,12 +96,42 @@ async def site_status(m: SiteManager, monitor: Monitor) -> dict[str, Any]:
             for r in (routez or {}).get("routes") or []
         ],
         "members": m.members(),
+        "jetstream": store,
         "kv": {
-            "healthy": m.problem is None,
-            "problem": m.problem,
+            "healthy": kv_problem is None,
+            "problem": kv_problem,
             "store_errors": m.store_errors,
             "renewals": m.renewals,
         },
         "cordoned": m.cordoned,
         "leases": [asdict(row) for row in m.lease_table()],
     }
+
+
+# A store this full has no room for a Raft log entry: measured, every stream of the site loses
+# its leader (writes: NoStreamResponse) until something is deleted.
+FULL_FRACTION = 0.95
+MIB = 1024 * 1024
+
+
+def store_usage(jsz: dict[str, Any] | None) -> dict[str, Any] | None:
+    """This node's JetStream file store from /jsz: used and limit (bytes), and whether full."""
+    if not jsz:
+        return None
+    used, limit = jsz.get("storage"), (jsz.get("config") or {}).get("max_storage")
+    if not isinstance(used, int) or not isinstance(limit, int) or limit <= 0:
+        return None
+    return {
+        "storage_bytes": used,
+        "max_storage_bytes": limit,
+        "full": used >= limit * FULL_FRACTION,
+    }
+
+
+def full_store_problem(store: dict[str, Any], problem: str | None) -> str:
+    return (
+        f"this node's JetStream store is full ({store['storage_bytes'] / MIB:.1f} of "
+        f"{store['max_storage_bytes'] / MIB:.1f} MiB): no lease can be written, so placed "
+        "instances are fenced until streams other than the site's lease bucket are deleted"
+        + (f" (last store error: {problem})" if problem else "")
+    )
