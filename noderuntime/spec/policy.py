@@ -27,7 +27,7 @@ normalisation: a symlink on the host that points into a protected path is not se
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from noderuntime.spec.models import Workload, is_root_user
@@ -207,3 +207,20 @@ def allowed_for(
         if w in (workload, POLICY_ANY) and (site is None or s in (site, POLICY_ANY)):
             out |= items
     return frozenset(out)
+
+
+def apply_check(
+    policy: Mapping[str, frozenset[str]],
+    on_refused: Callable[[Workload, list[Refusal]], None] | None = None,
+) -> Callable[[Workload], list[tuple[Loc, str]]]:
+    """The check ``parse_workloads`` runs where a spec is applied (``apply``, ``rollout
+    start``): where the workload will run is not known there, so what some site is allowed
+    passes, and each node checks again with its own site and paths."""
+
+    def check(workload: Workload) -> list[tuple[Loc, str]]:
+        found = refusals(workload, allowed_for(policy, workload.metadata.name, None))
+        if found and on_refused is not None:
+            on_refused(workload, found)
+        return [(r.loc, r.message) for r in found]
+
+    return check

@@ -10,7 +10,7 @@ import pytest
 from noderuntime.api.routes import build_routes
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore
-from noderuntime.errors import ConflictError, NotFoundError
+from noderuntime.errors import ConflictError, NotFoundError, SpecError
 from noderuntime.identity import keys as identity
 from noderuntime.rollout.record import progress_of, rollout_of
 
@@ -65,3 +65,29 @@ async def test_commands_write_the_record_and_facts_and_guard_apply_and_delete() 
         out = await call("site.window.set", site="lab", window="sat 02:00-04:00")
         assert out == {"site": "lab", "window": "sat 02:00-04:00"}
         assert st.snapshot().fleet.windows["lab"]["window"] == "sat 02:00-04:00"
+
+
+async def test_a_rollout_candidate_is_held_to_the_workload_security_policy() -> None:
+    async with StateStore(MemoryStore(), IDENT, node_id="hub1", site="hq") as st:
+        services = SimpleNamespace(
+            state=st,
+            sync=lambda: None,
+            facts=SimpleNamespace(node_id="hub1", site="hq", role="hub", is_hub=True, labels={}),
+        )
+        routes = build_routes(cast(Any, services))
+
+        async def call(method: str, **params: Any) -> Any:
+            handler = routes[method].handler
+            assert handler is not None
+            return await handler(params)
+
+        await call("workloads.apply", yaml=workload("img:v1"))
+        privileged = workload("img:v2") + "  securityContext: {privileged: true}\n"
+        with pytest.raises(SpecError) as err:
+            await call("rollout.start", name="web", yaml=privileged, waves="100%")
+        assert "spec.securityContext.privileged: a privileged container is refused by fleet " in (
+            str(err.value)
+        )
+        assert rollout_of(st.snapshot().fleet, "web") is None
+        await call("policy.allow", allow=["privileged"], workload="web", site="hq")
+        assert (await call("rollout.start", name="web", yaml=privileged, waves="100%"))["waves"]

@@ -37,7 +37,6 @@ from noderuntime.rollout import revisions
 from noderuntime.spec import policy as spec_policy
 from noderuntime.spec.models import Workload, canonical_dict, spec_hash
 from noderuntime.spec.parse import parse_workloads
-from noderuntime.spec.values import Loc
 
 
 def routes(svc: NodeServices) -> dict[str, Route]:
@@ -63,18 +62,12 @@ async def apply(svc: NodeServices, params: Params) -> Any:
     state = svc.state
     text = str_param(params, "yaml")
     source = params.get("source") if isinstance(params.get("source"), str) else None
-    fleet_policy = state.snapshot().fleet.policy
 
-    def check(w: Workload) -> list[tuple[Loc, str]]:
-        # Where it will run is not known here: what some site may be allowed passes, and each
-        # node checks again with its own site and paths (reconcile/desired.py).
-        allowed = spec_policy.allowed_for(fleet_policy, w.metadata.name, None)
-        refused = spec_policy.refusals(w, allowed)
-        if refused:
-            needs = ", ".join(r.allowance for r in refused)
-            audit_policy_refusal(svc, params, workload=w.metadata.name, needs=needs, at="apply")
-        return [(r.loc, r.message) for r in refused]
+    def refused(w: Workload, found: list[spec_policy.Refusal]) -> None:
+        needs = ", ".join(r.allowance for r in found)
+        audit_policy_refusal(svc, params, workload=w.metadata.name, needs=needs, at="apply")
 
+    check = spec_policy.apply_check(state.snapshot().fleet.policy, refused)
     workloads = parse_workloads(text, source, check=check)
     current = state.snapshot().fleet.workloads
     results: list[dict[str, str]] = []

@@ -24,6 +24,7 @@ from noderuntime.rollout import commands, revisions
 from noderuntime.rollout.gate import status_view
 from noderuntime.rollout.inputs import judge_rollout
 from noderuntime.rollout.record import rollout_of
+from noderuntime.spec import policy as spec_policy
 from noderuntime.spec.models import canonical_dict, spec_hash
 from noderuntime.spec.parse import parse_workloads, workload_from_dict
 
@@ -132,7 +133,8 @@ def rollout_routes(
         st = state_of()
         name = _str(params, "name")
         source = params.get("source") if isinstance(params.get("source"), str) else None
-        found = parse_workloads(_str(params, "yaml"), source)
+        check = spec_policy.apply_check(st.snapshot().fleet.policy)
+        found = parse_workloads(_str(params, "yaml"), source, check=check)
         chosen = [w for w in found if w.metadata.name == name]
         if len(chosen) != 1:
             raise ApiError(
