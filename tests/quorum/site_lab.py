@@ -59,12 +59,27 @@ class SiteNode(NetnsNode):
     """A node of the site: clustered with the others, containers on the shared Podman."""
 
     def __init__(
-        self, fleet_dir: Path, node_id: str, site: str, lab: NetnsLab, name: str, podman: Path
+        self,
+        fleet_dir: Path,
+        node_id: str,
+        site: str,
+        lab: NetnsLab,
+        name: str,
+        podman: Path,
+        role: str = "node",
     ) -> None:
-        super().__init__(fleet_dir, node_id, site, lab.add_host(name))
+        super().__init__(fleet_dir, node_id, site, lab.add_host(name), role=role)
         self.name = name
         self.extra_config["podmanSocket"] = str(podman)
         self.cluster_peers: list[str] = []
+
+    def enroll(self) -> None:
+        # A witness is enrolled as a node and says what it is at `init --role witness`.
+        role, self.role = self.role, "node"
+        try:
+            super().enroll()
+        finally:
+            self.role = role
 
     @property
     def route_url(self) -> str:
@@ -118,9 +133,11 @@ class SiteNode(NetnsNode):
 
 @dataclass
 class SiteLab:
-    """N nodes of site s1 in namespaces, every pair routed. Use as a context manager."""
+    """N nodes of site s1 in namespaces, every pair routed. Use as a context manager. The last
+    ``witnesses`` of them are witnesses: cluster voters that hold no slot."""
 
     size: int = 3
+    witnesses: int = 0
     lab: NetnsLab = field(default_factory=NetnsLab)
     nodes: list[SiteNode] = field(default_factory=list)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -150,7 +167,8 @@ class SiteLab:
         fleet_cli("fleet", "init", "--dir", str(fdir), "--operator", "ops")
         run = self.lab.run
         for i in range(self.size):
-            node = SiteNode(fdir, f"q{i + 1}-{run}", "s1", self.lab, f"q{i + 1}", podman)
+            role = "witness" if i >= self.size - self.witnesses else "node"
+            node = SiteNode(fdir, f"q{i + 1}-{run}", "s1", self.lab, f"q{i + 1}", podman, role)
             self.nodes.append(node)
             self._stack.callback(node.cleanup)
             self._stack.callback(remove_node_containers, node.node_id)
