@@ -26,6 +26,7 @@ from noderuntime.errors import NodeRuntimeError
 from tui.api import NodeApi, is_unknown_method
 from tui.context import TuiContext
 from tui.model import OverrideFields
+from tui.screens.audit import AuditScreen
 from tui.screens.base import BaseView
 from tui.screens.events import EventsScreen
 from tui.screens.fleet import FleetScreen
@@ -44,7 +45,15 @@ POLL_TIMEOUT_S = 5.0
 # out the stop timeout.
 API_TIMEOUT_S = 10.0
 ACTION_TIMEOUT_S = 120.0
-VIEWS: tuple[str, ...] = ("overview", "workloads", "peers", "events", "fleet", "images")
+VIEWS: tuple[str, ...] = (
+    "overview",
+    "workloads",
+    "peers",
+    "events",
+    "fleet",
+    "images",
+    "audit",
+)
 
 
 class NodeRuntimeApp(App[int]):
@@ -60,6 +69,7 @@ class NodeRuntimeApp(App[int]):
         Binding("4", "view('events')", "Events", show=False),
         Binding("5", "view('fleet')", "Fleet", show=False),
         Binding("6", "view('images')", "Images", show=False),
+        Binding("7", "view('audit')", "Audit", show=False),
         Binding("colon", "jump", "Jump"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -91,6 +101,7 @@ class NodeRuntimeApp(App[int]):
         self.add_mode("events", lambda: EventsScreen(ctx))
         self.add_mode("fleet", lambda: FleetScreen(ctx))
         self.add_mode("images", lambda: ImagesScreen(ctx))
+        self.add_mode("audit", lambda: AuditScreen(ctx))
 
     async def on_mount(self) -> None:
         await self.switch_mode(self.initial_view)

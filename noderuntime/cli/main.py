@@ -136,7 +136,25 @@ def render_status(s: dict[str, Any]) -> str:
         + render_store_problem(st)
         + render_quarantined(st)
         + render_sync_alerts(s.get("sync") or {})
+        + render_audit(s.get("audit") or {})
     )
+
+
+def render_audit(a: dict[str, Any]) -> list[str]:
+    """The audit line, and one line per node a hub found with its audit log cut or rewritten."""
+    if not a.get("enabled"):
+        return []
+    cp = a.get("last_checkpoint")
+    signed = f"checkpoint at entry {cp['seq']} {age(cp['ts'])} ago" if cp else "no checkpoint yet"
+    lines = [f"Audit:      {a['entries']} entries, {signed}"]
+    if a.get("error"):
+        lines.append(f"AUDIT LOG NOT WRITTEN: {a['error']}")
+    for alert in a.get("witness_alerts") or []:
+        lines.append(
+            f"AUDIT TAMPERED: {alert['reason']} (seen {age(alert['ts'])} ago; "
+            "docs/operations.md, Audit trail)"
+        )
+    return lines
 
 
 def render_quarantined(st: dict[str, Any], shown: int = 10) -> list[str]:

@@ -302,6 +302,11 @@ def running_node_problems(status: dict[str, Any]) -> list[str]:
             f"node {clone['node']} ran as two instances ({live}; newcomer "
             f"{clone.get('newcomer')}): an enrolment used twice"
         )
+    audit = status.get("audit") or {}
+    if audit.get("error"):
+        problems.append(f"the audit log is not being written: {audit['error']}")
+    for alert in audit.get("witness_alerts") or []:
+        problems.append(f"{alert['reason']} (a hub's witness: docs/operations.md, Audit trail)")
     return problems
 
 
@@ -329,9 +334,11 @@ def check_running_node(api_socket: Path | None) -> Check | None:
             "running node",
             Status.FAIL,
             "; ".join(problems),
-            "see docs/operations.md (Bad records, Cloned enrolment, Revocation)",
+            "see docs/operations.md (Bad records, Cloned enrolment, Revocation, Audit trail)",
         )
-    return Check("running node", Status.OK, "no records set aside, no cloned enrolment")
+    return Check(
+        "running node", Status.OK, "no records set aside, no cloned enrolment, no audit alert"
+    )
 
 
 def run_checks(

@@ -131,3 +131,22 @@ async def test_a_hub_detects_a_node_whose_log_was_cut() -> None:
         await hub_audit.flush()
         found = [e for e in await hub_audit.store.entries() if e.kind == "audit.witness-alert"]
         assert found and found[0].actor == "node:n2"
+
+
+def test_status_and_doctor_report_a_tampered_log_seen_by_the_hub() -> None:
+    from noderuntime.cli.main import render_audit
+    from noderuntime.host.doctor import running_node_problems
+
+    reason = "audit log of n2 went back from 40 entries to 12: it was truncated or replaced"
+    audit = {
+        "enabled": True,
+        "entries": 9,
+        "last_checkpoint": {"seq": 8, "ts": 1.0},
+        "error": None,
+        "witness_alerts": [{"node": "n2", "ts": 2.0, "reason": reason}],
+    }
+    lines = render_audit(audit)
+    assert lines[0].startswith("Audit:      9 entries, checkpoint at entry 8")
+    assert any(line.startswith("AUDIT TAMPERED: " + reason) for line in lines)
+    assert any(reason in p for p in running_node_problems({"audit": audit}))
+    assert running_node_problems({"audit": {**audit, "witness_alerts": []}}) == []

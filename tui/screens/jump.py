@@ -31,6 +31,8 @@ JUMP_TARGETS: dict[str, str] = {
     "image": "images",
     "img": "images",
     "i": "images",
+    "audit": "audit",
+    "a": "audit",
     "help": "help",
     "quit": "quit",
     "q": "quit",

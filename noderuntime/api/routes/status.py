@@ -20,6 +20,8 @@ from noderuntime.reconcile.loop import phase_counts
 
 # Records set aside listed in `status` (all are counted in quarantined_total).
 MAX_QUARANTINED_SHOWN = 100
+# Audit alerts (a node's log found cut or rewritten) listed in `status`, newest.
+MAX_ALERTS_SHOWN = 20
 
 
 def routes(svc: NodeServices) -> dict[str, Route]:
@@ -50,6 +52,23 @@ async def status(svc: NodeServices, meter: CpuMeter, _: Params) -> dict[str, Any
             "disk_total_bytes": disk.total,
             "disk_free_bytes": disk.free,
         },
+        "audit": await _audit(svc),
+    }
+
+
+async def _audit(svc: NodeServices) -> dict[str, Any]:
+    """The audit log's head and newest checkpoint; at a hub, nodes found with a log tampered."""
+    log = svc.audit_log()
+    if log is None:
+        return {"enabled": False}
+    cp = log.last_checkpoint
+    alerts = await svc.witness_alerts()
+    return {
+        "enabled": True,
+        "entries": log.head_seq,
+        "last_checkpoint": None if cp is None else {"seq": cp.seq, "ts": cp.ts},
+        "error": log.last_error,
+        "witness_alerts": [a.to_dict() for a in alerts[-MAX_ALERTS_SHOWN:]],
     }
 
 
