@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Input, Static
 from noderuntime.errors import NodeRuntimeError
 from tui.audit_model import AUDIT_COLUMNS, audit_rows, audit_summary, verdict_text
 from tui.screens.base import FilterableView
-from tui.widgets.table_sync import sync_table
+from tui.widgets.table_sync import scroll_to_top, sync_table
 
 AUDIT_LIMIT = 200
 
@@ -88,7 +88,7 @@ class AuditScreen(FilterableView):
             Text(f" {text}", style="bold red" if bad else "green")
         )
 
-    def render_rows(self) -> None:
+    def render_rows(self, *, top: bool = False) -> None:
         self.show_verdict()
         rows = audit_rows(self.entries, self.query_text)
         self.query_one("#audit-summary", Static).update(
@@ -100,5 +100,8 @@ class AuditScreen(FilterableView):
             if alert:
                 texts[2].stylize("bold red")
             styled.append((key, texts))
-        sync_table(self.query_one("#audit-table", DataTable), styled, key_column=AUDIT_COLUMNS[0])
+        table: DataTable[str | Text] = self.query_one("#audit-table", DataTable)
+        sync_table(table, styled, key_column=AUDIT_COLUMNS[0])
+        if top:
+            scroll_to_top(table)
         self.add_class("-loaded")
