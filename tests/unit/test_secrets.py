@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from noderuntime.api.services import NodeFacts
 from noderuntime.cli.secret import build_record
 from noderuntime.crdt import schema
-from noderuntime.errors import InvalidInputError, SecretError, SpecError
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import MemoryStore
+from noderuntime.errors import ApiError, InvalidInputError, SecretError, SpecError
+from noderuntime.identity import keys
 from noderuntime.identity.sealing import (
     Sealed,
     load_or_create_key,
@@ -33,6 +37,7 @@ from noderuntime.runtime.base import LABEL_SPEC_HASH, ContainerSpec
 from noderuntime.spec.models import SECRET_ENV_DIR, canonical_dict
 from noderuntime.spec.parse import workload_from_dict
 from tests.unit.reconciler_harness import NODE, harness, workload
+from tests.unit.test_api_routes import CannedLogs, FakeReconciler, FakeServices, call
 
 VALUE = b"s3cret-value-\x00\xff"
 
@@ -347,3 +352,39 @@ def test_a_hubs_own_key_may_not_write_a_secret() -> None:
     after = {schema.SECRETS: {"db": json.dumps(_record({"n1": X25519PrivateKey.generate()}))}}
     problem = schema.relay_problem(before, after)
     assert problem is not None and "operator only" in problem
+
+
+# --- the routes -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def svc(tmp_path: Path) -> AsyncIterator[FakeServices]:
+    ident = keys.generate("node:n1")
+    async with StateStore(MemoryStore(), ident, node_id="n1", site="s1") as state:
+        facts = NodeFacts("n1", "s1", "node", 0.0, tmp_path, tmp_path / "api.sock", Path("/p"))
+        yield FakeServices(facts, state, FakeReconciler(state), CannedLogs([]))
+
+
+async def test_secret_routes_store_boxes_list_no_box_and_refuse_stale_sets(
+    svc: FakeServices,
+) -> None:
+    key = X25519PrivateKey.generate()
+    await svc.state.write(
+        svc.state.node_doc,
+        lambda d: schema.put_info(
+            d, {"nodeId": "n1", "site": "s1", "sealKey": public_key_text(public_raw(key))}
+        ),
+    )
+    reply = await call(svc, "secret.targets", name="db", sites=["s1"])
+    assert reply["version"] == 1 and [t["node"] for t in reply["targets"]] == ["n1"]
+    record = build_record("db", VALUE, reply, by="node", selector={}, now=1.0)
+    assert (await call(svc, "secret.set", name="db", record=record))["nodes"] == ["n1"]
+    (row,) = await call(svc, "secret.ls")
+    assert row["name"] == "db" and row["version"] == 1 and row["nodes"] == ["n1"]
+    assert "sealed" not in row and "ct" not in json.dumps(row)
+    with pytest.raises(ApiError, match="changed meanwhile"):
+        await call(svc, "secret.set", name="db", record=record)
+    with pytest.raises(ApiError, match="invalid secret name"):
+        await call(svc, "secret.targets", name="Bad Name")
+    await call(svc, "secret.rm", name="db")
+    assert await call(svc, "secret.ls") == []
