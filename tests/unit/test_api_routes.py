@@ -452,3 +452,13 @@ async def test_a_technicians_override_that_widens_needs_policy(
     await call(svc, "overrides.set", workload="web", field=field, value=value, **tech)
     (view,) = await call(svc, "workloads.list")
     assert view["spec"]["spec"][field] == value
+
+
+async def test_an_enrolled_node_takes_policy_only_signed_by_an_operator(svc: FakeServices) -> None:
+    svc.syncing = FakeSync({})
+    with pytest.raises(ApiError) as err:
+        await call(svc, "policy.allow", allow=["device:/dev/dri"], workload="infer")
+    assert err.value.code == "operator_signature_required"
+    prepared = await call(svc, "policy.allow", allow=["device:/dev/dri"], prepare=True)
+    assert prepared["prepared"]["doc"] == "fleet" and prepared["prepared"]["data"]
+    assert await call(svc, "policy.list") == []  # prepared, signed by the CLI, nothing stored
