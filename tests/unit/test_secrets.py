@@ -34,9 +34,10 @@ from noderuntime.reconcile.secrets import (
     with_secrets,
 )
 from noderuntime.runtime.base import LABEL_SPEC_HASH, ContainerSpec
+from noderuntime.runtime.fake import FakeRuntime, ManualClock
 from noderuntime.spec.models import SECRET_ENV_DIR, canonical_dict
 from noderuntime.spec.parse import workload_from_dict
-from tests.unit.reconciler_harness import NODE, harness, workload
+from tests.unit.reconciler_harness import IMAGE, NODE, START, harness, workload
 from tests.unit.test_api_routes import CannedLogs, FakeReconciler, FakeServices, call
 
 VALUE = b"s3cret-value-\x00\xff"
@@ -388,3 +389,32 @@ async def test_secret_routes_store_boxes_list_no_box_and_refuse_stale_sets(
         await call(svc, "secret.targets", name="Bad Name")
     await call(svc, "secret.rm", name="db")
     assert await call(svc, "secret.ls") == []
+
+
+async def test_after_a_node_restart_a_crashed_container_gets_its_secret_written_again() -> None:
+    clock = ManualClock(START)
+    runtime = FakeRuntime(clock=clock, images=[IMAGE])
+    store = MemoryStore()
+    key = X25519PrivateKey.generate()
+    app = workload("app", secrets=[{"name": "db", "path": "/run/secrets/db"}])
+    async with harness(runtime=runtime, store=store, clock=clock, secret_files=None) as h:
+        await _set(h, _record({NODE: key}, b"one"))
+        await h.apply(app)
+    # The first node had no tmpfs: Pending. The restarted one has an empty tmpfs.
+    files = MemorySecretFiles(key)
+    async with harness(runtime=runtime, store=store, clock=clock, secret_files=files) as h:
+        clock.advance(60)
+        await h.settle()
+        await h.tick()
+        first = h.runtime.running("app").id
+        assert files.opened == 1
+    files = MemorySecretFiles(key)  # the node restarted again: its tmpfs is empty
+    async with harness(runtime=runtime, store=store, clock=clock, secret_files=files) as h:
+        await h.settle()
+        assert files.opened == 0  # adopted as it runs: nothing opened
+        runtime.die("app")
+        clock.advance(5)
+        await h.tick()
+        await h.settle()
+        assert h.runtime.running("app").id == first  # started again, not re-created
+        assert files.opened == 1 and list(files.dirs.values()) == [{"file0": b"one"}]
