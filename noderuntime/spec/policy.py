@@ -48,20 +48,33 @@ ANY = "*"
 # Host ports a workload may not publish without policy: 22 is the host's SSH, and a container
 # holding it (sshd restarting, or not yet bound) takes the host's own login.
 PROTECTED_HOST_PORTS = frozenset({22})
-# Paths whose mount gives the container the host: its configuration, kernel interfaces,
-# devices, boot files, container storage and the default places of the node and Podman.
+# Paths whose mount gives the container the host: its configuration, its programs and
+# libraries, kernel interfaces, devices, boot files, home directories, container storage, and
+# the control sockets of Podman (and podman-docker's docker.sock), systemd and D-Bus. /var/run
+# is /run on current systems, but paths are compared as written, so both spellings are here.
 PROTECTED_PATHS: tuple[str, ...] = (
     "/",
     "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
     "/proc",
     "/sys",
     "/dev",
     "/boot",
     "/root",
-    "/run/podman",
-    "/var/run/podman",
+    "/home",
     "/var/lib/containers",
     "/var/lib/noderuntime",
+    *(
+        f"{run}/{name}"
+        for run in ("/run", "/var/run")
+        for name in ("podman", "docker.sock", "systemd", "dbus", "containerd")
+    ),
 )
 # Overrides that widen what a workload does (issue 13 §6): a technician's PIN may not change
 # them unless the fleet policy allows it.

@@ -56,6 +56,11 @@ REFUSED = [
             "/var/lib/noderuntime",
             "/run",  # holds /run/podman
             "/run/podman/podman.sock",
+            "/var/run/docker.sock",  # podman-docker's link to Podman's socket
+            "/run/systemd/private",
+            "/usr/bin",
+            "/home",
+            "/etc/localtime",  # read-only is still the host's /etc: allow it by name
             "//etc",
         )
     ),
