@@ -31,6 +31,7 @@ from tui.screens.base import BaseView
 from tui.screens.events import EventsScreen
 from tui.screens.fleet import FleetScreen
 from tui.screens.help import HelpScreen
+from tui.screens.history import HistoryScreen
 from tui.screens.images import ImagesScreen
 from tui.screens.jump import JumpScreen
 from tui.screens.overview import OverviewScreen
@@ -53,6 +54,7 @@ VIEWS: tuple[str, ...] = (
     "fleet",
     "images",
     "audit",
+    "history",
 )
 
 
@@ -70,6 +72,7 @@ class NodeRuntimeApp(App[int]):
         Binding("5", "view('fleet')", "Fleet", show=False),
         Binding("6", "view('images')", "Images", show=False),
         Binding("7", "view('audit')", "Audit", show=False),
+        Binding("8", "view('history')", "History", show=False),
         Binding("colon", "jump", "Jump"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -102,6 +105,7 @@ class NodeRuntimeApp(App[int]):
         self.add_mode("fleet", lambda: FleetScreen(ctx))
         self.add_mode("images", lambda: ImagesScreen(ctx))
         self.add_mode("audit", lambda: AuditScreen(ctx))
+        self.add_mode("history", lambda: HistoryScreen(ctx))
 
     async def on_mount(self) -> None:
         await self.switch_mode(self.initial_view)

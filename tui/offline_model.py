@@ -3,6 +3,8 @@ history. Plain data in, rows and text out; the screens only draw them."""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,13 @@ from tui.model import fmt_bytes
 IMAGE_COLUMNS = ("IMAGE", "SIZE", "USED BY")
 # Runtime events that are a person's action (the rest are the node's own doing).
 PERSON_EVENT_KINDS = frozenset({"restarted", "image-loaded", "network-set", "enrolled"})
+# "restarted by technician:ann", "loaded x from y (by root)": who, at the end of the message.
+_BY = re.compile(r"\s*\(?by ([\w:.@-]+)\)?$")
+
+
+def fmt_when(ts: float) -> str:
+    """``09-21 14:11:40`` (UTC): short enough to leave the row to who and what."""
+    return time.strftime("%m-%d %H:%M:%S", time.gmtime(ts))
 
 
 def image_rows(images: Iterable[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
@@ -74,14 +83,17 @@ def history_rows(
         on_behalf = h.get("on_behalf")
         who = str(on_behalf) if on_behalf else author
         person = bool(h.get("person", on_behalf or not author.startswith("node:")))
-        what = f"{h.get('summary') or '(no summary)'}  [{h.get('doc', '')}]"
+        what = str(h.get("summary") or "(no summary)")
         rows.append(HistoryRow(float(h.get("ts") or 0.0), who, what, person))
     for e in events:
         if e.get("kind") not in PERSON_EVENT_KINDS:
             continue
         subject = f"{e['workload']}: " if e.get("workload") else ""
-        what = f"{subject}{e.get('message', '')}"
-        rows.append(HistoryRow(float(e.get("ts") or 0.0), "technician/root", what, True))
+        message = str(e.get("message", ""))
+        by = _BY.search(message)
+        who = by.group(1) if by else "root"
+        what = f"{subject}{message[: by.start()] if by else message}".rstrip()
+        rows.append(HistoryRow(float(e.get("ts") or 0.0), who, what, True))
     rows.sort(key=lambda r: (not r.person, -r.ts))
     return rows
 

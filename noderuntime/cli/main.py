@@ -688,9 +688,11 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    entries = _call(args, "history.list", {"limit": args.limit})
+    entries = _call(args, "history.list", {"limit": args.limit, "status": args.all})
 
     def render(es: list[dict[str, Any]]) -> str:
+        # People's actions first (a technician's, an operator's), then the nodes' own.
+        es = sorted(es, key=lambda e: not e.get("person", True))
         return table(
             ["AGE", "DOC", "BY", "CHANGE"],
             [
@@ -1008,6 +1010,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("history", help="recent signed changes: who changed what, when")
     s.add_argument("--limit", type=int, default=50)
+    s.add_argument(
+        "--all", action="store_true", help="include the node's own status writes (hidden)"
+    )
     out(s)
     s.set_defaults(func=cmd_history)
 

@@ -29,6 +29,12 @@ MIN_PIN_LENGTH = 4
 MAX_FAILURES = 5
 LOCKOUT_S = 300.0
 LOCKOUT_MAX_S = 3600.0
+# What a locked-out technician can do (said at the console: no root command in it).
+LOCKED_OUT_HELP = (
+    "You can still look at everything. Try again after that with the right PIN, or ask "
+    "another technician to make the change; if the PIN is forgotten, whoever looks after "
+    "this node's technicians can set a new one."
+)
 # Names that are no technician's whose failed tries are counted (in memory, newest kept).
 MAX_UNKNOWN_NAMES = 1024
 # scrypt cost: ~50 ms here, slow enough to make guessing a 4-digit PIN from a stolen file cost
@@ -187,9 +193,8 @@ class TechnicianStore:
         now = self._clock()
         if rec.locked_until > now:
             raise LockedOutError(
-                f"technician {name!r} is locked out for {rec.locked_until - now:.0f}s more after "
-                f"{MAX_FAILURES} wrong PINs; wait, or have root reset it with "
-                f"`noderuntime technician add {name} --replace`"
+                f"technician {name!r} is locked out for {wait_text(rec.locked_until - now)} more "
+                f"after {MAX_FAILURES} wrong PINs. {LOCKED_OUT_HELP}"
             )
         matches = hmac.compare_digest(_hash(pin, bytes.fromhex(rec.salt)), rec.hash)
         if matches and known is not None:
@@ -208,7 +213,7 @@ class TechnicianStore:
                 self._save(records)
             raise LockedOutError(
                 f"wrong PIN; technician {name!r} is now locked out for "
-                f"{rec.locked_until - now:.0f}s"
+                f"{wait_text(rec.locked_until - now)}. {LOCKED_OUT_HELP}"
             )
         if records:  # with no technician at all there is no name to hide, and no file to touch
             self._save(records)
@@ -226,3 +231,12 @@ class TechnicianStore:
         while len(self._unknown) > MAX_UNKNOWN_NAMES:
             self._unknown.popitem(last=False)
         return rec
+
+
+def wait_text(seconds: float) -> str:
+    """``5 min``, ``4 min 47 s``, ``45 s``: how long a technician waits, for people."""
+    total = max(1, round(seconds))
+    minutes, secs = divmod(total, 60)
+    if not minutes:
+        return f"{secs} s"
+    return f"{minutes} min" + (f" {secs} s" if secs else "")

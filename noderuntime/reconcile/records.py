@@ -109,8 +109,12 @@ def split_changes(changes: Changes, budget_bytes: int = STATUS_WRITE_BUDGET_BYTE
     return batches
 
 
+# How the node's own status writes are summarised in the history (readers hide them).
+STATUS_SUMMARY_PREFIX = "status "
+
+
 def summary(changes: Changes) -> str:
-    text = "status " + ", ".join(
+    text = STATUS_SUMMARY_PREFIX + ", ".join(
         f"{name} {rec.phase}" if rec is not None else f"{name} removed"
         for name, rec in sorted(changes.items())
     )

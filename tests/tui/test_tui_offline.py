@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fake_api import NOW, PIN, TECHNICIAN, FakeApi, clock
+from fake_api import NOW, PIN, TECHNICIAN, FakeApi, clock, events, history
 from test_snapshots import FROZEN_REFRESH_S, keys
 from textual.widgets import Input
 from tui_helpers import screen_text, settle, wait_until
@@ -39,6 +39,34 @@ def images() -> list[dict[str, Any]]:
     ]
 
 
+def history_entries(with_status: bool) -> list[dict[str, Any]]:
+    out = [
+        *history(),
+        {
+            "seq": 1835,
+            "doc": "node/edge-07",
+            "author": "node:edge-07",
+            "on_behalf": None,
+            "summary": "node info (version 0.9.0)",
+            "ts": NOW - 30,
+            "size_bytes": 60,
+        },
+    ]
+    if with_status:
+        out.append(
+            {
+                "seq": 1836,
+                "doc": "node/edge-07",
+                "author": "node:edge-07",
+                "on_behalf": None,
+                "summary": "status modbus-poller Failed",
+                "ts": NOW - 10,
+                "size_bytes": 70,
+            }
+        )
+    return sorted(out, key=lambda e: -e["ts"])
+
+
 class OfflineApi(FakeApi):
     """The fake node, plus the routes of the offline screens."""
 
@@ -66,6 +94,20 @@ class OfflineApi(FakeApi):
             return [
                 {"path": ARCHIVE, "size_bytes": 48_000_000},
                 {"path": "/mnt/service/busybox.tar", "size_bytes": 2_200_000},
+            ]
+        if method == "history.list":
+            self.calls.append((method, dict(params or {})))
+            return history_entries(bool((params or {}).get("status")))
+        if method == "events.list":
+            self.calls.append((method, dict(params or {})))
+            return [
+                *events(),
+                {
+                    "ts": NOW - 100,
+                    "workload": "modbus-poller",
+                    "kind": "restarted",
+                    "message": "restarted by technician:alice",
+                },
             ]
         return await super().call(method, params)
 
@@ -131,3 +173,25 @@ async def test_an_image_is_loaded_from_a_stick_with_a_pin_and_the_list_refreshes
         assert loads[-1]["auth"] == {"technician": TECHNICIAN, "pin": PIN}
         await wait_until(pilot, lambda: "MISSING" not in screen_text(pilot), what="refresh")
         assert "Starting now: hmi-web" in " ".join(str(n.message) for n in app._notifications)
+
+
+def test_history_view(snap_compare: Any) -> None:
+    assert snap_compare(make_app(view="history"), terminal_size=(80, 24), run_before=keys())
+
+
+async def test_history_puts_people_first_and_shows_status_writes_on_request() -> None:
+    api = OfflineApi()
+    app = make_app(api, view="history")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lines = screen_text(pilot).splitlines()
+        people = [i for i, line in enumerate(lines) if "technician:alice" in line]
+        ops = [i for i, line in enumerate(lines) if "operator:maria" in line]
+        nodes = [i for i, line in enumerate(lines) if "node info" in line]
+        assert people and ops and nodes and max(people + ops) < min(nodes)
+        assert "status modbus-poller" not in screen_text(pilot)
+        await pilot.press("a")
+        await wait_until(
+            pilot, lambda: "status modbus-poller" in screen_text(pilot), what="status writes"
+        )
+        assert [p.get("status") for m, p in api.calls if m == "history.list"][-1] is True

@@ -194,3 +194,29 @@ async def test_a_workload_backing_off_a_failed_pull_starts_at_once_when_its_imag
         assert h.rec.pending
         await h.settle()  # no clock advance: no back-off is waited out
         assert [c.observed().workload for c in h.runtime.containers.values()] == ["web"]
+
+
+async def test_history_hides_the_nodes_status_writes_unless_asked_and_marks_people(
+    svc: FakeServices,
+) -> None:
+    from noderuntime.crdt import schema
+    from noderuntime.crdt.schema import StatusRecord
+
+    await call(svc, "workloads.apply", yaml=WEB)
+    await call(svc, "workloads.stop", name="web", **{ACTOR_PARAM: "technician:ann"})
+    state = svc.state
+    for phase in ("Pending", "Running", "Exited"):
+        await state.write(
+            state.node_doc,
+            lambda doc, p=phase: schema.put_status(doc, "web", StatusRecord(phase=p)),
+            summary=f"status web {phase}",
+        )
+    shown = await call(svc, "history.list", limit=2)
+    assert [(h["summary"], h["person"]) for h in shown] == [
+        ("override web enabled=false (node)", True),
+        ("apply web", False),  # this node's own signature, for nobody: root at its CLI
+    ]
+    everything = await call(svc, "history.list", status=True)
+    assert [h["summary"] for h in everything[:3]] == [
+        f"status web {p}" for p in ("Exited", "Running", "Pending")
+    ]

@@ -13,7 +13,13 @@ import pytest
 
 from noderuntime.errors import PermissionDeniedError
 from noderuntime.identity import technicians
-from noderuntime.identity.technicians import MAX_FAILURES, MAX_UNKNOWN_NAMES, TechnicianStore
+from noderuntime.identity.technicians import (
+    LOCKED_OUT_HELP,
+    MAX_FAILURES,
+    MAX_UNKNOWN_NAMES,
+    TechnicianStore,
+    wait_text,
+)
 
 
 class Spy:
@@ -53,14 +59,16 @@ def test_an_unknown_name_takes_the_same_path_as_a_wrong_pin(
         answers.append(known)
     assert answers[0] == (f"unknown technician or wrong PIN ({MAX_FAILURES - 1} tries left)", 1, 1)
     assert answers[MAX_FAILURES - 1] == (
-        "wrong PIN; technician 'NAME' is now locked out for 300s",
+        f"wrong PIN; technician 'NAME' is now locked out for 5 min. {LOCKED_OUT_HELP}",
         1,
         1,
     )
     assert (
         answers[MAX_FAILURES][1:] == (0, 0)
-        and "locked out for 300s more" in answers[MAX_FAILURES][0]
+        and "locked out for 5 min more" in answers[MAX_FAILURES][0]
     )
+    # What the technician can do; nothing only root could type at a console.
+    assert "another technician" in LOCKED_OUT_HELP and "noderuntime" not in LOCKED_OUT_HELP
     # The real technician is only delayed, and comes back with the right PIN.
     now[0] += 301
     assert store.verify("alice", "1234") == "technician:alice"
@@ -80,3 +88,12 @@ def test_guessing_names_keeps_bounded_state(
             store.verify(f"guess-{i}", "0000")
     assert len(store._unknown) == MAX_UNKNOWN_NAMES
     assert store.names() == ["alice"]
+
+
+def test_waits_read_as_minutes_and_seconds() -> None:
+    assert [wait_text(s) for s in (300.0, 287.4, 45.0, 0.2)] == [
+        "5 min",
+        "4 min 47 s",
+        "45 s",
+        "1 s",
+    ]

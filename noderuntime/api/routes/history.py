@@ -15,6 +15,8 @@ from noderuntime.crdt.clocks import UpdateFormatError, parse_update
 from noderuntime.crdt.records import Contest
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ApiError
+from noderuntime.identity.principals import node_principal
+from noderuntime.reconcile.records import STATUS_SUMMARY_PREFIX
 
 MAX_HISTORY = 10_000
 
@@ -26,7 +28,8 @@ def routes(svc: NodeServices) -> dict[str, Route]:
         ),
         "events.list": Route(partial(events, svc), doc="recent events, optionally of one workload"),
         "history.list": Route(
-            partial(history, svc), doc="recent signed changes: who changed what, when"
+            partial(history, svc),
+            doc="recent signed changes: who changed what, when (status writes with status=true)",
         ),
     }
 
@@ -58,38 +61,66 @@ async def concurrent_writes(state: StateStore, name: str) -> list[dict[str, Any]
     return out
 
 
+# Summaries of the node's own bookkeeping writes (status records, node info): hidden from the
+# history unless asked for, so people's actions are not buried under them.
+NODE_WRITE_PREFIXES = (STATUS_SUMMARY_PREFIX, "node info")
+# Hidden writes outnumber the rest many times over: read this many more to fill a page.
+HIDDEN_READ_FACTOR = 10
+
+
+def is_person(author: str, on_behalf: object) -> bool:
+    """A change a person made: for a technician (signed by the node), or by an operator."""
+    return bool(on_behalf) or not author.startswith("node:")
+
+
+def is_status_write(author: str, on_behalf: object, summary: str, me: str) -> bool:
+    return author == me and not on_behalf and summary.startswith(NODE_WRITE_PREFIXES)
+
+
 async def history(svc: NodeServices, params: Params) -> list[dict[str, Any]]:
     state = svc.state
     limit = params.get("limit", 100)
     if not isinstance(limit, int) or not 0 < limit <= MAX_HISTORY:
         raise ApiError("limit must be an integer between 1 and 10000", code="bad_request")
+    with_status = params.get("status") is True
+    me = node_principal(svc.facts.node_id)
+    updates = await state.history(
+        limit if with_status else min(MAX_HISTORY, limit * HIDDEN_READ_FACTOR)
+    )
     out = []
     lost: dict[tuple[str, int, str], dict[str, Any]] = {}  # (doc, client, hlc) -> view
-    for doc in sorted({u.doc for u in await state.history(limit)}):
+    for doc in sorted({u.doc for u in updates}):
         contests, authors = await contests_with_authors(state, doc)
         for c in contests:
             for view, loser in zip(contest_view(doc, c, authors), c.lost, strict=True):
                 lost[(doc, loser.client, loser.hlc.encode())] = view
-    for u in await state.history(limit):
+    for u in updates:
         try:
             meta = codec.loads(u.meta)
         except codec.DecodeError:
             meta = {}
         if not isinstance(meta, dict):
             meta = {}
+        summary = str(meta.get("summary", ""))
+        on_behalf = meta.get("onBehalf")
+        if not with_status and is_status_write(u.author, on_behalf, summary, me):
+            continue
         out.append(
             {
                 "seq": u.seq,
                 "doc": u.doc,
                 "author": u.author,
-                "on_behalf": meta.get("onBehalf"),
-                "summary": meta.get("summary", ""),
+                "on_behalf": on_behalf,
+                "person": is_person(u.author, on_behalf),
+                "summary": summary,
                 "ts": u.ts,
                 "size_bytes": len(u.data),
                 "hlc": meta.get("hlc"),
                 "lost_to": _lost_to(lost, u.doc, u.data, meta.get("hlc")),
             }
         )
+        if len(out) == limit:
+            break
     return out
 
 
