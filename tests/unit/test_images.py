@@ -15,6 +15,8 @@ from test_api_routes import WEB, CannedLogs, FakeReconciler, FakeServices, call
 from noderuntime.api.routes import build_routes
 from noderuntime.api.server import ACTOR_PARAM
 from noderuntime.api.services import NodeFacts
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import MemoryAudit
 from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import MemoryStore
 from noderuntime.errors import ImageArchiveError
@@ -139,6 +141,7 @@ async def test_a_loaded_image_is_recorded_and_wakes_the_workload_waiting_for_it(
     path = tmp_path / "busybox.tar"
     path.write_bytes(archive)
     svc.runtime.load_image = _names_loader(["localhost/busybox:1"])  # type: ignore[method-assign]
+    svc.audit = audit = MemoryAudit()  # type: ignore[assignment]
     items = await _load(svc, path=str(path), **{ACTOR_PARAM: "technician:ann"})
     assert items[0]["phase"] == "verifying" and items[1]["names"] == ["localhost/busybox:1"]
     assert items[-1] == {
@@ -153,6 +156,15 @@ async def test_a_loaded_image_is_recorded_and_wakes_the_workload_waiting_for_it(
     event = svc.reconciler.events[-1]
     assert (event.workload, event.kind) == ("", "image-loaded")
     assert "localhost/busybox:1" in event.message and "technician:ann" in event.message
+    assert audit.of(AuditKind.BUNDLE_LOADED) == [
+        {
+            "actor": "technician:ann",
+            "path": str(path),
+            "images": ["localhost/busybox:1"],
+            "format": "docker-archive",
+            "trust": "technician",
+        }
+    ]
 
 
 async def test_a_file_that_is_not_an_archive_changes_nothing(

@@ -73,11 +73,22 @@ def check_fleet_write(svc: NodeServices, params: Params) -> None:
 _ACTIONS_LOG = logging.getLogger("noderuntime.actions")
 
 
-def record_action(svc: NodeServices, params: Params, kind: str, message: str) -> str:
-    """Record a person's action on the node: an event (the console's history shows it) and a
-    log line. The audit trail (issue 14) takes these over once it lands; until then this is
-    the one place actions are recorded. Returns who acted."""
+def record_action(
+    svc: NodeServices,
+    params: Params,
+    kind: str,
+    message: str,
+    *,
+    audit: AuditKind | None = None,
+    **fields: Any,
+) -> str:
+    """Record a person's action on the node: an event (the console's history shows it), a log
+    line, and, with ``audit``, an audit entry with ``fields`` (the server already audits every
+    write route by method and actor; this adds what it touched). Returns who acted."""
     who = actor(params) or "root"
     svc.reconciler.note("", kind, f"{message} (by {who})")
     _ACTIONS_LOG.info("%s: %s (by %s)", kind, message, who)
+    log = svc.audit_log()
+    if audit is not None and log is not None:
+        log.record(audit, who, **fields)
     return who

@@ -16,6 +16,7 @@ from typing import Any
 from noderuntime.api.routes.common import record_action, str_param
 from noderuntime.api.server import Params, Route
 from noderuntime.api.services import NodeServices
+from noderuntime.audit.chain import AuditKind
 from noderuntime.runtime.imageload import (
     LoadProgress,
     apply_load,
@@ -100,6 +101,11 @@ async def load(svc: NodeServices, params: Params) -> AsyncIterator[dict[str, Any
         params,
         "image-loaded",
         f"loaded {', '.join(names) or 'an untagged image'} from {source.path}",
+        audit=AuditKind.BUNDLE_LOADED,
+        path=str(source.path),
+        images=names,
+        format=verified.archive.format,
+        trust=verified.trust,
     )
     yield {
         "phase": "loaded",
