@@ -23,6 +23,7 @@ HISTORY_COLUMNS = ("TIME", "WHO", "WHAT")
 class HistoryScreen(BaseView):
     VIEW_NAME = "History"
     BINDINGS = [Binding("a", "toggle_status", "All/people")]
+    KEYS = (("a", "Status writes on/off"), ("Esc", "Back"))
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)

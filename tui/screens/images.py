@@ -20,6 +20,7 @@ from tui.widgets.table_sync import sync_table
 class ImagesScreen(BaseView):
     VIEW_NAME = "Images"
     BINDINGS = [Binding("l", "load_image", "Load from file")]
+    KEYS = (("l", "Load from file"), ("Esc", "Back"))
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
