@@ -497,6 +497,13 @@ class Reconciler:
         self._secret_files.write(key, mounts.files, owner)
         names = ", ".join(sorted({f"{f.name} v{f.version}" for f in mounts.files}))
         self._event(action.workload, "secrets", f"opened secrets for the container: {names}")
+        self._audit.record(
+            AuditKind.SECRET_DECRYPTED,
+            f"node:{self._cfg.node_id}",
+            workload=action.workload,
+            secrets=sorted({(f.name, f.version) for f in mounts.files}),
+            container="create" if isinstance(action, CreateContainer) else "start",
+        )
 
     def _sweep_secrets(self, observed: list[ObservedContainer]) -> None:
         if self._secret_files is None:

@@ -11,6 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from noderuntime.api.services import NodeFacts
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import MemoryAudit
 from noderuntime.cli.secret import build_record
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
@@ -308,7 +310,8 @@ async def _set(h: Any, record: dict[str, Any]) -> None:
 async def test_a_workload_gets_its_secret_and_rotation_replaces_the_container() -> None:
     key = X25519PrivateKey.generate()
     files = MemorySecretFiles(key)
-    async with harness(secret_files=files) as h:
+    audit = MemoryAudit()
+    async with harness(secret_files=files, audit=audit) as h:
         await _set(h, _record({NODE: key}, b"one"))
         await h.apply(workload("app", secrets=[{"name": "db", "path": "/run/secrets/db"}]))
         await h.settle()
@@ -323,6 +326,12 @@ async def test_a_workload_gets_its_secret_and_rotation_replaces_the_container() 
         (c2,) = h.runtime.containers.values()
         assert c2.id != c.id and h.status("app").phase == "Running"
         assert list(files.dirs.values()) == [{"file0": b"two"}]  # the old dir was swept
+    opened = audit.of(AuditKind.SECRET_DECRYPTED)
+    assert [(e["workload"], e["secrets"], e["container"]) for e in opened] == [
+        ("app", [("db", 1)], "create"),
+        ("app", [("db", 2)], "create"),
+    ]
+    assert "one" not in repr(opened) and "two" not in repr(opened)
 
 
 async def test_a_node_that_is_no_target_shows_pending() -> None:
