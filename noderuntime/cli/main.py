@@ -27,6 +27,7 @@ from noderuntime.cli import fleet as cli_fleet
 from noderuntime.cli import fleetview as cli_fleetview
 from noderuntime.cli import offline as cli_offline
 from noderuntime.cli import policy as cli_policy
+from noderuntime.cli import rekey as cli_rekey
 from noderuntime.cli import revoke as cli_revoke
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import secret as cli_secret
@@ -1035,6 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_secret.add_parsers(sub, add_as_option)
     cli_policy.add_parsers(sub, add_as_option)
     cli_revoke.add_parsers(sub, add_as_option)
+    cli_rekey.add_parsers(sub, add_as_option)
 
     s = sub.add_parser("version", help="print versions of noderuntime and what it bundles")
     s.set_defaults(func=cmd_version)

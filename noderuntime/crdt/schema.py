@@ -18,6 +18,7 @@ survive: pycrdt would hand them back as floats):
                                 (workload security policy, noderuntime.spec.policy)
                      revocations: principal -> revoked keys and cut-off (noderuntime.fleet.
                                 revocation); only ever widened by the nodes that read it
+                     retiredKeys: key id -> {"principal", "after"}: an old key after a rekey
     site/<site>      overrides: "<workload>/<field>" -> JSON value    writers: site technicians,
                                                                       operators
     node/<node>      overrides: "<workload>/<field>" -> JSON value    writer: that node (also on a
@@ -60,6 +61,8 @@ WINDOWS = "windows"
 SECRETS = "secrets"
 POLICY = "policy"
 REVOCATIONS = "revocations"
+RETIRED_KEYS = "retiredKeys"  # same name as noderuntime.fleet.rekey.RETIRED_KEYS
+REKEY = "rekey"  # node documents: a key rotation's request and issue (noderuntime.fleet.rekey)
 
 LOCK_ALL = "*"
 
@@ -170,6 +173,7 @@ class FleetView:
     # "<site>/<workload>" -> allowances (noderuntime.spec.policy interprets them).
     policy: Mapping[str, frozenset[str]] = field(default_factory=dict)
     revocations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    retired_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,7 @@ def read_fleet(doc: Doc[Any], bad: Bad | None = None) -> FleetView:
         windows=_objects(doc, WINDOWS, bad),
         secrets=_objects(doc, SECRETS, bad),
         revocations=_objects(doc, REVOCATIONS, bad),
+        retired_keys=_objects(doc, RETIRED_KEYS, bad),
     )
 
 
@@ -272,6 +277,11 @@ def _objects(doc: Doc[Any], name: str, bad: Bad | None) -> dict[str, Mapping[str
         else:
             _set_aside(bad, name, k, f"a {name} entry is a JSON object")
     return out
+
+
+def read_rekey(doc: Doc[Any]) -> dict[str, Mapping[str, Any]]:
+    """A node document's key rotation records (``request``, ``issued``)."""
+    return _objects(doc, REKEY, None)
 
 
 def read_site(doc: Doc[Any], bad: Bad | None = None) -> dict[str, dict[str, Any]]:

@@ -35,6 +35,7 @@ from noderuntime.fleet.credential import (
     unb64u,
     verify_credential,
 )
+from noderuntime.fleet.rekey import parse_retired
 from noderuntime.fleet.revocation import Revocation, merge, parse_revocations, spki_pin
 from noderuntime.fleet.tls import check_member_cert, member_san
 from noderuntime.identity import keys as identity
@@ -158,6 +159,8 @@ class FleetTrust:
         # Peers relay the same credentials over and over: known bytes skip re-verification.
         self._by_blob: dict[bytes, Member] = {}
         self._revoked: dict[str, Revocation] = {}
+        # Old keys of re-keyed members: key id -> refused after (unix seconds, our clock).
+        self._retired: dict[str, float] = {}
         cred = verify_credential(node_blob, root_public_key, now=clock())
         self.node = Member.from_credential(cred, node_blob)
 
@@ -257,6 +260,13 @@ class FleetTrust:
         self._remember(member)
         return member
 
+    def keep(self, member: Member) -> None:
+        """Persist ``member`` among the known members (the node's own credential before a
+        rekey replaces it: its key must go on verifying what it signed)."""
+        members = self.dir / MEMBERS_DIR
+        members.mkdir(parents=True, exist_ok=True)
+        write_atomic(members / _key_file_name(member.key_id), member.blob + b"\n")
+
     def expired(self, member: Expiring) -> bool:
         """True once ``member``'s credential is past its expiry on this node's clock."""
         exp = member.not_after
@@ -277,13 +287,29 @@ class FleetTrust:
             write_atomic(self.dir / REVOKED_FILE, json.dumps(doc, indent=2).encode() + b"\n")
         return changed
 
-    def revoked(self, member: Keyed) -> bool:
-        """Whether ``member``'s key is revoked: anything it signs now is refused."""
+    def retire(self, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Take the fleet document's retired keys (``noderuntime.fleet.rekey``): each is
+        refused once its grace period is over. Returns the key ids new here."""
+        found = parse_retired(entries)
         with self._lock:
+            new = [k for k in found if k not in self._retired]
+            for kid, (principal, after) in found.items():
+                known = self._by_key.get(kid)
+                if known is None or known.principal == principal:
+                    self._retired[kid] = min(after, self._retired.get(kid, after))
+        return new
+
+    def revoked(self, member: Keyed) -> bool:
+        """Whether ``member``'s key is revoked (or retired after a rekey and past its grace
+        period): anything it signs now is refused."""
+        with self._lock:
+            kid = identity.public_key_id(member.public_key)
+            retired = self._retired.get(kid)
+            if retired is not None and self.clock() >= retired:
+                return True
             rev = self._revoked.get(member.principal)
             if rev is None:
                 return False
-            kid = identity.public_key_id(member.public_key)
             known = self._by_key.get(kid)
         # A key we hold no credential for cannot be dated: revoked (it verifies nothing anyway).
         issued = known.credential.issued_at if known is not None else 0

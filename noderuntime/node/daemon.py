@@ -113,6 +113,8 @@ class Node:
         self.technicians = TechnicianStore(data_dir)
         self._publishing: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
+        # Set when the node must exec itself again once stopped (a rekey installed a new key).
+        self.reexec = False
 
     @property
     def nats_url(self) -> str | None:
@@ -268,11 +270,26 @@ class Node:
                     )
                 )
             if self.fleet is not None:
+                from noderuntime.node.rekey import RekeyWatch
                 from noderuntime.node.revocations import RevocationWatch
 
                 await stack.enter_async_context(
                     RevocationWatch(
                         self.state, self.fleet, self.nats, log=self.log.getChild("revocation")
+                    )
+                )
+
+                def reexec() -> None:  # a new key is in everything signed: start afresh
+                    self.reexec = True
+                    stop.set()
+
+                await stack.enter_async_context(
+                    RekeyWatch(
+                        self.state,
+                        self.fleet,
+                        self.config.node_id,
+                        on_installed=reexec,
+                        log=self.log.getChild("rekey"),
                     )
                 )
             if self.config.role.value == "hub":
@@ -668,9 +685,7 @@ def run_forever(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = asyncio.create_task(
-            Node(data_dir, config, log=log, config_file=config_file).run(stop)
-        )
+        runner = asyncio.create_task(node.run(stop))
         await asyncio.wait(
             [runner, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
         )
@@ -683,10 +698,15 @@ def run_forever(
                 os._exit(1)
         runner.result()
 
+    node = Node(data_dir, config, log=log, config_file=config_file)
     asyncio.run(main())
     # Threads still blocked in a read (a log stream, a Podman call) must not hold the exit.
     sys.stdout.flush()
     sys.stderr.flush()
+    if node.reexec:
+        # The same command, the same process id (systemd and supervisors see no exit).
+        frozen = getattr(sys, "frozen", False)  # a PyInstaller binary: argv[0] is itself
+        os.execv(sys.executable, [sys.executable, *sys.argv[1:]] if frozen else sys.orig_argv)
     os._exit(0)
 
 

@@ -91,7 +91,9 @@ class RevocationWatch:
     def apply(self) -> list[str]:
         """Take the fleet document's revocations in; return the principals newly (or more
         widely) revoked."""
-        changed = self.trust.revoke(self.state.snapshot().fleet.revocations)
+        fleet = self.state.snapshot().fleet
+        self.trust.retire(fleet.retired_keys)
+        changed = self.trust.revoke(fleet.revocations)
         for principal in changed:
             rev = self.trust.revocation(principal)
             self.log.warning(

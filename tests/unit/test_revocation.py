@@ -14,9 +14,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from noderuntime.api.routes.revoke import resolve_member
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.schema import REVOCATIONS, relay_problem
-from noderuntime.errors import ApiError, NotFoundError
+from noderuntime.errors import ApiError, CredentialError, NotFoundError
 from noderuntime.fleet import FleetAuthority, FleetTrust
 from noderuntime.fleet.credential import MemberRole
+from noderuntime.fleet.rekey import (
+    parse_request,
+    pending_key_path,
+    request_record,
+    retirement_record,
+)
 from noderuntime.fleet.revocation import (
     Revocation,
     merge,
@@ -28,6 +34,7 @@ from noderuntime.fleet.trust import install_bundle
 from noderuntime.host.doctor import check_fleet_credential, running_node_problems
 from noderuntime.identity import keys as identity
 from noderuntime.identity.principals import node_principal
+from noderuntime.node.rekey import install
 from noderuntime.sync.acl import parse_doc
 from noderuntime.sync.natsconfig import LeafTLS, NatsServerSettings, render_config
 from noderuntime.sync.protocol import WireUpdate
@@ -170,3 +177,53 @@ def test_a_hubs_own_key_can_neither_revoke_nor_lift_a_revocation() -> None:
     text = json.dumps(rec)
     assert relay_problem({}, {REVOCATIONS: {"node:n3": text}}) is not None
     assert relay_problem({REVOCATIONS: {"node:n3": text}}, {}) is not None
+
+
+def test_a_rekey_request_is_proven_by_the_new_key() -> None:
+    new = identity.generate("node:n1")
+    record = request_record("node:n1", new, ("127.0.0.1",), T0)
+    req = parse_request(record, "node:n1")
+    assert (
+        req is not None and req.public_key == new.public_bytes and req.addresses == ("127.0.0.1",)
+    )
+    assert parse_request(record, "node:n2") is None  # another node's request
+    other = identity.generate("node:n1")
+    forged = {**record, "key": request_record("node:n1", other, (), T0)["key"]}
+    assert parse_request(forged, "node:n1") is None  # the proof is not by that key
+
+
+def test_a_retired_key_is_refused_after_its_grace_period(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    old = trust.add(fleet.issue("node:n2", MemberRole.NODE, b"\x02" * 32, site="s1"))
+    now = [T0 * 2.0]
+    trust.clock = lambda: now[0]
+    assert trust.retire({old.key_id: retirement_record("node:n2", now[0] + 60)}) == [old.key_id]
+    assert not trust.revoked(old)
+    now[0] += 61
+    assert trust.revoked(old)
+    assert trust.tls_pins() == ()  # a retirement pins nothing (the key was not stolen)
+    # A retirement naming another principal's key is ignored.
+    mine = trust.node
+    trust.retire({mine.key_id: retirement_record("node:n2", 0)})
+    assert not trust.revoked(mine)
+
+
+def test_a_node_installs_only_a_credential_issued_for_its_pending_key(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    pending = identity.generate("node:n1")
+    identity.save_key(pending_key_path(trust), pending)
+    stranger = fleet.enroll_node("n1", "s1", public_key=identity.generate("x").public_bytes)
+    assert not install(trust, stranger.credential_blob, stranger.node_cert_pem)
+    moved = fleet.enroll_node("n1", "s2", public_key=pending.public_bytes)
+    with pytest.raises(CredentialError, match="site"):
+        install(trust, moved.credential_blob, moved.node_cert_pem)
+    good = fleet.enroll_node("n1", "s1", public_key=pending.public_bytes)
+    assert install(trust, good.credential_blob, good.node_cert_pem)
+    reloaded = FleetTrust.load(trust.data_dir)
+    assert reloaded.node.public_key == pending.public_bytes
+    assert identity.load_key(trust.key_file, "node:n1").public_bytes == pending.public_bytes
+    assert len(reloaded.members_of("node:n1")) == 2  # the old key still verifies history

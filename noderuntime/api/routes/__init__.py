@@ -15,6 +15,7 @@
     secrets    secret.targets, secret.set, secret.ls, secret.rm
     audit      audit.list, audit.follow (stream), audit.verify, audit.witness
     revoke     fleet.revoke (an operator revokes a member's keys)
+    rekey      node.rekey, rekey.pending, rekey.issue (a node's key rotated through the fleet)
 
 Read routes answer anyone who may open the socket; write routes (``write=True``) also need the
 daemon's uid or root (see ``api/server.py``).
@@ -33,6 +34,7 @@ from noderuntime.api.routes import (
     peers,
     policy,
     records,
+    rekey,
     revoke,
     rollouts,
     secrets,
@@ -56,6 +58,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     peers.routes,
     records.routes,
     revoke.routes,
+    rekey.routes,
     rollouts.routes,
     secrets.routes,
     site.routes,
