@@ -30,14 +30,11 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 
 from noderuntime.identity.keys import Identity, public_key_id, verify
-
-if TYPE_CHECKING:
-    from noderuntime.fleet.trust import FleetTrust
 
 REKEY = "rekey"  # the node document's map
 REQUEST = "request"
@@ -62,8 +59,9 @@ def _unb64(text: Any) -> bytes | None:
         return None
 
 
-def pending_key_path(trust: FleetTrust) -> Path:
-    return trust.dir / PENDING_KEY_FILE
+def pending_key_path(fleet_dir: Path) -> Path:
+    """Where the node keeps its new key until the fleet issues it (``<data-dir>/fleet``)."""
+    return fleet_dir / PENDING_KEY_FILE
 
 
 def cert_addresses(cert_pem: bytes) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ def install(trust: FleetTrust, credential: bytes, cert_pem: bytes) -> bool:
     """Install an issued credential for the pending key; False if it is not for it (yet).
 
     Raises CredentialError or EnrollmentError for one that does not verify."""
-    path = pending_key_path(trust)
+    path = pending_key_path(trust.dir)
     if not path.exists():
         return False
     new = identity.load_key(path, trust.node.principal)
@@ -106,7 +106,7 @@ class RekeyWatch:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if not pending_key_path(self.trust).exists():
+            if not pending_key_path(self.trust.dir).exists():
                 continue
             if self.check():
                 return

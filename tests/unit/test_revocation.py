@@ -215,7 +215,7 @@ def test_a_node_installs_only_a_credential_issued_for_its_pending_key(
 ) -> None:
     trust = enrolled(fleet, tmp_path, "n1")
     pending = identity.generate("node:n1")
-    identity.save_key(pending_key_path(trust), pending)
+    identity.save_key(pending_key_path(trust.dir), pending)
     stranger = fleet.enroll_node("n1", "s1", public_key=identity.generate("x").public_bytes)
     assert not install(trust, stranger.credential_blob, stranger.node_cert_pem)
     moved = fleet.enroll_node("n1", "s2", public_key=pending.public_bytes)

@@ -48,7 +48,7 @@ def routes(svc: NodeServices) -> dict[str, Route]:
 async def request(svc: NodeServices, params: Params) -> dict[str, Any]:
     trust = svc.fleet_trust()
     node_id = svc.facts.node_id
-    path = pending_key_path(trust)
+    path = pending_key_path(trust.dir)
     principal = node_principal(node_id)
     if path.exists():
         new = identity.load_key(path, principal)  # asked before: the same key again
