@@ -177,6 +177,12 @@ class Node:
                 )
             )
             await self._record_node_info()
+            # The checkpoint signed at the last shutdown reaches hubs now, not 5 minutes on.
+            last_cp = audit.last_checkpoint
+            if last_cp is not None and (
+                state.read(state.node_doc, schema.audit_checkpoint) != last_cp.to_dict()
+            ):
+                self._publish_checkpoint(last_cp)
             if (self.paths.data_dir / FLEET_TRUST_FILE).is_file():
                 from noderuntime.errors import CredentialError
                 from noderuntime.fleet.trust import FleetTrust
@@ -275,7 +281,11 @@ class Node:
 
                 await stack.enter_async_context(
                     RevocationWatch(
-                        self.state, self.fleet, self.nats, log=self.log.getChild("revocation")
+                        self.state,
+                        self.fleet,
+                        self.nats,
+                        log=self.log.getChild("revocation"),
+                        audit=audit,
                     )
                 )
 

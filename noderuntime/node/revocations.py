@@ -25,6 +25,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import AuditSink, NullAudit
+
 if TYPE_CHECKING:
     from noderuntime.crdt.state import StateStore
     from noderuntime.fleet.trust import FleetTrust
@@ -45,8 +48,11 @@ class RevocationWatch:
         *,
         log: logging.Logger,
         pin_check_s: float = PIN_CHECK_S,
+        audit: AuditSink | None = None,
     ) -> None:
         self.state = state
+        # Each revocation this node takes in is an audit entry (issue 13 §3).
+        self.audit: AuditSink = audit or NullAudit()
         self.trust = trust
         self.nats = nats
         self.log = log
@@ -102,6 +108,12 @@ class RevocationWatch:
                 principal,
                 rev.by if rev is not None else "an operator",
                 f" ({rev.reason})" if rev is not None and rev.reason else "",
+            )
+            self.audit.record(
+                AuditKind.REVOKED,
+                rev.by if rev is not None else "operator",
+                principal=principal,
+                reason=rev.reason if rev is not None else None,
             )
         own = self.trust.own_revocation
         if own is not None and not self._told_own:

@@ -150,3 +150,38 @@ def test_status_and_doctor_report_a_tampered_log_seen_by_the_hub() -> None:
     assert any(line.startswith("AUDIT TAMPERED: " + reason) for line in lines)
     assert any(reason in p for p in running_node_problems({"audit": audit}))
     assert running_node_problems({"audit": {**audit, "witness_alerts": []}}) == []
+
+
+class _Trust:
+    """Enough of FleetTrust for RevocationWatch.apply: one revocation newly taken in."""
+
+    own_revocation = None
+
+    def revoke(self, entries: object) -> list[str]:
+        return ["node:n3"]
+
+    def revocation(self, principal: str) -> object:
+        from noderuntime.fleet.revocation import revocation_entry
+
+        return revocation_entry(principal, keys=["k1"], by="operator:alice", at=1, reason="stolen")
+
+
+async def test_a_revocation_taken_in_is_audited() -> None:
+    import logging
+
+    from noderuntime.node.revocations import RevocationWatch
+
+    audit = MemoryAudit()
+    key = keys.generate(node_principal("n1"))
+    async with StateStore(MemoryStore(), key, node_id="n1", site="s1") as state:
+        watch = RevocationWatch(
+            state,
+            _Trust(),  # type: ignore[arg-type]
+            None,
+            log=logging.getLogger("test"),
+            audit=audit,
+        )
+        assert watch.apply() == ["node:n3"]
+    assert audit.of(AuditKind.REVOKED) == [
+        {"actor": "operator:alice", "principal": "node:n3", "reason": "stolen"}
+    ]
