@@ -10,8 +10,10 @@ else the node owns is small, written atomically, and copied as it is:
     data/state.db             the store snapshot
     data/...                  identity.key, fleet/ (trust, credentials), technicians.json, ...
 
-Left out: sockets, the store's -wal/-shm files (the snapshot holds their content) and
-``nats/`` (nats-server's generated config and scratch state, rebuilt at every start).
+Left out: sockets, the store's -wal/-shm files (the snapshot holds their content),
+``nats/`` (nats-server's generated config and scratch state, rebuilt at every start) and
+``audit.db`` (the audit trail is evidence: a restore must not roll it back; export it with
+``noderuntime audit export`` to keep a copy).
 
 Restore writes a backup into a data directory with no node in it (``--force`` replaces one),
 and refuses while a node answers on the control socket. The archive holds the node's private
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 from noderuntime import __version__
 from noderuntime.config.model import (
     API_SOCKET_FILE,
+    AUDIT_DB_FILE,
     CONFIG_FILE,
     IDENTITY_FILE,
     MAX_CONFIG_BYTES,
@@ -66,7 +69,9 @@ from noderuntime.errors import ConfigError, NodeRuntimeError
 BACKUP_FORMAT = 1
 MANIFEST = "noderuntime-backup.json"
 # secrets.tmpfs: the plaintext of containers' secrets, a tmpfs that must never reach a backup.
-SKIP_TOP = {API_SOCKET_FILE, PODMAN_SOCKET_FILE, "nats", "secrets.tmpfs"}
+# audit.db stays out: restoring an older audit log would roll its chain back (hubs would see it
+# as truncated), and a restore leaves the node's own audit.db where it is.
+SKIP_TOP = {API_SOCKET_FILE, PODMAN_SOCKET_FILE, "nats", "secrets.tmpfs", AUDIT_DB_FILE}
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp")
 ARCHIVE_MODE = 0o600
 # The manifest is a few hundred bytes; read no more than this of what claims to be one.

@@ -185,3 +185,19 @@ async def test_a_revocation_taken_in_is_audited() -> None:
     assert audit.of(AuditKind.REVOKED) == [
         {"actor": "operator:alice", "principal": "node:n3", "reason": "stolen"}
     ]
+
+
+def test_a_backup_leaves_the_audit_log_out(tmp_path: Path) -> None:
+    import tarfile
+
+    from noderuntime.config.model import CONFIG_FILE
+    from noderuntime.host.backup import backup
+
+    data = tmp_path / "node"
+    assert main(["--data-dir", str(data), "init", "--node-id", "n1", "--site", "s1"]) == 0
+    (data / AUDIT_DB_FILE).write_bytes(b"entries")
+    out = tmp_path / "b.tar.gz"
+    backup(data, data / CONFIG_FILE, out)
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert "data/identity.key" in names and f"data/{AUDIT_DB_FILE}" not in names
