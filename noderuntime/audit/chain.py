@@ -22,9 +22,10 @@ from typing import Any
 # The hash an empty chain starts from.
 GENESIS = bytes(32)
 CHECKPOINT_DOMAIN = b"noderuntime-audit-checkpoint-v1\x00"
-# Heads of this many earlier checkpoints travel in each new one (about 40 minutes' worth at the
-# default interval): a hub that missed fewer than this many still checks continuity.
-MAX_LINKS = 8
+# Heads of this many earlier checkpoints travel in each new one (an hour's worth at the default
+# interval): a hub that missed fewer than this many still checks continuity. Each link is ~75 B
+# of a record every hub keeps the history of (see log.py, CHECKPOINT_EVERY_S).
+MAX_LINKS = 4
 
 
 class AuditKind(enum.Enum):

@@ -177,7 +177,7 @@ class Node:
                 )
             )
             await self._record_node_info()
-            # The checkpoint signed at the last shutdown reaches hubs now, not 5 minutes on.
+            # The checkpoint signed at the last shutdown reaches hubs now, not 15 minutes on.
             last_cp = audit.last_checkpoint
             if last_cp is not None and (
                 state.read(state.node_doc, schema.audit_checkpoint) != last_cp.to_dict()

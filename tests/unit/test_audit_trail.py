@@ -157,6 +157,9 @@ class _Trust:
 
     own_revocation = None
 
+    def retire(self, keys: object) -> None:
+        return None
+
     def revoke(self, entries: object) -> list[str]:
         return ["node:n3"]
 
