@@ -156,6 +156,17 @@ class SyncView(Protocol):
         ...
 
 
+class NetworkView(Protocol):
+    """The host's network (``host/network.py``): read anywhere, set through its manager."""
+
+    async def read(self) -> dict[str, Any]: ...
+
+    async def apply(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Set one link (``name``, ``mode`` dhcp|static, ``address``, ``gateway``, ``dns``);
+        raises InvalidInputError for a bad request, NetworkConfigError where it cannot."""
+        ...
+
+
 class NodeServices(Protocol):
     @property
     def facts(self) -> NodeFacts: ...
@@ -206,6 +217,10 @@ class NodeServices(Protocol):
 
     def authenticate(self, technician: str, pin: str) -> str:
         """The technician's principal, or raise PermissionDeniedError."""
+        ...
+
+    def network(self) -> NetworkView:
+        """The host's network: addresses, gateway, DNS, link state, and setting them."""
         ...
 
     def audit_log(self) -> Audit | None:

@@ -1,4 +1,5 @@
-"""What a site with no network needs, on the command line: ``image ls|load``.
+"""What a site with no network needs, on the command line: ``image ls|load``, ``network
+[show]|set``.
 
 The same routes the console uses (``api/routes/images.py``); a load is a write route, so it
 runs as root, and is recorded with who ran it.
@@ -117,6 +118,52 @@ def cmd_image_load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def render_network(net: dict[str, Any]) -> str:
+    rows = [
+        [
+            lk["name"],
+            str(lk["state"]).upper(),
+            ", ".join(lk["addresses"]) or "-",
+            lk.get("manager") or "-",
+            lk.get("mac") or "-",
+        ]
+        for lk in net["links"]
+    ]
+    lines = [_table(["LINK", "STATE", "ADDRESSES", "MANAGED BY", "MAC"], rows), ""]
+    gw = net.get("gateway")
+    lines.append(f"Gateway:  {gw or 'none'}" + (f" (via {net['gateway_link']})" if gw else ""))
+    lines.append(f"DNS:      {', '.join(net['dns']) or 'none'}")
+    if net.get("why_not"):
+        lines.append(f"Setting:  refused here: {net['why_not']}")
+    return "\n".join(lines)
+
+
+def cmd_network_show(args: argparse.Namespace) -> int:
+    net = _call(args, "network.get")
+    if args.output == "json":
+        print(json.dumps(net, indent=2, sort_keys=True))
+    else:
+        print(render_network(net))
+    return EXIT_OK
+
+
+def cmd_network_set(args: argparse.Namespace) -> int:
+    from noderuntime.errors import InvalidInputError
+
+    if args.dhcp == bool(args.address):
+        raise InvalidInputError("give either --dhcp or --address CIDR (a static address)")
+    params: dict[str, Any] = {"name": args.link, "mode": "dhcp" if args.dhcp else "static"}
+    if args.address:
+        params |= {"address": args.address, "gateway": args.gateway or "", "dns": args.dns}
+    done = _call(args, "network.set", params)
+    if args.output == "json":
+        print(json.dumps(done, indent=2, sort_keys=True))
+    else:
+        where = done.get("file") or done.get("connection")
+        print(f"network set {done['change']} through {done['manager']} ({where})")
+    return EXIT_OK
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("image", help="images on this node; load one from a file (no network)")
     isub = s.add_subparsers(dest="image_cmd", required=True)
@@ -129,3 +176,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     i.add_argument("file", metavar="FILE", help="the archive (`podman save` / `docker save`)")
     i.add_argument("-o", "--output", choices=["text", "json"], default="text")
     i.set_defaults(func=cmd_image_load)
+    s = sub.add_parser("network", help="this node's network: see it, or set a link")
+    nsub = s.add_subparsers(dest="network_cmd")
+    s.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    s.set_defaults(func=cmd_network_show)
+    n = nsub.add_parser("show", help="links, addresses, gateway, DNS and who manages them")
+    n.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    n.set_defaults(func=cmd_network_show)
+    n = nsub.add_parser(
+        "set", help="set a link through systemd-networkd or NetworkManager (refused without)"
+    )
+    n.add_argument("link", metavar="LINK", help="the interface, e.g. eth0")
+    n.add_argument("--dhcp", action="store_true", help="get the address by DHCP")
+    n.add_argument("--address", metavar="CIDR", help="a static address, e.g. 192.168.1.20/24")
+    n.add_argument("--gateway", metavar="IP", help="the default gateway (with --address)")
+    n.add_argument("--dns", metavar="IP", action="append", default=[], help="repeatable")
+    n.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    n.set_defaults(func=cmd_network_set)

@@ -17,6 +17,7 @@ from noderuntime.audit.log import Audit
 from noderuntime.audit.store import WitnessAlert
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import NodeRuntimeError, NotEnrolledError
+from noderuntime.host.network import describe, parse_change, read_network, set_network
 from noderuntime.runtime.base import ContainerRuntime
 from noderuntime.runtime.health import HealthMonitor
 from noderuntime.runtime.service import PodmanService
@@ -62,6 +63,18 @@ class EngineSyncView:
         await self._engine.anti_entropy()
 
 
+class HostNetwork:
+    """:class:`NetworkView` over this host (``host/network.py``)."""
+
+    async def read(self) -> dict[str, Any]:
+        return await read_network()
+
+    async def apply(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        change = parse_change(params)
+        done = await set_network(change)
+        return {**done, "change": describe(change)}
+
+
 @dataclass(frozen=True)
 class RunningNodeServices:
     """What the routes may use of a running node; every field is set when the API starts."""
@@ -81,6 +94,9 @@ class RunningNodeServices:
     why_no_sync: str | None = None
     site: SiteManager | None = None
     audit: Audit | None = None
+
+    def network(self) -> HostNetwork:
+        return HostNetwork()
 
     def audit_log(self) -> Audit | None:
         return self.audit

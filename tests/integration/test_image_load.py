@@ -37,6 +37,10 @@ def test_an_image_loaded_from_a_file_starts_the_workload_waiting_for_it(tmp_path
                 i for i in listed if i["names"] == [image]
             ).items()
 
+            # The node's network reads through the same daemon (never set here: the host's).
+            net = json.loads(node.cli("network", "-o", "json", check=True).stdout)
+            assert net["links"] and {"gateway", "dns", "can_set"} <= net.keys()
+
             bad = node.cli("image", "load", str(not_an_archive))
             assert bad.returncode == 2 and "not an image archive" in bad.stderr
 

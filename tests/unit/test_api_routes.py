@@ -110,6 +110,8 @@ ROUTES = {
     "images.list": False,
     "images.archives": False,
     "images.load": True,
+    "network.get": False,
+    "network.set": True,
 }
 
 
@@ -218,6 +220,7 @@ class FakeServices:
     syncing: FakeSync | None = None
     store_guard: FakeGuard = field(default_factory=FakeGuard)
     audit: Audit | None = None
+    net: Any = None
 
     def probe_results(self, workload: str) -> list[dict[str, object]]:
         return []
@@ -248,6 +251,9 @@ class FakeServices:
 
     def audit_log(self) -> Audit | None:
         return self.audit
+
+    def network(self) -> Any:
+        return self.net
 
     async def witness_alerts(self) -> list[WitnessAlert]:
         return []

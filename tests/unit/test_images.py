@@ -232,3 +232,26 @@ async def test_history_hides_the_nodes_status_writes_unless_asked_and_marks_peop
     assert [h["summary"] for h in everything[:3]] == [
         f"status web {p}" for p in ("Exited", "Running", "Pending")
     ]
+
+
+class _Net:
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+
+    async def read(self) -> dict[str, Any]:
+        return {"links": [], "can_set": True}
+
+    async def apply(self, params: Any) -> dict[str, Any]:
+        self.applied.append(dict(params))
+        return {"manager": "systemd-networkd", "file": "/x", "change": "eth0: DHCP"}
+
+
+async def test_a_network_change_is_recorded_with_who_made_it(svc: FakeServices) -> None:
+    svc.net = _Net()
+    done = await call(
+        svc, "network.set", name="eth0", mode="dhcp", **{ACTOR_PARAM: "technician:ann"}
+    )
+    assert done["by"] == "technician:ann" and svc.net.applied[0]["name"] == "eth0"
+    event = svc.reconciler.events[-1]
+    assert event.kind == "network-set"
+    assert event.message == "network set eth0: DHCP via systemd-networkd (by technician:ann)"

@@ -12,6 +12,7 @@
     site       site.status, site.drain, site.uncordon (site quorum)
     records    records.remove (a record set aside)
     images     images.list, images.archives, images.load (stream; from a file on the node)
+    network    network.get, network.set (through systemd-networkd or NetworkManager)
     secrets    secret.targets, secret.set, secret.ls, secret.rm
     audit      audit.list, audit.follow (stream), audit.verify, audit.witness
     revoke     fleet.revoke (an operator revokes a member's keys)
@@ -30,6 +31,7 @@ from noderuntime.api.routes import (
     fleet,
     history,
     images,
+    network,
     overrides,
     peers,
     policy,
@@ -55,6 +57,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     policy.routes,
     history.routes,
     images.routes,
+    network.routes,
     peers.routes,
     records.routes,
     revoke.routes,
