@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from noderuntime.api.routes.revoke import resolve_member
+from noderuntime.audit.chain import AuditKind
+from noderuntime.audit.log import MemoryAudit
+from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.schema import REVOCATIONS, relay_problem
+from noderuntime.crdt.state import StateStore
+from noderuntime.crdt.store import MemoryStore
 from noderuntime.errors import ApiError, CredentialError, NotFoundError
 from noderuntime.fleet import FleetAuthority, FleetTrust
 from noderuntime.fleet.credential import MemberRole
@@ -35,6 +41,7 @@ from noderuntime.host.doctor import check_fleet_credential, running_node_problem
 from noderuntime.identity import keys as identity
 from noderuntime.identity.principals import node_principal
 from noderuntime.node.rekey import install
+from noderuntime.node.revocations import RevocationWatch
 from noderuntime.sync.acl import parse_doc
 from noderuntime.sync.natsconfig import LeafTLS, NatsServerSettings, render_config
 from noderuntime.sync.protocol import WireUpdate
@@ -227,3 +234,23 @@ def test_a_node_installs_only_a_credential_issued_for_its_pending_key(
     assert reloaded.node.public_key == pending.public_bytes
     assert identity.load_key(trust.key_file, "node:n1").public_bytes == pending.public_bytes
     assert len(reloaded.members_of("node:n1")) == 2  # the old key still verifies history
+
+
+async def test_the_node_takes_revocations_from_its_fleet_document_and_audits_them(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    audit = MemoryAudit()
+    rev = revocation_entry("node:n9", keys=[], by="operator:alice", at=T0, reason="stolen")
+    ident = identity.generate("node:n1")
+    async with StateStore(MemoryStore(), ident, node_id="n1", site="s1") as state:
+        await state.write(
+            state.fleet_doc,
+            lambda doc: schema.put_entry(doc, schema.REVOCATIONS, "node:n9", rev.to_dict()),
+        )
+        watch = RevocationWatch(state, trust, None, log=logging.getLogger("t"), audit=audit)
+        assert watch.apply() == ["node:n9"]
+        assert watch.apply() == []
+    assert trust.revocation("node:n9") == rev
+    (entry,) = audit.of(AuditKind.REVOKED)
+    assert entry["actor"] == "operator:alice" and entry["principal"] == "node:n9"
