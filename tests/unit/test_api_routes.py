@@ -112,6 +112,8 @@ ROUTES = {
     "images.load": True,
     "network.get": False,
     "network.set": True,
+    "enrolment.status": False,
+    "enrolment.import": True,
 }
 
 

@@ -12,6 +12,7 @@
     site       site.status, site.drain, site.uncordon (site quorum)
     records    records.remove (a record set aside)
     images     images.list, images.archives, images.load (stream; from a file on the node)
+    join       enrolment.status, enrolment.import (a credential file from a stick)
     network    network.get, network.set (through systemd-networkd or NetworkManager)
     secrets    secret.targets, secret.set, secret.ls, secret.rm
     audit      audit.list, audit.follow (stream), audit.verify, audit.witness
@@ -31,6 +32,7 @@ from noderuntime.api.routes import (
     fleet,
     history,
     images,
+    join,
     network,
     overrides,
     peers,
@@ -57,6 +59,7 @@ MODULES: tuple[Callable[[NodeServices], dict[str, Route]], ...] = (
     policy.routes,
     history.routes,
     images.routes,
+    join.routes,
     network.routes,
     peers.routes,
     records.routes,
