@@ -98,8 +98,8 @@ class NatsServerSettings:
     jetstream_max_memory_bytes: int = JETSTREAM_MAX_MEMORY_BYTES
     #: Once a member is revoked: the certificates (hex SHA-256 of their public key info) the
     #: leaf and route listeners still accept (``FleetTrust.tls_pins``); empty: any the fleet
-    #: CA signed. Changed at run time by a config reload, which closes links it no longer
-    #: allows (nats-server's ``pinned_certs``).
+    #: CA signed. Changed at run time by a restart on the same ports
+    #: (``NatsServer.reconfigure``: nats-server 2.15 reloads no change of ``pinned_certs``).
     pinned: tuple[str, ...] = ()
 
     @property

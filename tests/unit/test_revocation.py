@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from noderuntime.api.routes.revoke import resolve_member
 from noderuntime.audit.chain import AuditKind
 from noderuntime.audit.log import MemoryAudit
+from noderuntime.cli.main import render_sync_alerts
 from noderuntime.crdt import schema
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.crdt.schema import REVOCATIONS, relay_problem
@@ -254,3 +255,11 @@ async def test_the_node_takes_revocations_from_its_fleet_document_and_audits_the
     assert trust.revocation("node:n9") == rev
     (entry,) = audit.of(AuditKind.REVOKED)
     assert entry["actor"] == "operator:alice" and entry["principal"] == "node:n9"
+
+
+def test_status_names_a_revoked_node() -> None:
+    rev = revocation_entry("node:n1", keys=[], by="operator:alice", at=T0, reason="stolen")
+    lines = render_sync_alerts({"revoked": rev.to_dict()})
+    assert len(lines) == 1 and lines[0].startswith("REVOKED:")
+    assert "operator:alice" in lines[0] and "(stolen)" in lines[0]
+    assert render_sync_alerts({}) == []
