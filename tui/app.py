@@ -11,6 +11,7 @@ daemon that accepts connections but does not answer is shown as lost, not as "co
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,14 @@ VIEWS: tuple[str, ...] = (
     "audit",
     "history",
 )
+# Terminals with 16 colours and a font of box drawing only (the Linux console, old VTs).
+LIMITED_TERMS = frozenset({"linux", "vt100", "vt102", "vt220"})
+CSS_DIR = Path(__file__).parent
+
+
+def limited_console(term: str | None) -> bool:
+    """Is ``term`` (``$TERM``) a console that needs the 16-colour palette and plain lines?"""
+    return (term or "") in LIMITED_TERMS
 
 
 class NodeRuntimeApp(App[int]):
@@ -87,8 +96,18 @@ class NodeRuntimeApp(App[int]):
         refresh_interval_s: float = REFRESH_INTERVAL_S,
         poll_timeout_s: float = POLL_TIMEOUT_S,
         initial_view: str = "overview",
+        linux_console: bool = False,
     ) -> None:
-        super().__init__()
+        # The Linux console: ANSI colours as they are (red, yellow, green by severity, not
+        # truecolour mapped to the nearest of 16, which made Pending red and Failed magenta),
+        # and box drawing the console's font has (console.tcss).
+        super().__init__(
+            css_path=[CSS_DIR / "app.tcss", CSS_DIR / "console.tcss"] if linux_console else None,
+            ansi_color=True if linux_console else None,
+        )
+        self.linux_console = linux_console
+        if linux_console:
+            self.theme = "ansi-dark"
         self.ctx = TuiContext(api=api, write_api=write_api, clock=clock)
         self.refresh_interval_s = refresh_interval_s
         self.poll_timeout_s = poll_timeout_s
@@ -236,6 +255,7 @@ def run_tui(socket_path: Path) -> int:
     app = NodeRuntimeApp(
         ApiClient(socket_path, timeout_s=API_TIMEOUT_S),
         write_api=ApiClient(socket_path, timeout_s=ACTION_TIMEOUT_S),
+        linux_console=limited_console(os.environ.get("TERM")),
     )
     result = app.run()
     return result if isinstance(result, int) else 0

@@ -162,7 +162,7 @@ def workload_reason(view: Mapping[str, Any]) -> str:
     health = view.get("health")
     message = str(view.get("message") or "")
     if not message and health == "unhealthy":
-        message = "its health probe fails; see the detail (Enter) for the probe's output"
+        message = "its health probe fails (the detail shows the probe's output)"
     if not message and phase == "Stopped" and view.get("enabled", True):
         message = "stopped although it should run"
     extra = [str(p) for p in view.get("problems") or []]

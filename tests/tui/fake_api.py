@@ -87,7 +87,23 @@ def default_workloads() -> list[dict[str, Any]]:
             "camera-ingest", "Stopped", enabled=False, since=600, provenance={"enabled": "node"}
         ),
         _workload("updater", "Starting", since=3, outdated=True),
+        missing_image("scada-gw"),
     ]
+
+
+MISSING_IMAGE_MESSAGE = (
+    "image localhost/scada-gw:2 is not on this host and could not be pulled (initializing "
+    "source docker://localhost/scada-gw:2: pinging container registry localhost: Get "
+    '"https://localhost/v2/": dial tcp 127.0.0.1:443: connect: connection refused); '
+    "load it with `podman load -i FILE` or fix the image name"
+)
+
+
+def missing_image(name: str) -> dict[str, Any]:
+    """A workload whose image is not on the node and cannot be pulled (no network)."""
+    w = _workload(name, "Pending", since=300, image=f"localhost/{name}:2")
+    w["message"] = MISSING_IMAGE_MESSAGE
+    return w
 
 
 def default_status(workloads: list[dict[str, Any]], sync: bool) -> dict[str, Any]:

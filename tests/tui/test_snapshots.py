@@ -22,9 +22,15 @@ SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48"
 FROZEN_REFRESH_S = 3600.0
 
 
-def make_app(api: FakeApi | None = None, view: str = "overview") -> NodeRuntimeApp:
+def make_app(
+    api: FakeApi | None = None, view: str = "overview", *, linux_console: bool = False
+) -> NodeRuntimeApp:
     return NodeRuntimeApp(
-        api or FakeApi(), clock=clock, refresh_interval_s=FROZEN_REFRESH_S, initial_view=view
+        api or FakeApi(),
+        clock=clock,
+        refresh_interval_s=FROZEN_REFRESH_S,
+        initial_view=view,
+        linux_console=linux_console,
     )
 
 
@@ -144,3 +150,30 @@ class FailingStoreApi(FakeApi):
 
 def test_store_unhealthy(snap_compare: Any) -> None:
     assert snap_compare(make_app(FailingStoreApi()), terminal_size=(80, 24), run_before=keys())
+
+
+@pytest.mark.parametrize(
+    ("view", "pressed"),
+    [("overview", ()), ("workloads", ()), ("workloads", ("r",)), ("workloads", ("slash",))],
+    ids=["overview", "workloads", "confirm", "filter"],
+)
+def test_linux_console(snap_compare: Any, view: str, pressed: tuple[str, ...]) -> None:
+    """TERM=linux: 16 ANSI colours (red failed, yellow waiting or unhealthy, green running)
+    and box drawing the console's font has: no rounded corners, no thin block glyphs."""
+    app = make_app(view=view, linux_console=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys(*pressed))
+
+
+def test_overview_of_a_node_not_enrolled(snap_compare: Any) -> None:
+    # Problems first, and no empty peers box.
+    assert snap_compare(
+        make_app(FakeApi(sync=False, sync_method=False)),
+        terminal_size=(80, 24),
+        run_before=keys(),
+    )
+
+
+def test_missing_image_detail(snap_compare: Any) -> None:
+    """The fix ("load it ... or fix the image name") shows at 80x24, before Podman's error."""
+    app = make_app(view="workloads")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys("down", "down", "d"))

@@ -112,7 +112,9 @@ async def test_overview_shows_the_real_node(node: NodeProcess) -> None:
         assert node.node_id in text and "test" in text
         assert "Podman    connected" in text
         assert "2 desired" in text and "Running" in text
-        assert "sync not configured" in text
+        assert "Sync      not configured" in text
+        assert "Peers and hubs" not in text  # no empty peers box on a node not enrolled
+        assert "No problems" in text and "run as wanted" in text
         assert "Memory" in text and "Disk" in text
 
 

@@ -52,7 +52,7 @@ def test_workload_problems_worst_first_with_reasons() -> None:
     problems = workload_problems(views)
     assert [p.name for p in problems] == ["crash", "probe", "wait", "gone"]
     assert problems[0].reason == "9 restarts; exited with code 1; retrying in 8s"
-    assert problems[1].what == "Running/unhealthy" and "probe" in problems[1].reason
+    assert problems[1].what == "Running/unhealthy" and "probe fails" in problems[1].reason
     assert problems[3].reason == "stopped although it should run"
 
 

@@ -1,4 +1,6 @@
-"""Overview: the node at a glance (identity, health, workloads by phase, host, sync links)."""
+"""Overview: problems first (workloads that are not healthy and the node's own problems, each
+with its reason; Enter opens one), then the node, its health, its host and, once enrolled, its
+peers."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Grid
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from noderuntime.errors import NodeRuntimeError
 from tui.api import is_unknown_method
@@ -27,7 +29,9 @@ from tui.model import (
     store_state,
     sync_summary,
 )
+from tui.problems import Problem, node_problems, workload_problems
 from tui.screens.base import BaseView
+from tui.widgets.row_table import RowTable
 
 MAX_PEERS_SHOWN = 6
 
@@ -39,13 +43,17 @@ def _line(text: Text, label: str, value: str, *, ok: bool = True) -> None:
 
 
 def node_panel(status: Mapping[str, Any]) -> Text:
+    """Who the node is (two lines), then its host's gauges."""
     node = status.get("node") or {}
     t = Text(no_wrap=True, overflow="ellipsis")
-    _line(t, "Node", str(node.get("id", "?")))
-    _line(t, "Site", str(node.get("site", "?")))
-    _line(t, "Role", str(node.get("role", "?")))
-    _line(t, "Uptime", fmt_duration(node.get("uptime_s")))
-    _line(t, "Version", f"{node.get('version', '?')} on {node.get('hostname', '?')}")
+    _line(t, "Node", f"{node.get('id', '?')} @ {node.get('site', '?')} ({node.get('role', '?')})")
+    _line(
+        t,
+        "Uptime",
+        f"{fmt_duration(node.get('uptime_s'))}, v{node.get('version', '?')}"
+        f" on {node.get('hostname', '?')}",
+    )
+    t.append_text(host_panel(status))
     t.rstrip()
     return t
 
@@ -71,7 +79,8 @@ def health_panel(status: Mapping[str, Any], site: Mapping[str, Any] | None = Non
     return t
 
 
-def workloads_panel(status: Mapping[str, Any]) -> Text:
+def workloads_line(status: Mapping[str, Any]) -> Text:
+    """``6 desired: 1 Failed 1 Unhealthy 2 Running``, for the problems panel's title."""
     wl = status.get("workloads") or {}
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{wl.get('desired', 0)} desired", style="bold")
@@ -79,17 +88,33 @@ def workloads_panel(status: Mapping[str, Any]) -> Text:
         t.append(f", {wl['invalid']} INVALID", style="bold red")
     if wl.get("not_selected"):
         t.append(f", {len(wl['not_selected'])} not for this node")
-    t.append("\n")
     phases = phase_summary(wl.get("phases") or {})
-    if not phases:
-        t.append("no workloads yet")
-    # Two columns, so seven phases fit in four lines of an 80x24 console.
     for i, (phase, count) in enumerate(phases):
-        t.append(f"{count:>4} ")
-        t.append(f"{phase:<10}", style=PHASE_STYLES.get(phase, ""))
-        t.append("\n" if i % 2 else "  ")
-    t.rstrip()
+        t.append(": " if i == 0 else " ")
+        t.append(f"{count} ")
+        t.append(phase, style=PHASE_STYLES.get(phase, ""))
     return t
+
+
+PROBLEM_NAME_MAX = 20
+STATE_WIDTH = 10
+MIN_WHY_WIDTH = 20
+# Cell padding of three columns, the panel's border and padding, a scrollbar.
+PROBLEM_CHROME = 3 * 2 + 4 + 2
+
+
+def problem_rows(
+    workloads: list[Problem], node: list[Problem], desired: int
+) -> list[tuple[str, str, str, str]]:
+    """(key, name, state, why) rows, worst first; the node's own first among equals."""
+    ranked = [(p.rank, 0, f"node:{p.what}", "(node)", p.what, p.reason) for p in node]
+    ranked += [(p.rank, 1, p.name, p.name, p.what, p.reason) for p in workloads]
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    rows = [r[2:] for r in ranked]
+    if not rows:
+        everything = f"all {desired} workloads run as wanted" if desired else "no workloads yet"
+        rows.append(("", "", "OK", f"{everything}; the node reports no problems"))
+    return rows
 
 
 def host_panel(status: Mapping[str, Any]) -> Text:
@@ -140,29 +165,35 @@ def peers_panel(
 
 class OverviewScreen(BaseView):
     VIEW_NAME = "Overview"
-    KEYS = (("2", "Workloads"), ("4", "Events"), ("3", "Peers"))
+    KEYS = (("Enter", "Open"), ("2", "Workloads"), ("4", "Events"), ("3", "Peers"))
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.views: list[dict[str, Any]] | None = None
+        self.problem_keys: list[str] = []
+        self.shown_problems: tuple[Any, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         with Grid(id="overview-grid"):
+            yield RowTable(id="panel-problems")
             yield Static(id="panel-node", classes="panel")
             yield Static(id="panel-health", classes="panel")
-            yield Static(id="panel-workloads", classes="panel")
-            yield Static(id="panel-host", classes="panel")
             yield Static(id="panel-peers", classes="panel")
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
         titles = {
+            "#panel-problems": "Problems",
             "#panel-node": "Node",
             "#panel-health": "Health",
-            "#panel-workloads": "Workloads",
-            "#panel-host": "Host",
             "#panel-peers": "Peers and hubs",
         }
         for sel, title in titles.items():
-            self.query_one(sel, Static).border_title = title
+            self.query_one(sel).border_title = title
+        self.query_one("#panel-problems", DataTable).show_header = False
+        self.query_one("#panel-problems", DataTable).focus()
         if self.ctx.status is not None:
             self.show(self.ctx.status, None)
 
@@ -173,6 +204,13 @@ class OverviewScreen(BaseView):
 
     @work(exclusive=True, group="overview", exit_on_error=False)
     async def load_peers(self) -> None:
+        try:
+            self.views = list(await self.ctx.api.call("workloads.list"))
+        except NodeRuntimeError as exc:
+            # The previous list stays; the link state shows in the header.
+            if self.views is None:
+                self.notify(str(exc), title="Workloads", severity="error")
+                self.views = []
         status = self.ctx.status or {}
         sync = status.get("sync") or {}
         info: dict[str, Any] | None
@@ -194,13 +232,68 @@ class OverviewScreen(BaseView):
         self.show(status, info)
 
     def show(self, status: Mapping[str, Any], peers: Mapping[str, Any] | None) -> None:
+        self.show_problems(status)
         self.query_one("#panel-node", Static).update(node_panel(status))
         self.query_one("#panel-health", Static).update(
             health_panel(status, self.ctx.extra.get("site.status"))
         )
-        self.query_one("#panel-workloads", Static).update(workloads_panel(status))
-        self.query_one("#panel-host", Static).update(host_panel(status))
         panel = self.query_one("#panel-peers", Static)
-        rows = panel.content_region.height or MAX_PEERS_SHOWN
-        panel.update(peers_panel(peers, self.ctx.clock(), rows))
-        self.add_class("-loaded")
+        # Not enrolled: no peers to show, and the Health panel already says so.
+        enrolled = bool((status.get("sync") or {}).get("enabled"))
+        if panel.display != enrolled:
+            panel.display = enrolled
+        if enrolled:
+            rows = panel.content_region.height or MAX_PEERS_SHOWN
+            panel.update(peers_panel(peers, self.ctx.clock(), rows))
+        if self.views is not None:
+            self.add_class("-loaded")
+
+    def show_problems(self, status: Mapping[str, Any]) -> None:
+        table: DataTable[Text] = self.query_one("#panel-problems", DataTable)
+        wl = status.get("workloads") or {}
+        desired = int(wl.get("desired") or 0)
+        workloads = workload_problems(self.views or [])
+        node = node_problems(status, self.ctx.clock())
+        count = len(workloads) + len(node)
+        title = Text("Problems" if count else "No problems", style="bold red" if count else "")
+        title.append(" | ", style="")
+        title.append_text(workloads_line(status))
+        table.border_title = title
+        rows = problem_rows(workloads, node, desired) if self.views is not None else []
+        names = [r[1] for r in rows]
+        name_chars = min(PROBLEM_NAME_MAX, max([1, *(len(n) for n in names)]))
+        why_chars = max(MIN_WHY_WIDTH, self.size.width - name_chars - STATE_WIDTH - PROBLEM_CHROME)
+        key = (tuple(rows), why_chars)
+        if key == self.shown_problems:
+            return
+        self.shown_problems = key
+        selected = table.cursor_row
+        table.clear(columns=True)
+        table.add_column("NAME", width=name_chars)
+        table.add_column("STATE", width=STATE_WIDTH)
+        table.add_column("WHY", width=why_chars)
+        for _, name, state, why in rows:
+            style = PHASE_STYLES.get(state.split("/")[0], "bold red" if name == "(node)" else "")
+            # The reason wraps at word boundaries; the row grows to fit it.
+            table.add_row(
+                Text(name, style="bold"), Text(state, style=style), Text(why), height=None
+            )
+        self.problem_keys = [r[0] for r in rows]
+        if 0 <= selected < table.row_count:
+            table.move_cursor(row=selected, animate=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        """Enter: the detail of the workload under the cursor (a node problem: its view)."""
+        from tui.screens.detail import WorkloadDetailScreen
+
+        row = self.query_one("#panel-problems", DataTable).cursor_row
+        if not 0 <= row < len(self.problem_keys):
+            return
+        key = self.problem_keys[row]
+        if key == "node:Sync":
+            self.app.call_later(self.app.run_action, "view('peers')")
+        elif key and not key.startswith("node:"):
+            self.app.push_screen(WorkloadDetailScreen(self.ctx, key))
