@@ -42,6 +42,10 @@ def keys(*pressed: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
             await pilot.press(k)
             await pilot.pause(0.05)
         await settle(pilot)
+        # A blinking text cursor would make the picture depend on timing.
+        for box in pilot.app.screen.query(Input):
+            box.cursor_blink = False
+        await pilot.pause(0.05)
 
     return run
 
@@ -163,14 +167,7 @@ def test_linux_console(snap_compare: Any, view: str, pressed: tuple[str, ...]) -
     and box drawing the console's font has: no rounded corners, no thin block glyphs."""
     app = make_app(view=view, linux_console=True)
 
-    async def run(pilot: Pilot[Any]) -> None:
-        await keys(*pressed)(pilot)
-        # A blinking text cursor would make the picture depend on timing.
-        for box in pilot.app.screen.query(Input):
-            box.cursor_blink = False
-        await pilot.pause(0.1)
-
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys(*pressed))
 
 
 def test_overview_of_a_node_not_enrolled(snap_compare: Any) -> None:
