@@ -35,6 +35,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.images import ImagesScreen
 from tui.screens.jump import JumpScreen
+from tui.screens.link import LinkScreen
 from tui.screens.overview import OverviewScreen
 from tui.screens.peers import PeersScreen
 from tui.screens.workloads import WorkloadsScreen
@@ -56,6 +57,7 @@ VIEWS: tuple[str, ...] = (
     "images",
     "audit",
     "history",
+    "link",
 )
 # Terminals with 16 colours and a font of box drawing only (the Linux console, old VTs).
 LIMITED_TERMS = frozenset({"linux", "vt100", "vt102", "vt220"})
@@ -82,6 +84,7 @@ class NodeRuntimeApp(App[int]):
         Binding("6", "view('images')", "Images", show=False),
         Binding("7", "view('audit')", "Audit", show=False),
         Binding("8", "view('history')", "History", show=False),
+        Binding("9", "view('link')", "Network and fleet", show=False),
         Binding("colon", "jump", "Jump"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -125,6 +128,7 @@ class NodeRuntimeApp(App[int]):
         self.add_mode("images", lambda: ImagesScreen(ctx))
         self.add_mode("audit", lambda: AuditScreen(ctx))
         self.add_mode("history", lambda: HistoryScreen(ctx))
+        self.add_mode("link", lambda: LinkScreen(ctx))
 
     async def on_mount(self) -> None:
         await self.switch_mode(self.initial_view)

@@ -127,7 +127,7 @@ def enrolment_lines(info: Mapping[str, Any]) -> list[str]:
             "Not enrolled: this node runs on its own.",
             "To join a fleet, press j and pick the enrolment file (credential) from a stick.",
         ]
-    lines = [f"Enrolled in {info.get('fleet_id')} as {info.get('principal')}"]
+    lines = [f"Enrolled in {info.get('fleet_id', '?')} as node {info.get('node', '?')}"]
     sync = info.get("sync") or {}
     if info.get("problem"):
         lines.append(f"Sync is down: {info['problem']}")
@@ -135,6 +135,10 @@ def enrolment_lines(info: Mapping[str, Any]) -> list[str]:
         lines.append(f"Sync connected via {sync.get('nats_url', '?')}")
     else:
         lines.append(f"Sync OFFLINE: {sync.get('last_error') or 'no link to the hub yet'}")
+    for lk in info.get("links") or []:
+        state = "up" if lk.get("up") else "DOWN"
+        err = f": {lk['error']}" if lk.get("error") and not lk.get("up") else ""
+        lines.append(f"  link {lk.get('peer')}: {state}{err}")
     for p in info.get("peers") or []:
         state = "up" if p.get("up") else "DOWN"
         err = f"  last error: {p['last_error']}" if p.get("last_error") else ""

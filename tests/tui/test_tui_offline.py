@@ -39,6 +39,49 @@ def images() -> list[dict[str, Any]]:
     ]
 
 
+def network() -> dict[str, Any]:
+    return {
+        "links": [
+            {
+                "name": "eth0",
+                "index": 2,
+                "state": "up",
+                "mac": "52:54:00:12:34:56",
+                "addresses": ["192.168.7.20/24"],
+                "manager": None,
+            },
+            {"name": "wlan0", "index": 3, "state": "down", "mac": "", "addresses": []},
+        ],
+        "gateway": "192.168.7.1",
+        "gateway_link": "eth0",
+        "dns": ["192.168.7.1"],
+        "manager": None,
+        "can_set": False,
+        "why_not": "not managed by systemd-networkd or NetworkManager",
+    }
+
+
+def enrolment() -> dict[str, Any]:
+    return {
+        "enrolled": True,
+        "node": "edge-07",
+        "site": "plant-north",
+        "public_key": "q1w2e3",
+        "fleet_id": "fleet-3f9a",
+        "problem": None,
+        "sync": {"connected": False, "nats_url": "nats://127.0.0.1:4222"},
+        "links": [
+            {
+                "peer": "nats-leaf://hub.plant:7422",
+                "direction": "outbound",
+                "up": False,
+                "error": "hub.plant:7422: No route to host",
+            }
+        ],
+        "peers": [{"node": "hub-1", "up": False}],
+    }
+
+
 def history_entries(with_status: bool) -> list[dict[str, Any]]:
     out = [
         *history(),
@@ -95,6 +138,18 @@ class OfflineApi(FakeApi):
                 {"path": ARCHIVE, "size_bytes": 48_000_000},
                 {"path": "/mnt/service/busybox.tar", "size_bytes": 2_200_000},
             ]
+        if method == "network.get":
+            return network()
+        if method == "enrolment.status":
+            return enrolment()
+        if method == "network.set":
+            self.calls.append((method, dict(params or {})))
+            self._auth_ok(dict(params or {}))
+            raise ApiError(
+                "eth0: this node's network is not managed by systemd-networkd or "
+                "NetworkManager, so noderuntime does not change it",
+                code="network_config",
+            )
         if method == "history.list":
             self.calls.append((method, dict(params or {})))
             return history_entries(bool((params or {}).get("status")))
@@ -195,3 +250,29 @@ async def test_history_puts_people_first_and_shows_status_writes_on_request() ->
             pilot, lambda: "status modbus-poller" in screen_text(pilot), what="status writes"
         )
         assert [p.get("status") for m, p in api.calls if m == "history.list"][-1] is True
+
+
+def test_network_and_fleet_view(snap_compare: Any) -> None:
+    assert snap_compare(make_app(view="link"), terminal_size=(80, 24), run_before=keys())
+
+
+async def test_a_network_change_where_no_manager_owns_it_is_refused_with_the_reason() -> None:
+    api = OfflineApi()
+    app = make_app(api, view="link")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        text = screen_text(pilot)
+        assert "eth0: UP  192.168.7.20/24" in text and "No route to host" in text
+        await pilot.press("s")
+        await wait_until(pilot, lambda: app.screen.query("#netset-box"), what="dialog")
+        assert app.screen.query_one("#address", Input).value == "192.168.7.20/24"
+        app.screen.query_one("#technician", Input).value = TECHNICIAN
+        app.screen.query_one("#pin", Input).value = PIN
+        app.screen.query_one("#pin", Input).focus()
+        await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: "does not change it" in screen_text(pilot), what="the refusal"
+        )
+        sent = [p for m, p in api.calls if m == "network.set"]
+        assert sent[-1]["name"] == "eth0" and sent[-1]["mode"] == "static"
+        assert sent[-1]["auth"] == {"technician": TECHNICIAN, "pin": PIN}

@@ -60,3 +60,36 @@ def test_history_lists_people_first_and_names_who_acted() -> None:
         ("technician:ann", "override", True),
         ("node:n1", "apply web", False),
     ]
+
+
+def test_network_and_enrolment_read_for_people() -> None:
+    from tui.offline_model import enrolment_lines, network_lines
+
+    net = {
+        "links": [{"name": "eth0", "state": "up", "addresses": ["10.0.0.5/24"], "mac": "aa"}],
+        "gateway": None,
+        "dns": [],
+        "manager": None,
+        "can_set": False,
+        "why_not": "not managed",
+    }
+    assert network_lines(net) == [
+        "Managed by: none (read-only here)",
+        "eth0: UP  10.0.0.5/24  aa",
+        "Gateway: none",
+        "DNS: none",
+        "Setting: not managed",
+    ]
+    assert "press j" in enrolment_lines({"enrolled": False})[1]
+    down = {
+        "enrolled": True,
+        "fleet_id": "f1",
+        "node": "n1",
+        "problem": "no TLS certificate",
+        "links": [{"peer": "nats-leaf://hub:7422", "up": False, "error": "refused"}],
+    }
+    assert enrolment_lines(down) == [
+        "Enrolled in f1 as node n1",
+        "Sync is down: no TLS certificate",
+        "  link nats-leaf://hub:7422: DOWN: refused",
+    ]
