@@ -131,6 +131,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if args.show_public_key:
         print(show_public_key(data_dir))
         return EXIT_OK
+    if args.member:
+        import asyncio
+
+        from noderuntime.api.client import ApiClient
+        from noderuntime.config.model import NodePaths
+
+        blob = read_bundle(_path(args.member)).credential_blob.decode()
+
+        async def add() -> Any:
+            async with ApiClient(NodePaths(data_dir, config).api_socket) as client:
+                return await client.call("fleet.member.add", {"credential": blob})
+
+        r = asyncio.run(add())
+        print(f"{r['principal']} ({r['role']}, key {r['key_id']}) is known to this node")
+        return EXIT_OK
     if not args.credential:
         raise EnrollmentError("give --credential FILE (or --show-public-key)")
     bundle = read_bundle(_path(args.credential))
@@ -336,6 +351,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     s = sub.add_parser("enroll", help="install a fleet credential on this node (online path)")
     s.add_argument("--credential", metavar="CREDFILE", help="credential file from `fleet enroll`")
+    s.add_argument(
+        "--member",
+        metavar="FILE",
+        help="teach the running node another member's credential (a credential file or token "
+        "of it; only the public credential is sent): how a member enrolled after a revocation "
+        "gets past this node's pinned certificates",
+    )
     s.add_argument(
         "--show-public-key", action="store_true", help="print this node's public key and exit"
     )

@@ -103,6 +103,7 @@ ROUTES = {
     "rollout.promote": True,
     "records.remove": True,
     "fleet.revoke": True,
+    "fleet.member.add": True,
     "node.rekey": True,
     "rekey.pending": False,
     "rekey.issue": True,

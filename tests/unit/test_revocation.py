@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from noderuntime.api.routes.revoke import resolve_member
+from noderuntime.api.routes.revoke import add_member, resolve_member
 from noderuntime.audit.chain import AuditKind
 from noderuntime.audit.log import MemoryAudit
 from noderuntime.cli.main import render_sync_alerts
@@ -263,3 +263,22 @@ def test_status_names_a_revoked_node() -> None:
     assert len(lines) == 1 and lines[0].startswith("REVOKED:")
     assert "operator:alice" in lines[0] and "(stolen)" in lines[0]
     assert render_sync_alerts({}) == []
+
+
+async def test_a_node_learns_a_member_enrolled_after_a_revocation(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    trust = enrolled(fleet, tmp_path, "n1")
+    trust.revoke({"node:n9": revocation_entry("node:n9", keys=[], by="", at=T0).to_dict()})
+    late = fleet.enroll_node("n5", "s1", public_key=identity.generate("x").public_bytes)
+    assert spki_pin(late.credential.public_key) not in trust.tls_pins()
+
+    class Svc:
+        def fleet_trust(self) -> FleetTrust:
+            return trust
+
+    r = await add_member(Svc(), {"credential": late.credential_blob.decode()})  # type: ignore[arg-type]
+    assert r["principal"] == "node:n5"
+    assert spki_pin(late.credential.public_key) in trust.tls_pins()
+    with pytest.raises(CredentialError):
+        await add_member(Svc(), {"credential": "nrc1.garbage.x"})  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""``fleet.revoke``: an operator revokes a member's keys (``noderuntime revoke MEMBER --as OP``).
+"""``fleet.revoke``: an operator revokes a member's keys (``noderuntime revoke MEMBER --as OP``);
+``fleet.member.add``: this node learns a member's credential (``noderuntime enroll --member``).
 
 The change is a record in the fleet document's ``revocations`` map (what it covers, and who may
 write it: :mod:`noderuntime.fleet.revocation`). Like every fleet change on an enrolled node it
@@ -38,7 +39,21 @@ def routes(svc: NodeServices) -> dict[str, Route]:
             write=True,
             doc="revoke a member's keys everywhere (operator-signed)",
         ),
+        "fleet.member.add": Route(
+            partial(add_member, svc),
+            write=True,
+            doc="learn a member's credential (verified against the fleet root)",
+        ),
     }
+
+
+async def add_member(svc: NodeServices, params: Params) -> dict[str, Any]:
+    """Once a revocation is in force a node's listeners accept only members it knows: a member
+    enrolled later is let in by handing its credential to the nodes it links with (the pins
+    follow within ``node.revocations.PIN_CHECK_S``). A credential is public; it is verified
+    against the fleet root like one a peer relays."""
+    member = svc.fleet_trust().add(str_param(params, "credential").encode())
+    return {"principal": member.principal, "key_id": member.key_id, "role": member.role.value}
 
 
 def resolve_member(member: str, known: set[str]) -> str:
