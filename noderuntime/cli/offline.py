@@ -1,5 +1,5 @@
 """What a site with no network needs, on the command line: ``image ls|load``, ``network
-[show]|set``.
+[show]|set``, ``join [FILE]``.
 
 The same routes the console uses (``api/routes/images.py``); a load is a write route, so it
 runs as root, and is recorded with who ran it.
@@ -164,6 +164,45 @@ def cmd_network_set(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def render_join(info: dict[str, Any]) -> str:
+    if not info["enrolled"]:
+        return (
+            f"node {info['node']} is not enrolled: it runs on its own.\n"
+            f"Its public key (for the operator's `fleet enroll {info['node']} --site "
+            f"{info['site']} --public-key KEY`):\n  {info['public_key']}\n"
+            "Then install the credential: `noderuntime join FILE`."
+        )
+    sync = info.get("sync") or {}
+    lines = [f"node {info['node']} enrolled in {info.get('fleet_id', '?')}"]
+    if info.get("problem"):
+        lines.append(f"sync is down: {info['problem']}")
+    else:
+        lines.append("sync " + ("connected" if sync.get("connected") else "NOT connected"))
+    rows = [
+        [str(lk.get("peer")), "up" if lk.get("up") else "DOWN", lk.get("error") or "-"]
+        for lk in info.get("links") or []
+    ]
+    if rows:
+        lines += ["", _table(["LINK", "STATE", "WHY DOWN"], rows)]
+    return "\n".join(lines)
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    if args.file:
+        done = _call(args, "enrolment.import", {"path": os.path.abspath(args.file)})
+        if args.output == "json":
+            print(json.dumps(done, indent=2, sort_keys=True))
+        else:
+            print(f"enrolled in {done['fleet_id']}; restart the node to link up")
+        return EXIT_OK
+    info = _call(args, "enrolment.status")
+    if args.output == "json":
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        print(render_join(info))
+    return EXIT_OK
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("image", help="images on this node; load one from a file (no network)")
     isub = s.add_subparsers(dest="image_cmd", required=True)
@@ -193,3 +232,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     n.add_argument("--dns", metavar="IP", action="append", default=[], help="repeatable")
     n.add_argument("-o", "--output", choices=["text", "json"], default="text")
     n.set_defaults(func=cmd_network_set)
+    s = sub.add_parser(
+        "join", help="fleet enrolment and why sync is down; join FILE installs a credential"
+    )
+    s.add_argument("file", metavar="FILE", nargs="?", help="a credential file (e.g. on a stick)")
+    s.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    s.set_defaults(func=cmd_join)

@@ -40,6 +40,9 @@ def test_an_image_loaded_from_a_file_starts_the_workload_waiting_for_it(tmp_path
             # The node's network reads through the same daemon (never set here: the host's).
             net = json.loads(node.cli("network", "-o", "json", check=True).stdout)
             assert net["links"] and {"gateway", "dns", "can_set"} <= net.keys()
+            join = json.loads(node.cli("join", "-o", "json", check=True).stdout)
+            assert (join["enrolled"], join["node"]) == (False, node.node_id)
+            assert join["public_key"] in node.cli("join", check=True).stdout
 
             bad = node.cli("image", "load", str(not_an_archive))
             assert bad.returncode == 2 and "not an image archive" in bad.stderr

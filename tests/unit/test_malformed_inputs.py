@@ -45,6 +45,11 @@ CONFIG_READERS: list[list[str]] = [
     ["enroll", "--show-public-key"],
     ["backup", "-o", "OUT"],
     ["tui"],
+    ["image", "ls"],
+    ["image", "load", "FILE"],
+    ["network"],
+    ["network", "set", "eth0", "--dhcp"],
+    ["join"],
 ]
 
 

@@ -14,6 +14,9 @@ HELP_TEXT = """\
 [b]Views[/b]  (also [b]:[/b] then a name, like k9s)
   1 overview  2 workloads  3 peers/sync  4 events  5 fleet (a hub)
   :overview  :workloads (:wl)  :peers (:sync)  :events (:ev)  :fleet
+  6 images  7 audit  8 history  9 network and fleet (no network needed)
+  6: l loads an image archive from a stick   8: a shows status writes
+  9: s sets the network, j joins a fleet (a credential from a stick)
 
 [b]Everywhere[/b]
   ?  this help        :  jump to a view       Esc  back       q  quit
