@@ -140,7 +140,8 @@ class AuditStore(abc.ABC):
 
 
 def _entry_row(e: Entry) -> tuple[int, float, str, str, str, bytes]:
-    return (e.seq, e.ts, e.kind, e.actor, canonical(dict(e.fields)).decode(), e.hash)
+    fields = e.fields_json or canonical(dict(e.fields)).decode()
+    return (e.seq, e.ts, e.kind, e.actor, fields, e.hash)
 
 
 def _entry(r: Any) -> Entry:
