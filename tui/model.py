@@ -13,7 +13,13 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tui.problems import HEALTHY_RANK, reason_line, view_severity, workload_reason
+from tui.problems import (
+    HEALTHY_RANK,
+    reason_line,
+    shown_phase,
+    view_severity,
+    workload_reason,
+)
 
 # Phases as the node reports them (noderuntime.reconcile.status.Phase values), in display order.
 PHASES: tuple[str, ...] = (
@@ -37,6 +43,7 @@ PHASE_STYLES: Mapping[str, str] = {
     "Pending": "yellow",
     "Unhealthy": "bold yellow",
     "Failed": "bold red",
+    "Stopping": "yellow",
     "Stopped": "bright_black",
     "Unknown": "magenta",
 }
@@ -334,7 +341,7 @@ def workload_row(view: Mapping[str, Any], now: float) -> WorkloadRow:
     return WorkloadRow(
         name=str(view.get("name", "?")),
         want="run" if view.get("enabled", True) else "stop",
-        phase=str(view.get("phase") or "Pending"),
+        phase=shown_phase(view),
         health=str(view.get("health") or "-"),
         restarts=str(view.get("restarts") or 0),
         since=fmt_age(view.get("since"), now),

@@ -127,6 +127,7 @@ _PHASE_RANK: Mapping[str, int] = {
     "Unknown": 2,
     "Pending": 3,
     "Starting": 4,
+    "Stopping": 4,
     "Stopped": 5,
     "Standby": 6,
     "Running": 6,
@@ -144,9 +145,22 @@ def severity(phase: str, health: str | None, want_run: bool) -> int:
     return rank
 
 
+# Phases in which a container runs: with want=stop it is on its way down (its grace period).
+RUNNING_PHASES = frozenset({"Running", "Starting", "Unhealthy"})
+
+
+def shown_phase(view: Mapping[str, Any]) -> str:
+    """The node's phase, except ``Stopping`` while a stopped workload's container still runs
+    (the node says Running until it has exited, up to its stop timeout)."""
+    phase = str(view.get("phase") or "Pending")
+    if not view.get("enabled", True) and phase in RUNNING_PHASES:
+        return "Stopping"
+    return phase
+
+
 def view_severity(view: Mapping[str, Any]) -> int:
     return severity(
-        str(view.get("phase") or "Pending"),
+        shown_phase(view),
         str(view["health"]) if view.get("health") else None,
         bool(view.get("enabled", True)),
     )

@@ -203,8 +203,13 @@ class ContainerRuntime(Protocol):
         """
         ...
 
-    def logs(self, container_id: str, *, follow: bool, tail: int | None) -> AsyncIterator[str]:
-        """Log lines (stdout and stderr interleaved, without trailing newline)."""
+    def logs(
+        self, container_id: str, *, follow: bool, tail: int | None, timestamps: bool = False
+    ) -> AsyncIterator[str]:
+        """Log lines (stdout and stderr interleaved, without trailing newline).
+
+        ``timestamps``: each line starts with the time it was written, RFC 3339 and a space
+        (as Podman writes it: local offset, nanoseconds)."""
         ...
 
 

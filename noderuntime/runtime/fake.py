@@ -363,12 +363,15 @@ class FakeRuntime:
             self._subscribers.remove(queue)
 
     async def logs(
-        self, container_id: str, *, follow: bool, tail: int | None
+        self, container_id: str, *, follow: bool, tail: int | None, timestamps: bool = False
     ) -> AsyncIterator[str]:
         self._call("logs", container_id)
-        lines = self._get(container_id).logs
+        c = self._get(container_id)
+        lines = c.logs
+        # The fake keeps no time per line: every line carries the container's start.
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime(c.started_at or 0))
         for line in lines[-tail:] if tail else lines:
-            yield line
+            yield stamp + line if timestamps else line
 
     # --- internals -------------------------------------------------------------------------------
 

@@ -375,7 +375,7 @@ class PodmanRuntime:
             raise self._unreachable(exc, what) from exc
 
     async def logs(
-        self, container_id: str, *, follow: bool, tail: int | None
+        self, container_id: str, *, follow: bool, tail: int | None, timestamps: bool = False
     ) -> AsyncIterator[str]:
         what = "read logs of"
         params = {
@@ -383,6 +383,7 @@ class PodmanRuntime:
             "stderr": "true",
             "follow": "true" if follow else "false",
             "tail": "all" if tail is None else str(tail),
+            "timestamps": "true" if timestamps else "false",
         }
         # No read timeout: with follow, Podman 4.3 sends not even headers until the container
         # writes something. Cancelling the consumer closes the connection.

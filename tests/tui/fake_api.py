@@ -239,8 +239,45 @@ def peers() -> list[dict[str, Any]]:
     ]
 
 
+def _stamp(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(ts))
+
+
+# modbus-poller crash-loops: a run of a few seconds, then a restart with exit code 1.
+CRASH_RUNS = 3
+
+
+def crash_loop_events() -> list[dict[str, Any]]:
+    out = [{"ts": NOW - 90, "workload": "modbus-poller", "kind": "created", "message": "created"}]
+    for run in range(1, CRASH_RUNS):
+        out.append(
+            {
+                "ts": NOW - 90 + 30 * run,
+                "workload": "modbus-poller",
+                "kind": "restarted",
+                "message": "restarted container 5f1c2a9e0b7d (exit code 1)",
+            }
+        )
+    return out
+
+
+def crash_loop_lines() -> list[str]:
+    lines = []
+    for run in range(CRASH_RUNS):
+        start = NOW - 90 + 30 * run
+        lines += [
+            f"{_stamp(start)} starting modbus poller v2.1",
+            f"{_stamp(start + 1)} connecting to 10.0.0.7:502",
+            f"{_stamp(start + 4)} error: connection refused; exiting",
+        ]
+    return lines
+
+
 def events() -> list[dict[str, Any]]:
     return [
+        *crash_loop_events(),
         {"ts": NOW - 900, "workload": "hmi-web", "kind": "started", "message": "container started"},
         {
             "ts": NOW - 300,
@@ -362,15 +399,12 @@ class FakeApi:
         self.workloads = workloads if workloads is not None else default_workloads()
         self.sync = sync
         self.sync_method = sync_method
-        self.log_lines = (
-            log_lines
-            if log_lines is not None
-            else [
-                f"2026-09-21T12:{i // 60:02d}:{i % 60:02d}Z plc-bridge: "
-                f"polled 12 registers in {3 + i % 5} ms"
-                for i in range(200)
-            ]
-        )
+        self.default_lines = [
+            f"2026-09-21T12:{i // 60:02d}:{i % 60:02d}Z plc-bridge: "
+            f"polled 12 registers in {3 + i % 5} ms"
+            for i in range(200)
+        ]
+        self.log_lines = log_lines if log_lines is not None else self.default_lines
         self.locked_fields = locked_fields
         self.down = False
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -464,7 +498,10 @@ class FakeApi:
     async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
         self._check_up()
         self.calls.append((method, dict(params or {})))
-        for line in self.log_lines:
+        lines = self.log_lines
+        if (params or {}).get("name") == "modbus-poller" and self.log_lines is self.default_lines:
+            lines = crash_loop_lines()
+        for line in lines:
             yield line
         # Follow: stay open like a real follow stream would, until cancelled.
         import asyncio

@@ -183,3 +183,14 @@ def test_missing_image_detail(snap_compare: Any) -> None:
     """The fix ("load it ... or fix the image name") shows at 80x24, before Podman's error."""
     app = make_app(view="workloads")
     assert snap_compare(app, terminal_size=(80, 24), run_before=keys("down", "down", "d"))
+
+
+def test_logs_of_a_crash_loop(snap_compare: Any) -> None:
+    """Each line's time, and a divider per container start with the exit code before it."""
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await keys("l")(pilot)  # modbus-poller, failed, sorts first
+        await wait_until(pilot, lambda: len(pilot.app.screen.buffer) == 12, what="log lines")
+        await pilot.pause(0.2)
+
+    assert snap_compare(make_app(view="workloads"), terminal_size=(80, 24), run_before=run)

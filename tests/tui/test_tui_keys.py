@@ -92,3 +92,25 @@ async def test_filter_matches_what_the_columns_show() -> None:
         # Rows whose health shows (healthy, unhealthy), not all six on hidden "health=" text.
         await wait_until(pilot, lambda: table.row_count == 2, what="two rows")
         assert {r.key.value for r in table.ordered_rows} == {"hmi-web", "plc-bridge"}
+
+
+async def test_log_search_says_when_it_wraps_around() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("l")  # modbus-poller: three runs
+        await wait_until(pilot, lambda: len(getattr(app.screen, "buffer", ())) == 12, what="lines")
+        said: list[str] = []
+        real_notify = app.screen.notify
+
+        def notify(message: str, **kw: object) -> None:
+            said.append(message)
+            real_notify(message, **kw)  # type: ignore[arg-type]
+
+        app.screen.notify = notify  # type: ignore[method-assign]
+        await pilot.press("slash", *"starting", "enter")  # the newest match first
+        await pilot.pause()
+        assert not any("wrapped" in s for s in said)
+        await pilot.press("n")  # past the newest: round to the top
+        await pilot.pause()
+        assert any("wrapped" in s and "top" in s for s in said)

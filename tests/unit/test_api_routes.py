@@ -165,7 +165,9 @@ class CannedLogs:
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
 
-    async def logs(self, cid: str, *, follow: bool, tail: int | None) -> AsyncIterator[str]:
+    async def logs(
+        self, cid: str, *, follow: bool, tail: int | None, timestamps: bool = False
+    ) -> AsyncIterator[str]:
         for line in self.lines:
             yield line
 

@@ -99,3 +99,32 @@ def test_event_rows_name_their_workload() -> None:
     )
     assert [r.workload for r in rows] == ["web", "db"]
     assert rows[0].what.startswith("web: crashed: Load it with")
+
+
+def test_a_stopped_workload_whose_container_still_runs_shows_stopping() -> None:
+    row = model.workload_row(wl("web", "Running", enabled=False), NOW)
+    assert row.phase == "Stopping" and row.want == "stop"
+    assert model.workload_row(wl("web", "Stopped", enabled=False), NOW).phase == "Stopped"
+
+
+def test_restart_progress_steps_stopping_countdown_then_starting() -> None:
+    from tui.actions import restart, stop_timeout
+
+    view = {"spec": {"spec": {"stopTimeoutSeconds": 12}}}
+    assert stop_timeout(view) == 12.0 and stop_timeout(None) == 10.0
+    progress = restart("web", view).progress
+    assert progress is not None
+    assert "Stopping web" in progress(2.0, False) and "10s left" in progress(2.0, False)
+    assert progress(3.0, True).startswith("Starting web")  # seen stopped: next step
+    assert progress(12.5, False).startswith("Starting web")  # grace over
+
+
+def test_detail_since_follows_a_recreated_container() -> None:
+    from tui.screens.detail import since
+
+    view = {
+        "since": NOW - 3600,
+        "containers": [{"state": "running", "started_at": NOW - 5}],
+    }
+    assert since(view) == NOW - 5
+    assert since({"since": NOW - 3600, "containers": []}) == NOW - 3600

@@ -7,6 +7,8 @@ on the technician's behalf. Refusals (wrong PIN, lock-out, fleet policy) are sho
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,16 @@ class Action:
     method: str
     params: dict[str, Any]
     done: str  # notification on success
+    # What is happening, given the seconds since the request went out and whether the
+    # container was seen stopped meanwhile (a restart: stopping, the grace countdown,
+    # starting). None: one "applying" message.
+    progress: Callable[[float, bool], str] | None = None
+    # The workload whose container the action stops, watched for the progress.
+    watch: str | None = None
+
+
+# How often the dialog updates its progress line (and looks at the workload's container).
+PROGRESS_INTERVAL_S = 0.5
 
 
 class ConfirmActionScreen(ModalScreen[str | None]):
@@ -44,6 +56,8 @@ class ConfirmActionScreen(ModalScreen[str | None]):
         self.ctx = ctx
         self.action_spec = action
         self.busy = False
+        self.started_at = 0.0
+        self.saw_stopped = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
@@ -93,9 +107,33 @@ class ConfirmActionScreen(ModalScreen[str | None]):
             self.query_one("#pin", Input).focus()
             return
         self.busy = True
+        self.started_at = time.monotonic()
+        self.saw_stopped = False
         self.show_error("Checking PIN and applying...")
         self.query_one("#confirm", Button).disabled = True
         self.send(Credentials(name, pin))
+        if self.action_spec.progress is not None:
+            self.set_interval(PROGRESS_INTERVAL_S, self.show_progress)
+
+    def show_progress(self) -> None:
+        """The step the action is at, while the node works on it (a restart takes the
+        container's grace period to stop)."""
+        progress = self.action_spec.progress
+        if not self.busy or progress is None:
+            return
+        self.show_error(progress(time.monotonic() - self.started_at, self.saw_stopped))
+        if self.action_spec.watch and not self.saw_stopped:
+            self.watch_container()
+
+    @work(exclusive=True, group="confirm-watch", exit_on_error=False)
+    async def watch_container(self) -> None:
+        name = self.action_spec.watch
+        try:
+            view = await self.ctx.api.call("workloads.get", {"name": name})
+        except NodeRuntimeError:
+            return  # the countdown goes on without it
+        if any(c.get("state") != "running" for c in view.get("containers") or []):
+            self.saw_stopped = True
 
     @work(exclusive=True, group="confirm", exit_on_error=False)
     async def send(self, credentials: Credentials) -> None:

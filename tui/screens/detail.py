@@ -31,6 +31,20 @@ from tui.widgets.row_table import RowTable
 SOURCE_STYLES = {"node": "bold yellow", "site": "cyan", "fleet": ""}
 
 
+def since(view: Mapping[str, Any]) -> float | None:
+    """Since when the workload is as it is: a recreate keeps the phase (Running, so the
+    node's ``since`` stays) but its running container started anew."""
+    value = view.get("since")
+    started = [
+        c["started_at"]
+        for c in view.get("containers") or []
+        if c.get("state") == "running" and isinstance(c.get("started_at"), int | float)
+    ]
+    if started and (not isinstance(value, int | float) or max(started) > value):
+        return float(max(started))
+    return float(value) if isinstance(value, int | float) else None
+
+
 def summary_text(view: Mapping[str, Any], now: float) -> Text:
     t = Text(no_wrap=False)
     t.append(f"{view.get('name', '?')}  ", style="bold")
@@ -40,7 +54,7 @@ def summary_text(view: Mapping[str, Any], now: float) -> Text:
     if health:
         t.append("  health ")
         t.append(str(health), style=HEALTH_STYLES.get(str(health), ""))
-    t.append(f"  restarts {view.get('restarts', 0)}  since {fmt_age(view.get('since'), now)}")
+    t.append(f"  restarts {view.get('restarts', 0)}  since {fmt_age(since(view), now)}")
     t.append(f"  want {'run' if view.get('enabled', True) else 'stop'}")
     t.append(
         f"  spec {short_hash(view.get('spec_hash'))} ({spec_state(view)})",
@@ -202,7 +216,7 @@ class WorkloadDetailScreen(BaseView):
         self.app.push_screen(LogsScreen(self.ctx, self.workload))
 
     def action_restart(self) -> None:
-        actions.confirm(self, self.ctx, actions.restart(self.workload), self.load)
+        actions.confirm(self, self.ctx, actions.restart(self.workload, self.view), self.load)
 
     def action_stop(self) -> None:
         actions.confirm(self, self.ctx, actions.stop(self.workload), self.load)

@@ -14,6 +14,7 @@ from noderuntime.errors import DaemonNotRunningError, NodeRuntimeError
 from tui import actions
 from tui.context import TuiContext
 from tui.logbuffer import DEFAULT_CAPACITY, LogBuffer
+from tui.logruns import RunDivider, run_starts
 from tui.screens.base import BaseView
 from tui.widgets.log_view import LogView
 
@@ -69,6 +70,8 @@ class LogsScreen(BaseView):
         self.search_text = ""
         self.matches = 0
         self.status_text = ""
+        # Times and a divider per container start (from the workload's events).
+        self.runs = RunDivider()
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -90,6 +93,16 @@ class LogsScreen(BaseView):
 
     def load(self) -> None:
         self.show_status()
+        self.load_starts()
+
+    @work(exclusive=True, group="log-starts", exit_on_error=False)
+    async def load_starts(self) -> None:
+        """The container's starts, for the dividers (asked again with every refresh)."""
+        try:
+            view = await self.ctx.api.call("workloads.get", {"name": self.workload})
+        except NodeRuntimeError:
+            return  # no dividers until the node answers; the lines still come
+        self.runs.set_starts(run_starts(view.get("events") or []))
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -101,12 +114,17 @@ class LogsScreen(BaseView):
             self.state = "connecting"
             first = True
             try:
-                async for line in self.ctx.api.stream(
-                    "workloads.logs", {"name": self.workload, "follow": True, "tail": self.tail}
-                ):
+                params = {
+                    "name": self.workload,
+                    "follow": True,
+                    "tail": self.tail,
+                    "timestamps": True,
+                }
+                async for line in self.ctx.api.stream("workloads.logs", params):
                     if first:
                         # A fresh stream re-sends the tail: start over rather than duplicate.
                         self.buffer.clear()
+                        self.runs.reset()
                         self.pending.clear()
                         self.pending_dropped = 0
                         self.state = "streaming (reconnected)" if dropped else "streaming"
@@ -139,7 +157,7 @@ class LogsScreen(BaseView):
     def flush(self) -> None:
         """Move received lines into the buffer and repaint (batched, not per line)."""
         if self.pending and not self.paused:
-            lines = list(self.pending)
+            lines = self.runs.annotate(self.pending)
             self.pending.clear()
             self.buffer.extend(lines)
             self.log_view.lines_changed()
@@ -232,6 +250,10 @@ class LogsScreen(BaseView):
         if index is None:
             self.notify(f"{self.search_text!r} not found", severity="warning")
             return
+        if index <= start if not backward else index >= start:
+            # Like less: say so when the search went round the end.
+            where = "the top" if not backward else "the bottom"
+            self.notify(f"search wrapped around: continued from {where}", timeout=2)
         view.go_to(index)
         self.show_status()
 

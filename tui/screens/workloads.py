@@ -206,7 +206,8 @@ class WorkloadsScreen(FilterableView):
 
     def action_restart(self) -> None:
         if name := self._pick():
-            actions.confirm(self, self.ctx, actions.restart(name), self.load)
+            view = next((v for v in self.views if v.get("name") == name), None)
+            actions.confirm(self, self.ctx, actions.restart(name, view), self.load)
 
     def action_stop(self) -> None:
         if name := self._pick():

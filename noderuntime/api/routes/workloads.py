@@ -143,8 +143,15 @@ async def logs(svc: NodeServices, params: Params) -> AsyncIterator[str]:
     tail = params.get("tail")
     if tail is not None and (not isinstance(tail, int) or tail < 0 or tail > MAX_LOG_TAIL):
         raise ApiError(f"tail must be an integer between 0 and {MAX_LOG_TAIL}", code="bad_request")
+    # Added 2026-12-03: each line starts with its RFC 3339 time (the console shows the time
+    # and a divider per container start). Off by default: older clients get the same lines.
+    timestamps = params.get("timestamps", False)
+    if not isinstance(timestamps, bool):
+        raise ApiError("timestamps must be true or false", code="bad_request")
     container = kept_container(svc, name)
-    async for line in svc.runtime.logs(container.id, follow=follow, tail=tail):
+    async for line in svc.runtime.logs(
+        container.id, follow=follow, tail=tail, timestamps=timestamps
+    ):
         yield clip_log_line(line)
 
 
