@@ -124,8 +124,9 @@ def enrolment_lines(info: Mapping[str, Any]) -> list[str]:
     """Enrolment state and, per peer, whether its link is up and the last error."""
     if not info.get("enrolled"):
         return [
-            "Not enrolled: this node runs on its own.",
-            "To join a fleet, press j and pick the enrolment file (credential) from a stick.",
+            "Not enrolled: this node runs on its own. To join a fleet, read this node's key",
+            f"to the operator: {info.get('public_key', '?')}",
+            "They issue a credential for it; put it on a stick and press j.",
         ]
     lines = [f"Enrolled in {info.get('fleet_id', '?')} as node {info.get('node', '?')}"]
     sync = info.get("sync") or {}

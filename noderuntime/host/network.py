@@ -33,6 +33,8 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 NETWORKD_ETC = Path("/etc/systemd/network")
 DROPIN_NAME = "50-noderuntime.conf"
 COMMAND_TIMEOUT_S = 30.0
+# Links the container engine makes for its own use: not the node's network, never set here.
+PLUMBING_PREFIXES = ("veth", "cni-", "cni0", "podman", "docker", "br-", "virbr", "ifb")
 NOT_MANAGED = (
     "this node's network is not managed by systemd-networkd or NetworkManager, so noderuntime "
     "does not change it (it edits no file that no manager reads); set it with this host's own "
@@ -67,10 +69,12 @@ async def run_command(argv: Sequence[str]) -> tuple[int, str, str]:
 
 
 def parse_links(addr_json: str) -> list[dict[str, Any]]:
-    """``ip -j addr`` as links with state, MAC and CIDR addresses (loopback left out)."""
+    """``ip -j addr`` as links with state, MAC and CIDR addresses (loopback and container
+    plumbing left out)."""
     out = []
     for link in json.loads(addr_json or "[]"):
-        if link.get("link_type") == "loopback":
+        name = str(link.get("ifname", "?"))
+        if link.get("link_type") == "loopback" or name.startswith(PLUMBING_PREFIXES):
             continue
         addrs = [
             f"{a['local']}/{a['prefixlen']}"
@@ -79,7 +83,7 @@ def parse_links(addr_json: str) -> list[dict[str, Any]]:
         ]
         out.append(
             {
-                "name": str(link.get("ifname", "?")),
+                "name": name,
                 "index": int(link.get("ifindex") or 0),
                 "state": str(link.get("operstate", "UNKNOWN")).lower(),
                 "mac": str(link.get("address") or ""),

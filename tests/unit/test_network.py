@@ -25,6 +25,8 @@ from noderuntime.host.network import (
 ADDR = json.dumps(
     [
         {"ifindex": 1, "ifname": "lo", "link_type": "loopback", "operstate": "UNKNOWN"},
+        {"ifindex": 7, "ifname": "veth1a2b", "link_type": "ether", "operstate": "UP"},
+        {"ifindex": 8, "ifname": "cni-podman0", "link_type": "ether", "operstate": "UP"},
         {
             "ifindex": 2,
             "ifname": "eth0",

@@ -80,7 +80,8 @@ def test_network_and_enrolment_read_for_people() -> None:
         "DNS: none",
         "Setting: not managed",
     ]
-    assert "press j" in enrolment_lines({"enrolled": False})[1]
+    alone = enrolment_lines({"enrolled": False, "public_key": "KEY"})
+    assert "to the operator: KEY" in alone[1] and "press j" in alone[2]
     down = {
         "enrolled": True,
         "fleet_id": "f1",
