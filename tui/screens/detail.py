@@ -140,7 +140,7 @@ class WorkloadDetailScreen(BaseView):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield Static("loading...", id="detail-summary")
-        spec: DataTable[str | Text] = DataTable(id="detail-spec", cursor_type="row")
+        spec: DataTable[str | Text] = RowTable(id="detail-spec")
         spec.border_title = "Effective spec (FROM: fleet < site < node)"
         yield spec
         events = RowTable(id="detail-events")

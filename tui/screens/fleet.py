@@ -21,6 +21,7 @@ from noderuntime.errors import NodeRuntimeError
 from tui.api import is_unknown_method
 from tui.model import PHASE_STYLES, fmt_age
 from tui.screens.base import FilterableView
+from tui.widgets.row_table import RowTable
 
 FLEET_COLUMNS = ("SITE", "NODE", "WORKLOAD", "PHASE", "HEALTH", "RESTARTS", "REV", "SEEN")
 
@@ -83,7 +84,7 @@ class FleetScreen(FilterableView):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield Static("", id="fleet-summary")
-        table: DataTable[str | Text] = DataTable(id="fleet-table", cursor_type="row")
+        table: DataTable[str | Text] = RowTable(id="fleet-table")
         yield table
         yield Input(placeholder="filter: site=S node=N key=value words", id="filter")
         yield from self.compose_footer()

@@ -21,6 +21,7 @@ from tui.model import (
     rejection_rows,
 )
 from tui.screens.base import BaseView
+from tui.widgets.row_table import RowTable
 from tui.widgets.table_sync import sync_table
 
 NOT_CONFIGURED = "sync not configured on this node"
@@ -62,7 +63,7 @@ class PeersScreen(BaseView):
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield Static("loading...", id="sync-summary")
-        table: DataTable[str | Text] = DataTable(id="peers-table", cursor_type="row")
+        table: DataTable[str | Text] = RowTable(id="peers-table")
         yield table
         yield from self.compose_footer()
 
