@@ -82,7 +82,9 @@ def test_every_flood_leaves_both_daemons_up_answering_and_unwritten() -> None:
         hub_rej = hub_sync["rejections"]
         assert hub_rej["unknown_author"] >= N and hub_rej["unauthorised"] >= N
         assert hub_rej["replayed"] >= N - 1 and hub_rej["stale"] >= N
-        assert hub_sync["counters"]["repairs_sent"] < 50  # not one answer per replay
+        # Not one answer per replay: the repair limiter lets a burst, then one per interval
+        # through, so how many go out grows with how long the floods take (75 at load 5).
+        assert hub_sync["counters"]["repairs_sent"] < N
         assert hub_sync["counters"]["credentials_requested"] < 2 * N
         # No document was created for a name the node may not write, and nothing it may not
         # write was written anywhere.
