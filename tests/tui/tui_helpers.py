@@ -10,7 +10,7 @@ from textual.pilot import Pilot
 
 
 async def wait_until(
-    pilot: Pilot[int], cond: Callable[[], bool], *, limit_s: float = 20.0, what: str = ""
+    pilot: Pilot[int], cond: Callable[[], bool], *, limit_s: float = 60.0, what: str = ""
 ) -> None:
     """Let the app run until ``cond()`` holds (a readiness poll, not a fixed sleep)."""
     deadline = time.monotonic() + limit_s
