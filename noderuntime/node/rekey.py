@@ -12,12 +12,9 @@ depend on the daemon).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from noderuntime.crdt import schema
@@ -27,6 +24,7 @@ from noderuntime.fleet.rekey import ISSUED, parse_issued, pending_key_path
 from noderuntime.fleet.tls import check_member_cert
 from noderuntime.fleet.trust import CA_FILE, NODE_CERT_FILE, NODE_CRED_FILE
 from noderuntime.identity import keys as identity
+from noderuntime.node.watch import StoreWatch
 
 if TYPE_CHECKING:
     from noderuntime.crdt.state import StateStore
@@ -61,7 +59,7 @@ def install(trust: FleetTrust, credential: bytes, cert_pem: bytes) -> bool:
     return True
 
 
-class RekeyWatch:
+class RekeyWatch(StoreWatch):
     """``async with RekeyWatch(...)``: installs an issued credential for the pending key."""
 
     def __init__(
@@ -73,43 +71,16 @@ class RekeyWatch:
         on_installed: Callable[[], None],
         log: logging.Logger,
     ) -> None:
+        super().__init__(state, name="rekey", log=log)
         self.state = state
         self.trust = trust
         self.node_id = node_id
         self.on_installed = on_installed
         self.log = log
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         self._refused: bytes | None = None
 
-    async def __aenter__(self) -> RekeyWatch:
-        self._unsubscribe = self.state.subscribe(self._dirty.set)
-        self._dirty.set()
-        self._task = asyncio.create_task(self._loop(), name="rekey")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            if not pending_key_path(self.trust.dir).exists():
-                continue
-            if self.check():
-                return
+    async def step(self) -> bool:
+        return pending_key_path(self.trust.dir).exists() and self.check()
 
     def check(self) -> bool:
         """Install an issued credential if there is one for the pending key."""

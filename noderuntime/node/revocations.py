@@ -17,16 +17,13 @@ What a revocation means is :mod:`noderuntime.fleet.revocation`'s; this part only
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from noderuntime.audit.chain import AuditKind
 from noderuntime.audit.log import AuditSink, NullAudit
+from noderuntime.node.watch import StoreWatch
 
 if TYPE_CHECKING:
     from noderuntime.crdt.state import StateStore
@@ -36,7 +33,7 @@ if TYPE_CHECKING:
 PIN_CHECK_S = 5.0
 
 
-class RevocationWatch:
+class RevocationWatch(StoreWatch):
     """``async with RevocationWatch(state, trust, nats, log=...)``: applies revocations as they
     arrive (see the module docstring). Constructing it starts nothing."""
 
@@ -50,49 +47,23 @@ class RevocationWatch:
         pin_check_s: float = PIN_CHECK_S,
         audit: AuditSink | None = None,
     ) -> None:
+        super().__init__(state, name="revocations", log=log, tick_s=pin_check_s)
         self.state = state
         # Each revocation this node takes in is an audit entry (issue 13 §3).
         self.audit: AuditSink = audit or NullAudit()
         self.trust = trust
         self.nats = nats
         self.log = log
-        self.pin_check_s = pin_check_s
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         self._told_own = False
 
-    async def __aenter__(self) -> RevocationWatch:
+    async def starting(self) -> None:
         self.apply()
         await self._pin()
-        self._unsubscribe = self.state.subscribe(self._dirty.set)
-        self._task = asyncio.create_task(self._loop(), name="revocations")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.pin_check_s):
-                    await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                self.apply()
-                await self._pin()
-            except Exception:
-                self.log.exception("applying revocations failed; trying again at the next change")
+    async def step(self) -> bool:
+        self.apply()
+        await self._pin()
+        return False
 
     def apply(self) -> list[str]:
         """Take the fleet document's revocations in; return the principals newly (or more

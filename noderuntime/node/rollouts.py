@@ -10,8 +10,6 @@ half done for the other to undo (docs/architecture.md, "Staged rollouts").
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from typing import Any
 from noderuntime.api.routes.rollouts import held_inputs
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
+from noderuntime.node.watch import StoreWatch
 from noderuntime.rollout.commands import complete_entries
 from noderuntime.rollout.inputs import judge_rollout
 from noderuntime.rollout.record import ENDED, State, progress_of, rollout_of, step_key
@@ -28,7 +27,7 @@ from noderuntime.rollout.record import ENDED, State, progress_of, rollout_of, st
 TICK_S = 0.5
 
 
-class RolloutDriver:
+class RolloutDriver(StoreWatch):
     def __init__(
         self,
         state: StateStore,
@@ -38,44 +37,15 @@ class RolloutDriver:
         clock: Callable[[], float] = time.time,
         tick_s: float = TICK_S,
     ) -> None:
-        self._state = state
+        super().__init__(state, name="rollout-driver", log=log, tick_s=tick_s)
         self._actor = actor
-        self._log = log
         self._clock = clock
-        self._tick_s = tick_s
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._last_error: str | None = None
 
-    async def __aenter__(self) -> RolloutDriver:
-        self._unsubscribe = self._state.subscribe(self._dirty.set)
-        self._task = asyncio.create_task(self._run(), name="rollout-driver")
-        return self
+    async def step(self) -> bool:
+        await self.drive()
+        return False
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick_s):
-                    await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                await self.step()
-                self._last_error = None
-            except Exception as exc:  # one bad pass must not end the driver
-                if str(exc) != self._last_error:
-                    self._log.exception("rollout pass failed")
-                self._last_error = str(exc)
-
-    async def step(self) -> int:
+    async def drive(self) -> int:
         """One pass over every rollout in progress; the number of facts written."""
         fleet = self._state.snapshot().fleet
         written = 0
