@@ -4,8 +4,11 @@ the files given to it."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import sys
 from pathlib import Path
+from typing import Any
 
 from noderuntime.config.model import resolve_config_file, resolve_data_dir
 from noderuntime.errors import InvalidInputError
@@ -17,6 +20,51 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _config_file(args: argparse.Namespace) -> Path | None:
     return resolve_config_file(args.config, _data_dir(args))
+
+
+def api_client(args: argparse.Namespace) -> Any:
+    """A client of this node's control API (its socket from the node's config)."""
+    from noderuntime.api.client import ApiClient
+    from noderuntime.config.model import NodePaths, load_config
+
+    data_dir = _data_dir(args)
+    return ApiClient(NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket)
+
+
+def call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
+    """One control-API call from a command."""
+
+    async def go() -> Any:
+        async with api_client(args) as client:
+            return await client.call(method, params)
+
+    return asyncio.run(go())
+
+
+def submit_signed(
+    args: argparse.Namespace, ident: Any, credential: bytes | str, prepared: dict[str, Any]
+) -> None:
+    """Sign an update the node prepared (``prepare: true``) with ``ident``'s key, here, and
+    hand it back: the node verifies it like any signed update. The key never leaves this
+    process."""
+    from noderuntime.crdt.envelope import signing_input
+
+    if prepared.get("data") is None:  # the change was already there: nothing to sign
+        return
+    data = base64.b64decode(prepared["data"])
+    signature = ident.sign(signing_input(prepared["doc"], data, prepared["meta"]))
+    call(
+        args,
+        "updates.submit",
+        {
+            "doc": prepared["doc"],
+            "data": prepared["data"],
+            "meta": prepared["meta"],
+            "author": ident.name,
+            "signature": base64.b64encode(signature).decode(),
+            "credential": credential.decode() if isinstance(credential, bytes) else credential,
+        },
+    )
 
 
 def decode_input(raw: bytes, source: str) -> str:

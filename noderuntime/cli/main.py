@@ -32,7 +32,9 @@ from noderuntime.cli import revoke as cli_revoke
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import secret as cli_secret
 from noderuntime.cli import store as cli_store
-from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input
+from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input, submit_signed
+from noderuntime.cli.common import api_client as _client
+from noderuntime.cli.common import call as _call
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -258,23 +260,6 @@ def render_describe(v: dict[str, Any]) -> str:
 # --- commands -----------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from noderuntime.api.client import ApiClient
-    from noderuntime.config.model import NodePaths, load_config
-
-    data_dir = _data_dir(args)
-    config = load_config(data_dir, _config_file(args))
-    return ApiClient(NodePaths(data_dir, config).api_socket)
-
-
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    async def go() -> Any:
-        async with _client(args) as client:
-            return await client.call(method, params)
-
-    return asyncio.run(go())
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     from noderuntime.config.model import (
         NodeConfig,
@@ -442,25 +427,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def _submit_signed(args: argparse.Namespace, operator: Any, prepared: dict[str, Any]) -> None:
     """Sign an update the node prepared with the operator's key; the node verifies it."""
-    import base64
-
-    from noderuntime.crdt.envelope import signing_input
-
     ident, credential = operator
-    data = base64.b64decode(prepared["data"])
-    signature = ident.sign(signing_input(prepared["doc"], data, prepared["meta"]))
-    _call(
-        args,
-        "updates.submit",
-        {
-            "doc": prepared["doc"],
-            "data": prepared["data"],
-            "meta": prepared["meta"],
-            "author": ident.name,
-            "signature": base64.b64encode(signature).decode(),
-            "credential": credential.decode() if isinstance(credential, bytes) else credential,
-        },
-    )
+    submit_signed(args, ident, credential, prepared)
 
 
 def render_nodes(nodes: list[dict[str, Any]]) -> str:

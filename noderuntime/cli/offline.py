@@ -17,27 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from noderuntime.cli.common import _config_file, _data_dir
+from noderuntime.cli.common import api_client as _client
+from noderuntime.cli.common import call as _call
 
 EXIT_OK = 0
 # A progress line at most this often when stderr is not a terminal (a log, CI).
 PROGRESS_LINE_EVERY_S = 5.0
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from noderuntime.api.client import ApiClient
-    from noderuntime.config.model import NodePaths, load_config
-
-    data_dir = _data_dir(args)
-    return ApiClient(NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket)
-
-
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    async def go() -> Any:
-        async with _client(args) as client:
-            return await client.call(method, params)
-
-    return asyncio.run(go())
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -52,7 +52,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from noderuntime.cli.rollout import _call
+    from noderuntime.cli.common import call as _call
 
     entries = _call(args, "policy.list")
     if args.output == "json":

@@ -9,35 +9,15 @@ signs it here, in the CLI; it never goes to a node) and sends it, signed as the 
 from __future__ import annotations
 
 import argparse
-import base64
 import time
 from typing import Any
 
-from noderuntime.cli.rollout import _call, duration
+from noderuntime.cli.common import call as _call
+from noderuntime.cli.common import submit_signed
+from noderuntime.cli.rollout import duration
 from noderuntime.errors import InvalidInputError
 
 EXIT_OK = 0
-
-
-def _submit(args: argparse.Namespace, ident: Any, credential: bytes, prepared: Any) -> None:
-    from noderuntime.crdt.envelope import signing_input
-
-    if prepared.get("data") is None:
-        return
-    data = base64.b64decode(prepared["data"])
-    signature = ident.sign(signing_input(prepared["doc"], data, prepared["meta"]))
-    _call(
-        args,
-        "updates.submit",
-        {
-            "doc": prepared["doc"],
-            "data": prepared["data"],
-            "meta": prepared["meta"],
-            "author": ident.name,
-            "signature": base64.b64encode(signature).decode(),
-            "credential": credential.decode(),
-        },
-    )
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
@@ -81,7 +61,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         },
     )
     for prepared in r["prepared"]:
-        _submit(args, ident, operator_cred, prepared)
+        submit_signed(args, ident, operator_cred, prepared)
     print(
         f"node {args.issue}: credential issued for key {p['key_id']}; the old key "
         f"{p['current_key_id']} is refused everywhere after "

@@ -7,14 +7,13 @@ and the CLI signs the update the node prepared as the operator (as ``apply`` doe
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
 import re
 import time
 from typing import Any
 
-from noderuntime.cli.common import _config_file, _data_dir, read_input
+from noderuntime.cli.common import call as _call
+from noderuntime.cli.common import read_input, submit_signed
 from noderuntime.errors import InvalidInputError
 
 EXIT_OK = 0
@@ -31,20 +30,6 @@ def duration(text: str) -> float:
     return float(m.group(1)) * _UNITS_S[m.group(2) or "s"]
 
 
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    from noderuntime.api.client import ApiClient
-    from noderuntime.config.model import NodePaths, load_config
-
-    data_dir = _data_dir(args)
-    socket = NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket
-
-    async def go() -> Any:
-        async with ApiClient(socket) as client:
-            return await client.call(method, params)
-
-    return asyncio.run(go())
-
-
 def _change(args: argparse.Namespace, method: str, params: dict[str, Any]) -> Any:
     """A fleet change: signed by the node (a hub), or prepared there and signed as --as."""
     from noderuntime.cli.fleet import operator_from_args
@@ -54,24 +39,8 @@ def _change(args: argparse.Namespace, method: str, params: dict[str, Any]) -> An
         return _call(args, method, params)
     ident, credential = operator
     reply = _call(args, method, params | {"prepare": True, "author": ident.name})
-    prepared = reply.get("prepared")
-    if prepared and prepared.get("data") is not None:
-        from noderuntime.crdt.envelope import signing_input
-
-        data = base64.b64decode(prepared["data"])
-        signature = ident.sign(signing_input(prepared["doc"], data, prepared["meta"]))
-        _call(
-            args,
-            "updates.submit",
-            {
-                "doc": prepared["doc"],
-                "data": prepared["data"],
-                "meta": prepared["meta"],
-                "author": ident.name,
-                "signature": base64.b64encode(signature).decode(),
-                "credential": credential.decode() if isinstance(credential, bytes) else credential,
-            },
-        )
+    if reply.get("prepared"):
+        submit_signed(args, ident, credential, reply["prepared"])
     return reply
 
 

@@ -84,8 +84,9 @@ def build_record(
 
 
 def cmd_set(args: argparse.Namespace) -> int:
+    from noderuntime.cli.common import call as _call
     from noderuntime.cli.fleet import operator_from_args
-    from noderuntime.cli.rollout import _call, _change
+    from noderuntime.cli.rollout import _change
     from noderuntime.config.model import parse_label_args
 
     if not (args.node or args.site or args.label):
@@ -104,7 +105,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from noderuntime.cli.rollout import _call
+    from noderuntime.cli.common import call as _call
 
     rows = _call(args, "secret.ls")
     if args.output == "json":

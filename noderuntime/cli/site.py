@@ -7,25 +7,9 @@ import json
 import sys
 from typing import Any
 
-from noderuntime.cli.common import _config_file, _data_dir
+from noderuntime.cli.common import call as _call
 
 EXIT_OK = 0
-
-
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    import asyncio
-
-    from noderuntime.api.client import ApiClient
-    from noderuntime.config.model import NodePaths, load_config
-
-    data_dir = _data_dir(args)
-    socket = NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket
-
-    async def go() -> Any:
-        async with ApiClient(socket) as client:
-            return await client.call(method, params)
-
-    return asyncio.run(go())
 
 
 def add_parsers(ssub: Any) -> None:

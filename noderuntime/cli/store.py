@@ -8,33 +8,19 @@ itself (a hub gave them all back) or ``--timeout`` passes; it changes nothing by
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import time
 from typing import Any
 
-from noderuntime.cli.common import _config_file, _data_dir
+from noderuntime.cli.common import _data_dir
+from noderuntime.cli.common import call as _call
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 RESYNC_POLL_S = 0.5
 RESYNC_ASK_AGAIN_S = 10.0
-
-
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    from noderuntime.api.client import ApiClient
-    from noderuntime.config.model import NodePaths, load_config
-
-    data_dir = _data_dir(args)
-    socket = NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket
-
-    async def go() -> Any:
-        async with ApiClient(socket) as client:
-            return await client.call(method, params)
-
-    return asyncio.run(go())
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
