@@ -250,6 +250,19 @@ class SiteLab:
                 return str(meta["leader"])
         return None
 
+    def kv_leader(self) -> str | None:
+        """The server leading the site's lease bucket (its stream), as the first node that
+        answers says."""
+        for node in self.nodes:
+            jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
+            for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
+                for stream in account.get("stream_detail") or []:
+                    if str(stream.get("name", "")).startswith("KV_nr_site_"):
+                        leader = (stream.get("cluster") or {}).get("leader")
+                        if leader:
+                            return str(leader)
+        return None
+
     def monitor(self, workload: str) -> InstanceMonitor:
         return InstanceMonitor(workload, self.nodes, self.podman)
 

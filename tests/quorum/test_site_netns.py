@@ -76,15 +76,33 @@ def singleton(site: SiteLab) -> Iterator[InstanceMonitor]:
         yield monitor
 
 
+STEADY_S = 10.0
+
+
 def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
-    """Every node up and linked again, and one instance."""
+    """Every node up and linked again, and one instance held by the same node for STEADY_S.
+
+    Right after a heal the lease can still move once: a member that was cut off comes back with
+    a higher Raft term and forces an election of the bucket's leader, and a renewal outage
+    longer than ``ttl - margin`` fences the holder (safe: one restart). A test starts after it.
+    """
     for node in site.nodes:
         site.heal(node)
         if node.proc is None or node.proc.poll() is not None:
             site.power_on(node)
     for node in site.nodes:
         node.wait_ready(timeout=90)
-    return holder_of(site, monitor)
+
+    def steady() -> SiteNode | None:
+        holder = holder_of(site, monitor)
+        since = time.monotonic() - STEADY_S
+        recent = [s for t, s in monitor.samples if t >= since]
+        steady_for = monitor.samples and monitor.samples[0][0] < since
+        if steady_for and recent and all(s == {holder.node_id} for s in recent):
+            return holder
+        return None
+
+    return wait_for(steady, timeout=120, interval=1.0, what=f"one holder for {STEADY_S} s")
 
 
 def test_a_singleton_runs_on_exactly_one_node_and_the_others_stand_by(
@@ -138,7 +156,11 @@ def test_a_cut_standby_node_changes_nothing_and_runs_no_instance(
     site: SiteLab, singleton: InstanceMonitor
 ) -> None:
     holder = settle(site, singleton)
-    standby = next(n for n in site.nodes if n is not holder)
+    # A standby that leads the lease bucket's stream costs an election when cut (4-6 s here,
+    # more under load): past `ttl - margin` (5.5 s) the holder fences itself needlessly (safe,
+    # one restart; docs/architecture.md). This test is the common case: a standby that does not.
+    leader = wait_for(site.kv_leader, timeout=60, what="the lease bucket's leader")
+    standby = next(n for n in site.nodes if n is not holder and n.node_id != leader)
     cut_at = time.monotonic()
     site.cut(standby)  # 2 + 1: the holder is on the majority side
     wait_for(lambda: singleton.samples[-1][0] > cut_at + 20, timeout=60, what="20 s of samples")
