@@ -10,7 +10,7 @@ the CLI) are checked without recursion.
 from __future__ import annotations
 
 import json
-import re
+from itertools import accumulate
 from typing import Any
 
 # Workload specs nest about 6 deep (spec.probes.liveness.httpGet.headers...); 64 leaves room
@@ -21,8 +21,8 @@ MAX_BYTES = 1 << 20
 # Items in one decoded value: what MAX_BYTES of JSON could hold at most, roughly.
 MAX_ITEMS = 1 << 19
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 class DecodeError(ValueError):
@@ -33,14 +33,16 @@ def check_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise DecodeError if brackets outside strings nest deeper than ``max_depth``."""
     if text.count("[") + text.count("{") <= max_depth:
         return  # cannot nest deeper than it has brackets: the common case, no scan
-    depth = 0
-    for match in _BRACKET.finditer(_STRING.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise DecodeError(f"nested deeper than {max_depth} levels")
-        else:
-            depth -= 1
+    # Escapes go first (pairs of backslashes, then escaped quotes), so every quote left opens or
+    # closes a string; then every byte but quotes and brackets goes, and what lies between
+    # quotes: all in C. (A regex over the escaped strings took 0.27 s on the 2.7 MB answer of
+    # 10,000 fleet rows, bench/fleet_view.py; this takes ~15 ms.)
+    bare = text.replace("\\\\", "").replace('\\"', "").encode("utf-8", "surrogatepass")
+    # Even pieces are outside strings; a string never closed (invalid JSON, which json.loads
+    # rejects) drops out with its contents.
+    brackets = b"".join(bare.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    if brackets and max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > max_depth:
+        raise DecodeError(f"nested deeper than {max_depth} levels")
 
 
 def loads(

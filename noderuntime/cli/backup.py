@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from noderuntime.cli.common import _config_file, _data_dir
-from noderuntime.config.model import CONFIG_FILE, DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR
-from noderuntime.host.backup import BackupError, backup, restore
+from noderuntime.config.paths import CONFIG_FILE, DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every command builds this parser (start-up time).
+    from noderuntime.host.backup import BackupError, backup
+
     data_dir = _data_dir(args)
     config_file = _config_file(args) or data_dir / CONFIG_FILE
     out = Path(args.output).expanduser().absolute()
@@ -42,6 +44,8 @@ def restore_config_path(args: argparse.Namespace, data_dir: Path) -> Path:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from noderuntime.host.backup import restore
+
     data_dir = _data_dir(args)
     node = restore(
         Path(args.archive).expanduser().absolute(),

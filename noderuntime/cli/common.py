@@ -10,8 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from noderuntime.config.model import resolve_config_file, resolve_data_dir
+from noderuntime.config.paths import (
+    CONFIG_FILE,
+    default_api_socket,
+    resolve_config_file,
+    resolve_data_dir,
+)
 from noderuntime.errors import InvalidInputError
+
+# node.yaml is a few hundred bytes; a larger one goes through the full parser and its checks.
+_QUICK_CONFIG_MAX_BYTES = 64 * 1024
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -22,13 +30,47 @@ def _config_file(args: argparse.Namespace) -> Path | None:
     return resolve_config_file(args.config, _data_dir(args))
 
 
+def api_socket(args: argparse.Namespace) -> Path:
+    """The node's control socket. A config that does not name ``apiSocket`` is not parsed: the
+    default socket follows from the data dir, and the node validated its config when it
+    started (pydantic alone is half a client command's start-up). Anything unusual takes the
+    full parse, with its errors; :func:`check_skipped_config` gives a node that is not running
+    the same answer as before."""
+    data_dir, config_file = _data_dir(args), _config_file(args)
+    quick = _quick_api_socket(data_dir, config_file)
+    if quick is not None:
+        return quick
+    from noderuntime.config.model import NodePaths, load_config
+
+    return NodePaths(data_dir, load_config(data_dir, config_file)).api_socket
+
+
+def check_skipped_config(args: argparse.Namespace) -> None:
+    """Parse the config if :func:`api_socket` did not, raising its ConfigError: when the node
+    cannot be reached, a broken config is the better answer (and was, before the quick path)."""
+    data_dir, config_file = _data_dir(args), _config_file(args)
+    if _quick_api_socket(data_dir, config_file) is not None:
+        from noderuntime.config.model import load_config
+
+        load_config(data_dir, config_file)
+
+
+def _quick_api_socket(data_dir: Path, config_file: Path | None) -> Path | None:
+    try:
+        with (config_file or data_dir / CONFIG_FILE).open("rb") as fh:
+            raw = fh.read(_QUICK_CONFIG_MAX_BYTES + 1)
+        if len(raw) > _QUICK_CONFIG_MAX_BYTES:
+            return None
+        return default_api_socket(raw.decode("utf-8"), data_dir)
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def api_client(args: argparse.Namespace) -> Any:
     """A client of this node's control API (its socket from the node's config)."""
     from noderuntime.api.client import ApiClient
-    from noderuntime.config.model import NodePaths, load_config
 
-    data_dir = _data_dir(args)
-    return ApiClient(NodePaths(data_dir, load_config(data_dir, _config_file(args))).api_socket)
+    return ApiClient(api_socket(args))
 
 
 def call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:

@@ -18,9 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from noderuntime import codec
 from noderuntime.cli import audit as cli_audit
 from noderuntime.cli import backup
 from noderuntime.cli import fleet as cli_fleet
@@ -32,9 +29,17 @@ from noderuntime.cli import revoke as cli_revoke
 from noderuntime.cli import rollout as cli_rollout
 from noderuntime.cli import secret as cli_secret
 from noderuntime.cli import store as cli_store
-from noderuntime.cli.common import _config_file, _data_dir, decode_input, read_input, submit_signed
+from noderuntime.cli.common import (
+    _config_file,
+    _data_dir,
+    check_skipped_config,
+    decode_input,
+    read_input,
+    submit_signed,
+)
 from noderuntime.cli.common import api_client as _client
 from noderuntime.cli.common import call as _call
+from noderuntime.cli.jsontext import json_text
 from noderuntime.errors import DaemonNotRunningError, InvalidInputError, NodeRuntimeError
 
 EXIT_OK = 0
@@ -81,8 +86,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def emit(data: Any, fmt: str, render_table: Callable[[Any], str]) -> None:
     if fmt == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json_text(data))
     elif fmt == "yaml":
+        import yaml  # here, not at the top: most commands never need it (start-up time)
+
         print(yaml.safe_dump(data, sort_keys=True), end="")
     else:
         print(render_table(data))
@@ -248,6 +255,8 @@ def render_describe(v: dict[str, Any]) -> str:
     if v.get("concurrent_writes"):
         lines.append("Concurrent writes (the later one is in effect):")
         lines += [f"  {_lost_line(c)}" for c in v["concurrent_writes"]]
+    import yaml
+
     lines.append("Spec:")
     lines += ["  " + ln for ln in yaml.safe_dump(v.get("spec"), sort_keys=False).splitlines()]
     if v.get("events"):
@@ -583,6 +592,10 @@ def cmd_action(method: str, verb: str) -> Callable[[argparse.Namespace], int]:
 
 def _override_value(text: str) -> Any:
     """The VALUE argument of `override set`, read as YAML, bounded like every stored value."""
+    import yaml
+
+    from noderuntime import codec
+
     try:
         value = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as exc:
@@ -1023,6 +1036,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except DaemonNotRunningError as exc:
+        try:
+            check_skipped_config(args)
+        except NodeRuntimeError as config_exc:
+            print(f"error: {config_exc}", file=sys.stderr)
+            return EXIT_USAGE if config_exc.code in INVALID_INPUT_CODES else EXIT_ERROR
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except NodeRuntimeError as exc:

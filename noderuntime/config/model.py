@@ -27,17 +27,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from noderuntime import codec
+
+# Re-exported: they lived here before the command line needed them without pydantic.
+from noderuntime.config.paths import API_SOCKET_FILE as API_SOCKET_FILE
+from noderuntime.config.paths import CONFIG_FILE as CONFIG_FILE
+from noderuntime.config.paths import DEFAULT_CONFIG_FILE as DEFAULT_CONFIG_FILE
+from noderuntime.config.paths import DEFAULT_DATA_DIR as DEFAULT_DATA_DIR
+from noderuntime.config.paths import resolve_config_file as resolve_config_file
+from noderuntime.config.paths import resolve_data_dir as resolve_data_dir
 from noderuntime.config.peers import parse_peer_url, parse_route_url
 from noderuntime.errors import ConfigError, NotInitializedError
 
-DEFAULT_DATA_DIR = Path("/var/lib/noderuntime")
-# The appliance layout (packaging/, docs/operations.md): config in /etc, data in /var/lib.
-DEFAULT_CONFIG_FILE = Path("/etc/noderuntime/node.yaml")
-CONFIG_FILE = "node.yaml"
 IDENTITY_FILE = "identity.key"
 STATE_DB_FILE = "state.db"
 AUDIT_DB_FILE = "audit.db"
-API_SOCKET_FILE = "api.sock"
 PODMAN_SOCKET_FILE = "podman.sock"
 
 RECONCILE_INTERVAL_S = 15.0
@@ -80,33 +83,6 @@ class Role(enum.Enum):
     # A member of its site's cluster that votes in JetStream but runs no workloads: the third
     # voter a two-node site needs for a majority (docs/architecture.md, "Site quorum").
     WITNESS = "witness"
-
-
-def resolve_data_dir(cli_value: str | os.PathLike[str] | None) -> Path:
-    if cli_value:
-        return Path(cli_value).expanduser().absolute()
-    env = os.environ.get("NODERUNTIME_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    return DEFAULT_DATA_DIR
-
-
-def resolve_config_file(cli_value: str | os.PathLike[str] | None, data_dir: Path) -> Path | None:
-    """``--config``, else ``$NODERUNTIME_CONFIG``, else None (meaning ``<data_dir>/node.yaml``).
-
-    One exception keeps the installed layout usable without flags: for the default data dir
-    with no ``node.yaml`` of its own, ``/etc/noderuntime/node.yaml`` is the config if it exists.
-    """
-    value = cli_value or os.environ.get("NODERUNTIME_CONFIG")
-    if value:
-        return Path(value).expanduser().absolute()
-    if (
-        data_dir == DEFAULT_DATA_DIR
-        and not (data_dir / CONFIG_FILE).exists()
-        and DEFAULT_CONFIG_FILE.exists()
-    ):
-        return DEFAULT_CONFIG_FILE
-    return None
 
 
 def validate_id(kind: str, value: str) -> str:

@@ -24,6 +24,30 @@ def test_brackets_inside_strings_do_not_count() -> None:
     assert codec.loads(text)["cmd"] == "[" * 5000
 
 
+def test_escapes_do_not_hide_or_fake_nesting() -> None:
+    # Strings ending in escaped backslashes, escaped quotes before brackets, and many values:
+    # the depth counted is the structure's, never the strings'.
+    tricky = ["\\", '\\"[', '"]]]', "\\\\[{", "a\\", '\\\\"{{']
+    deep: Any = tricky
+    for _ in range(63):
+        deep = {"k\\": [deep]} if isinstance(deep, list) else [deep]
+    rows = [{"site": "s", "msg": s, "n": i} for i, s in enumerate(tricky * 20)]
+    for value in (deep, rows, [tricky] * 100):
+        text = json.dumps(value)
+        assert text.count("[") + text.count("{") > codec.MAX_DEPTH  # takes the scan
+        assert codec.loads(text, max_depth=_depth(value)) == value
+        with pytest.raises(codec.DecodeError, match="nested deeper"):
+            codec.check_depth(text, _depth(value) - 1)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
 def test_size_and_encoding_are_bounded() -> None:
     with pytest.raises(codec.DecodeError, match="more than"):
         codec.loads("1" * 100, max_bytes=10)
