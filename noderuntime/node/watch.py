@@ -17,6 +17,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from noderuntime.aio import raise_if_cancelled
+
 if TYPE_CHECKING:
     from noderuntime.crdt.state import StateStore
 
@@ -84,3 +86,4 @@ class StoreWatch(abc.ABC):
                         "%s: a pass failed; trying again at the next change", self._name
                     )
                 self._last_error = str(exc)
+            raise_if_cancelled()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from noderuntime.aio import raise_if_cancelled
 from noderuntime.audit.chain import AuditKind
 from noderuntime.audit.log import AuditSink, NullAudit
 from noderuntime.config.model import NodeConfig
@@ -327,6 +328,7 @@ class Reconciler:
     async def _run(self) -> None:
         timeout: float = 0.0
         while True:
+            raise_if_cancelled()
             try:
                 # Not asyncio.wait_for: on 3.11 it can swallow a cancel that arrives as its
                 # timeout fires, and then the loop outlives its __aexit__ (seen in tests with
@@ -785,6 +787,7 @@ class Reconciler:
             except Exception as exc:
                 # Events are only hints; the timer and passes still run while we reconnect.
                 self._log.debug("podman event stream ended: %s", exc)
+            raise_if_cancelled()
             failures += 1
             self.trigger("podman-events-lost")
             await asyncio.sleep(backoff_delay_s(failures, 0.5, RUNTIME_RETRY_MAX_S))

@@ -9,7 +9,6 @@ NATS errors are translated here; nothing above imports nats.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -307,8 +306,9 @@ class NatsLeaseStore:
 
     async def close(self) -> None:
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            from noderuntime.sync.nats_channel import close_bounded
+
+            await close_bounded(self._nc)
         self._nc = None
         self._inner = None
 

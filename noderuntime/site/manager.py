@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from noderuntime.aio import raise_if_cancelled
 from noderuntime.errors import LeaseConflictError, SiteError
 from noderuntime.reconcile.placement import PlacementWant, SlotHolder, SlotInfo
 from noderuntime.site import lease as L
@@ -135,6 +136,7 @@ class SiteManager:
                 raise
             except Exception:  # a bug here must not take the node down: log, keep fencing
                 self._log.exception("site manager tick failed")
+            raise_if_cancelled()
             wait = TICK_S
             now = self._clock()
             for held in self._held.values():

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from noderuntime.aio import raise_if_cancelled
 from noderuntime.audit.log import AuditSink
 from noderuntime.crdt.state import Origin, StateStore
 from noderuntime.crdt.store import StoredUpdate
@@ -379,6 +380,7 @@ class SyncEngine:
                 self.rejections.reject(Cause.INTERNAL, f"{type(exc).__name__}: {exc}")
             finally:
                 self.inbox.done(data)
+            raise_if_cancelled()
             if self.inbox.high_water >= TRIM_AFTER_BYTES and self.inbox.empty():
                 self.inbox.high_water = 0
                 give_back_memory()
@@ -491,6 +493,7 @@ class SyncEngine:
                 await self.anti_entropy()
             except Exception as exc:
                 self.log.warning("anti-entropy round failed: %s", exc)
+            raise_if_cancelled()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -500,6 +503,7 @@ class SyncEngine:
                 await self.out.send_heartbeat()
             except Exception as exc:
                 self.log.debug("heartbeat failed: %s", exc)
+            raise_if_cancelled()
 
     # --- views ----------------------------------------------------------------------------
 

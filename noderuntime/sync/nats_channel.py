@@ -13,6 +13,7 @@ and reports a slow consumer, which the listener hears as ``on_dropped`` and coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -22,11 +23,27 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 
+from noderuntime.aio import raise_if_cancelled
 from noderuntime.errors import ChannelError
 from noderuntime.sync.channel import ChannelListener
 
 CONNECT_BACKOFF_MAX_S = 5.0
+CLOSE_TIMEOUT_S = 5.0
 PENDING_BYTES = 16 * 1024 * 1024
+
+
+async def close_bounded(nc: NatsClient, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close a nats-py client, giving up after ``timeout_s``.
+
+    nats-py's close waits for its transport to close, and on a connection that is reconnecting
+    to a server that just died that wait can last until the OS gives up on the socket
+    (nats-io/nats.py#671): a node shutting down, or a test tearing a site down, must not hang
+    on it. What is left is garbage-collected with the client.
+    """
+    # Closing a broken client may also raise anything nats-py has: it is gone either way.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await nc.close()
 
 
 class NatsChannel:
@@ -73,6 +90,7 @@ class NatsChannel:
                 )
             except Exception as exc:
                 self.log.debug("cannot reach local NATS at %s: %s", self.address, exc)
+                raise_if_cancelled()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
                 continue
@@ -100,7 +118,7 @@ class NatsChannel:
     async def close(self) -> None:
         nc, self._nc = self._nc, None
         if nc is not None:
-            await nc.close()
+            await close_bounded(nc)
 
     async def _on_msg(self, msg: Msg) -> None:
         if self._listener is not None:
