@@ -30,9 +30,10 @@ from typing import Any
 from noderuntime.api.lines import READ_CHUNK_BYTES, LineBudget, LineReader, Refused
 from noderuntime.api.protocol import API_VERSION, decode, encode
 from noderuntime.audit.chain import AuditKind
-from noderuntime.audit.log import AuditSink, NullAudit
+from noderuntime.audit.log import NullAudit, Ride, RideSink
 from noderuntime.config.model import check_socket_path
 from noderuntime.errors import ConfigError, LockedOutError, NodeRuntimeError, PermissionDeniedError
+from noderuntime.sqlitedb import COMMIT_RIDERS
 
 Params = dict[str, Any]
 # Set by the server after checking a request's "auth"; handlers attribute changes to it.
@@ -138,7 +139,7 @@ class ApiServer:
         *,
         authenticate: Callable[[str, str], str] | None = None,
         log: logging.Logger | None = None,
-        audit: AuditSink | None = None,
+        audit: RideSink | None = None,
         read_gid: int | None = None,
         admin_gid: int | None = None,
     ) -> None:
@@ -151,7 +152,7 @@ class ApiServer:
         # (technician, pin) -> principal, raising PermissionDeniedError.
         self.authenticate = authenticate
         # Every write route call (done or refused) and every PIN check goes in.
-        self.audit: AuditSink = audit or NullAudit()
+        self.audit: RideSink = audit or NullAudit()
         self._log = log or logging.getLogger(__name__)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
@@ -287,8 +288,8 @@ class ApiServer:
                 result = None
             else:
                 assert route.handler is not None
-                result = await route.handler(params)
-            if audited is not None:
+                result = await self._call(route.handler, params, audited)
+            if audited is not None and not audited.ridden:
                 self._audit_write(audited, None)
             await self._send(writer, {"id": req_id, "ok": True, "result": result})
         except (ConnectionError, asyncio.CancelledError):
@@ -335,16 +336,40 @@ class ApiServer:
         self.audit.record(AuditKind.LOGIN, principal, outcome="ok", uid=uid)
         return principal
 
+    async def _call(self, handler: Handler, params: Params, audited: _Audited | None) -> Any:
+        """Run ``handler``; a write's entry (outcome ok) rides the first commit it queues, so
+        the write and its entry are durable together (audit/log.py, ``ride``). A write that
+        fails after committing is then audited twice: ok, then refused with the error."""
+        if audited is None:
+            return await handler(params)
+        actor, fields = _audit_fields(audited, None)
+        ride: Ride | None = self.audit.ride(AuditKind.API_WRITE, actor, **fields)
+        if ride is None:
+            return await handler(params)
+        token = COMMIT_RIDERS.set(ride)
+        try:
+            return await handler(params)
+        finally:
+            COMMIT_RIDERS.reset(token)
+            ride.close()
+            audited.ridden = ride.chained
+
     def _audit_write(self, audited: _Audited, error: str | None) -> None:
-        actor = audited.actor or (f"uid:{audited.uid}" if audited.uid is not None else "unknown")
-        fields: dict[str, Any] = {"method": audited.method, "uid": audited.uid}
-        fields.update(
-            (k, v) for k, v in audited.params.items() if k in AUDITED_PARAMS and isinstance(v, str)
-        )
-        fields["outcome"] = "ok" if error is None else "refused"
-        if error is not None:
-            fields["error"] = error
+        actor, fields = _audit_fields(audited, error)
         self.audit.record(AuditKind.API_WRITE, actor, **fields)
+
+
+def _audit_fields(audited: _Audited, error: str | None) -> tuple[str, dict[str, Any]]:
+    """A write's audit entry: who (actor) and what (method, uid, named params, outcome)."""
+    actor = audited.actor or (f"uid:{audited.uid}" if audited.uid is not None else "unknown")
+    fields: dict[str, Any] = {"method": audited.method, "uid": audited.uid}
+    fields.update(
+        (k, v) for k, v in audited.params.items() if k in AUDITED_PARAMS and isinstance(v, str)
+    )
+    fields["outcome"] = "ok" if error is None else "refused"
+    if error is not None:
+        fields["error"] = error
+    return actor, fields
 
 
 @dataclass
@@ -355,6 +380,7 @@ class _Audited:
     uid: int | None
     params: Params
     actor: str | None = None
+    ridden: bool = False  # its ok entry was chained with the write's commit
 
 
 class _BadRequest(Exception):

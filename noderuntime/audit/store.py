@@ -12,7 +12,6 @@ mode; concurrent appends share one commit (one fsync), in call order.
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -25,6 +24,7 @@ import aiosqlite
 
 from noderuntime.audit.chain import Checkpoint, Entry, canonical
 from noderuntime.errors import StoreError
+from noderuntime.sqlitedb import GroupCommit, open_db
 
 # Schema version, stored in PRAGMA user_version.
 # 1 (2026-12-03): entries(seq, ts, kind, actor, fields, hash) + checkpoints(seq, node, head, ts,
@@ -219,11 +219,9 @@ class SQLiteAuditStore(AuditStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        # Appends waiting for the next commit, and the futures of their callers.
-        self._queue: list[tuple[Sequence[Entry], asyncio.Future[None]]] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
+        self._writer = GroupCommit[Sequence[Entry], None](
+            self._commit, what="audit", path=path, name="audit-writer"
+        )
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -232,38 +230,11 @@ class SQLiteAuditStore(AuditStore):
         return self._db
 
     async def open(self) -> None:
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            async with self._db.execute("PRAGMA user_version") as cur:
-                row = await cur.fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer noderuntime (audit schema {version}, "
-                    f"this one knows {SCHEMA_VERSION}); upgrade noderuntime"
-                )
-            await self._db.executescript(_SCHEMA)
-            await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            await self.close()
-            raise StoreError(f"cannot open audit database {self.path}: {exc}") from exc
-        except StoreError:
-            await self.close()
-            raise
-        self._closing = False
-        self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
+        self._db = await open_db(self.path, what="audit", version=SCHEMA_VERSION, schema=_SCHEMA)
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._closing = True
-            self._wakeup.set()
-            try:
-                await self._writer
-            finally:
-                self._writer = None
+        await self._writer.close()
         if self._db is not None:
             try:
                 await self._db.close()
@@ -271,47 +242,22 @@ class SQLiteAuditStore(AuditStore):
                 self._db = None
 
     async def append(self, entries: Sequence[Entry]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._writer is None or self._writer.done() or self._closing:
-            raise StoreError("audit database is not open")
-        self._queue.append((entries, fut))
-        self._wakeup.set()
-        await fut
+        await self._writer.submit(entries)
 
-    async def _write_loop(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                continue
-            batch, self._queue = self._queue, []
-            try:
-                await self._commit([e for entries, _ in batch for e in entries])
-            except sqlite3.Error as exc:
-                err = StoreError(f"cannot write to audit database {self.path}: {exc}")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def _commit(self, entries: list[Entry]) -> None:
+    async def _commit(self, batch: list[Sequence[Entry]]) -> list[None]:
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
             await db.executemany(
                 "INSERT INTO entries (seq, ts, kind, actor, fields, hash) VALUES (?,?,?,?,?,?)",
-                [_entry_row(e) for e in entries],
+                [_entry_row(e) for entries in batch for e in entries],
             )
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
             raise
+        return [None] * len(batch)
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         async with self.db.execute(sql, args) as cur:

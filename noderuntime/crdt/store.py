@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,15 @@ from typing import Any
 import aiosqlite
 
 from noderuntime.crdt.clocks import UpdateFormatError, parse_update
-from noderuntime.errors import StoreCorruptError, StoreError
+from noderuntime.errors import StoreError
+from noderuntime.sqlitedb import (
+    COMMIT_RIDERS,
+    OUTBOX_SCHEMA,
+    GroupCommit,
+    Rider,
+    RiderLog,
+    open_db,
+)
 
 # Schema version, stored in PRAGMA user_version.
 # 1 (2026-11-25): updates(seq, doc, data, author, signature, ts, meta)
@@ -45,7 +52,10 @@ from noderuntime.errors import StoreCorruptError, StoreError
 #                 writes each document with, reused across restarts while the store is the same
 #                 copy (fingerprint: machine id and the file's inode). A v2 store gains the empty
 #                 table; its node takes new ids once, at its first write after the upgrade.
-SCHEMA_VERSION = 3
+# 4 (2026-12-03): outbox(topic, seq, data): rows another store (the audit log) keeps durable in
+#                 the same commit as the change they go with (``sqlitedb.py``, riders). A v3
+#                 store gains the empty table.
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -230,6 +240,11 @@ class UpdateStore(abc.ABC):
         resolves to ``[]`` once durable.
         """
 
+    def drop_riders(self, topic: str, through_seq: int) -> None:
+        """Queue deleting ``topic``'s outbox rows up to ``through_seq`` (riders, see
+        ``sqlitedb.py``); a store without an outbox has none to delete."""
+        return None
+
     @abc.abstractmethod
     async def drain(self) -> None:
         """Return once every queued append has been committed or has failed."""
@@ -410,8 +425,9 @@ class MemoryStore(UpdateStore):
 @dataclass
 class _Pending:
     updates: Sequence[NewUpdate]
-    future: asyncio.Future[list[int]]
     clients: Sequence[tuple[str, int, str]] = ()  # (doc, client, author) to save
+    logs: Sequence[RiderLog] = ()  # whose rows ride this commit (sqlitedb.py)
+    drops: Sequence[tuple[str, int]] = ()  # (topic, through_seq): outbox rows to delete
 
 
 class SQLiteStore(UpdateStore):
@@ -420,58 +436,55 @@ class SQLiteStore(UpdateStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self._queue: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._committing = False
-        self._idle = asyncio.Event()
+        self._writer = GroupCommit[_Pending, list[int]](
+            self._commit, what="state", path=path, name="store-writer"
+        )
         self._fingerprint = ""
 
-    async def open(self) -> None:
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: the WAL is fsynced at every commit, so an acknowledged update survives
-            # power loss, not only a process crash.
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            async with self._db.execute("PRAGMA user_version") as cur:
-                row = await cur.fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer noderuntime (schema {version}, "
-                    f"this one knows {SCHEMA_VERSION}); upgrade noderuntime or restore a backup"
-                )
-            await self._db.executescript(_SCHEMA)
-            if version < 2:
-                await self._migrate_v1_to_v2()
-            await self._db.executescript(_SCHEMA_V2_INDEXES)
-            await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            async with self._db.execute("PRAGMA quick_check") as cur:
-                check = await cur.fetchone()
-            if not check or check[0] != "ok":
-                raise StoreCorruptError(
-                    f"{self.path} failed its integrity check ({check[0] if check else '?'}); "
-                    "restore it from a backup (see docs/operations.md)"
-                )
-        except sqlite3.DatabaseError as exc:
-            await self.close()
-            raise StoreCorruptError(f"cannot open state database {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
-            await self.close()
-            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
-        except StoreError:
-            await self.close()
-            raise
-        self._fingerprint = await asyncio.to_thread(store_fingerprint, self.path)
-        self._closing = False
-        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+    # Kept by the writer; settable so the base class's plain attributes stay the contract.
+    @property
+    def last_error(self) -> str | None:
+        return self._writer.last_error
 
-    async def _migrate_v1_to_v2(self) -> None:
+    @last_error.setter
+    def last_error(self, value: str | None) -> None:
+        self._writer.last_error = value
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @commits.setter
+    def commits(self, value: int) -> None:
+        self._writer.commits = value
+
+    @property
+    def commit_seconds(self) -> float:
+        return self._writer.commit_seconds
+
+    @commit_seconds.setter
+    def commit_seconds(self, value: float) -> None:
+        self._writer.commit_seconds = value
+
+    async def open(self) -> None:
+        self._db = await open_db(
+            self.path,
+            what="state",
+            version=SCHEMA_VERSION,
+            schema=_SCHEMA + OUTBOX_SCHEMA,
+            migrate=self._migrate,
+            check=True,
+        )
+        self._fingerprint = await asyncio.to_thread(store_fingerprint, self.path)
+        self._writer.start()
+
+    async def _migrate(self, db: aiosqlite.Connection, found: int) -> None:
+        if found < 2:
+            await self._migrate_v1_to_v2(db)
+        await db.executescript(_SCHEMA_V2_INDEXES)
+
+    async def _migrate_v1_to_v2(self, db: aiosqlite.Connection) -> None:
         """Add the digest column and index every stored update's clocks (one transaction)."""
-        db = self.db
         async with db.execute("PRAGMA table_info(updates)") as cur:
             columns = {r[1] async for r in cur}
         await db.execute("BEGIN IMMEDIATE")
@@ -496,14 +509,8 @@ class SQLiteStore(UpdateStore):
             raise
 
     async def close(self) -> None:
-        if self._writer is not None:
-            # Let queued writes finish (they were promised durability), then stop the writer.
-            self._closing = True
-            self._wakeup.set()
-            try:
-                await self._writer
-            finally:
-                self._writer = None
+        # Queued writes finish first: they were promised durability.
+        await self._writer.close()
         if self._db is not None:
             try:
                 await self._db.close()
@@ -517,23 +524,33 @@ class SQLiteStore(UpdateStore):
         return self._db
 
     def enqueue(self, updates: Sequence[NewUpdate]) -> asyncio.Future[list[int]]:
-        return self._enqueue(_Pending(updates, asyncio.get_running_loop().create_future()))
+        source = COMMIT_RIDERS.get()
+        if source is None or not updates or not self._writer.running:
+            return self._enqueue(_Pending(updates))
+        # What the change is made for (its audit entry) commits in the same transaction.
+        return self._enqueue(_Pending(updates, logs=(source.prepare(),)))
 
     def save_client(self, doc: str, client: int, author: str) -> asyncio.Future[list[int]]:
-        fut = asyncio.get_running_loop().create_future()
-        return self._enqueue(_Pending((), fut, [(doc, client, author)]))
+        return self._enqueue(_Pending((), [(doc, client, author)]))
+
+    def drop_riders(self, topic: str, through_seq: int) -> None:
+        """Queue deleting outbox rows of ``topic`` up to ``through_seq``; commits with the next
+        write (or alone). Not waited for: a drop that is lost only leaves rows the outbox's
+        reader skips."""
+        fut = self._enqueue(_Pending((), drops=[(topic, through_seq)]))
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _enqueue(self, pending: _Pending) -> asyncio.Future[list[int]]:
-        fut = pending.future
-        if self._writer is None or self._writer.done() or self._closing:
-            fut.set_exception(StoreError("state database is not open"))
-            return fut
-        if not pending.updates and not pending.clients:
+        if (
+            self._writer.running
+            and not pending.updates
+            and not pending.clients
+            and not pending.drops
+        ):
+            fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
             fut.set_result([])
             return fut
-        self._queue.append(pending)
-        self._wakeup.set()
-        return fut
+        return self._writer.submit(pending)
 
     async def local_client(self, doc: str, author: str) -> int | None:
         async with self.db.execute(
@@ -544,43 +561,12 @@ class SQLiteStore(UpdateStore):
         return int(row[0]) if row else None
 
     async def drain(self) -> None:
-        while (self._queue or self._committing) and self._writer and not self._writer.done():
-            self._idle.clear()
-            await self._idle.wait()
-
-    async def _write_loop(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                continue
-            batch, self._queue = self._queue, []
-            self._committing = True
-            started = time.monotonic()
-            try:
-                results = await self._commit(batch)
-                self.commits += 1
-                self.commit_seconds += time.monotonic() - started
-            except sqlite3.Error as exc:
-                self.last_error = f"commit failed: {exc}"
-                err = StoreError(f"cannot write to state database {self.path}: {exc}")
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            finally:
-                self._committing = False
-                self._idle.set()
-            self.last_error = None
-            for p, seqs in zip(batch, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(seqs)
+        await self._writer.drain()
 
     async def _commit(self, batch: list[_Pending]) -> list[list[int]]:
         db = self.db
         results: list[list[int]] = []
+        pulled: list[tuple[RiderLog, Sequence[Rider]]] = []
         await db.execute("BEGIN IMMEDIATE")
         try:
             async with db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates") as cur:
@@ -619,12 +605,32 @@ class SQLiteStore(UpdateStore):
                     "VALUES (?,?,?,?,?,?)",
                     clocks,
                 )
+            await self._outbox(db, batch)
+            # Pulled last, inside the transaction: rows made up to now ride it, in order.
+            pulled = [
+                (log, log.pull()) for log in {id(g): g for p in batch for g in p.logs}.values()
+            ]
+            riders = [(r.topic, r.seq, r.data) for _, rs in pulled for r in rs]
+            if riders:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO outbox (topic, seq, data) VALUES (?,?,?)", riders
+                )
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
+            for log, rs in pulled:
+                log.settled(rs, False)
             raise
+        for log, rs in pulled:
+            log.settled(rs, True)
         return results
+
+    @staticmethod
+    async def _outbox(db: aiosqlite.Connection, batch: list[_Pending]) -> None:
+        drops = [d for p in batch for d in p.drops]
+        if drops:
+            await db.executemany("DELETE FROM outbox WHERE topic = ? AND seq <= ?", drops)
 
     async def load(self, doc: str) -> LoadedDoc:
         try:

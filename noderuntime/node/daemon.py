@@ -99,6 +99,7 @@ class Node:
         self.health: HealthMonitor | None = None
         self.api: ApiServer | None = None
         self.audit: Audit | None = None
+        self.update_store: SQLiteStore | None = None
         # Site quorum: who runs placement-scoped workloads (None until started).
         self.site: SiteManager | None = None
         # Fleet enrolment (None: not enrolled, the node runs alone) and its own nats-server
@@ -167,6 +168,8 @@ class Node:
             self.state = state
             audit.on_checkpoint = self._publish_checkpoint
             stack.callback(setattr, audit, "on_checkpoint", None)
+            audit.outbox = self.update_store
+            stack.callback(setattr, audit, "outbox", None)
             # Before anything writes: the store is judged as it was found.
             self.store_guard = await stack.enter_async_context(
                 StoreGuard(
@@ -423,8 +426,9 @@ class Node:
 
     def _state_store(self) -> StateStore:
         assert self.identity is not None
+        self.update_store = SQLiteStore(self.paths.state_db)
         return StateStore(
-            SQLiteStore(self.paths.state_db),
+            self.update_store,
             self.identity,
             node_id=self.config.node_id,
             site=self.config.site,
@@ -508,6 +512,8 @@ class Node:
             sign=self.identity.sign,
             public_key=self.identity.public_bytes,
             log=self.log.getChild("audit"),
+            # API writes' entries ride state commits; a crash may leave some only there.
+            outbox_path=self.paths.state_db,
         )
 
     def _publish_checkpoint(self, cp: Checkpoint) -> None:

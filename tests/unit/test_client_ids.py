@@ -166,5 +166,5 @@ async def test_a_version_2_store_is_migrated_and_reads(tmp_path: Path) -> None:
         assert st.snapshot().fleet.workloads["web"] == {"v": 1}
         await st.write(st.fleet_doc, lambda doc: schema.put_workload(doc, "web", {"v": 2}))
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert db.execute("SELECT count(*) FROM local_clients").fetchone()[0] == 1
