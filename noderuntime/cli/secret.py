@@ -76,6 +76,8 @@ def build_record(
         "v": SECRET_RECORD_V,
         "version": version,
         "sealed": sealed,
+        # Which site each target is in: a site's nodes rotate one at a time (docs/security.md).
+        "sites": {t["node"]: str(t.get("site", "")) for t in targets},
         "targets": selector,
         "by": by,
         "at": now,

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from noderuntime.aio import raise_if_cancelled
@@ -68,7 +69,9 @@ from noderuntime.reconcile.secrets import (
     dir_key,
     key_of_label,
     mounts_for,
+    note_versions,
     plain_hash,
+    rotations_to_defer,
     with_secrets,
 )
 from noderuntime.reconcile.status import Derived, Phase, derive
@@ -169,6 +172,9 @@ class Reconciler:
         # name -> (tmpfs dir key, boxes, owner) of each planned workload with secrets.
         self._secret_needs: dict[str, tuple[str, SecretMounts, str | None]] = {}
         self._fleet_secrets: Mapping[str, Mapping[str, Any]] = {}
+        # (secret, version) -> when this node first saw it: where its rotation slot starts.
+        self._first_seen: dict[tuple[str, int], float] = {}
+        self._deferred: dict[str, str] = {}  # workload -> the label it keeps for now
         # Why this node holds its containers (the store lost its memory): no stop, no remove.
         self.hold: str | None = None
         self._dirty = asyncio.Event()
@@ -366,6 +372,7 @@ class Reconciler:
         self._desired = desired
         self._note_refusals(desired)
         self._fleet_secrets = snap.fleet.secrets
+        self._first_seen = note_versions(self._first_seen, snap.fleet.secrets, now)
         planned = self._plan_inputs(desired)
         self._note_enabled(snap.node.status, planned, now)
 
@@ -380,6 +387,7 @@ class Reconciler:
         except RuntimeUnavailableError as exc:
             return await self._runtime_down(str(exc), planned)
 
+        planned, rotation_wait = self._roll_rotations(planned, observed, now)
         ctx = self._context(now, observed)
         # Containers of a workload that is desired but cannot be built (broken), whose stored
         # spec is invalid here (a newer writer, stricter bounds) or whose record was set aside
@@ -408,6 +416,8 @@ class Reconciler:
         wait = self._cfg.reconcile_interval_s
         if the_plan.requeue_after_s is not None:
             wait = min(wait, max(0.05, the_plan.requeue_after_s))
+        if rotation_wait is not None:
+            wait = min(wait, max(0.05, rotation_wait))
         return wait if stored else min(wait, self._status_retry_s())
 
     def _status_retry_s(self) -> float:
@@ -460,6 +470,36 @@ class Reconciler:
         self._broken = broken
         self._secret_needs = needs
         return {name: w for name, (_, _, w) in memo.items()}
+
+    def _roll_rotations(
+        self, planned: dict[str, PlannedWorkload], observed: list[ObservedContainer], now: float
+    ) -> tuple[dict[str, PlannedWorkload], float | None]:
+        """Keep running containers whose secrets were rotated until this node's slot comes
+        (``rotations_to_defer``); how long until the next one is due, if any waits."""
+        deferred = rotations_to_defer(
+            {name: w.spec_hash for name, w in planned.items()},
+            {name: mounts for name, (_, mounts, _) in self._secret_needs.items()},
+            {c.workload: c.spec_hash for c in observed if c.state is ContainerState.RUNNING},
+            self._fleet_secrets,
+            self._first_seen,
+            node_id=self._cfg.node_id,
+            site=self._cfg.site,
+            now=now,
+        )
+        for name, d in deferred.items():
+            planned = {**planned, name: replace(planned[name], spec_hash=d.keep_hash)}
+            _, mounts, owner = self._secret_needs[name]
+            # Its tmpfs directory stays while it runs (the sweep keeps what is needed).
+            self._secret_needs[name] = (key_of_label(name, d.keep_hash) or "", mounts, owner)
+            if self._deferred.get(name) != d.keep_hash:
+                self._event(
+                    name,
+                    "secrets",
+                    f"secret rotated: the container is replaced in {d.wait_s:.0f} s, this "
+                    "node's turn in its site (rotation rolls one node at a time)",
+                )
+        self._deferred = {name: d.keep_hash for name, d in deferred.items()}
+        return planned, min((d.wait_s for d in deferred.values()), default=None)
 
     def _planned(self, dw: DesiredWorkload, mounts: SecretMounts | None) -> PlannedWorkload:
         container = to_container_spec(

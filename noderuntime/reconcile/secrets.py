@@ -4,7 +4,9 @@ A secret record (``fleet.secrets[name]``, written by operators only) holds one b
 node, sealed to that node's X25519 key (:mod:`noderuntime.identity.sealing`), never the value:
 
     {"v": 1, "version": 3, "sealed": {"<node>": {"epk": .., "ct": ..}}, "targets": {..},
-     "by": "operator:alice", "at": 1764763200.0, "size": 24}
+     "sites": {"<node>": "<site>"}, "by": "operator:alice", "at": 1764763200.0, "size": 24}
+
+(``sites``, since 2026-12-03: each target's site, for the order rotation rolls in.)
 
 What a node runs is told apart by its container's spec-hash label, which for a workload with
 secrets is ``<spec hash>+<digest>``: the digest covers every box this node would open (name,
@@ -261,7 +263,7 @@ def check_record(record: Mapping[str, Any], *, previous: int) -> None:
             raise SecretError(f"the box for node {node_id!r} must hold epk and ct only")
         if not all(isinstance(v, str) for v in box.values()):
             raise SecretError(f"the box for node {node_id!r} must hold text only")
-    allowed = {"v", "version", "sealed", "targets", "by", "at", "size"}
+    allowed = {"v", "version", "sealed", "sites", "targets", "by", "at", "size"}
     extra = set(record) - allowed
     if extra:
         raise SecretError(f"a secret record has unknown fields {sorted(extra)}")
@@ -290,3 +292,93 @@ def listing(secrets: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# --- rolling rotation (docs/security.md, "Rotation rolls per node") ---------------------------
+
+# A site's nodes replace their containers for a new secret version one slot apart, in node id
+# order: long enough for a container to stop and start, short enough that a site of ten has
+# rolled in under two minutes. Nothing waits on another node: an offline one only skips its slot.
+ROTATION_SLOT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A running container kept for now although its secrets changed: its label is planned
+    instead of the new one until ``wait_s`` has passed."""
+
+    keep_hash: str
+    wait_s: float
+
+
+def rotation_place(record: Mapping[str, Any], node_id: str, site: str) -> int:
+    """How many of the secret's targets in ``node_id``'s site sort before it by node id (all its
+    targets if the record names no sites: one written before it did)."""
+    sealed = record.get("sealed")
+    if not isinstance(sealed, dict):
+        return 0
+    sites = record.get("sites")
+    return sum(
+        1
+        for n in sealed
+        if n < node_id and (not isinstance(sites, dict) or sites.get(n, site) == site)
+    )
+
+
+def note_versions(
+    first_seen: Mapping[tuple[str, int], float],
+    secrets: Mapping[str, Mapping[str, Any]],
+    now: float,
+) -> dict[tuple[str, int], float]:
+    """When this node first saw each current (secret, version); versions gone are forgotten."""
+    out: dict[tuple[str, int], float] = {}
+    for name, record in secrets.items():
+        version = _version_or_zero(record)
+        out[(name, version)] = first_seen.get((name, version), now)
+    return out
+
+
+def rotations_to_defer(
+    planned: Mapping[str, str],
+    needs: Mapping[str, SecretMounts],
+    running: Mapping[str, str],
+    secrets: Mapping[str, Mapping[str, Any]],
+    first_seen: Mapping[tuple[str, int], float],
+    *,
+    node_id: str,
+    site: str,
+    now: float,
+    slot_s: float = ROTATION_SLOT_S,
+) -> dict[str, Deferred]:
+    """Which running containers wait for this node's slot before their secrets are replaced.
+
+    ``planned``: workload -> the spec-hash label it should run; ``running``: workload -> the
+    label of its running container. Only a container whose spec is unchanged and whose secrets
+    differ waits (a spec change or a container that is not running is replaced at once), and
+    only until ``place * slot_s`` after this node first saw the newest of its secrets'
+    versions: the wait is bounded whatever other nodes do.
+    """
+    out: dict[str, Deferred] = {}
+    for name, want in planned.items():
+        have, mounts = running.get(name), needs.get(name)
+        if have is None or mounts is None or have == want or HASH_SEPARATOR not in have:
+            continue
+        if plain_hash(have) != plain_hash(want) or mounts.problem is not None:
+            continue
+        due = now
+        for f in mounts.files:
+            record = secrets.get(f.name)
+            if record is None:
+                continue
+            seen = first_seen.get((f.name, f.version), now)
+            due = max(due, seen + rotation_place(record, node_id, site) * slot_s)
+        if due > now:
+            out[name] = Deferred(have, due - now)
+    return out
+
+
+def _version_or_zero(record: Mapping[str, Any]) -> int:
+    try:
+        return record_version(record)
+    except SecretError:
+        return 0

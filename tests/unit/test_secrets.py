@@ -28,11 +28,17 @@ from noderuntime.identity.sealing import (
     seal,
 )
 from noderuntime.reconcile.secrets import (
+    ROTATION_SLOT_S,
+    Deferred,
     SecretFile,
+    SecretMounts,
     check_record,
     match_targets,
     mounts_for,
+    note_versions,
     plain_hash,
+    rotation_place,
+    rotations_to_defer,
     with_secrets,
 )
 from noderuntime.runtime.base import LABEL_SPEC_HASH, ContainerSpec
@@ -332,6 +338,58 @@ async def test_a_workload_gets_its_secret_and_rotation_replaces_the_container() 
         ("app", [("db", 2)], "create"),
     ]
     assert "one" not in repr(opened) and "two" not in repr(opened)
+
+
+async def test_rotation_waits_for_this_nodes_turn_in_its_site() -> None:
+    key, ahead = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    files = MemorySecretFiles(key)
+    async with harness(secret_files=files) as h:
+        await _set(h, _record({NODE: key, "m0": ahead}, b"one"))  # m0 sorts before n1
+        await h.apply(workload("app", secrets=[{"name": "db", "path": "/run/secrets/db"}]))
+        await h.settle()
+        (c,) = h.runtime.containers.values()
+
+        await _set(h, _record({NODE: key, "m0": ahead}, b"two", version=2))
+        await h.settle()
+        assert [x.id for x in h.runtime.containers.values()] == [c.id]  # m0's turn first
+        assert list(files.dirs.values()) == [{"file0": b"one"}]  # its files stay meanwhile
+        assert 0 < await h.tick() <= ROTATION_SLOT_S
+        h.clock.advance(ROTATION_SLOT_S)
+        await h.tick()
+        await h.settle()
+        (c2,) = h.runtime.containers.values()
+        assert c2.id != c.id and list(files.dirs.values()) == [{"file0": b"two"}]
+
+
+def test_rotation_order_is_by_node_id_within_a_site_and_bounded() -> None:
+    record = {"sealed": {"a": {}, "b": {}, "c": {}, "d": {}}, "sites": {"a": "x", "b": "y"}}
+    record["sites"].update(c="x", d="x")
+    assert [rotation_place(record, n, "x") for n in ("a", "c", "d")] == [0, 1, 2]
+    assert rotation_place(record, "b", "y") == 0  # alone in its site: no wait
+    assert rotation_place({"sealed": {"a": {}, "b": {}}}, "b", "x") == 1  # no sites: all one
+
+    mounts = SecretMounts("new", (SecretFile("db", 2, {}, "file0"),))
+    seen = note_versions({("db", 1): 0.0}, {"db": {**record, "version": 2}}, now=100.0)
+    assert seen == {("db", 2): 100.0}
+
+    def defer(node: str, now: float, running: str = "h+old") -> dict[str, Deferred]:
+        return rotations_to_defer(
+            {"app": "h+new"},
+            {"app": mounts},
+            {"app": running},
+            {"db": {**record, "version": 2}},
+            seen,
+            node_id=node,
+            site="x",
+            now=now,
+            slot_s=10.0,
+        )
+
+    assert defer("a", 100.0) == {}  # first in order: at once
+    assert defer("d", 100.0) == {"app": Deferred("h+old", 20.0)}
+    assert defer("d", 115.0) == {"app": Deferred("h+old", 5.0)}
+    assert defer("d", 120.0) == {}  # its slot came, whatever the others did
+    assert defer("d", 100.0, running="h2+old") == {}  # a spec change is not held back
 
 
 async def test_a_node_that_is_no_target_shows_pending() -> None:
