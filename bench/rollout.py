@@ -17,6 +17,9 @@ A hub and ``nodes`` plain nodes at 4 sites (s0..s3), all sharing one `podman sys
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from podman_helpers import podman_service  # noqa: E402
 
-from tests.integration.node_harness import wait_for  # noqa: E402
+from tests.integration.node_harness import wait_for, workload_yaml  # noqa: E402
 from tests.sync.rollout_harness import (  # noqa: E402
     Fleet,
     fleet,
@@ -41,6 +44,17 @@ from tests.sync.rollout_harness import (  # noqa: E402
 
 NAME = "web"
 WAVES = "site=s0,50%,100%"
+# A service that exits on SIGTERM, as real ones do. `sleep` as PID 1 ignores it, so each
+# replacement waited the workload's whole stopTimeoutSeconds (10 s) before Podman's SIGKILL:
+# 10 of the ~13 s from release to Running per wave (2026-12-03 trace, bench/README.md).
+# ROLLOUT_BENCH_IGNORE_TERM=1 measures that workload instead.
+STOPS_ON_TERM = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+
+
+def bench_yaml(version: str, *, failing: bool = False) -> str:
+    if failing or os.environ.get("ROLLOUT_BENCH_IGNORE_TERM") == "1":
+        return version_yaml(NAME, version, failing=failing)
+    return workload_yaml(NAME, command=STOPS_ON_TERM, extra=f"  env: {{VERSION: {version}}}\n")
 
 
 def all_run(nodes: list[Any], spec_hash: str) -> bool:
@@ -49,10 +63,10 @@ def all_run(nodes: list[Any], spec_hash: str) -> bool:
 
 def start(f: Fleet, version: str, gate_s: float, *, failing: bool = False) -> str:
     path = f.dir.parent / f"{version}.yaml"
-    path.write_text(version_yaml(NAME, version, failing=failing))
-    f.hub.cli(
-        "rollout", "start", NAME, "-f", str(path), "--waves", WAVES,
-        "--gate-for", f"{gate_s}s", "--start-deadline", "60s", check=True,
+    path.write_text(bench_yaml(version, failing=failing))
+    f.operator(
+        f.hub, "rollout", "start", NAME, "-f", str(path), "--waves", WAVES,
+        "--gate-for", f"{gate_s}s", "--start-deadline", "60s",
     )  # fmt: skip
     return str(status(f.hub, NAME)["spec_hash"])
 
@@ -71,8 +85,10 @@ def failing_since(f: Fleet, bad: str) -> float | None:
 
 
 def breakdown(f: Fleet, gate_s: float) -> list[str]:
-    """Per wave: release -> its last node reports Running (Podman's part), and how long after
-    that node's gate_s had passed the gate was recorded (the rollout machinery's part)."""
+    """Per wave: release -> the last old container stopped (the fleet update relayed, the
+    node's reconciler woken, its pass asking Podman to remove the old one; Podman's stop
+    events), -> its last node reports Running (Podman replacing containers), and how long
+    after that node's gate_s had passed the gate was recorded (the rollout machinery)."""
     st = status(f.hub, NAME)
     exp = f.hub.call("state.export")
     steps = {
@@ -92,11 +108,30 @@ def breakdown(f: Fleet, gate_s: float) -> list[str]:
         gate = steps.get(f"gate/{w}", {}).get("at")
         if go and since and gate:
             last = max(since)
+            died = stopped_at(members, min(go))
+            stop = f"last old container stopped {max(died) - min(go):.2f}s, " if died else ""
             out.append(
-                f"wave {w + 1} ({len(members)} nodes): release -> last Running "
+                f"wave {w + 1} ({len(members)} nodes): release -> {stop}last Running "
                 f"{last - min(go):.2f}s, gate recorded {gate - (last + gate_s):.2f}s late"
             )
     return out
+
+
+def stopped_at(nodes: list[str], after: float) -> list[float]:
+    """When each node's old container died after ``after`` (Podman's event log)."""
+    lines = subprocess.run(
+        ["podman", "events", "--stream=false", "--since", str(int(after) - 1),
+         "--filter", "event=died", "--format", "{{.Time.UnixNano}} {{.Name}}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    ).stdout.split("\n")  # fmt: skip
+    first: dict[str, float] = {}
+    for line in lines:
+        ns, _, name = line.partition(" ")
+        at = int(ns) / 1e9 if ns.isdigit() else 0.0
+        node = name.removeprefix("nr-").removesuffix(f"-{NAME}")
+        if node in nodes and at > after and node not in first:
+            first[node] = at
+    return list(first.values())
 
 
 def main() -> None:
@@ -106,55 +141,68 @@ def main() -> None:
     with podman_service() as sock:
         t = time.monotonic()
         with fleet(sites, extra_config={"podmanSocket": str(sock)}, ready_timeout=600) as f:
-            print(f"{len(f.members)} daemons up in {time.monotonic() - t:.1f}s")
-            f.hub.apply(version_yaml(NAME, "v1"))
-            v1 = str(f.hub.workloads()[NAME]["spec_hash"])
-            wait_for(lambda: all_run(f.members, v1), timeout=300, interval=0.5, what="v1")
-            wait_known(f, f.hub)
+            try:
+                print(f"{len(f.members)} daemons up in {time.monotonic() - t:.1f}s")
+                f.operator(f.hub, "apply", "-f", "-", input=bench_yaml("v1"))
+                v1 = str(f.hub.workloads()[NAME]["spec_hash"])
+                wait_for(lambda: all_run(f.members, v1), timeout=300, interval=0.5, what="v1")
+                wait_known(f, f.hub)
 
-            t0 = time.monotonic()
-            v2 = start(f, "v2", gate_s)
-            wait_for(
-                lambda: status(f.hub, NAME)["state"] == "Complete",
-                timeout=30 * gate_s + 300,
-                interval=0.2,
-                what="v2 complete",
-            )
-            t_complete = time.monotonic() - t0
-            wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
-            t_all = time.monotonic() - t0
-            for line in breakdown(f, gate_s):
-                print("  " + line)
-            gates = 3 * gate_s
-            print(
-                f"3-wave rollout, {n_nodes} nodes at 4 sites, gate {gate_s:g}s: Complete after "
-                f"{t_complete:.2f}s, every node Running v2 after {t_all:.2f}s; "
-                f"overhead (total - gates) {max(t_complete, t_all) - gates:.2f}s (target <= 5s)"
-            )
+                t0 = time.monotonic()
+                v2 = start(f, "v2", gate_s)
+                wait_for(
+                    lambda: status(f.hub, NAME)["state"] == "Complete",
+                    timeout=30 * gate_s + 300,
+                    interval=0.2,
+                    what="v2 complete",
+                )
+                t_complete = time.monotonic() - t0
+                wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
+                t_all = time.monotonic() - t0
+                for line in breakdown(f, gate_s):
+                    print("  " + line)
+                gates = 3 * gate_s
+                print(
+                    f"3-wave rollout, {n_nodes} nodes at 4 sites, gate {gate_s:g}s: Complete after "
+                    f"{t_complete:.2f}s, every node Running v2 after {t_all:.2f}s; "
+                    f"overhead (total - gates) {max(t_complete, t_all) - gates:.2f}s (target <= 5s)"
+                )
 
-            since = time.time()
-            bad = start(f, "v3", gate_s, failing=True)
-            wave1 = f.by_site("s0")
-            # Reports are overwritten as nodes go back: poll the hub for the earliest one.
-            t_fail: float | None = None
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                seen = failing_since(f, bad)
-                if seen is not None:
-                    t_fail = seen if t_fail is None else min(t_fail, seen)
-                if status(f.hub, NAME)["state"] == "RolledBack" and all_run(wave1, v2):
-                    break
-                time.sleep(0.2)
-            t_back = time.time()
-            s = status(f.hub, NAME)
-            assert t_fail is not None and s["state"] == "RolledBack", s
-            later = [m for m in f.members if m not in wave1]
-            leaked = [m.node_id for m in later if bad in hashes_created(m, NAME, since)]
-            print(
-                f"rollback: first failing report -> {len(wave1)} released nodes Running v2 "
-                f"again: {t_back - t_fail:.2f}s (target <= 10s); failed nodes "
-                f"{len(s['failed_nodes'])}; later-wave nodes that ran v3: {len(leaked)}"
-            )
+                since = time.time()
+                bad = start(f, "v3", gate_s, failing=True)
+                wave1 = f.by_site("s0")
+                # Reports are overwritten as nodes go back: poll the hub for the earliest one.
+                t_fail: float | None = None
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    seen = failing_since(f, bad)
+                    if seen is not None:
+                        t_fail = seen if t_fail is None else min(t_fail, seen)
+                    if status(f.hub, NAME)["state"] == "RolledBack" and all_run(wave1, v2):
+                        break
+                    time.sleep(0.2)
+                t_back = time.time()
+                s = status(f.hub, NAME)
+                assert t_fail is not None and s["state"] == "RolledBack", s
+                later = [m for m in f.members if m not in wave1]
+                leaked = [m.node_id for m in later if bad in hashes_created(m, NAME, since)]
+                print(
+                    f"rollback: first failing report -> {len(wave1)} released nodes Running v2 "
+                    f"again: {t_back - t_fail:.2f}s (target <= 10s); failed nodes "
+                    f"{len(s['failed_nodes'])}; later-wave nodes that ran v3: {len(leaked)}"
+                )
+            finally:
+                keep_logs(f)
+
+
+def keep_logs(f: Fleet) -> None:
+    """``ROLLOUT_BENCH_LOGS=DIR``: copy every daemon's debug log there (the fleet's directory
+    goes at the end), to trace a release from the hub's signed update to the gate."""
+    out = os.environ.get("ROLLOUT_BENCH_LOGS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for m in f.members:
+            shutil.copy(m.log_path, Path(out) / f"{m.node_id}.log")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from noderuntime.api.protocol import RawJson, encode_value
 from noderuntime.api.server import Params, Route
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
@@ -21,9 +22,11 @@ from noderuntime.errors import ApiError
 from noderuntime.fleetops.view import (
     FleetFilter,
     NodeSnapshot,
-    fleet_rows,
     revision_index,
+    row_fields,
+    seen_fields,
     site_summaries,
+    sorted_nodes,
 )
 from noderuntime.rollout.record import in_progress
 
@@ -78,6 +81,57 @@ class NodeDocCache:
         for gone in set(self._views) - set(out):
             del self._views[gone]
         return out
+
+
+class FleetRowsJson:
+    """``fleet.workloads`` as JSON text (the rows of :func:`~noderuntime.fleetops.view.fleet_rows`,
+    encoded as the API encodes them), from each row's encoded fields kept until its node's
+    status document, site or the fleet's revisions change; only the three fields that age
+    (``last_seen``, ``stale``, ``age_s``) are encoded per call. A hub of 1,000 nodes x 10
+    workloads answered in ~40 ms of rows and ~75 ms of encoding; this is ~10 ms
+    (bench/fleet_view.py)."""
+
+    def __init__(self) -> None:
+        # node -> (site, its status mapping, [(workload, row JSON up to the aging fields)])
+        self._held: dict[str, tuple[str | None, object, list[tuple[str, str]]]] = {}
+        self._revisions: Mapping[tuple[str, str], int] = {}
+
+    def rows(
+        self,
+        nodes: Sequence[NodeSnapshot],
+        *,
+        now: float,
+        flt: FleetFilter,
+        workload_labels: Mapping[str, Mapping[str, str]],
+        revisions: Mapping[tuple[str, str], int],
+    ) -> RawJson:
+        if revisions != self._revisions:
+            self._held.clear()
+            self._revisions = revisions
+        held: dict[str, tuple[str | None, object, list[tuple[str, str]]]] = {}
+        parts: list[str] = []
+        for n in sorted_nodes(nodes, flt):
+            entry = self._held.get(n.node_id)
+            # The same mapping object: NodeDocCache keeps a view until its document moves.
+            if entry is None or entry[0] != n.site or entry[1] is not n.status:
+                entry = (n.site, n.status, self._encode(n, revisions))
+            held[n.node_id] = entry
+            seen = seen_fields(n, now)
+            tail = "".join(f',"{k}":{encode_value(v)}' for k, v in seen.items()) + "}"
+            for name, head in entry[2]:
+                if flt.labels and not flt.wants_labels(n.labels, workload_labels.get(name, {})):
+                    continue
+                parts.append(head + tail)
+        # Nodes filtered out this call keep their entries; nodes gone lose theirs.
+        self._held = {**{k: v for k, v in self._held.items() if k in held}, **held}
+        return RawJson("[" + ",".join(parts) + "]")
+
+    @staticmethod
+    def _encode(n: NodeSnapshot, revisions: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+        return [
+            (name, encode_value(row_fields(n, name, st, revisions))[:-1])
+            for name, st in sorted(n.status.items())
+        ]
 
 
 def collect_nodes(
@@ -146,8 +200,9 @@ def collect_nodes(
 def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
     """``sources`` is called per request: the parts it names may start after the routes."""
     cache = NodeDocCache()
+    rows_json = FleetRowsJson()
 
-    async def workloads(params: Params) -> list[dict[str, Any]]:
+    async def workloads(params: Params) -> RawJson:
         src = sources()
         selectors = params.get("labels") or []
         if not isinstance(selectors, list) or not all(isinstance(s, str) for s in selectors):
@@ -155,7 +210,7 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
         flt = FleetFilter.parse(_param(params, "site"), _param(params, "node"), selectors)
         now = time.time()
         fleet = src.state.snapshot().fleet
-        return fleet_rows(
+        return rows_json.rows(
             collect_nodes(src, now, cache),
             now=now,
             flt=flt,

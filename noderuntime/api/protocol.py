@@ -29,8 +29,27 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 TOO_LARGE = "request_too_large"
 
 
+class RawJson(str):
+    """A route's result already encoded as JSON, in :func:`encode`'s form: a large answer
+    assembled from cached pieces (``fleet.workloads``) is not decoded and encoded again."""
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+    result = message.get("result")
+    if isinstance(result, RawJson):
+        head = json.dumps({k: v for k, v in message.items() if k != "result"}, **_WIRE)
+        sep = "," if len(head) > 2 else ""  # "{}": no other key to follow
+        return f'{head[:-1]}{sep}"result":{result}}}'.encode() + b"\n"
+    return json.dumps(message, **_WIRE).encode() + b"\n"
+
+
+# Compact, and a value JSON cannot hold sent as its str() (a Path, an enum).
+_WIRE: dict[str, Any] = {"separators": (",", ":"), "default": str}
+
+
+def encode_value(value: Any) -> str:
+    """One value as :func:`encode` writes it, for pieces of a :class:`RawJson`."""
+    return json.dumps(value, **_WIRE)
 
 
 def decode(line: bytes) -> dict[str, Any]:

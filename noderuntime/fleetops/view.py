@@ -101,33 +101,47 @@ def fleet_rows(
     wl_labels = workload_labels or {}
     revs = revisions or {}
     rows: list[dict[str, Any]] = []
-    # Sorted as it is built (nodes, then names): sorting 10,000 rows after costs more.
-    for n in sorted(nodes, key=lambda n: (n.site or "", n.node_id)):
-        if not flt.wants_node(n):
-            continue
-        stale = n.stale(now)
-        age_s = None if n.last_seen is None else round(max(0.0, now - n.last_seen), 3)
+    for n in sorted_nodes(nodes, flt):
+        seen = seen_fields(n, now)
         for name, st in sorted(n.status.items()):
             if flt.labels and not flt.wants_labels(n.labels, wl_labels.get(name, {})):
                 continue
-            rows.append(
-                {
-                    "site": n.site,
-                    "node": n.node_id,
-                    "name": name,
-                    "phase": st.phase,
-                    "health": st.health,
-                    "restarts": st.restarts,
-                    "revision": revs.get((name, st.spec_hash)) if st.spec_hash else None,
-                    "spec_hash": st.spec_hash,
-                    "since": st.since or None,
-                    "message": st.message,
-                    "last_seen": n.last_seen,
-                    "stale": stale,
-                    "age_s": age_s,
-                }
-            )
+            rows.append({**row_fields(n, name, st, revs), **seen})
     return rows
+
+
+def sorted_nodes(nodes: Iterable[NodeSnapshot], flt: FleetFilter) -> list[NodeSnapshot]:
+    """The nodes ``flt`` wants, in row order (site, then node); each node's rows then go by
+    workload name."""
+    return [n for n in sorted(nodes, key=lambda n: (n.site or "", n.node_id)) if flt.wants_node(n)]
+
+
+def row_fields(
+    n: NodeSnapshot, name: str, st: StatusRecord, revisions: Mapping[tuple[str, str], int]
+) -> dict[str, Any]:
+    """A row's fields that change only with the node's status document (or the revisions):
+    every key of a row before :func:`seen_fields`' three, in row order."""
+    return {
+        "site": n.site,
+        "node": n.node_id,
+        "name": name,
+        "phase": st.phase,
+        "health": st.health,
+        "restarts": st.restarts,
+        "revision": revisions.get((name, st.spec_hash)) if st.spec_hash else None,
+        "spec_hash": st.spec_hash,
+        "since": st.since or None,
+        "message": st.message,
+    }
+
+
+def seen_fields(n: NodeSnapshot, now: float) -> dict[str, Any]:
+    """The fields of a node's rows that age with ``now``; the last keys of a row."""
+    return {
+        "last_seen": n.last_seen,
+        "stale": n.stale(now),
+        "age_s": None if n.last_seen is None else round(max(0.0, now - n.last_seen), 3),
+    }
 
 
 def site_summaries(
