@@ -1,6 +1,6 @@
 """Site quorum (issue 11): failover time, overlaps, and what the cluster costs (root, `ip`).
 
-Run: .venv/bin/python bench/site_failover.py [--trials N]   (default 10)
+Run: .venv/bin/python bench/site_failover.py [--trials N] [--kinds power,partition]
 
 A site of three real daemons (`noderuntime run`), each in its own network namespace, their
 nats-servers clustered over veths (routes with mutual TLS, JetStream R3 for the leases), one
@@ -89,9 +89,40 @@ def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
     return h
 
 
-def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, str, str]:
+def replicas_current(site: SiteLab) -> bool:
+    """Every replica of the lease bucket's stream caught up, as the first node that answers says."""
+    for node in site.nodes:
+        jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
+        for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
+            for stream in account.get("stream_detail") or []:
+                if str(stream.get("name", "")).startswith("KV_nr_site_"):
+                    cluster = stream.get("cluster") or {}
+                    replicas = cluster.get("replicas") or []
+                    return bool(cluster.get("leader")) and all(r.get("current") for r in replicas)
+    return False
+
+
+def took_at(node: SiteNode, after_wall: float) -> float | None:
+    """Wall time of the first "took slot" line in a node's log after ``after_wall``."""
+    for line in node.log().splitlines():
+        if "took slot" not in line:
+            continue
+        try:
+            stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+            stamp += int(line[20:23]) / 1000
+        except ValueError:
+            continue
+        if stamp >= after_wall:
+            return stamp
+    return None
+
+
+def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, str, str, str]:
     h = settle(site, monitor)
-    t0 = time.monotonic()
+    wait_for(lambda: replicas_current(site), timeout=120, what="every lease replica current")
+    leaders = {"meta": site.meta_leader(), "kv": site.kv_leader()}
+    led = "+".join(role for role, who in leaders.items() if who == h.node_id) or "none"
+    t0, w0 = time.monotonic(), time.time()
     if kind == "power":
         site.power_off(h)
     else:
@@ -101,7 +132,11 @@ def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, st
         timeout=180,
         what="the instance on another node",
     )
-    return t1 - t0, h.node_id, next(iter(monitor.last()), "?")
+    now = next(iter(monitor.last()), "?")
+    taker = next((n for n in site.nodes if n.node_id == now), None)
+    took = took_at(taker, w0) if taker is not None else None
+    detail = f"holder led {led}" + (f", lease taken at {took - w0:.2f} s" if took else "")
+    return t1 - t0, h.node_id, now, detail
 
 
 def nats_pids(node: SiteNode) -> list[int]:
@@ -156,6 +191,7 @@ def main() -> None:
         sys.exit(f"site_failover: {why}")
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--kinds", default="power,partition", help="faults to run, comma-separated")
     args = ap.parse_args()
     with SiteLab(3) as site:
         site.apply(singleton_yaml(WORKLOAD))
@@ -178,13 +214,16 @@ def main() -> None:
                     f"{rate / len(site.nodes):.2f} per node, over {IDLE_S:.0f} s idle",
                     flush=True,
                 )
-            results: dict[str, list[float]] = {"power": [], "partition": []}
+            results: dict[str, list[float]] = {k: [] for k in args.kinds.split(",")}
             try:
                 for i in range(args.trials):
-                    for kind in ("power", "partition"):
-                        took, was, now = trial(site, monitor, kind)
+                    for kind in args.kinds.split(","):
+                        took, was, now, detail = trial(site, monitor, kind)
                         results[kind].append(took)
-                        print(f"trial {i + 1} {kind}: {was} -> {now} in {took:.2f} s", flush=True)
+                        print(
+                            f"trial {i + 1} {kind}: {was} -> {now} in {took:.2f} s ({detail})",
+                            flush=True,
+                        )
             finally:  # a site that would not settle still reports what it measured
                 for kind, values in results.items():
                     if values:
