@@ -90,15 +90,19 @@ def settle(site: SiteLab, monitor: InstanceMonitor) -> SiteNode:
 
 
 def replicas_current(site: SiteLab) -> bool:
-    """Every replica of the lease bucket's stream caught up, as the first node that answers says."""
-    for node in site.nodes:
-        jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
-        for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
-            for stream in account.get("stream_detail") or []:
-                if str(stream.get("name", "")).startswith("KV_nr_site_"):
-                    cluster = stream.get("cluster") or {}
-                    replicas = cluster.get("replicas") or []
-                    return bool(cluster.get("leader")) and all(r.get("current") for r in replicas)
+    """Every replica of the lease bucket's stream caught up, as its leader says (a follower's
+    /jsz does not track the other replicas' progress)."""
+    leader = site.kv_leader()
+    node = next((n for n in site.nodes if n.node_id == leader), None)
+    if node is None:
+        return False
+    jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
+    for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
+        for stream in account.get("stream_detail") or []:
+            if str(stream.get("name", "")).startswith("KV_nr_site_"):
+                cluster = stream.get("cluster") or {}
+                replicas = cluster.get("replicas") or []
+                return cluster.get("leader") == leader and all(r.get("current") for r in replicas)
     return False
 
 

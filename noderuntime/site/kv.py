@@ -9,6 +9,7 @@ NATS errors are translated here; nothing above imports nats.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,14 @@ class Entry:
     deleted: bool = False
 
 
+@dataclass(frozen=True)
+class Replication:
+    """The bucket's stream as of the last listing: its leader and the replicas caught up."""
+
+    leader: str | None
+    current: tuple[str, ...] = ()
+
+
 class LeaseStore(Protocol):
     """What the lease manager needs of a store. Every write is a compare-and-set."""
 
@@ -61,6 +70,14 @@ class LeaseStore(Protocol):
 
     async def put(self, key: str, value: bytes) -> int:
         """An unconditional write, for presence and cordon records (never for leases)."""
+        ...
+
+    def replication(self) -> Replication | None:
+        """Who led the bucket's stream at the last :meth:`keys` (None: not replicated)."""
+        ...
+
+    async def hand_leadership(self, to: str) -> None:
+        """Ask the bucket's stream leader to pass its leadership to the replica ``to``."""
         ...
 
 
@@ -103,15 +120,17 @@ async def _raise_replicas(js: JetStreamContext, stream: str, want: int) -> None:
 class JetStreamLeaseStore:
     """``LeaseStore`` over nats-py's KV. Build it with :meth:`open`."""
 
-    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str, nc: Any = None) -> None:
         self._kv = kv
         self._js = js
+        self._nc = nc  # for JetStream API calls nats-py has no method for
         self._stream = f"KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
+        self._replication: Replication | None = None
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, *, site: str, cluster_size: int, ttl_s: float
+        cls, js: JetStreamContext, *, site: str, cluster_size: int, ttl_s: float, nc: Any = None
     ) -> JetStreamLeaseStore:
         """Bind to the site's bucket, creating it if no node has yet."""
         import nats.errors
@@ -137,7 +156,7 @@ class JetStreamLeaseStore:
                 )
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise SiteError(f"site lease bucket {name} unavailable: {exc!r}") from exc
-        return cls(kv, js, name)
+        return cls(kv, js, name, nc)
 
     async def read(self, key: str) -> Entry:
         import nats.errors
@@ -163,8 +182,32 @@ class JetStreamLeaseStore:
             info = await self._js.stream_info(self._stream, subjects_filter=">")
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             raise SiteError(f"listing leases: {exc!r}") from exc
+        cluster = info.cluster
+        if cluster is not None:
+            current = tuple(sorted(r.name for r in cluster.replicas or [] if r.current and r.name))
+            self._replication = Replication(cluster.leader, current)
         subjects = info.state.subjects or {}
         return sorted(s[len(self._prefix) :] for s in subjects if s.startswith(self._prefix))
+
+    def replication(self) -> Replication | None:
+        return self._replication
+
+    async def hand_leadership(self, to: str) -> None:
+        import nats.errors
+
+        # JetStream's own leader transfer (nats-server >= 2.11: a preferred replica); the
+        # stream is without a leader for about 0.1 s, well inside a holder's renewal slack.
+        subject = f"$JS.API.STREAM.LEADER.STEPDOWN.{self._stream}"
+        body = json.dumps({"placement": {"preferred": to}}).encode()
+        if self._nc is None:
+            raise SiteError("no connection to hand the lease stream over")
+        try:
+            msg = await self._nc.request(subject, body, timeout=KV_TIMEOUT_S)
+            answer = json.loads(msg.data)
+        except (nats.errors.Error, OSError, ValueError) as exc:
+            raise SiteError(f"handing the lease stream to {to}: {exc!r}") from exc
+        if not isinstance(answer, dict) or answer.get("success") is not True:
+            raise SiteError(f"handing the lease stream to {to}: {answer!r}")
 
     async def create(self, key: str, value: bytes) -> int:
         import nats.errors
@@ -218,6 +261,8 @@ class MemoryLeaseStore:
         self._seq = 0
         self._data: dict[str, Entry] = {}
         self.available = True
+        self.stream: Replication | None = None  # a replicated stream, as a test sets it
+        self.handed_to: list[str] = []
 
     def _check(self) -> None:
         if not self.available:
@@ -261,6 +306,16 @@ class MemoryLeaseStore:
         self._check()
         return self._write(key, value)
 
+    def replication(self) -> Replication | None:
+        return self.stream
+
+    async def hand_leadership(self, to: str) -> None:
+        self._check()
+        self.handed_to.append(to)
+        old = self.stream or Replication(None)
+        followers = {*old.current, *([old.leader] if old.leader else [])} - {to}
+        self.stream = Replication(to, tuple(sorted(followers)))
+
     def expire(self, key: str) -> None:
         """What the bucket's max age does: the entry vanishes without a marker."""
         self._data.pop(key, None)
@@ -300,7 +355,7 @@ class NatsLeaseStore:
                 raise SiteError(f"cannot reach the node's nats-server: {exc!r}") from exc
         js = self._nc.jetstream(timeout=KV_TIMEOUT_S)
         self._inner = await JetStreamLeaseStore.open(
-            js, site=self._site, cluster_size=self._cluster_size, ttl_s=self._ttl_s
+            js, site=self._site, cluster_size=self._cluster_size, ttl_s=self._ttl_s, nc=self._nc
         )
         return self._inner
 
@@ -340,3 +395,9 @@ class NatsLeaseStore:
 
     async def put(self, key: str, value: bytes) -> int:
         return await self._bounded(lambda s: s.put(key, value), f"writing {key}")
+
+    def replication(self) -> Replication | None:
+        return self._inner.replication() if self._inner is not None else None
+
+    async def hand_leadership(self, to: str) -> None:
+        await self._bounded(lambda s: s.hand_leadership(to), f"handing the lease stream to {to}")

@@ -30,6 +30,7 @@ from noderuntime.site.placement import (
     Candidate,
     campaign_rank,
     eligible,
+    leader_handoff,
     parse_slot_key,
     slot_key,
 )
@@ -38,6 +39,9 @@ TICK_S = 0.5
 ADOPT_TIMEOUT_S = 3.0
 PRESENCE_PREFIX = "node."
 CORDON_PREFIX = "cordon."
+# After asking for a lease stream handoff, this long before asking again (an election that
+# moved the leader back, or a replica that is not current yet, settles meanwhile).
+HANDOFF_QUIET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class SiteManager:
         self._presence: dict[str, tuple[L.Observed, dict[str, Any]]] = {}
         self._cordoned: set[str] = set()
         self._last_presence = -1e18
+        self._handoff_quiet_until = -1e18
+        self.handoffs = 0
         self._published: frozenset[tuple[str, int]] = frozenset()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -293,6 +299,32 @@ class SiteManager:
                 obs = L.observe(prev[0] if prev else None, entry.revision, node, self._clock())
                 self._presence[node] = (obs, _presence_info(entry.value))
         self._cordoned = cordoned
+        await self._keep_leader_off_holders()
+
+    async def _keep_leader_off_holders(self) -> None:
+        """Hand the lease stream's leadership to a replica that holds nothing (placement.py)."""
+        rep = self._store.replication()
+        now = self._clock()
+        if rep is None or now < self._handoff_quiet_until:
+            return
+        holders = {
+            obs.holder
+            for key, obs in self._seen.items()
+            if obs.holder and not obs.released and parse_slot_key(key) is not None
+        }
+        if self._held:
+            holders.add(self.node_id)
+        to = leader_handoff(self.node_id, rep.leader, rep.current, holders)
+        if to is None:
+            return
+        self._handoff_quiet_until = now + HANDOFF_QUIET_S
+        try:
+            await self._store.hand_leadership(to)
+        except SiteError as exc:
+            self._log.info("site leases: could not hand the lease stream to %s: %s", to, exc)
+            return
+        self.handoffs += 1
+        self._log.info("site leases: handed the lease stream to %s (this node holds a slot)", to)
 
     def _candidates(self) -> list[Candidate]:
         now = self._clock()

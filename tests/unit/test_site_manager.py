@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from noderuntime.errors import SiteError
 from noderuntime.reconcile.placement import PlacementWant
-from noderuntime.site.kv import Entry, MemoryLeaseStore
+from noderuntime.site.kv import Entry, MemoryLeaseStore, Replication
 from noderuntime.site.lease import LeaseTiming
 from noderuntime.site.manager import CORDON_PREFIX, SiteManager
 
@@ -61,6 +61,13 @@ class Link:
     async def put(self, key: str, value: bytes) -> int:
         self._check()
         return await self.store.put(key, value)
+
+    def replication(self) -> Replication | None:
+        return self.store.replication()
+
+    async def hand_leadership(self, to: str) -> None:
+        self._check()
+        await self.store.hand_leadership(to)
 
 
 @dataclass
@@ -243,3 +250,32 @@ async def test_a_lease_that_expired_in_the_bucket_is_taken_by_create() -> None:
     site.store.expire("grid.0")  # the bucket's max age removed it: no marker, no revision
     await site.run(T.takeover_delay_s + 2 * T.rank_step_s + 1)
     assert len(site.holders()) == 1 and holder not in site.holders()
+
+
+async def test_a_holder_that_leads_the_lease_stream_hands_it_to_a_replica_holding_nothing() -> None:
+    site = Site()
+    for n in ("n1", "n2", "n3"):
+        site.add(n)
+    await site.run(12)
+    (holder,) = site.holders()
+    others = sorted(n for n in site.nodes if n != holder)
+    site.store.stream = Replication(holder, tuple(others))
+    await site.run(3)
+    assert site.store.handed_to == [others[0]]
+    assert site.nodes[holder].handoffs == 1
+    # Leadership now sits with a node holding nothing: nobody asks again, however long it runs.
+    await site.run(30)
+    assert site.store.handed_to == [others[0]]
+    assert site.holders() == [holder]
+
+
+async def test_nothing_moves_when_the_leader_holds_nothing_or_every_replica_holds_a_slot() -> None:
+    site = Site()
+    for n in ("n1", "n2"):
+        site.add(n)
+    await site.run(12)
+    (holder,) = site.holders()
+    (other,) = [n for n in site.nodes if n != holder]
+    site.store.stream = Replication(other, (holder,))
+    await site.run(15)
+    assert site.store.handed_to == []

@@ -70,3 +70,14 @@ def test_slot_keys_round_trip_and_foreign_keys_are_refused() -> None:
     assert parse_slot_key(slot_key("grid-ctl", 3)) == ("grid-ctl", 3)
     for bad in ("grid", "grid.", ".3", "grid.x", "grid.-1", "grid.12345", "grid.٣"):
         assert parse_slot_key(bad) is None, bad
+
+
+def test_leader_handoff_only_from_a_holding_leader_to_the_first_free_current_replica() -> None:
+    from noderuntime.site.placement import leader_handoff
+
+    assert leader_handoff("a", "a", ["c", "b"], holders={"a"}) == "b"
+    assert leader_handoff("a", "a", ["b", "c"], holders={"a", "b"}) == "c"
+    assert leader_handoff("a", "a", ["b"], holders={"a", "b"}) is None  # every replica busy
+    assert leader_handoff("a", "b", ["a", "c"], holders={"a"}) is None  # not the leader
+    assert leader_handoff("a", "a", ["b"], holders=set()) is None  # a leader holding nothing
+    assert leader_handoff("a", "a", [], holders={"a"}) is None  # no replica caught up
