@@ -178,7 +178,8 @@ class GroupCommit(Generic[T, R]):
 
 # --- riders: another store's rows made durable by the state commit --------------------------
 
-# The state file's outbox. Rows leave it once their own store has them (``drop``); a row whose
+# The state file's outbox (one B-tree: a row costs a commit one page, not a table's and an
+# index's). Rows leave it once their own store has them (``drop``); a row whose
 # drop was lost is harmless, its reader skips what it already holds (by ``seq``).
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -186,7 +187,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (topic, seq)
-);
+) WITHOUT ROWID;
 """
 
 

@@ -56,6 +56,9 @@ class Entry:
     hash: bytes
     # ``fields`` as canonical JSON when the entry was just chained (stored as is); "" when read.
     fields_json: str = field(default="", compare=False, repr=False)
+    # The bytes hashed after the previous hash (``[seq,ts,kind,actor,fields]``) when just
+    # chained: the entry as it rides a state commit (log.py), without encoding it again.
+    body: bytes = field(default=b"", compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,8 +93,9 @@ def chain_entry(
     body = b",".join(
         (canonical(seq), canonical(ts), canonical(kind), canonical(actor), fields_json)
     )
-    digest = hashlib.sha256(prev + b"[" + body + b"]").digest()
-    return Entry(seq, ts, kind, actor, fields, digest, fields_json.decode())
+    body = b"[" + body + b"]"
+    digest = hashlib.sha256(prev + body).digest()
+    return Entry(seq, ts, kind, actor, fields, digest, fields_json.decode(), body)
 
 
 @dataclass(frozen=True)

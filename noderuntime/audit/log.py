@@ -250,9 +250,12 @@ class Audit:
         """Every entry not yet durable anywhere, for the outbox: the outbox and audit.db then
         hold a chain without a gap whatever a crash interrupts."""
         after = max(self._outboxed_seq, self._durable_seq)
-        waiting = self._inflight + self._pending  # consecutive seqs, oldest first
-        skip = after + 1 - waiting[0].seq if waiting else 0
-        out = [Rider(OUTBOX_TOPIC, e.seq, _outbox_row(e)) for e in waiting[max(skip, 0) :]]
+        out = []
+        # Both lists hold consecutive seqs, oldest first: start past what already rode.
+        for waiting in (self._inflight, self._pending):
+            if waiting and waiting[-1].seq > after:
+                skip = max(after + 1 - waiting[0].seq, 0)
+                out += [Rider(OUTBOX_TOPIC, e.seq, _outbox_row(e)) for e in waiting[skip:]]
         if out:
             self._outboxed_seq = out[-1].seq
         return out
@@ -461,22 +464,15 @@ async def _first(*events: asyncio.Event) -> None:
 
 
 def _outbox_row(e: Entry) -> bytes:
-    fields = e.fields_json or canonical(dict(e.fields)).decode()
-    return json.dumps([e.seq, e.ts, e.kind, e.actor, fields, e.hash.hex()]).encode()
+    """An entry as it waits in the outbox: its hash, then the bytes that were hashed."""
+    body = e.body or canonical([e.seq, e.ts, e.kind, e.actor, dict(e.fields)])
+    return e.hash + body
 
 
 def _outbox_entry(data: bytes) -> Entry | None:
     try:
-        seq, ts, kind, actor, fields, digest = json.loads(data)
-        return Entry(
-            int(seq),
-            float(ts),
-            str(kind),
-            str(actor),
-            json.loads(fields),
-            bytes.fromhex(digest),
-            str(fields),
-        )
+        seq, ts, kind, actor, fields = json.loads(data[32:])
+        return Entry(int(seq), float(ts), str(kind), str(actor), fields, data[:32])
     except (ValueError, TypeError):
         return None
 
