@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from noderuntime.api.client import ApiClient
 from tests.integration.node_harness import CLI, NodeProcess
 
 FAST_CONFIG = {
@@ -98,13 +96,6 @@ class FleetNode(NodeProcess):
     def as_operator(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """A command signed by the fleet's operator (``--as FLEETDIR``), at this node."""
         return self.cli("--as", str(self.fleet_dir), *args, input=input, check=True)
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        async def go() -> Any:
-            async with ApiClient(self.data_dir / "api.sock") as client:
-                return await client.call(method, params)
-
-        return asyncio.run(go())
 
     def export(self, *docs: str) -> dict[str, Any]:
         """The debug export of the held documents (all, or the ones named)."""

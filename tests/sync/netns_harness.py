@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -181,8 +180,7 @@ class NetnsNode(FleetNode):
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
-            r = self.cli("status", "-o", "json")
-            return r.returncode == 0 and bool(json.loads(r.stdout)["sync"].get("connected"))
+            return bool(self.status()["sync"].get("connected"))
 
         try:
             wait_for(ready, timeout=timeout, what="node ready with sync connected")
