@@ -156,10 +156,14 @@ def test_a_cut_standby_node_changes_nothing_and_runs_no_instance(
     site: SiteLab, singleton: InstanceMonitor
 ) -> None:
     holder = settle(site, singleton)
-    # A standby that leads the lease bucket's stream costs an election when cut (4-6 s here,
-    # more under load): past `ttl - margin` (5.5 s) the holder fences itself needlessly (safe,
-    # one restart; docs/architecture.md). This test is the common case: a standby that does not.
-    leader = wait_for(site.kv_leader, timeout=60, what="the lease bucket's leader")
+    # The holder hands the lease stream's leadership to a standby (docs/architecture.md, "Site
+    # quorum"). Cutting that standby costs an election (4-9 s): past `ttl - margin` (5.5 s) the
+    # holder fences itself needlessly (safe, one restart). This test is the other standby.
+    leader = wait_for(
+        lambda: (lead := site.kv_leader()) != holder.node_id and lead,
+        timeout=60,
+        what="the lease stream's leadership off the holder",
+    )
     standby = next(n for n in site.nodes if n is not holder and n.node_id != leader)
     cut_at = time.monotonic()
     site.cut(standby)  # 2 + 1: the holder is on the majority side
