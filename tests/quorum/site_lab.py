@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from noderuntime.runtime.base import LABEL_NODE, LABEL_WORKLOAD
 from tests.integration.podman_helpers import podman_service, remove_node_containers
-from tests.sync.fleet_harness import fleet_cli
+from tests.sync.fleet_harness import enroll_and_init, fleet_cli
 from tests.sync.netns_harness import NetnsLab, NetnsNode, netns_unavailable
 
 CLUSTER_PORT = 6222
@@ -174,8 +174,8 @@ class SiteLab:
             self._stack.callback(remove_node_containers, node.node_id)
         for node in self.nodes:
             node.cluster_peers = [n.route_url for n in self.nodes if n is not node]
-            node.enroll()
-            node.init()
+        enroll_and_init(list(self.nodes))
+        for node in self.nodes:
             if self.clocks and FAKETIME_LIB.exists():
                 self.clock_file(node).write_text("+0\n")
                 node.env |= {

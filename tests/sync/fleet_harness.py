@@ -109,6 +109,17 @@ class FleetNode(NodeProcess):
         return (self.data_dir / "nats" / "client.token").read_text().strip()
 
 
+def enroll_and_init(nodes: list[FleetNode]) -> None:
+    """Enrol every node (one at a time: the fleet directory's serial file has no lock), then
+    run every ``init`` at once: each is a Python start-up of its own on its own data dir."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for node in nodes:
+        node.enroll()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda n: n.init(), nodes))
+
+
 @contextlib.contextmanager
 def hub_and_node(operator: str = "ops") -> Iterator[tuple[FleetNode, FleetNode]]:
     """A fresh fleet, a hub, and a node at site s1 linked to it, both running; removed after."""

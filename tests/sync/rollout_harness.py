@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.node_harness import podman, wait_for, workload_yaml
-from tests.sync.fleet_harness import FleetNode, fleet_cli
+from tests.sync.fleet_harness import FleetNode, enroll_and_init, fleet_cli
 
 OPERATOR = "ann"
 
@@ -180,9 +180,7 @@ def fleet(
             m.extra_config.update(extra_config)
     ordered = [root, *[m for m in members if m is not root]]
     try:
-        for m in ordered:
-            m.enroll()
-            m.init()
+        enroll_and_init(ordered)
         for m in ordered:
             m.start(wait=False)
         for m in ordered:
