@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -116,8 +117,8 @@ class FleetRowsJson:
             if entry is None or entry[0] != n.site or entry[1] is not n.status:
                 entry = (n.site, n.status, self._encode(n, revisions))
             held[n.node_id] = entry
-            seen = seen_fields(n, now)
-            tail = "".join(f',"{k}":{encode_value(v)}' for k, v in seen.items()) + "}"
+            tail = "".join(f',"{k}":{_json_scalar(v)}' for k, v in seen_fields(n, now).items())
+            tail += "}"
             for name, head in entry[2]:
                 if flt.labels and not flt.wants_labels(n.labels, workload_labels.get(name, {})):
                     continue
@@ -271,6 +272,17 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
         ),
         "fleet.sites": Route(sites, doc="per site: nodes up/total, workloads by phase"),
     }
+
+
+def _json_scalar(value: Any) -> str:
+    # 3,000 json.dumps calls per answer were half its time; these are what it would write.
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return encode_value(value)
 
 
 def _param(params: Params, key: str) -> str | None:
