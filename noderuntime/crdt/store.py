@@ -440,6 +440,9 @@ class SQLiteStore(UpdateStore):
             self._commit, what="state", path=path, name="store-writer"
         )
         self._fingerprint = ""
+        # The next update's seq: this writer is the only one of the file, so it is read once
+        # per open (and after a failed commit), not in every commit (three thread hops).
+        self._next_seq: int | None = None
 
     # Kept by the writer; settable so the base class's plain attributes stay the contract.
     @property
@@ -476,6 +479,7 @@ class SQLiteStore(UpdateStore):
             check=True,
         )
         self._fingerprint = await asyncio.to_thread(store_fingerprint, self.path)
+        self._next_seq = None
         self._writer.start()
 
     async def _migrate(self, db: aiosqlite.Connection, found: int) -> None:
@@ -569,9 +573,11 @@ class SQLiteStore(UpdateStore):
         pulled: list[tuple[RiderLog, Sequence[Rider]]] = []
         await db.execute("BEGIN IMMEDIATE")
         try:
-            async with db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates") as cur:
-                row = await cur.fetchone()
-            next_seq = int(row[0]) + 1 if row else 1
+            if self._next_seq is None:
+                async with db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates") as cur:
+                    row = await cur.fetchone()
+                self._next_seq = int(row[0]) + 1 if row else 1
+            next_seq = self._next_seq
             rows = []
             clocks = []
             clients = [(*c, self._fingerprint) for p in batch for c in p.clients]
@@ -617,11 +623,13 @@ class SQLiteStore(UpdateStore):
                 )
             await db.execute("COMMIT")
         except BaseException:
+            self._next_seq = None  # read again: whether the commit took is not known
             with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
             for log, rs in pulled:
                 log.settled(rs, False)
             raise
+        self._next_seq = next_seq
         for log, rs in pulled:
             log.settled(rs, True)
         return results
