@@ -88,6 +88,13 @@ def campaign_rank(
     if me in busy:
         return None
     queue = [n for n in ranking(workload, slot, eligible_nodes) if n not in busy]
+    # The node whose lease on this slot went unrenewed campaigns last, not first: it is most
+    # likely the preferred node that just died, and until its presence goes stale (up to a TTL)
+    # it would cost everyone a rank step. Still in the queue: alone, it takes its slot back.
+    last = holders.get(slot)
+    if last is not None and last != me and last in queue:
+        queue.remove(last)
+        queue.append(last)
     return queue.index(me) if me in queue else None
 
 

@@ -66,6 +66,15 @@ def test_campaign_rank_skips_holders_of_other_slots() -> None:
     assert campaign_rank("grid", 0, order[2], NODES, {0: order[2]}) == 2
 
 
+def test_the_last_holder_of_a_slot_campaigns_for_it_last() -> None:
+    order = ranking("grid", 0, NODES)
+    # The preferred node held the slot and went silent: the next one is first, with no step.
+    assert campaign_rank("grid", 0, order[1], NODES, {0: order[0]}) == 0
+    assert campaign_rank("grid", 0, order[2], NODES, {0: order[0]}) == 1
+    # Alone with nobody else eligible, it still takes its slot back.
+    assert campaign_rank("grid", 0, "n1", ["n1"], {0: "n1"}) == 0
+
+
 def test_slot_keys_round_trip_and_foreign_keys_are_refused() -> None:
     assert parse_slot_key(slot_key("grid-ctl", 3)) == ("grid-ctl", 3)
     for bad in ("grid", "grid.", ".3", "grid.x", "grid.-1", "grid.12345", "grid.٣"):
