@@ -128,6 +128,8 @@ def test_health_probe_results_are_reported_and_an_unhealthy_container_is_restart
 def test_bad_spec_names_field_and_line_and_changes_nothing() -> None:
     with running_node() as node:
         node.apply(workload_yaml("keep"))
+        # Once its status has settled (the reconciler writes Running): the count is then still.
+        node.wait_phase("keep", "Running")
         before = node.status()["store"]["updates"]
         bad = (
             "apiVersion: noderuntime/v1\nkind: Workload\nmetadata: {name: bad}\n"
