@@ -10,7 +10,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -214,11 +213,15 @@ def test_host_reboot_without_network_brings_every_workload_back() -> None:
         subprocess.run(["pkill", "-KILL", "-f", f"podman system service.*{sock}"], check=False)
         podman("rm", "-f", "-t", "0", "--filter", f"label=io.noderuntime.node={node.node_id}")
         assert not node.containers()
-        t0 = time.monotonic()
         node.start()
+        # The status held from before the cut still says Running: wait for Podman's own view.
+        wait_for(
+            lambda: sum(c["State"] == "running" for c in node.containers()) == 2,
+            timeout=60,
+            what="both workloads running again",
+        )
         for name in ("x", "y"):
             node.wait_phase(name, "Running", timeout=60)
-        assert time.monotonic() - t0 < 60
         assert len(node.containers()) == 2
     finally:
         node.cleanup()
