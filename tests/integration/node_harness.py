@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -190,7 +191,14 @@ class NodeProcess:
             async with ApiClient(self.data_dir / "api.sock") as client:
                 return await client.call(method, params)
 
-        return json.loads(json.dumps(asyncio.run(go())))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: a plain test, no loop in this thread
+            answer = asyncio.run(go())
+        else:  # called from an async test (the TUI's): block it, as the CLI process did
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(asyncio.run, go()).result()
+        return json.loads(json.dumps(answer))
 
     def workloads(self) -> dict[str, dict[str, Any]]:
         return {w["name"]: w for w in self.call("workloads.list")}
