@@ -46,6 +46,7 @@ from tests.quorum.site_lab import (
 
 WORKLOAD = "ctl"
 IDLE_S = 30.0
+SLOW_S = 10.0  # a failover past the target: its logs are kept
 
 
 def pct(values: list[float], q: float) -> float:
@@ -136,6 +137,12 @@ def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, st
         timeout=180,
         what="the instance on another node",
     )
+    if t1 - t0 > SLOW_S:  # keep what the daemons said: the lab removes their logs with it
+        keep = Path(tempfile.gettempdir()) / f"site_failover_slow_{int(w0)}"
+        keep.mkdir(exist_ok=True)
+        for node in site.nodes:
+            (keep / f"{node.node_id}.log").write_text(node.log())
+        print(f"slow trial: logs kept in {keep}", flush=True)
     now = next(iter(monitor.last()), "?")
     taker = next((n for n in site.nodes if n.node_id == now), None)
     took = took_at(taker, w0) if taker is not None else None
