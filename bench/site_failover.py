@@ -97,14 +97,9 @@ def replicas_current(site: SiteLab) -> bool:
     node = next((n for n in site.nodes if n.node_id == leader), None)
     if node is None:
         return False
-    jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
-    for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
-        for stream in account.get("stream_detail") or []:
-            if str(stream.get("name", "")).startswith("KV_nr_site_"):
-                cluster = stream.get("cluster") or {}
-                replicas = cluster.get("replicas") or []
-                return cluster.get("leader") == leader and all(r.get("current") for r in replicas)
-    return False
+    cluster = (site.lease_stream(node) or {}).get("cluster") or {}
+    replicas = cluster.get("replicas") or []
+    return cluster.get("leader") == leader and all(r.get("current") for r in replicas)
 
 
 def took_at(node: SiteNode, after_wall: float) -> float | None:

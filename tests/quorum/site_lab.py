@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from noderuntime.runtime.base import LABEL_NODE, LABEL_WORKLOAD
@@ -250,17 +251,22 @@ class SiteLab:
                 return str(meta["leader"])
         return None
 
+    def lease_stream(self, node: SiteNode) -> dict[str, Any] | None:
+        """The lease bucket's stream as ``node``'s nats-server reports it (/jsz), or None."""
+        jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
+        for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
+            for stream in account.get("stream_detail") or []:
+                if str(stream.get("name", "")).startswith("KV_nr_site_"):
+                    return dict(stream)
+        return None
+
     def kv_leader(self) -> str | None:
         """The server leading the site's lease bucket (its stream), as the first node that
         answers says."""
         for node in self.nodes:
-            jsz = node.nats_monitor("/jsz?accounts=true&streams=true") or {}
-            for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
-                for stream in account.get("stream_detail") or []:
-                    if str(stream.get("name", "")).startswith("KV_nr_site_"):
-                        leader = (stream.get("cluster") or {}).get("leader")
-                        if leader:
-                            return str(leader)
+            leader = ((self.lease_stream(node) or {}).get("cluster") or {}).get("leader")
+            if leader:
+                return str(leader)
         return None
 
     def monitor(self, workload: str) -> InstanceMonitor:
