@@ -24,7 +24,7 @@ import aiosqlite
 
 from noderuntime.audit.chain import Checkpoint, Entry, canonical
 from noderuntime.errors import StoreError
-from noderuntime.sqlitedb import GroupCommit, open_db
+from noderuntime.sqlitedb import GroupCommit, commit_or_roll_back, on_db_thread, open_db
 
 # Schema version, stored in PRAGMA user_version.
 # 1 (2026-12-03): entries(seq, ts, kind, actor, fields, hash) + checkpoints(seq, node, head, ts,
@@ -245,18 +245,13 @@ class SQLiteAuditStore(AuditStore):
         await self._writer.submit(entries)
 
     async def _commit(self, batch: list[Sequence[Entry]]) -> list[None]:
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.executemany(
-                "INSERT INTO entries (seq, ts, kind, actor, fields, hash) VALUES (?,?,?,?,?,?)",
-                [_entry_row(e) for entries in batch for e in entries],
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            raise
+        rows = [_entry_row(e) for entries in batch for e in entries]
+        sql = "INSERT INTO entries (seq, ts, kind, actor, fields, hash) VALUES (?,?,?,?,?,?)"
+
+        def statements(conn: sqlite3.Connection) -> None:
+            commit_or_roll_back(conn, lambda: conn.executemany(sql, rows))
+
+        await on_db_thread(self.db, statements)  # one transaction, one thread hop
         return [None] * len(batch)
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:

@@ -37,8 +37,9 @@ from noderuntime.sqlitedb import (
     COMMIT_RIDERS,
     OUTBOX_SCHEMA,
     GroupCommit,
-    Rider,
     RiderLog,
+    commit_or_roll_back,
+    on_db_thread,
     open_db,
 )
 
@@ -569,63 +570,26 @@ class SQLiteStore(UpdateStore):
 
     async def _commit(self, batch: list[_Pending]) -> list[list[int]]:
         db = self.db
-        results: list[list[int]] = []
-        pulled: list[tuple[RiderLog, Sequence[Rider]]] = []
-        await db.execute("BEGIN IMMEDIATE")
+        if self._next_seq is None:
+            async with db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates") as cur:
+                row = await cur.fetchone()
+            self._next_seq = int(row[0]) + 1 if row else 1
+        rows, clocks, results, next_seq = _update_rows(batch, self._next_seq)
+        clients = [(*c, self._fingerprint) for p in batch for c in p.clients]
+        drops = [d for p in batch for d in p.drops]
+        # Pulled last before the commit: rows made up to now ride it, in order (the writer is
+        # one task, so a pull always follows the previous commit's ``settled``).
+        pulled = [(log, log.pull()) for log in {id(g): g for p in batch for g in p.logs}.values()]
+        riders = [(r.topic, r.seq, r.data) for _, rs in pulled for r in rs]
+
+        def statements(conn: sqlite3.Connection) -> None:
+            commit_or_roll_back(conn, lambda: _write(conn, rows, clocks, clients, drops, riders))
+
         try:
-            if self._next_seq is None:
-                async with db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates") as cur:
-                    row = await cur.fetchone()
-                self._next_seq = int(row[0]) + 1 if row else 1
-            next_seq = self._next_seq
-            rows = []
-            clocks = []
-            clients = [(*c, self._fingerprint) for p in batch for c in p.clients]
-            if clients:
-                await db.executemany(
-                    "INSERT INTO local_clients (doc, client, author, fingerprint) "
-                    "VALUES (?,?,?,?) ON CONFLICT(doc) DO UPDATE SET client = excluded.client, "
-                    "author = excluded.author, fingerprint = excluded.fingerprint",
-                    clients,
-                )
-            for p in batch:
-                seqs = []
-                for u in p.updates:
-                    digest = update_digest(u.doc, u.data, u.author, u.signature, u.meta)
-                    rows.append(
-                        (next_seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta, digest)
-                    )
-                    clocks += [(next_seq, u.doc, *c, u.author) for c in clock_rows(u.data)]
-                    seqs.append(next_seq)
-                    next_seq += 1
-                results.append(seqs)
-            if rows:
-                await db.executemany(
-                    "INSERT INTO updates (seq, doc, data, author, signature, ts, meta, digest) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-            if clocks:
-                await db.executemany(
-                    "INSERT INTO update_clocks (seq, doc, client, clock_start, clock_end, author) "
-                    "VALUES (?,?,?,?,?,?)",
-                    clocks,
-                )
-            await self._outbox(db, batch)
-            # Pulled last, inside the transaction: rows made up to now ride it, in order.
-            pulled = [
-                (log, log.pull()) for log in {id(g): g for p in batch for g in p.logs}.values()
-            ]
-            riders = [(r.topic, r.seq, r.data) for _, rs in pulled for r in rs]
-            if riders:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO outbox (topic, seq, data) VALUES (?,?,?)", riders
-                )
-            await db.execute("COMMIT")
+            # One thread hop for the whole transaction (was one per statement).
+            await on_db_thread(db, statements)
         except BaseException:
             self._next_seq = None  # read again: whether the commit took is not known
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
             for log, rs in pulled:
                 log.settled(rs, False)
             raise
@@ -633,12 +597,6 @@ class SQLiteStore(UpdateStore):
         for log, rs in pulled:
             log.settled(rs, True)
         return results
-
-    @staticmethod
-    async def _outbox(db: aiosqlite.Connection, batch: list[_Pending]) -> None:
-        drops = [d for p in batch for d in p.drops]
-        if drops:
-            await db.executemany("DELETE FROM outbox WHERE topic = ? AND seq <= ?", drops)
 
     async def load(self, doc: str) -> LoadedDoc:
         try:
@@ -778,6 +736,60 @@ class SQLiteStore(UpdateStore):
             ) as cur:
                 out += [_row(r) async for r in cur]
         return out
+
+
+def _update_rows(
+    batch: list[_Pending], next_seq: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[list[int]], int]:
+    """The ``updates`` and ``update_clocks`` rows of a batch numbered from ``next_seq``, each
+    item's seqs, and the seq after them."""
+    rows: list[tuple[Any, ...]] = []
+    clocks: list[tuple[Any, ...]] = []
+    results: list[list[int]] = []
+    for p in batch:
+        seqs = []
+        for u in p.updates:
+            digest = update_digest(u.doc, u.data, u.author, u.signature, u.meta)
+            rows.append((next_seq, u.doc, u.data, u.author, u.signature, u.ts, u.meta, digest))
+            clocks += [(next_seq, u.doc, *c, u.author) for c in clock_rows(u.data)]
+            seqs.append(next_seq)
+            next_seq += 1
+        results.append(seqs)
+    return rows, clocks, results, next_seq
+
+
+def _write(
+    conn: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    clocks: list[tuple[Any, ...]],
+    clients: list[tuple[Any, ...]],
+    drops: list[tuple[str, int]],
+    riders: list[tuple[str, int, bytes]],
+) -> None:
+    """A state commit's statements (run on the connection's thread, inside its transaction)."""
+    if clients:
+        conn.executemany(
+            "INSERT INTO local_clients (doc, client, author, fingerprint) "
+            "VALUES (?,?,?,?) ON CONFLICT(doc) DO UPDATE SET client = excluded.client, "
+            "author = excluded.author, fingerprint = excluded.fingerprint",
+            clients,
+        )
+    if rows:
+        conn.executemany(
+            "INSERT INTO updates (seq, doc, data, author, signature, ts, meta, digest) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            rows,
+        )
+    if clocks:
+        conn.executemany(
+            "INSERT INTO update_clocks (seq, doc, client, clock_start, clock_end, author) "
+            "VALUES (?,?,?,?,?,?)",
+            clocks,
+        )
+    if drops:
+        conn.executemany("DELETE FROM outbox WHERE topic = ? AND seq <= ?", drops)
+    if riders:
+        conn.executemany("INSERT OR REPLACE INTO outbox (topic, seq, data) VALUES (?,?,?)", riders)
 
 
 # Clients per gap query: two bound variables each, well under SQLite's variable limit.
