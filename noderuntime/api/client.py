@@ -9,27 +9,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from noderuntime.api.protocol import API_VERSION, MAX_MESSAGE_BYTES, TOO_LARGE, decode, encode
-from noderuntime.errors import ApiError, DaemonNotRunningError, FieldProblem, SpecError
-
-
-def _error_from(payload: dict[str, Any]) -> Exception:
-    code = str(payload.get("code", "api"))
-    message = str(payload.get("message", "unknown error"))
-    if code == "invalid_spec" and "problems" in payload:
-        problems = [
-            FieldProblem(
-                field=str(p.get("field", "")),
-                message=str(p.get("message", "")),
-                line=p.get("line"),
-                document=p.get("document"),
-            )
-            for p in payload["problems"]
-        ]
-        err = SpecError(problems)
-        err.args = (message,)
-        return err
-    return ApiError(message, code=code, details=payload)
+from noderuntime.api.oneshot import (
+    CONNECT_TIMEOUT_S,
+    closed,
+    decode_message,
+    lost,
+    oversized,
+    unreachable,
+)
+from noderuntime.api.protocol import MAX_MESSAGE_BYTES, request_line, result_of
+from noderuntime.errors import ApiError, DaemonNotRunningError
 
 
 class ApiClient:
@@ -47,21 +36,10 @@ class ApiClient:
         try:
             return await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.socket_path), limit=MAX_MESSAGE_BYTES),
-                timeout=5.0,
+                timeout=CONNECT_TIMEOUT_S,
             )
-        except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
-            raise DaemonNotRunningError(
-                f"the node is not running (nothing answers on {self.socket_path}); "
-                "start it with `noderuntime run` or `systemctl start noderuntime`"
-            ) from exc
-        except PermissionError as exc:
-            raise DaemonNotRunningError(
-                f"no permission to use {self.socket_path}; run this as root"
-            ) from exc
-        except OSError as exc:
-            raise DaemonNotRunningError(
-                f"cannot reach the node at {self.socket_path}: {exc}"
-            ) from exc
+        except OSError as exc:  # FileNotFoundError, ConnectionRefusedError, TimeoutError...
+            raise unreachable(self.socket_path, exc) from exc
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -77,39 +55,16 @@ class ApiClient:
         await self.close()
 
     def _lost(self, exc: BaseException, what: str = "connection") -> DaemonNotRunningError:
-        return DaemonNotRunningError(
-            f"lost the {what} to the node at {self.socket_path}: {str(exc) or 'no answer in time'}"
-        )
+        return lost(self.socket_path, exc, what)
 
     def _decode(self, line: bytes) -> dict[str, Any]:
-        try:
-            return decode(line)
-        except ValueError as exc:  # json.JSONDecodeError, or not an object
-            raise ApiError(
-                f"the node at {self.socket_path} sent something that is not a control API "
-                f"message ({exc}); is it the same noderuntime version?",
-                code="bad_response",
-            ) from exc
+        return decode_message(self.socket_path, line)
 
     def _oversized(self) -> ApiError:
-        return ApiError(
-            f"the node at {self.socket_path} sent a message over {MAX_MESSAGE_BYTES} bytes; "
-            "it was dropped with its connection",
-            code="message_too_large",
-        )
+        return oversized(self.socket_path)
 
     def _request(self, req_id: int, method: str, params: dict[str, Any] | None) -> bytes:
-        """The request line; one the node would refuse for its size is refused here, before
-        anything is sent (sent, it would end as a broken pipe, read as "node not running")."""
-        line = encode({"v": API_VERSION, "id": req_id, "method": method, "params": params or {}})
-        if len(line) > MAX_MESSAGE_BYTES:
-            raise ApiError(
-                f"the request is too large: {len(line)} bytes, more than the {MAX_MESSAGE_BYTES} "
-                "a node accepts in one request; nothing was sent (split the input, e.g. one "
-                "file per workload)",
-                code=TOO_LARGE,
-            )
-        return line
+        return request_line(req_id, method, params)
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         async with self._lock:
@@ -139,7 +94,7 @@ class ApiClient:
                 raise
             if not line:
                 await self.close()
-                raise DaemonNotRunningError(f"the node at {self.socket_path} closed the connection")
+                raise closed(self.socket_path)
             try:
                 msg = self._decode(line)
             except ApiError:
@@ -149,9 +104,7 @@ class ApiClient:
 
     @staticmethod
     def _result(msg: dict[str, Any]) -> Any:
-        if msg.get("ok"):
-            return msg.get("result")
-        raise _error_from(msg.get("error") or {})
+        return result_of(msg)
 
     async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
         """Items of a streaming method, on a connection of its own.
@@ -176,7 +129,7 @@ class ApiClient:
                 except ValueError as exc:  # asyncio.LimitOverrunError
                     raise self._oversized() from exc
                 if not line:
-                    raise DaemonNotRunningError(f"the node at {self.socket_path} closed the stream")
+                    raise closed(self.socket_path, "stream")
                 msg = self._decode(line)
                 if "item" in msg:
                     yield msg["item"]

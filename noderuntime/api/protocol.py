@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from noderuntime import codec
+from noderuntime.errors import ApiError, FieldProblem, SpecError
 
 API_VERSION = 1
 # Largest request or response line; a workload file is far smaller.
@@ -50,6 +51,46 @@ _WIRE: dict[str, Any] = {"separators": (",", ":"), "default": str}
 def encode_value(value: Any) -> str:
     """One value as :func:`encode` writes it, for pieces of a :class:`RawJson`."""
     return json.dumps(value, **_WIRE)
+
+
+def request_line(req_id: int, method: str, params: dict[str, Any] | None) -> bytes:
+    """The request line; one the node would refuse for its size is refused here, before
+    anything is sent (sent, it would end as a broken pipe, read as "node not running")."""
+    line = encode({"v": API_VERSION, "id": req_id, "method": method, "params": params or {}})
+    if len(line) > MAX_MESSAGE_BYTES:
+        raise ApiError(
+            f"the request is too large: {len(line)} bytes, more than the {MAX_MESSAGE_BYTES} "
+            "a node accepts in one request; nothing was sent (split the input, e.g. one "
+            "file per workload)",
+            code=TOO_LARGE,
+        )
+    return line
+
+
+def result_of(msg: dict[str, Any]) -> Any:
+    """A response's result, or its error raised as the client-side exception."""
+    if msg.get("ok"):
+        return msg.get("result")
+    raise error_from(msg.get("error") or {})
+
+
+def error_from(payload: dict[str, Any]) -> Exception:
+    code = str(payload.get("code", "api"))
+    message = str(payload.get("message", "unknown error"))
+    if code == "invalid_spec" and "problems" in payload:
+        problems = [
+            FieldProblem(
+                field=str(p.get("field", "")),
+                message=str(p.get("message", "")),
+                line=p.get("line"),
+                document=p.get("document"),
+            )
+            for p in payload["problems"]
+        ]
+        err = SpecError(problems)
+        err.args = (message,)
+        return err
+    return ApiError(message, code=code, details=payload)
 
 
 def decode(line: bytes) -> dict[str, Any]:

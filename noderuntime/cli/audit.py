@@ -11,7 +11,6 @@ log itself when the node is not running (the usual case after a break-in is foun
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import re
@@ -107,6 +106,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 show(e)
         return EXIT_OK
 
+    import asyncio  # not at the top: one-shot commands never load it
+
     return asyncio.run(go())
 
 
@@ -126,10 +127,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                 return EXIT_OK
             after = page["entries"][-1]["seq"]
 
+    import asyncio  # not at the top: one-shot commands never load it
+
     return asyncio.run(go())
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import asyncio  # not at the top: one-shot commands never load it
+
     try:
         verdict = asyncio.run(_call(args, "audit.verify", {}))
         where = "the running node"

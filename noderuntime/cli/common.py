@@ -4,7 +4,6 @@ the files given to it."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import sys
 from pathlib import Path
@@ -74,13 +73,10 @@ def api_client(args: argparse.Namespace) -> Any:
 
 
 def call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One control-API call from a command."""
+    """One control-API call from a command, on a blocking socket (no asyncio to import)."""
+    from noderuntime.api import oneshot
 
-    async def go() -> Any:
-        async with api_client(args) as client:
-            return await client.call(method, params)
-
-    return asyncio.run(go())
+    return oneshot.call(api_socket(args), method, params)
 
 
 def submit_signed(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import sys
@@ -131,6 +130,8 @@ def fleet_events(
             print(json.dumps(got, indent=2, sort_keys=True))
         else:
             print(table(headers, [row(e) for e in got]) if got else "No fleet events yet.")
+
+    import asyncio  # not at the top: one-shot commands never load it
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())

@@ -6,10 +6,8 @@ Exit codes: 0 success, 1 error, 2 bad usage, 3 the node is not running.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import logging
 import os
 import shlex
 import sys
@@ -364,6 +362,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     config = load_config(data_dir, _config_file(args))
+    import logging  # here: only the daemon logs
+
     # --log-level is about noderuntime; libraries (aiosqlite logs every statement at DEBUG)
     # stay at INFO so a debug log remains readable.
     level = getattr(logging, args.log_level.upper())
@@ -568,6 +568,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             async for line in client.stream(method, params):
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
+
+    import asyncio  # not at the top: one-shot commands never load it
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())

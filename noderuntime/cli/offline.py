@@ -8,7 +8,6 @@ runs as root, and is recorded with who ran it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -87,6 +86,8 @@ def cmd_image_load(args: argparse.Namespace) -> int:
                     shown_at = time.monotonic()
                     end = "\r" if tty else "\n"
                     print(progress_text(item), end=end, file=sys.stderr, flush=True)
+
+    import asyncio  # not at the top: one-shot commands never load it
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())

@@ -1,0 +1,129 @@
+"""The blocking client of one-shot commands answers as the asyncio client does: the same
+results, the same errors with the same messages, against a real ApiServer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noderuntime.api import oneshot
+from noderuntime.api.client import ApiClient
+from noderuntime.api.protocol import MAX_MESSAGE_BYTES, TOO_LARGE, RawJson
+from noderuntime.api.server import ApiServer, Params, Route
+from noderuntime.errors import ApiError, DaemonNotRunningError, FieldProblem, SpecError
+
+
+async def _echo(params: Params) -> Any:
+    return {"got": params.get("x"), "list": [1, 2.5, None, "\u2603"]}
+
+
+async def _text(params: Params) -> Any:
+    text = 'a "quoted" [\n{row}\\ \u00e9 100%'
+    return RawJson('"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"')
+
+
+async def _bad(params: Params) -> Any:
+    raise SpecError([FieldProblem(field="spec.image", message="required", line=3)])
+
+
+ROUTES = {"echo": Route(_echo), "text": Route(_text), "bad": Route(_bad)}
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="nrs-", dir="/tmp") as tmp:
+        async with ApiServer(Path(tmp) / "api.sock", ROUTES) as server:
+            yield server.path
+
+
+async def _both(path: Path, method: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """(result or exception) from each client."""
+    out: list[Any] = []
+    try:
+        async with ApiClient(path) as client:
+            out.append(await client.call(method, params))
+    except Exception as exc:
+        out.append(exc)
+    try:
+        out.append(await asyncio.to_thread(oneshot.call, path, method, params))
+    except Exception as exc:
+        out.append(exc)
+    return out
+
+
+def _same(a: Any, b: Any) -> None:
+    if isinstance(a, Exception):
+        assert type(a) is type(b) and str(a) == str(b) and a.code == b.code  # type: ignore[attr-defined]
+    else:
+        assert a == b
+
+
+async def test_results_and_errors_are_those_of_the_asyncio_client() -> None:
+    async with serving() as path:
+        for method, params in [("echo", {"x": "y"}), ("text", None), ("bad", None), ("nope", {})]:
+            _same(*await _both(path, method, params))
+        assert (await _both(path, "text"))[1] == 'a "quoted" [\n{row}\\ \u00e9 100%'
+        spec_error = (await _both(path, "bad"))[1]
+        assert isinstance(spec_error, SpecError) and spec_error.problems[0].line == 3
+    # The server gone: nothing answers.
+    (a, b) = await _both(path, "echo")
+    assert isinstance(b, DaemonNotRunningError) and "not running" in str(b)
+    _same(a, b)
+
+
+def test_an_oversized_request_is_refused_before_sending() -> None:
+    with pytest.raises(ApiError, match="too large") as err:
+        oneshot.call(Path("/nonexistent/api.sock"), "x", {"y": "a" * MAX_MESSAGE_BYTES})
+    assert err.value.code == TOO_LARGE
+
+
+def test_a_string_result_shaped_line_that_hides_structure_takes_the_bounded_decode() -> None:
+    deep = b'{"id":1,"ok":true,"result":"a","x":' + b"[" * 5000 + b"]" * 5000 + b',"y":"b"}\n'
+    with pytest.raises(ApiError) as err:
+        oneshot.decode_result(Path("s"), 1, deep)
+    assert err.value.code == "bad_response"
+    assert oneshot.decode_result(Path("s"), 1, b'{"id":1,"ok":true,"result":"a\\"b"}\n') == 'a"b'
+
+
+@contextlib.contextmanager
+def _one_answer(answer: bytes) -> Iterator[Path]:
+    """A socket that reads a request, sends ``answer`` and closes."""
+    with tempfile.TemporaryDirectory(prefix="nrs-", dir="/tmp") as tmp:
+        path = Path(tmp) / "api.sock"
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(path))
+        srv.listen(1)
+
+        def serve() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(65536)
+                with contextlib.suppress(OSError):
+                    conn.sendall(answer)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield path
+        finally:
+            thread.join()
+            srv.close()
+
+
+def test_a_closed_cut_or_oversized_answer() -> None:
+    with _one_answer(b"") as path, pytest.raises(DaemonNotRunningError, match="closed the"):
+        oneshot.call(path, "x")
+    with _one_answer(b'{"id":1,"ok":tr') as path, pytest.raises(ApiError) as err:
+        oneshot.call(path, "x")
+    assert err.value.code == "bad_response"
+    with _one_answer(b"x" * (MAX_MESSAGE_BYTES + 2)) as path, pytest.raises(ApiError) as err:
+        oneshot.call(path, "x")
+    assert err.value.code == "message_too_large"
