@@ -7,6 +7,7 @@ come from :mod:`noderuntime.fleetops.view` (pure); this module only gathers the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -20,6 +21,7 @@ from noderuntime.api.server import Params, Route
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
 from noderuntime.errors import ApiError
+from noderuntime.fleetops.rowtext import row_templates, slot_order
 from noderuntime.fleetops.view import (
     FleetFilter,
     NodeSnapshot,
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 # Without sync there are no peers to go stale; the default peer timeout (3 x 2 s heartbeats).
 DEFAULT_STALE_AFTER_S = 6.0
+# Node documents read (or nodes' rows encoded) between two yields to the loop when warming:
+# ~10-20 ms of work.
+WARM_SLICE = 25
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,16 @@ class NodeDocCache:
             del self._views[gone]
         return out
 
+    async def warm(self, state: StateStore) -> None:
+        """Read every node document not held yet, a slice at a time (reading 1,000 took
+        0.45-0.9 s of a hub's first answer; the loop serves requests in between)."""
+        for i, (name, seq) in enumerate(list(state.doc_seqs.items()), 1):
+            held = self._views.get(name)
+            if name.startswith("node/") and (held is None or held[0] != seq):
+                self._views[name] = (seq, state.read(name, schema.read_node))
+            if i % WARM_SLICE == 0:
+                await asyncio.sleep(0)
+
 
 class FleetRowsJson:
     """``fleet.workloads`` as JSON text (the rows of :func:`~noderuntime.fleetops.view.fleet_rows`,
@@ -93,7 +108,7 @@ class FleetRowsJson:
     (bench/fleet_view.py)."""
 
     def __init__(self) -> None:
-        # node -> (site, its status mapping, [(workload, row JSON up to the aging fields)])
+        # node -> (site, its status mapping, [(workload, the row's kept piece)])
         self._held: dict[str, tuple[str | None, object, list[tuple[str, str]]]] = {}
         self._revisions: Mapping[tuple[str, str], int] = {}
 
@@ -106,33 +121,96 @@ class FleetRowsJson:
         workload_labels: Mapping[str, Mapping[str, str]],
         revisions: Mapping[tuple[str, str], int],
     ) -> RawJson:
-        if revisions != self._revisions:
-            self._held.clear()
-            self._revisions = revisions
+        self._check_revisions(revisions)
         held: dict[str, tuple[str | None, object, list[tuple[str, str]]]] = {}
         parts: list[str] = []
         for n in sorted_nodes(nodes, flt):
-            entry = self._held.get(n.node_id)
-            # The same mapping object: NodeDocCache keeps a view until its document moves.
-            if entry is None or entry[0] != n.site or entry[1] is not n.status:
-                entry = (n.site, n.status, self._encode(n, revisions))
-            held[n.node_id] = entry
-            tail = "".join(f',"{k}":{_json_scalar(v)}' for k, v in seen_fields(n, now).items())
-            tail += "}"
-            for name, head in entry[2]:
+            entry = held[n.node_id] = self._entry(n, revisions)
+            fill = self._filler(seen_fields(n, now))
+            for name, piece in entry[2]:
                 if flt.labels and not flt.wants_labels(n.labels, workload_labels.get(name, {})):
                     continue
-                parts.append(head + tail)
+                parts.append(fill(piece))
         # Nodes filtered out this call keep their entries; nodes gone lose theirs.
         self._held = {**{k: v for k, v in self._held.items() if k in held}, **held}
-        return RawJson("[" + ",".join(parts) + "]")
+        return self._whole(parts)
 
-    @staticmethod
-    def _encode(n: NodeSnapshot, revisions: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+    async def warm(
+        self, nodes: Sequence[NodeSnapshot], revisions: Mapping[tuple[str, str], int]
+    ) -> None:
+        """Encode every node's rows ahead of a call, a slice at a time (the loop serves
+        requests in between)."""
+        self._check_revisions(revisions)
+        for i, n in enumerate(nodes, 1):
+            self._held[n.node_id] = self._entry(n, revisions)
+            if i % WARM_SLICE == 0:
+                await asyncio.sleep(0)
+
+    def _check_revisions(self, revisions: Mapping[tuple[str, str], int]) -> None:
+        if revisions != self._revisions:
+            self._held.clear()
+            self._revisions = revisions
+
+    def _entry(
+        self, n: NodeSnapshot, revisions: Mapping[tuple[str, str], int]
+    ) -> tuple[str | None, object, list[tuple[str, str]]]:
+        entry = self._held.get(n.node_id)
+        # The same mapping object: NodeDocCache keeps a view until its document moves.
+        if entry is None or entry[0] != n.site or entry[1] is not n.status:
+            entry = (n.site, n.status, self._encode(n, revisions))
+        return entry
+
+    def _encode(
+        self, n: NodeSnapshot, revisions: Mapping[tuple[str, str], int]
+    ) -> list[tuple[str, str]]:
+        """Each row's piece: its JSON up to the aging fields."""
         return [
             (name, encode_value(row_fields(n, name, st, revisions))[:-1])
             for name, st in sorted(n.status.items())
         ]
+
+    def _filler(self, seen: Mapping[str, Any]) -> Callable[[str], str]:
+        tail = "".join(f',"{k}":{_json_scalar(v)}' for k, v in seen.items()) + "}"
+        return lambda piece: piece + tail
+
+    def _whole(self, parts: list[str]) -> RawJson:
+        return RawJson("[" + ",".join(parts) + "]")
+
+
+class FleetRowsText(FleetRowsJson):
+    """``fleet.workloads`` with ``"render": "json"``: the rows as `get workloads --fleet -o json`
+    prints them (:mod:`noderuntime.fleetops.rowtext`), one JSON string on the wire, which the
+    CLI writes out as it comes (no 2.7 MB of rows decoded and encoded again in the client).
+    Each row's template is kept already escaped for that string; a call fills the aging
+    slots, whose values (numbers, booleans, null) need no escaping."""
+
+    def _encode(
+        self, n: NodeSnapshot, revisions: Mapping[tuple[str, str], int]
+    ) -> list[tuple[str, str]]:
+        names = sorted(n.status)
+        rows = [row_fields(n, name, n.status[name], revisions) for name in names]
+        return [
+            (name, encode_value(text)[1:-1])
+            for name, text in zip(names, row_templates(rows, _SEEN), strict=True)
+        ]
+
+    def _filler(self, seen: Mapping[str, Any]) -> Callable[[str], str]:
+        values = tuple(_string_safe(_json_scalar(seen[k])) for k in _SEEN_ORDER)
+        return lambda piece: piece % values
+
+    def _whole(self, parts: list[str]) -> RawJson:
+        # The JSON string of list_text(parts): the separators escaped by hand.
+        return RawJson('"[\\n' + ",\\n".join(parts) + '\\n]"' if parts else '"[]"')
+
+
+# The aging fields, filled per call; seen_fields' keys.
+_SEEN = ("last_seen", "stale", "age_s")
+_SEEN_ORDER = slot_order(_SEEN)
+
+
+def _string_safe(text: str) -> str:
+    # A scalar's JSON inside a JSON string: numbers, true/false and null pass as they are.
+    return encode_value(text)[1:-1] if '"' in text or "\\" in text else text
 
 
 def collect_nodes(
@@ -202,6 +280,7 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
     """``sources`` is called per request: the parts it names may start after the routes."""
     cache = NodeDocCache()
     rows_json = FleetRowsJson()
+    rows_text = FleetRowsText()
 
     async def workloads(params: Params) -> RawJson:
         src = sources()
@@ -209,15 +288,28 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
         if not isinstance(selectors, list) or not all(isinstance(s, str) for s in selectors):
             raise ApiError("parameter 'labels' must be a list of key=value", code="bad_request")
         flt = FleetFilter.parse(_param(params, "site"), _param(params, "node"), selectors)
+        render = _param(params, "render")
+        if render not in (None, "json"):
+            raise ApiError("parameter 'render' must be \"json\" or absent", code="bad_request")
         now = time.time()
         fleet = src.state.snapshot().fleet
-        return rows_json.rows(
+        return (rows_text if render else rows_json).rows(
             collect_nodes(src, now, cache),
             now=now,
             flt=flt,
             workload_labels={k: _labels_of(v) for k, v in fleet.workloads.items()},
             revisions=revision_index(fleet.revisions),
         )
+
+    async def warm() -> None:
+        """At a hub, the node documents read and the rows rendered (as the CLI asks for them)
+        before the first call: after a start it took 0.45-0.9 s (bench/fleet_view.py)."""
+        src = sources()
+        if src.role != "hub":
+            return
+        await cache.warm(src.state)
+        nodes = collect_nodes(src, time.time(), cache)
+        await rows_text.warm(nodes, revision_index(src.state.snapshot().fleet.revisions))
 
     async def sites(_: Params) -> list[dict[str, Any]]:
         src, now = sources(), time.time()
@@ -268,7 +360,9 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
             stream=events, doc="workload transitions from every connected node (a hub's ring)"
         ),
         "fleet.workloads": Route(
-            workloads, doc="one row per (node, workload) from the synced status documents"
+            workloads,
+            doc="one row per (node, workload) from the synced status documents",
+            warm=warm,
         ),
         "fleet.sites": Route(sites, doc="per site: nodes up/total, workloads by phase"),
     }

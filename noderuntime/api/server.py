@@ -51,6 +51,9 @@ class Route:
     stream: StreamHandler | None = None
     write: bool = False
     doc: str = ""
+    # Work the route can do ahead of its first call (caches), run in the background once the
+    # server listens: never delays readiness, and a failure is logged, never fatal.
+    warm: Callable[[], Awaitable[None]] | None = None
 
 
 # Host groups the daemon looks up at start (``grp``); either may be absent.
@@ -156,6 +159,7 @@ class ApiServer:
         self._log = log or logging.getLogger(__name__)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
+        self._warming: asyncio.Task[None] | None = None
         self.requests = 0
         # Unfinished large requests of every connection together (see api/lines.py).
         self.budget = LineBudget()
@@ -188,9 +192,23 @@ class ApiServer:
         if self.read_gid is not None:
             os.chown(self.path, -1, self.read_gid)
             os.chmod(self.path, 0o660)
+        self._warming = asyncio.create_task(self._warm(), name="api-warm")
         return self
 
+    async def _warm(self) -> None:
+        for name, route in self.routes.items():
+            if route.warm is None:
+                continue
+            try:
+                await route.warm()
+            except Exception:  # a cache not warmed is filled by the first call instead
+                self._log.exception("warming %s failed", name)
+
     async def __aexit__(self, *exc: object) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.wait([self._warming])  # its CancelledError stays its own
+            self._warming = None
         if self._server is not None:
             self._server.close()
             for task in list(self._conns):

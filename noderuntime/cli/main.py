@@ -527,7 +527,14 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.fleet:
         if args.kind not in ("workload", "workloads") or args.name:
             raise InvalidInputError("--fleet lists workloads: `get workloads --fleet`")
-        rows = _call(args, "fleet.workloads", cli_fleetview.fleet_params(args))
+        params = cli_fleetview.fleet_params(args)
+        if args.output == "json":
+            # The hub renders -o json's text itself; a node from before that sends rows.
+            params["render"] = "json"
+        rows = _call(args, "fleet.workloads", params)
+        if isinstance(rows, str):
+            print(rows)
+            return EXIT_OK
         wide = args.output == "wide"
         fmt = "table" if wide else args.output
         emit(rows, fmt, lambda r: cli_fleetview.render_fleet_rows(r, table, wide=wide))
