@@ -15,9 +15,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from json.encoder import encode_basestring
+from typing import Any, cast
 
 # The hash an empty chain starts from.
 GENESIS = bytes(32)
@@ -88,14 +90,47 @@ def chain_entry(
     prev: bytes, seq: int, ts: float, kind: str, actor: str, fields: Mapping[str, Any]
 ) -> Entry:
     """The next entry. Same hash as :func:`entry_hash` (a JSON list is its items' JSON joined),
-    with the fields encoded once for both the hash and the store: this runs on every write."""
-    fields_json = canonical(fields)
-    body = b",".join(
-        (canonical(seq), canonical(ts), canonical(kind), canonical(actor), fields_json)
-    )
-    body = b"[" + body + b"]"
+    with the fields encoded once for both the hash and the store: this runs on every write, so
+    the usual entry (scalar fields) is encoded by :func:`_fast_json`, not the JSON encoder."""
+    fields_json = _fast_fields(fields)
+    head = [_fast_json(seq), _fast_json(ts), _fast_json(kind), _fast_json(actor)]
+    if fields_json is None or None in head:
+        fields_json = canonical(fields).decode()
+        head = [canonical(v).decode() for v in (seq, ts, kind, actor)]
+    body = f"[{head[0]},{head[1]},{head[2]},{head[3]},{fields_json}]".encode()
     digest = hashlib.sha256(prev + body).digest()
-    return Entry(seq, ts, kind, actor, fields, digest, fields_json.decode(), body)
+    return Entry(seq, ts, kind, actor, fields, digest, fields_json, body)
+
+
+def _fast_json(v: object) -> str | None:
+    """``canonical(v)`` for a str, int, bool, None or finite float, as text; None otherwise.
+    Exact types only: a subclass (an IntEnum, a str enum) may encode differently."""
+    t = type(v)
+    if t is str:
+        return encode_basestring(cast(str, v))
+    if t is int:
+        return int.__repr__(cast(int, v))
+    if t is float:
+        return float.__repr__(cast(float, v)) if math.isfinite(cast(float, v)) else None
+    if t is bool:
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    return None
+
+
+def _fast_fields(fields: Mapping[str, Any]) -> str | None:
+    """``canonical(fields)`` as text for a dict of str keys and :func:`_fast_json` values;
+    None for anything else (the JSON encoder takes it)."""
+    if type(fields) is not dict or not all(type(k) is str for k in fields):
+        return None
+    parts = []
+    for k in sorted(fields):
+        value = _fast_json(fields[k])
+        if value is None:
+            return None
+        parts.append(f"{encode_basestring(k)}:{value}")
+    return "{" + ",".join(parts) + "}"
 
 
 @dataclass(frozen=True)

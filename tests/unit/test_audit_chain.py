@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from noderuntime.audit.chain import AuditKind, Checkpoint, Entry, verify_chain
+from noderuntime.audit.chain import (
+    GENESIS,
+    AuditKind,
+    Checkpoint,
+    Entry,
+    canonical,
+    chain_entry,
+    entry_hash,
+    verify_chain,
+)
 from noderuntime.audit.log import Audit
 from noderuntime.audit.store import MemoryAuditStore, SQLiteAuditStore
 from noderuntime.audit.witness import judge
@@ -147,3 +157,37 @@ async def test_witness_accepts_an_extension_and_catches_a_cut_or_rewrite(audit: 
     assert "rewritten" in (judge(seen, rewritten) or "")
     relinked = dataclasses.replace(later, links=((seen.seq, b"\x02" * 32),))
     assert "rewritten" in (judge(seen, relinked) or "")
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+ODD_TEXT = [
+    *("", "plain", 'quo"te\\back', "tab\tnl\ncr\r", "\x00\x1f\x7f"),
+    *("é ü", "\u2028\u2029", "🙂"),
+]
+ODD_FIELDS: list[dict[object, object]] = [
+    {},
+    {"method": "workloads.apply", "uid": 0, "outcome": "ok"},
+    {t: t for t in ODD_TEXT},
+    {"b": True, "c": False, "n": None, "i": -(2**70), "z": 0, "f": 0.1, "g": -0.0, "h": 1e16},
+    {"e": 1e-7, "big": 1.7976931348623157e308, "a": 3.0},
+    {"nested": {"x": [1, "y"]}, "list": [None]},  # the encoder's path
+    {"nan": float("nan"), "inf": float("-inf")},  # ditto: NaN is no JSON number
+    {"level": _Level.HIGH},  # a subclass: the encoder's path
+    {2: "b", 10: "a"},  # non-str keys: the encoder's path
+]
+
+
+@pytest.mark.parametrize("fields", ODD_FIELDS)
+@pytest.mark.parametrize("kind", ["api.write", 'é"kind'])
+def test_chain_entry_encodes_and_hashes_exactly_as_the_json_encoder(
+    fields: dict[object, object], kind: str
+) -> None:
+    """The fast encoding of an entry is byte for byte ``canonical`` (what verify recomputes)."""
+    for seq, ts in [(1, 1764790000.123456), (2**40, 0.5), (7, 1e-300)]:
+        e = chain_entry(GENESIS, seq, ts, kind, "uid:0 «x»", fields)  # type: ignore[arg-type]
+        assert e.body == canonical([seq, ts, kind, "uid:0 «x»", fields])
+        assert e.fields_json == canonical(fields).decode()
+        assert e.hash == entry_hash(GENESIS, seq, ts, kind, "uid:0 «x»", fields)
