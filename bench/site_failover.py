@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import rss_kb
+from noderuntime.errors import NodeRuntimeError
 from noderuntime.version import find_nats_server
 from tests.integration.node_harness import wait_for
 from tests.quorum.site_lab import (
@@ -102,6 +103,19 @@ def replicas_current(site: SiteLab) -> bool:
     return cluster.get("leader") == leader and all(r.get("current") for r in replicas)
 
 
+def lease_fresh(node: SiteNode) -> bool:
+    """The node holds its slot by its own account, renewed within the last renewal period: a
+    trial whose holder's renewals were already failing (an election after a heal) would time a
+    lease that lapses early and measure nothing (run 8: two 0.6 s "failovers")."""
+    try:
+        status = node.call("site.status")
+    except (OSError, NodeRuntimeError):  # a daemon still starting: not settled
+        return False
+    rows = [r for r in status.get("leases") or [] if r.get("mine")]
+    healthy = (status.get("kv") or {}).get("healthy") is True
+    return bool(rows) and healthy and all(r["age_s"] <= 2.0 for r in rows)
+
+
 def took_at(node: SiteNode, after_wall: float) -> float | None:
     """Wall time of the first "took slot" line in a node's log after ``after_wall``."""
     for line in node.log().splitlines():
@@ -120,6 +134,7 @@ def took_at(node: SiteNode, after_wall: float) -> float | None:
 def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, str, str, str]:
     h = settle(site, monitor)
     wait_for(lambda: replicas_current(site), timeout=120, what="every lease replica current")
+    wait_for(lambda: lease_fresh(h), timeout=60, what="the holder's lease freshly renewed")
     leaders = {"meta": site.meta_leader(), "kv": site.kv_leader()}
     led = "+".join(role for role, who in leaders.items() if who == h.node_id) or "none"
     t0, w0 = time.monotonic(), time.time()

@@ -80,6 +80,11 @@ class LeaseStore(Protocol):
         """Ask the bucket's stream leader to pass its leadership to the replica ``to``."""
         ...
 
+    def watch_leadership(self, on_elected: Callable[[], None]) -> None:
+        """Call ``on_elected`` whenever the bucket's stream elects a leader; ``replication()``
+        then names it (an election must not wait for the next listing to be noticed)."""
+        ...
+
 
 def bucket_name(site: str) -> str:
     return "nr_site_" + _BUCKET_CHARS_RE.sub("_", site)
@@ -95,6 +100,25 @@ def bucket_replicas(cluster_size: int) -> int:
     replicas (2 of 3 on the 2 side of a 3 + 2 split) and no side could place anything.
     """
     return max(1, min(MAX_REPLICAS, cluster_size))
+
+
+def election_advisory(data: bytes) -> Replication | None:
+    """The stream's leader and caught-up replicas from a leader-elected advisory, or None."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("leader"), str):
+        return None
+    replicas = doc.get("replicas")
+    current = tuple(
+        sorted(
+            r["name"]
+            for r in (replicas if isinstance(replicas, list) else [])
+            if isinstance(r, dict) and r.get("current") is True and isinstance(r.get("name"), str)
+        )
+    )
+    return Replication(doc["leader"] or None, current)
 
 
 async def _raise_replicas(js: JetStreamContext, stream: str, want: int) -> None:
@@ -127,6 +151,8 @@ class JetStreamLeaseStore:
         self._stream = f"KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
         self._replication: Replication | None = None
+        self._on_elected: Callable[[], None] | None = None
+        self._advisories: Any = None
 
     @classmethod
     async def open(
@@ -191,6 +217,30 @@ class JetStreamLeaseStore:
 
     def replication(self) -> Replication | None:
         return self._replication
+
+    async def watch_elections(self, on_elected: Callable[[], None]) -> None:
+        """Subscribe to JetStream's leader-elected advisory for the bucket's stream."""
+        import nats.errors
+
+        self._on_elected = on_elected
+        if self._nc is None or self._advisories is not None:
+            return
+        try:
+            self._advisories = await self._nc.subscribe(
+                f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{self._stream}", cb=self._elected
+            )
+        except (nats.errors.Error, OSError) as exc:
+            # The presence rounds still list the stream's leader: only slower to notice.
+            log.warning("site leases: no leader-elected advisories: %r", exc)
+
+    async def _elected(self, msg: Any) -> None:
+        advisory = election_advisory(msg.data)
+        if advisory is None:
+            log.warning("site leases: ignored a malformed leader-elected advisory")
+            return
+        self._replication = advisory
+        if self._on_elected is not None:
+            self._on_elected()
 
     async def hand_leadership(self, to: str) -> None:
         import nats.errors
@@ -263,6 +313,7 @@ class MemoryLeaseStore:
         self.available = True
         self.stream: Replication | None = None  # a replicated stream, as a test sets it
         self.handed_to: list[str] = []
+        self._watchers: list[Callable[[], None]] = []
 
     def _check(self) -> None:
         if not self.available:
@@ -316,6 +367,15 @@ class MemoryLeaseStore:
         followers = {*old.current, *([old.leader] if old.leader else [])} - {to}
         self.stream = Replication(to, tuple(sorted(followers)))
 
+    def watch_leadership(self, on_elected: Callable[[], None]) -> None:
+        self._watchers.append(on_elected)
+
+    def elect(self, leader: str, current: tuple[str, ...]) -> None:
+        """What an election does: a new leader, and the advisory every watcher hears."""
+        self.stream = Replication(leader, current)
+        for watcher in self._watchers:
+            watcher()
+
     def expire(self, key: str) -> None:
         """What the bucket's max age does: the entry vanishes without a marker."""
         self._data.pop(key, None)
@@ -335,6 +395,7 @@ class NatsLeaseStore:
         self._ttl_s = ttl_s
         self._nc: Any = None
         self._inner: JetStreamLeaseStore | None = None
+        self._on_elected: Callable[[], None] | None = None
 
     async def _store(self) -> JetStreamLeaseStore:
         if self._inner is not None:
@@ -357,6 +418,8 @@ class NatsLeaseStore:
         self._inner = await JetStreamLeaseStore.open(
             js, site=self._site, cluster_size=self._cluster_size, ttl_s=self._ttl_s, nc=self._nc
         )
+        if self._on_elected is not None:
+            await self._inner.watch_elections(self._on_elected)
         return self._inner
 
     async def close(self) -> None:
@@ -401,3 +464,7 @@ class NatsLeaseStore:
 
     async def hand_leadership(self, to: str) -> None:
         await self._bounded(lambda s: s.hand_leadership(to), f"handing the lease stream to {to}")
+
+    def watch_leadership(self, on_elected: Callable[[], None]) -> None:
+        # Subscribed when the bucket is bound (``_store``): the connection may not exist yet.
+        self._on_elected = on_elected

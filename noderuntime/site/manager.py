@@ -39,9 +39,11 @@ TICK_S = 0.5
 ADOPT_TIMEOUT_S = 3.0
 PRESENCE_PREFIX = "node."
 CORDON_PREFIX = "cordon."
-# After asking for a lease stream handoff, this long before asking again (an election that
-# moved the leader back, or a replica that is not current yet, settles meanwhile).
-HANDOFF_QUIET_S = 10.0
+# After a leadership transfer was accepted, this long before asking again unless an election
+# is announced first (a transfer takes well under a second); after one that failed or found no
+# caught-up replica free, this long (a replica catches up within a round or two).
+HANDOFF_SETTLE_S = 3.0
+HANDOFF_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class SiteManager:
     async def __aenter__(self) -> SiteManager:
         # Before the reconciler's first pass: a daemon restarted while it held a slot keeps
         # it (and its running instance) if a CAS at the lease's revision still succeeds.
+        self._store.watch_leadership(self._leader_elected)
         with contextlib.suppress(SiteError, TimeoutError):
             async with asyncio.timeout(ADOPT_TIMEOUT_S):
                 await self.adopt()
@@ -264,6 +267,7 @@ class SiteManager:
                 await self._presence_round(now)
             for workload in sorted(set(self._wanted) | {k.rpartition(".")[0] for k in self._held}):
                 await self._workload(workload)
+            await self._keep_leader_off_holders()
             self.problem = None
         except SiteError as exc:
             self.store_errors += 1
@@ -299,13 +303,31 @@ class SiteManager:
                 obs = L.observe(prev[0] if prev else None, entry.revision, node, self._clock())
                 self._presence[node] = (obs, _presence_info(entry.value))
         self._cordoned = cordoned
-        await self._keep_leader_off_holders()
+
+    def _leader_elected(self) -> None:
+        # An election can put the stream's leadership back on a holder (a heal forces one):
+        # look at once, not at the next presence round, since a power loss in that window
+        # costs a whole election on top of the lease's TTL.
+        self._handoff_quiet_until = -1e18
+        self._wake.set()
 
     async def _keep_leader_off_holders(self) -> None:
-        """Hand the lease stream's leadership to a replica that holds nothing (placement.py)."""
+        """Hand the lease stream's leadership to a replica that holds nothing (placement.py).
+
+        Checked every tick, but it costs a request only while this node holds a slot and was
+        last seen leading the stream: the listing (or an advisory, which is only a hint) said so,
+        and a fresh listing confirms it and says which replicas are caught up.
+        """
         rep = self._store.replication()
         now = self._clock()
-        if rep is None or now < self._handoff_quiet_until:
+        if rep is None or rep.leader != self.node_id or not self._held:
+            return
+        if now < self._handoff_quiet_until:
+            return
+        self._handoff_quiet_until = now + HANDOFF_RETRY_S
+        await self._store.keys()
+        rep = self._store.replication()
+        if rep is None:
             return
         holders = {
             obs.holder
@@ -317,12 +339,12 @@ class SiteManager:
         to = leader_handoff(self.node_id, rep.leader, rep.current, holders)
         if to is None:
             return
-        self._handoff_quiet_until = now + HANDOFF_QUIET_S
         try:
             await self._store.hand_leadership(to)
         except SiteError as exc:
             self._log.info("site leases: could not hand the lease stream to %s: %s", to, exc)
             return
+        self._handoff_quiet_until = now + HANDOFF_SETTLE_S
         self.handoffs += 1
         self._log.info("site leases: handed the lease stream to %s (this node holds a slot)", to)
 

@@ -6,6 +6,7 @@ the same workload at once (what the external monitor checks with real daemons).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from noderuntime.errors import SiteError
@@ -68,6 +69,9 @@ class Link:
     async def hand_leadership(self, to: str) -> None:
         self._check()
         await self.store.hand_leadership(to)
+
+    def watch_leadership(self, on_elected: Callable[[], None]) -> None:
+        self.store.watch_leadership(on_elected)
 
 
 @dataclass
@@ -267,6 +271,65 @@ async def test_a_holder_that_leads_the_lease_stream_hands_it_to_a_replica_holdin
     await site.run(30)
     assert site.store.handed_to == [others[0]]
     assert site.holders() == [holder]
+
+
+class Listings:
+    """Counts one node's listings of the bucket (every presence round lists it)."""
+
+    def __init__(self, link: Link) -> None:
+        self.count = 0
+        self._keys = link.keys
+        link.keys = self._counted  # type: ignore[method-assign]
+
+    async def _counted(self) -> list[str]:
+        self.count += 1
+        return await self._keys()
+
+
+async def just_after_a_presence_round(site: Site, listings: Listings) -> None:
+    before = listings.count
+    while listings.count == before:
+        await site.run(STEP)
+
+
+async def test_an_election_putting_the_stream_back_on_the_holder_is_undone_within_a_tick() -> None:
+    # A heal forces an election that can make the holder the stream's leader again; a power
+    # loss before it hands off costs a whole election on top of the TTL (bench run 8).
+    site = Site()
+    for n in ("n1", "n2", "n3"):
+        site.add(n)
+    for m in site.nodes.values():
+        await m.__aenter__()  # registers for elections (run_loop=False: no task)
+    await site.run(12)
+    (holder,) = site.holders()
+    others = sorted(n for n in site.nodes if n != holder)
+    site.store.stream = Replication(others[1], (holder, others[0]))
+    await site.run(3)
+    assert site.store.handed_to == []
+    await just_after_a_presence_round(site, Listings(site.links[holder]))
+    site.store.elect(holder, tuple(others))
+    await site.run(2 * STEP)  # well before the next presence round (renew_every_s)
+    assert site.store.handed_to == [others[0]]
+    assert site.store.stream is not None and site.store.stream.leader == others[0]
+
+
+async def test_no_caught_up_replica_free_means_asking_again_each_second_not_every_tick() -> None:
+    site = Site()
+    for n in ("n1", "n2", "n3"):
+        site.add(n)
+    await site.run(12)
+    (holder,) = site.holders()
+    others = sorted(n for n in site.nodes if n != holder)
+    site.store.stream = Replication(holder, ())  # replicas not caught up yet
+    listings = Listings(site.links[holder])
+    await site.run(3)
+    assert site.store.handed_to == []
+    # Presence rounds (every renew_every_s) plus at most one handoff check a second.
+    assert listings.count <= 3 / T.renew_every_s + 3 + 1
+    await just_after_a_presence_round(site, listings)
+    site.store.stream = Replication(holder, tuple(others))
+    await site.run(1.1)  # the next presence round is 1.5 s away
+    assert site.store.handed_to == [others[0]]
 
 
 async def test_nothing_moves_when_the_leader_holds_nothing_or_every_replica_holds_a_slot() -> None:
