@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import nats.errors
+import nats.js.errors
 import pytest
 
 from noderuntime.fleet import FleetAuthority
@@ -100,7 +102,15 @@ async def test_one_holder_failover_on_power_loss_and_corrupt_entries(tmp_path: P
         intruder = await nats.connect(site.servers[other].client_url_with_token)
         try:
             kv = await intruder.jetstream().key_value(bucket_name("s1"))
-            await kv.put("radio.0", b"\xff not a lease")
+            # The stream may be between leaders: the new holder hands its leadership over.
+            for attempt in range(20):
+                try:
+                    await kv.put("radio.0", b"\xff not a lease")
+                    break
+                except (nats.errors.Error, nats.js.errors.Error):
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.5)
         finally:
             await intruder.close()
         for m in site.managers.values():
