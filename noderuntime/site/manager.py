@@ -103,6 +103,7 @@ class SiteManager:
         self._last_presence = -1e18
         self._handoff_quiet_until = -1e18
         self.handoffs = 0
+        self.elections = 0  # leader elections of the lease stream announced to us
         self._published: frozenset[tuple[str, int]] = frozenset()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -308,6 +309,7 @@ class SiteManager:
         # An election can put the stream's leadership back on a holder (a heal forces one):
         # look at once, not at the next presence round, since a power loss in that window
         # costs a whole election on top of the lease's TTL.
+        self.elections += 1
         self._handoff_quiet_until = -1e18
         self._wake.set()
 

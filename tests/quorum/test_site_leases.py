@@ -125,6 +125,20 @@ async def test_one_holder_failover_on_power_loss_and_corrupt_entries(tmp_path: P
             "the corrupt entry reported",
         )
 
+        # Every manager hears of a stream election at once (JetStream's advisory), which is
+        # how a holder that an election made the stream's leader hands it on within a tick.
+        before = {n: m.elections for n, m in site.managers.items()}
+        await site.stores[holder].keys()  # a fresh look at who leads the stream
+        rep = site.stores[holder].replication()
+        assert rep is not None and rep.leader is not None
+        to = next(n for n in NAMES if n not in (rep.leader, holder))
+        await site.stores[rep.leader].hand_leadership(to)
+        await site.wait(
+            lambda _: all(m.elections > before[n] for n, m in site.managers.items()),
+            30,
+            "the election announced to every manager",
+        )
+
         # Power loss of the holder: its manager and its nats-server vanish together.
         manager = site.managers.pop(holder)
         await manager.__aexit__(None, None, None)

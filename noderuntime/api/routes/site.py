@@ -102,6 +102,8 @@ async def site_status(m: SiteManager, monitor: Monitor) -> dict[str, Any]:
             "problem": kv_problem,
             "store_errors": m.store_errors,
             "renewals": m.renewals,
+            "elections": m.elections,
+            "handoffs": m.handoffs,
         },
         "cordoned": m.cordoned,
         "leases": [asdict(row) for row in m.lease_table()],
