@@ -29,3 +29,47 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class CpuSampler:
+    """The machine's CPU use sampled every ``every_s`` in a thread: ``busy(t0, t1)`` is the
+    share of all cores busy between two ``time.time()`` instants (1.0: every core saturated),
+    which says whether a phase was bounded by this machine's CPU rather than by our waits."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        import threading
+
+        self._every = every_s
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import time
+
+        while not self._stop.is_set():
+            self.samples.append((time.time(), *cpu_jiffies()))
+            self._stop.wait(self._every)
+
+    def busy(self, t0: float, t1: float) -> float | None:
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return None
+        (_, b0, n0), (_, b1, n1) = inside[0], inside[-1]
+        return (b1 - b0) / (n1 - n0) if n1 > n0 else None

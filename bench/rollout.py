@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from podman_helpers import podman_service  # noqa: E402
 
+from bench._common import CpuSampler  # noqa: E402
 from tests.integration.node_harness import wait_for, workload_yaml  # noqa: E402
 from tests.sync.rollout_harness import (  # noqa: E402
     Fleet,
@@ -84,11 +85,13 @@ def failing_since(f: Fleet, bad: str) -> float | None:
     return min(times) if times else None
 
 
-def breakdown(f: Fleet, gate_s: float) -> list[str]:
+def breakdown(f: Fleet, gate_s: float, cpu: CpuSampler) -> list[str]:
     """Per wave: release -> the last old container stopped (the fleet update relayed, the
     node's reconciler woken, its pass asking Podman to remove the old one; Podman's stop
-    events), -> its last node reports Running (Podman replacing containers), and how long
-    after that node's gate_s had passed the gate was recorded (the rollout machinery)."""
+    events), -> its last node reports Running (Podman replacing containers), how busy the
+    machine's cores were meanwhile (near 100 %: bounded by this machine's CPU, not by a wait of
+    ours), and how long after that node's gate_s had passed the gate was recorded (the rollout
+    machinery)."""
     st = status(f.hub, NAME)
     exp = f.hub.call("state.export")
     steps = {
@@ -110,9 +113,11 @@ def breakdown(f: Fleet, gate_s: float) -> list[str]:
             last = max(since)
             died = stopped_at(members, min(go))
             stop = f"last old container stopped {max(died) - min(go):.2f}s, " if died else ""
+            busy = cpu.busy(min(go), last)
+            load = f" (CPU {busy:.0%} busy)" if busy is not None else ""
             out.append(
                 f"wave {w + 1} ({len(members)} nodes): release -> {stop}last Running "
-                f"{last - min(go):.2f}s, gate recorded {gate - (last + gate_s):.2f}s late"
+                f"{last - min(go):.2f}s{load}, gate recorded {gate - (last + gate_s):.2f}s late"
             )
     return out
 
@@ -138,7 +143,7 @@ def main() -> None:
     n_nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     gate_s = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
     sites = {f"s{i}": n_nodes // 4 + (1 if i < n_nodes % 4 else 0) for i in range(4)}
-    with podman_service() as sock:
+    with podman_service() as sock, CpuSampler() as cpu:
         t = time.monotonic()
         with fleet(sites, extra_config={"podmanSocket": str(sock)}, ready_timeout=600) as f:
             try:
@@ -147,6 +152,11 @@ def main() -> None:
                 v1 = str(f.hub.workloads()[NAME]["spec_hash"])
                 wait_for(lambda: all_run(f.members, v1), timeout=300, interval=0.5, what="v1")
                 wait_known(f, f.hub)
+                w0 = time.time()
+                time.sleep(5)
+                idle = cpu.busy(w0, time.time())
+                cores = os.cpu_count()
+                print(f"machine CPU busy with every daemon idle: {idle or 0:.0%} of {cores} cores")
 
                 t0 = time.monotonic()
                 v2 = start(f, "v2", gate_s)
@@ -159,7 +169,7 @@ def main() -> None:
                 t_complete = time.monotonic() - t0
                 wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
                 t_all = time.monotonic() - t0
-                for line in breakdown(f, gate_s):
+                for line in breakdown(f, gate_s, cpu):
                     print("  " + line)
                 gates = 3 * gate_s
                 print(
