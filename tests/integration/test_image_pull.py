@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from node_harness import podman, running_node, wait_for, workload_yaml
-from podman_helpers import free_port, podman_service
+from podman_helpers import podman_service
 
 from noderuntime.errors import ImageNotFoundError
 from noderuntime.runtime.podman import PodmanRuntime
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
 

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from noderuntime.fleet import FleetAuthority
 from noderuntime.sync.natsconfig import NatsServerSettings
 from noderuntime.sync.natsserver import NatsServer
+from tests.ports import free_port
 from tests.sync.test_natsserver import member
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cluster_settings(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -14,18 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.node_harness import CLI, NodeProcess
+from tests.ports import free_port
 
 FAST_CONFIG = {
     "reconcileIntervalSeconds": 2,
     "crashBackoffInitialSeconds": 0.5,
     "crashBackoffMaxSeconds": 8,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fleet_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -22,14 +22,9 @@ from noderuntime.identity import keys as identity
 from noderuntime.identity.keys import Identity
 from noderuntime.sync.acl import MemberLike, Trust
 from noderuntime.sync.verify import submit_signed
+from tests.ports import free_port
 
 NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

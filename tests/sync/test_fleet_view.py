@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.node_harness import wait_for, workload_yaml
-from tests.sync.fleet_harness import FleetNode, fleet_cli, free_port
+from tests.ports import free_port
+from tests.sync.fleet_harness import FleetNode, fleet_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman, pytest.mark.usefixtures("busybox_image")]
 

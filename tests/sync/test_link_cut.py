@@ -21,7 +21,8 @@ import pytest
 
 from noderuntime.crdt.records import exported_record
 from tests.integration.node_harness import wait_for, workload_yaml
-from tests.sync.fleet_harness import FleetNode, fleet_cli, free_port
+from tests.ports import free_port
+from tests.sync.fleet_harness import FleetNode, fleet_cli
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.usefixtures("busybox_image")]
 CONVERGE_S = 90

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 
 from noderuntime.sync.natsserver import http_get_json
+from tests.ports import free_port
 from tests.sync.conftest import Cluster, put, submit_as, until
-from tests.sync.natsfixtures import free_port
 
 DEADLINE_S = 30.0
 # Longer than every poll deadline below: no heartbeat tick and no periodic anti-entropy round
