@@ -73,3 +73,45 @@ class CpuSampler:
             return None
         (_, b0, n0), (_, b1, n1) = inside[0], inside[-1]
         return (b1 - b0) / (n1 - n0) if n1 > n0 else None
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every live process: pid -> (command name, CPU seconds it and its reaped children used)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        used = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+        out[int(entry)] = (comm, used)
+    return out
+
+
+def cpu_split(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    machine_s: float,
+    groups: dict[str, tuple[str, ...]],
+) -> dict[str, float]:
+    """CPU seconds between two ``cpu_by_process`` snapshots by group of command names; what no
+    live process accounts for (short-lived ones reaped by init: conmon's, crun, netavark) is
+    ``other`` out of ``machine_s``, the machine's busy CPU seconds meanwhile."""
+    split = dict.fromkeys(groups, 0.0)
+    for pid, (comm, used) in after.items():
+        was = before.get(pid)
+        delta = used - (was[1] if was is not None and was[0] == comm else 0.0)
+        for group, names in groups.items():
+            if comm in names:
+                split[group] += max(0.0, delta)
+                break
+    split["other"] = max(0.0, machine_s - sum(split.values()))
+    return split

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from podman_helpers import podman_service  # noqa: E402
 
-from bench._common import CpuSampler  # noqa: E402
+from bench._common import CpuSampler, cpu_by_process, cpu_jiffies, cpu_split  # noqa: E402
 from tests.integration.node_harness import wait_for, workload_yaml  # noqa: E402
 from tests.sync.rollout_harness import (  # noqa: E402
     Fleet,
@@ -44,6 +44,14 @@ from tests.sync.rollout_harness import (  # noqa: E402
 )
 
 NAME = "web"
+# Who used the CPU during a rollout: our daemons (and this bench, also Python), their
+# nats-servers, Podman's service (with the children it reaps); the rest ("other") is mostly
+# processes Podman leaves to init: conmon's, the OCI runtime, netavark.
+CPU_GROUPS = {
+    "python (daemons + bench)": ("python", "python3", "noderuntime"),
+    "nats-server": ("nats-server",),
+    "podman": ("podman",),
+}
 WAVES = "site=s0,50%,100%"
 # A service that exits on SIGTERM, as real ones do. `sleep` as PID 1 ignores it, so each
 # replacement waited the workload's whole stopTimeoutSeconds (10 s) before Podman's SIGKILL:
@@ -158,6 +166,7 @@ def main() -> None:
                 cores = os.cpu_count()
                 print(f"machine CPU busy with every daemon idle: {idle or 0:.0%} of {cores} cores")
 
+                procs0, jiffies0 = cpu_by_process(), cpu_jiffies()[0]
                 t0 = time.monotonic()
                 v2 = start(f, "v2", gate_s)
                 wait_for(
@@ -169,6 +178,13 @@ def main() -> None:
                 t_complete = time.monotonic() - t0
                 wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
                 t_all = time.monotonic() - t0
+                busy_s = (cpu_jiffies()[0] - jiffies0) / os.sysconf("SC_CLK_TCK")
+                split = cpu_split(procs0, cpu_by_process(), busy_s, CPU_GROUPS)
+                print(
+                    f"CPU during the rollout: {busy_s:.1f} core-s, "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
+                    + f"; {busy_s / n_nodes:.2f} core-s per replaced container"
+                )
                 for line in breakdown(f, gate_s, cpu):
                     print("  " + line)
                 gates = 3 * gate_s
