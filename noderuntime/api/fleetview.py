@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from noderuntime.api.protocol import RawJson, encode_value
+from noderuntime.api.protocol import Attached, RawJson, encode_value
 from noderuntime.api.server import Params, Route
 from noderuntime.crdt import schema
 from noderuntime.crdt.state import StateStore
@@ -120,17 +120,19 @@ class FleetRowsJson:
         flt: FleetFilter,
         workload_labels: Mapping[str, Mapping[str, str]],
         revisions: Mapping[tuple[str, str], int],
-    ) -> RawJson:
+    ) -> RawJson | Attached:
         self._check_revisions(revisions)
         held: dict[str, tuple[str | None, object, list[tuple[str, str]]]] = {}
         parts: list[str] = []
         for n in sorted_nodes(nodes, flt):
             entry = held[n.node_id] = self._entry(n, revisions)
-            fill = self._filler(seen_fields(n, now))
-            for name, piece in entry[2]:
-                if flt.labels and not flt.wants_labels(n.labels, workload_labels.get(name, {})):
-                    continue
-                parts.append(fill(piece))
+            pieces = [
+                piece
+                for name, piece in entry[2]
+                if not flt.labels or flt.wants_labels(n.labels, workload_labels.get(name, {}))
+            ]
+            if pieces:
+                parts.append(self._node_rows(pieces, seen_fields(n, now)))
         # Nodes filtered out this call keep their entries; nodes gone lose theirs.
         self._held = {**{k: v for k, v in self._held.items() if k in held}, **held}
         return self._whole(parts)
@@ -169,48 +171,41 @@ class FleetRowsJson:
             for name, st in sorted(n.status.items())
         ]
 
-    def _filler(self, seen: Mapping[str, Any]) -> Callable[[str], str]:
+    def _node_rows(self, pieces: list[str], seen: Mapping[str, Any]) -> str:
+        """A node's rows, their aging fields filled."""
         tail = "".join(f',"{k}":{_json_scalar(v)}' for k, v in seen.items()) + "}"
-        return lambda piece: piece + tail
+        return (tail + ",").join(pieces) + tail
 
-    def _whole(self, parts: list[str]) -> RawJson:
+    def _whole(self, parts: list[str]) -> RawJson | Attached:
         return RawJson("[" + ",".join(parts) + "]")
 
 
 class FleetRowsText(FleetRowsJson):
     """``fleet.workloads`` with ``"render": "json"``: the rows as `get workloads --fleet -o json`
-    prints them (:mod:`noderuntime.fleetops.rowtext`), one JSON string on the wire, which the
-    CLI writes out as it comes (no 2.7 MB of rows decoded and encoded again in the client).
-    Each row's template is kept already escaped for that string; a call fills the aging
-    slots, whose values (numbers, booleans, null) need no escaping."""
+    prints them (:mod:`noderuntime.fleetops.rowtext`), attached to the answer as raw bytes
+    (``api/protocol.py``), which the CLI writes out as they come: no 2.7 MB of rows decoded
+    and encoded again in the client. Each row's template is kept; a call fills the aging
+    slots, one format per node."""
 
     def _encode(
         self, n: NodeSnapshot, revisions: Mapping[tuple[str, str], int]
     ) -> list[tuple[str, str]]:
         names = sorted(n.status)
         rows = [row_fields(n, name, n.status[name], revisions) for name in names]
-        return [
-            (name, encode_value(text)[1:-1])
-            for name, text in zip(names, row_templates(rows, _SEEN), strict=True)
-        ]
+        return list(zip(names, row_templates(rows, _SEEN), strict=True))
 
-    def _filler(self, seen: Mapping[str, Any]) -> Callable[[str], str]:
-        values = tuple(_string_safe(_json_scalar(seen[k])) for k in _SEEN_ORDER)
-        return lambda piece: piece % values
+    def _node_rows(self, pieces: list[str], seen: Mapping[str, Any]) -> str:
+        values = tuple(_json_scalar(seen[k]) for k in _SEEN_ORDER)
+        return ",\n".join(pieces) % (values * len(pieces))
 
-    def _whole(self, parts: list[str]) -> RawJson:
-        # The JSON string of list_text(parts): the separators escaped by hand.
-        return RawJson('"[\\n' + ",\\n".join(parts) + '\\n]"' if parts else '"[]"')
+    def _whole(self, parts: list[str]) -> RawJson | Attached:
+        # json.dumps(rows, indent=2)'s brackets around the rows.
+        return Attached(("[\n" + ",\n".join(parts) + "\n]" if parts else "[]").encode())
 
 
 # The aging fields, filled per call; seen_fields' keys.
 _SEEN = ("last_seen", "stale", "age_s")
 _SEEN_ORDER = slot_order(_SEEN)
-
-
-def _string_safe(text: str) -> str:
-    # A scalar's JSON inside a JSON string: numbers, true/false and null pass as they are.
-    return encode_value(text)[1:-1] if '"' in text or "\\" in text else text
 
 
 def collect_nodes(
@@ -282,7 +277,7 @@ def build_fleet_routes(sources: Callable[[], FleetSources]) -> dict[str, Route]:
     rows_json = FleetRowsJson()
     rows_text = FleetRowsText()
 
-    async def workloads(params: Params) -> RawJson:
+    async def workloads(params: Params) -> RawJson | Attached:
         src = sources()
         selectors = params.get("labels") or []
         if not isinstance(selectors, list) or not all(isinstance(s, str) for s in selectors):

@@ -9,12 +9,19 @@ A command makes one call and exits: a plain socket and the wire format of
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 from typing import Any
 
-from noderuntime.api.protocol import MAX_MESSAGE_BYTES, decode, request_line, result_of
+from noderuntime.api.protocol import (
+    ATTACHED,
+    MAX_ATTACHED_BYTES,
+    MAX_MESSAGE_BYTES,
+    Attached,
+    decode,
+    request_line,
+    result_of,
+)
 from noderuntime.errors import ApiError, DaemonNotRunningError
 
 CONNECT_TIMEOUT_S = 5.0
@@ -63,35 +70,20 @@ def decode_message(socket_path: Path, line: bytes) -> dict[str, Any]:
         ) from exc
 
 
-def decode_result(socket_path: Path, req_id: int, line: bytes) -> Any:
-    """The result of an answer line, or its error raised.
-
-    A successful answer whose result is one string (``fleet.workloads`` rendered as text, 3.5
-    MB for 10,000 rows) is decoded as that string literal alone: a string does not nest, so
-    the depth scan of :func:`decode` (~15 ms there) has nothing to find. Anything else, or
-    a line that is not exactly that shape, takes :func:`decode`.
-    """
-    head = b'{"id":%d,"ok":true,"result":"' % req_id
-    if line.startswith(head) and line.endswith(b'"}\n') and len(line) <= MAX_MESSAGE_BYTES + 1:
-        try:
-            # One value or "Extra data": json parses a leading string without recursing.
-            text = json.loads(line[len(head) - 1 : -2])
-        except ValueError:
-            pass
-        else:
-            if isinstance(text, str):
-                return text
-    return result_of(decode_message(socket_path, line))
-
-
 def call(
     socket_path: Path,
     method: str,
     params: dict[str, Any] | None = None,
     *,
+    attached: bool = False,
     timeout_s: float = CALL_TIMEOUT_S,
 ) -> Any:
-    """One request on a connection of its own, and its result (or its error, raised)."""
+    """One request on a connection of its own, and its result (or its error, raised).
+
+    ``attached``: the request asks for an attached result (``api/protocol.py``), returned as
+    :class:`Attached` bytes; a node that answers with a plain result (one from before the
+    route could attach) is answered as usual.
+    """
     request = request_line(1, method, params)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -103,32 +95,58 @@ def call(
         sock.settimeout(timeout_s)
         try:
             sock.sendall(request)
-            line = _read_line(sock, socket_path)
+            line, rest = _read_line(sock, socket_path)
+            result = result_of(decode_message(socket_path, line))
+            size = _attached_size(result) if attached else None
+            if size is None:
+                return result
+            return Attached(_read_exactly(sock, socket_path, rest, size))
         except OSError as exc:  # ConnectionError, TimeoutError
             raise lost(socket_path, exc) from exc
     finally:
         sock.close()
-    return decode_result(socket_path, 1, line)
 
 
-def _read_line(sock: socket.socket, socket_path: Path) -> bytes:
-    """The answer line, newline included; a node answers one request with one line."""
+def _attached_size(result: Any) -> int | None:
+    if not isinstance(result, dict) or result.keys() != {ATTACHED}:
+        return None
+    size = result[ATTACHED]
+    if type(size) is not int or not 0 <= size <= MAX_ATTACHED_BYTES:
+        raise ApiError(
+            f"an attached result of {size!r} bytes is not one this client reads "
+            f"(at most {MAX_ATTACHED_BYTES})",
+            code="bad_response",
+        )
+    return size
+
+
+def _read_exactly(sock: socket.socket, socket_path: Path, head: bytes, size: int) -> bytes:
+    chunks, got = [head[:size]], min(len(head), size)
+    while got < size:
+        chunk = sock.recv(min(_RECV_BYTES, size - got))
+        if not chunk:
+            raise closed(socket_path)
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_line(sock: socket.socket, socket_path: Path) -> tuple[bytes, bytes]:
+    """The answer line, newline included, and what came after it (an attached result's start);
+    a node answers one request with one line."""
     chunks: list[bytes] = []
     size = 0
     while True:
         chunk = sock.recv(_RECV_BYTES)
         if not chunk:
             if chunks:  # cut mid-line: not a message (as the asyncio client reads it)
-                return b"".join(chunks)
+                return b"".join(chunks), b""
             raise closed(socket_path)
         end = chunk.find(b"\n")
-        if end >= 0:
-            chunks.append(chunk[: end + 1])
-            size += end + 1
-        else:
-            chunks.append(chunk)
-            size += len(chunk)
+        taken = chunk if end < 0 else chunk[: end + 1]
+        chunks.append(taken)
+        size += len(taken)
         if size > MAX_MESSAGE_BYTES + 1:  # the line's newline does not count
             raise oversized(socket_path)
         if end >= 0:
-            return b"".join(chunks)
+            return b"".join(chunks), chunk[end + 1 :]

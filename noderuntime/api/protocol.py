@@ -12,6 +12,10 @@ Protocol versions:
 - 1 (2026-11-25): first version.
 - 1 (2026-12-03): error codes ``request_too_large`` (a line over MAX_MESSAGE_BYTES, answered
   before the rest of it is read and dropped) and ``busy`` (too many large requests at once).
+- 1 (2026-12-03): an attached result: ``{"id": 7, "ok": true, "result": {"attached_bytes": N}}``
+  followed by N raw bytes, sent only to a request that asks for it by a parameter of its route
+  (``fleet.workloads`` with ``render: "json"``: the CLI's -o json text, which it writes out as
+  it comes; :class:`Attached`). No other request is answered this way.
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 TOO_LARGE = "request_too_large"
 
 
+# The result of an answer whose bytes follow its line (see the module's changelog).
+ATTACHED = "attached_bytes"
+# Largest attached result a client reads: ~180,000 fleet rows of -o json text.
+MAX_ATTACHED_BYTES = 64 * 1024 * 1024
+
+
+class Attached(bytes):
+    """A route's result sent as raw bytes after its answer line (``{"attached_bytes": N}``):
+    text the client prints as it is, neither escaped into the line nor decoded from it."""
+
+
 class RawJson(str):
     """A route's result already encoded as JSON, in :func:`encode`'s form: a large answer
     assembled from cached pieces (``fleet.workloads``) is not decoded and encoded again."""
@@ -37,6 +52,8 @@ class RawJson(str):
 
 def encode(message: dict[str, Any]) -> bytes:
     result = message.get("result")
+    if isinstance(result, Attached):
+        return encode({**message, "result": {ATTACHED: len(result)}}) + result
     if isinstance(result, RawJson):
         head = json.dumps({k: v for k, v in message.items() if k != "result"}, **_WIRE)
         sep = "," if len(head) > 2 else ""  # "{}": no other key to follow

@@ -72,11 +72,18 @@ def api_client(args: argparse.Namespace) -> Any:
     return ApiClient(api_socket(args))
 
 
-def call(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One control-API call from a command, on a blocking socket (no asyncio to import)."""
+def call(
+    args: argparse.Namespace,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    attached: bool = False,
+) -> Any:
+    """One control-API call from a command, on a blocking socket (no asyncio to import);
+    ``attached``: the request asks for an attached result (bytes; api/protocol.py)."""
     from noderuntime.api import oneshot
 
-    return oneshot.call(api_socket(args), method, params)
+    return oneshot.call(api_socket(args), method, params, attached=attached)
 
 
 def submit_signed(

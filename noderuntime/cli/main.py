@@ -531,9 +531,10 @@ def cmd_get(args: argparse.Namespace) -> int:
         if args.output == "json":
             # The hub renders -o json's text itself; a node from before that sends rows.
             params["render"] = "json"
-        rows = _call(args, "fleet.workloads", params)
-        if isinstance(rows, str):
-            print(rows)
+        rows = _call(args, "fleet.workloads", params, attached=args.output == "json")
+        if isinstance(rows, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(rows + b"\n")
             return EXIT_OK
         wide = args.output == "wide"
         fmt = "table" if wide else args.output

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from noderuntime.api.fleetview import FleetRowsJson, FleetRowsText
-from noderuntime.api.protocol import RawJson, decode, encode
+from noderuntime.api.protocol import Attached, RawJson, decode, encode
 from noderuntime.cli.jsontext import json_text
 from noderuntime.crdt.schema import StatusRecord
 from noderuntime.fleetops.rowtext import row_templates, slot_order
@@ -71,8 +71,10 @@ def _same_text(cache: FleetRowsText, nodes: list[NodeSnapshot], now: float, **kw
     args: dict[str, Any] = {"flt": FleetFilter(), "workload_labels": LABELS, "revisions": {}}
     args.update(kw)
     raw = cache.rows(nodes, now=now, **args)
-    assert isinstance(raw, RawJson)
-    text = decode(encode({"id": 1, "ok": True, "result": raw}))["result"]
+    assert isinstance(raw, Attached)
+    line = encode({"id": 1, "ok": True, "result": raw})
+    assert line == b'{"id":1,"ok":true,"result":{"attached_bytes":%d}}\n' % len(raw) + raw
+    text = raw.decode()
     rows = fleet_rows(nodes, now=now, **args)
     # What `get workloads --fleet -o json` printed from the rows: byte for byte.
     assert text == json.dumps(rows, indent=2, sort_keys=True) == json_text(rows)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from noderuntime.api.fleetview import FleetSources, build_fleet_routes
-from noderuntime.api.protocol import RawJson, decode, encode
+from noderuntime.api.protocol import Attached, RawJson, decode, encode
 from noderuntime.api.server import Route
 from noderuntime.cli.jsontext import json_text
 from noderuntime.crdt import schema
@@ -58,6 +58,8 @@ def _routes(state: StateStore) -> dict[str, Route]:
 async def _call(route: Route, **params: Any) -> Any:
     assert route.handler is not None
     result = await route.handler(params)
+    if isinstance(result, Attached):
+        return result.decode()
     assert isinstance(result, RawJson)
     return decode(encode({"id": 1, "ok": True, "result": result}))["result"]
 

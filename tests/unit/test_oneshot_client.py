@@ -16,7 +16,13 @@ import pytest
 
 from noderuntime.api import oneshot
 from noderuntime.api.client import ApiClient
-from noderuntime.api.protocol import MAX_MESSAGE_BYTES, TOO_LARGE, RawJson
+from noderuntime.api.protocol import (
+    MAX_ATTACHED_BYTES,
+    MAX_MESSAGE_BYTES,
+    TOO_LARGE,
+    Attached,
+    RawJson,
+)
 from noderuntime.api.server import ApiServer, Params, Route
 from noderuntime.errors import ApiError, DaemonNotRunningError, FieldProblem, SpecError
 
@@ -30,11 +36,23 @@ async def _text(params: Params) -> Any:
     return RawJson('"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"')
 
 
+ATTACHMENT = b'[\n  {"a": "\\u2603 \\"x\\"\n"}\n]' * 50_000
+
+
+async def _attach(params: Params) -> Any:
+    return Attached(ATTACHMENT)
+
+
 async def _bad(params: Params) -> Any:
     raise SpecError([FieldProblem(field="spec.image", message="required", line=3)])
 
 
-ROUTES = {"echo": Route(_echo), "text": Route(_text), "bad": Route(_bad)}
+ROUTES = {
+    "echo": Route(_echo),
+    "text": Route(_text),
+    "attach": Route(_attach),
+    "bad": Route(_bad),
+}
 
 
 @contextlib.asynccontextmanager
@@ -85,12 +103,25 @@ def test_an_oversized_request_is_refused_before_sending() -> None:
     assert err.value.code == TOO_LARGE
 
 
-def test_a_string_result_shaped_line_that_hides_structure_takes_the_bounded_decode() -> None:
-    deep = b'{"id":1,"ok":true,"result":"a","x":' + b"[" * 5000 + b"]" * 5000 + b',"y":"b"}\n'
-    with pytest.raises(ApiError) as err:
-        oneshot.decode_result(Path("s"), 1, deep)
+async def test_an_attached_result_comes_as_bytes_to_the_client_that_asked() -> None:
+    async with serving() as path:
+        got = await asyncio.to_thread(oneshot.call, path, "attach", attached=True)
+        assert isinstance(got, Attached) and got == ATTACHMENT
+        # A node that answers a plain result (from before the route could attach) is read as one.
+        got = await asyncio.to_thread(oneshot.call, path, "echo", {"x": 1}, attached=True)
+        assert got["got"] == 1
+
+
+def test_an_attachment_too_large_or_cut_short() -> None:
+    too_large = b'{"id":1,"ok":true,"result":{"attached_bytes":%d}}\n' % (MAX_ATTACHED_BYTES + 1)
+    with _one_answer(too_large) as path, pytest.raises(ApiError) as err:
+        oneshot.call(path, "x", attached=True)
     assert err.value.code == "bad_response"
-    assert oneshot.decode_result(Path("s"), 1, b'{"id":1,"ok":true,"result":"a\\"b"}\n') == 'a"b'
+    cut = b'{"id":1,"ok":true,"result":{"attached_bytes":10}}\nabc'
+    with _one_answer(cut) as path, pytest.raises(DaemonNotRunningError, match="closed the"):
+        oneshot.call(path, "x", attached=True)
+    with _one_answer(cut + b"defghij") as path:
+        assert oneshot.call(path, "x", attached=True) == b"abcdefghij"
 
 
 @contextlib.contextmanager
