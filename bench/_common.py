@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +76,13 @@ class CpuSampler:
         return (b1 - b0) / (n1 - n0) if n1 > n0 else None
 
 
-def cpu_by_process() -> dict[int, tuple[str, float]]:
-    """Every live process: pid -> (command name, CPU seconds it and its reaped children used)."""
+def cpu_by_process() -> dict[int, tuple[str, int, float]]:
+    """Every live process: pid -> (command name, parent pid, CPU seconds it and its reaped
+    children used)."""
     import os
 
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
+    out: dict[int, tuple[str, int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -92,26 +94,27 @@ def cpu_by_process() -> dict[int, tuple[str, float]]:
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
         used = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
-        out[int(entry)] = (comm, used)
+        out[int(entry)] = (comm, int(fields[1]), used)
     return out
 
 
 def cpu_split(
-    before: dict[int, tuple[str, float]],
-    after: dict[int, tuple[str, float]],
+    before: dict[int, tuple[str, int, float]],
+    after: dict[int, tuple[str, int, float]],
     machine_s: float,
-    groups: dict[str, tuple[str, ...]],
+    group_of: Callable[[int, str, int], str | None],
 ) -> dict[str, float]:
-    """CPU seconds between two ``cpu_by_process`` snapshots by group of command names; what no
-    live process accounts for (short-lived ones reaped by init: conmon's, crun, netavark) is
-    ``other`` out of ``machine_s``, the machine's busy CPU seconds meanwhile."""
-    split = dict.fromkeys(groups, 0.0)
-    for pid, (comm, used) in after.items():
+    """CPU seconds between two ``cpu_by_process`` snapshots by group (``group_of(pid, comm,
+    ppid)``, None: not counted); what no counted process accounts for is ``other`` out of
+    ``machine_s``, the machine's busy CPU seconds meanwhile (everything else running, and the
+    short-lived processes init reaps: conmon's children, the OCI runtime, netavark)."""
+    split: dict[str, float] = {}
+    for pid, (comm, ppid, used) in after.items():
+        group = group_of(pid, comm, ppid)
+        if group is None:
+            continue
         was = before.get(pid)
-        delta = used - (was[1] if was is not None and was[0] == comm else 0.0)
-        for group, names in groups.items():
-            if comm in names:
-                split[group] += max(0.0, delta)
-                break
+        delta = used - (was[2] if was is not None and was[0] == comm else 0.0)
+        split[group] = split.get(group, 0.0) + max(0.0, delta)
     split["other"] = max(0.0, machine_s - sum(split.values()))
     return split

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,6 @@ from tests.sync.rollout_harness import (  # noqa: E402
 )
 
 NAME = "web"
-# Who used the CPU during a rollout: our daemons (and this bench, also Python), their
-# nats-servers, Podman's service (with the children it reaps); the rest ("other") is mostly
-# processes Podman leaves to init: conmon's, the OCI runtime, netavark.
-CPU_GROUPS = {
-    "python (daemons + bench)": ("python", "python3", "noderuntime"),
-    "nats-server": ("nats-server",),
-    "podman": ("podman",),
-}
 WAVES = "site=s0,50%,100%"
 # A service that exits on SIGTERM, as real ones do. `sleep` as PID 1 ignores it, so each
 # replacement waited the workload's whole stopTimeoutSeconds (10 s) before Podman's SIGKILL:
@@ -91,6 +84,29 @@ def failing_since(f: Fleet, bad: str) -> float | None:
             if rec.get("specHash") == bad and failing:
                 times.append(float(rec["since"]))
     return min(times) if times else None
+
+
+def cpu_groups(f: Fleet, sock: Path) -> Callable[[int, str, int], str | None]:
+    """Who used the CPU during a rollout: the fleet's daemons, their nats-servers, the shared
+    Podman service (with the children it reaps) and the containers' conmon monitors."""
+    daemons = {m.proc.pid for m in f.members if m.proc is not None}
+    found = subprocess.run(
+        ["pgrep", "-f", f"podman system service.*{sock}"], capture_output=True, text=True
+    ).stdout.split()
+    service = {int(p) for p in found}
+
+    def group_of(pid: int, comm: str, ppid: int) -> str | None:
+        if pid in daemons:
+            return "daemons"
+        if comm == "nats-server" and ppid in daemons:
+            return "nats-servers"
+        if pid in service:
+            return "podman service"
+        if comm == "conmon":
+            return "conmon"
+        return None
+
+    return group_of
 
 
 def breakdown(f: Fleet, gate_s: float, cpu: CpuSampler) -> list[str]:
@@ -179,7 +195,7 @@ def main() -> None:
                 wait_for(lambda: all_run(f.members, v2), timeout=120, interval=0.2, what="v2")
                 t_all = time.monotonic() - t0
                 busy_s = (cpu_jiffies()[0] - jiffies0) / os.sysconf("SC_CLK_TCK")
-                split = cpu_split(procs0, cpu_by_process(), busy_s, CPU_GROUPS)
+                split = cpu_split(procs0, cpu_by_process(), busy_s, cpu_groups(f, sock))
                 print(
                     f"CPU during the rollout: {busy_s:.1f} core-s, "
                     + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
