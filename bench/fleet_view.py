@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,9 +106,15 @@ class Side:
     cpu: list[float] = field(default_factory=list)
     api: list[float] = field(default_factory=list)
     first: float | None = None
+    # Where the CLI's compiled modules are kept (``--bytecode``), else none are written.
+    pyc: Path | None = None
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.code)}
+        env = {**os.environ, "PYTHONPATH": str(self.code)}
+        if self.pyc is not None:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(self.pyc)
+        return env
 
     def start(self) -> None:
         log = open(self.hub.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -161,6 +168,14 @@ def ab(args: argparse.Namespace) -> None:
         shutil.rmtree(old.hub.data_dir)
         shutil.copytree(new.hub.data_dir, old.hub.data_dir)
         for side in (old, new):
+            if args.bytecode:
+                side.pyc = Path(tempfile.mkdtemp(prefix="nr-pyc-"))
+                subprocess.run(
+                    [sys.executable, "-c", "import noderuntime.cli.main"],
+                    cwd=side.code,
+                    env=side.env(),
+                    check=True,
+                )
             side.start()
         time.sleep(args.first_after)
         for side in (old, new):
@@ -190,6 +205,8 @@ def ab(args: argparse.Namespace) -> None:
         for side in (old, new):
             side.stop()
             shutil.rmtree(side.hub.data_dir, ignore_errors=True)
+            if side.pyc is not None:
+                shutil.rmtree(side.pyc, ignore_errors=True)
 
 
 def main() -> None:
@@ -199,6 +216,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--old", help="A/B: a checkout of the code to compare against")
     ap.add_argument("--first-after", type=float, default=5.0, help="A/B: first call delay")
+    ap.add_argument(
+        "--bytecode",
+        action="store_true",
+        help="A/B: the CLI runs with compiled modules kept (as installed), even where "
+        "PYTHONDONTWRITEBYTECODE is set (then every run compiles noderuntime from source)",
+    )
     args = ap.parse_args()
     if args.old:
         ab(args)
