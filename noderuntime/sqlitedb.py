@@ -16,9 +16,8 @@ import contextvars
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import aiosqlite
 
@@ -221,9 +220,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-@dataclass(frozen=True)
-class Rider:
-    """One row for the outbox: ``data`` under (``topic``, ``seq``); a later one replaces it."""
+class Rider(NamedTuple):
+    """One row for the outbox: ``data`` under (``topic``, ``seq``); a later one replaces it.
+    A tuple in column order: made for every audited write, and bound as it is."""
 
     topic: str
     seq: int

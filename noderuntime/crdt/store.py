@@ -37,6 +37,7 @@ from noderuntime.sqlitedb import (
     COMMIT_RIDERS,
     OUTBOX_SCHEMA,
     GroupCommit,
+    Rider,
     RiderLog,
     commit_or_roll_back,
     on_db_thread,
@@ -580,7 +581,7 @@ class SQLiteStore(UpdateStore):
         # Pulled last before the commit: rows made up to now ride it, in order (the writer is
         # one task, so a pull always follows the previous commit's ``settled``).
         pulled = [(log, log.pull()) for log in {id(g): g for p in batch for g in p.logs}.values()]
-        riders = [(r.topic, r.seq, r.data) for _, rs in pulled for r in rs]
+        riders = [r for _, rs in pulled for r in rs]
 
         def statements(conn: sqlite3.Connection) -> None:
             commit_or_roll_back(conn, lambda: _write(conn, rows, clocks, clients, drops, riders))
@@ -764,7 +765,7 @@ def _write(
     clocks: list[tuple[Any, ...]],
     clients: list[tuple[Any, ...]],
     drops: list[tuple[str, int]],
-    riders: list[tuple[str, int, bytes]],
+    riders: list[Rider],
 ) -> None:
     """A state commit's statements (run on the connection's thread, inside its transaction)."""
     if clients:
