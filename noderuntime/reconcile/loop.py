@@ -200,7 +200,8 @@ class Reconciler:
         self._status = StatusWriter(
             state, log=self._log, on_problem=lambda message: self._event("", "store", message)
         )
-        # False until a pass has listed the runtime's containers: until then nobody knows.
+        # False until a pass has listed the runtime's containers *and* recorded what it found:
+        # until then nobody knows, and what was recorded before the start may be long untrue.
         self.observed_once = False
         # Why passes were asked for, by reason (state, podman-event, pull, ...).
         self.triggers: collections.Counter[str] = collections.Counter()
@@ -408,6 +409,7 @@ class Reconciler:
         stored = await self._record_status(
             planned, observed, self._context(self._clock(), observed), None
         )
+        self.observed_once = True
         for listener in self._listeners:
             try:
                 listener()
@@ -743,7 +745,6 @@ class Reconciler:
         return wait if stored else min(wait, self._status_retry_s())
 
     def _runtime_up(self) -> None:
-        self.observed_once = True
         if self.runtime_error is not None:
             self._log.info("container runtime reachable again")
             self._event("", "runtime", "container runtime reachable again")

@@ -6,6 +6,7 @@ too large for one write; §11 status that lies (failed writes, start-up, ``since
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -244,6 +245,36 @@ async def test_until_the_first_pass_has_observed_the_runtime_the_phase_is_unknow
         assert shown.phase == "Unknown"
         assert shown.message == f"{NOT_OBSERVED} (last recorded: Running)"
         await h.tick()
+        assert _shown(h, "web")[0].phase != "Unknown"
+
+
+async def test_while_the_first_pass_runs_views_still_say_unknown_not_the_old_record() -> None:
+    # The pass has listed the containers but not yet recorded what it found: the record from
+    # before the restart ("Running", though nothing runs after the reboot) must not show.
+    clock = ManualClock(START)
+    runtime = FakeRuntime(clock=clock, images=[IMAGE])
+    store = MemoryStore()
+    async with harness(runtime=runtime, store=store, clock=clock) as h:
+        await h.apply(workload("web"))
+        await h.settle()
+    for c in runtime.containers.values():
+        c.state = ContainerState.EXITED
+
+    async with harness(runtime=runtime, store=store, clock=clock) as h:
+        entered, release = asyncio.Event(), asyncio.Event()
+        real_start = runtime.start
+
+        async def held_start(container_id: str) -> None:
+            entered.set()
+            await release.wait()
+            await real_start(container_id)
+
+        runtime.start = held_start  # type: ignore[method-assign]
+        first = asyncio.create_task(h.tick())
+        await entered.wait()
+        assert _shown(h, "web")[0].phase == "Unknown"
+        release.set()
+        await first
         assert _shown(h, "web")[0].phase != "Unknown"
 
 

@@ -143,7 +143,9 @@ def _podman(svc: NodeServices) -> dict[str, Any]:
     restarts = svc.podman_service_restarts()
     return {
         "socket": str(svc.facts.podman_socket),
-        "connected": rec.runtime_error is None and rec.passes > 0,
+        # Not before a pass has recorded what it observed: a status read right after a start
+        # would otherwise show the one held from before as current.
+        "connected": rec.runtime_error is None and rec.observed_once,
         "error": rec.runtime_error,
         "connected_since": rec.runtime_ok_since,
         "supervised": restarts is not None,
