@@ -64,6 +64,7 @@ from noderuntime.config.model import (
 )
 from noderuntime.crdt.mark import MARK_FILE, accept_store
 from noderuntime.errors import ConfigError, NodeRuntimeError
+from noderuntime.host.reserve import RESERVE_FILE
 
 # Backup archive format. 1 (2026-11-26): manifest + config/ + data/, gzip-compressed tar.
 BACKUP_FORMAT = 1
@@ -71,7 +72,15 @@ MANIFEST = "noderuntime-backup.json"
 # secrets.tmpfs: the plaintext of containers' secrets, a tmpfs that must never reach a backup.
 # audit.db stays out: restoring an older audit log would roll its chain back (hubs would see it
 # as truncated), and a restore leaves the node's own audit.db where it is.
-SKIP_TOP = {API_SOCKET_FILE, PODMAN_SOCKET_FILE, "nats", "secrets.tmpfs", AUDIT_DB_FILE}
+SKIP_TOP = {
+    API_SOCKET_FILE,
+    PODMAN_SOCKET_FILE,
+    "nats",
+    "secrets.tmpfs",
+    AUDIT_DB_FILE,
+    RESERVE_FILE,
+    RESERVE_FILE + ".tmp",
+}
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp")
 ARCHIVE_MODE = 0o600
 # The manifest is a few hundred bytes; read no more than this of what claims to be one.

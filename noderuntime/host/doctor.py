@@ -21,6 +21,7 @@ from typing import Any
 
 from noderuntime.config.model import STATE_DB_FILE
 from noderuntime.host import hostsetup
+from noderuntime.host.reserve import RESERVE_FILE, reserve_held
 from noderuntime.version import find_nats_server
 
 DISK_FAIL_BYTES = 100 * 1024 * 1024
@@ -143,6 +144,14 @@ def check_disk(data_dir: Path) -> Check:
     st = os.statvfs(probe)
     free = st.f_bavail * st.f_frsize
     detail = f"{free / 1024**3:.1f} GiB free on the file system of {data_dir}"
+    if (data_dir / STATE_DB_FILE).exists():
+        # An initialised node: say whether it could start again on a full disk.
+        detail += (
+            f"; start-up reserve held ({RESERVE_FILE})"
+            if reserve_held(data_dir)
+            else f"; no start-up reserve ({RESERVE_FILE}: released on a full disk, or not "
+            "made yet for want of room)"
+        )
     if free < DISK_FAIL_BYTES:
         return Check("disk", Status.FAIL, detail, "free disk space: the store needs room to write")
     if free < DISK_WARN_BYTES:

@@ -38,6 +38,7 @@ from noderuntime.crdt.state import StateStore
 from noderuntime.crdt.store import SQLiteStore
 from noderuntime.errors import ConfigError, NotFoundError, StoreError
 from noderuntime.fleetops.view import rollout_step_notes, site_summaries
+from noderuntime.host.reserve import keep_reserve, release_if_full
 from noderuntime.identity.keys import Identity, load_key
 from noderuntime.identity.principals import node_principal
 from noderuntime.identity.sealing import (
@@ -152,6 +153,10 @@ class Node:
         # running node's Podman listens on.
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(os.close, acquire_node_lock(self.paths.data_dir))
+            # Before any database is opened: on a full disk, opening one fails (host/reserve.py).
+            released = release_if_full(self.paths.data_dir)
+            if released is not None:
+                self.log.error("%s", released)
             self.identity = load_key(self.paths.identity_file, node_principal(self.config.node_id))
             seal_key = load_or_create_key(self.paths.data_dir / SEAL_KEY_FILE)
             self.seal_public = public_key_text(public_raw(seal_key))
@@ -179,6 +184,8 @@ class Node:
                     hold=unreadable,
                 )
             )
+            if released is None:
+                keep_reserve(self.paths.data_dir)
             await self._record_node_info()
             # The checkpoint signed at the last shutdown reaches hubs now, not 15 minutes on.
             last_cp = audit.last_checkpoint
@@ -239,6 +246,8 @@ class Node:
                 )
             )
             reconciler = self.reconciler
+            if released is not None:
+                reconciler.note("", "store", released)
             if self.podman_service is not None:
                 # Recover as soon as a late Podman serves, not at the loop's next back-off.
                 self.podman_service.on_ready = lambda: reconciler.trigger("podman-service")
