@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
-from typing import Any, cast
+from typing import Any
 
 # The hash an empty chain starts from.
 GENESIS = bytes(32)
@@ -91,7 +91,7 @@ def chain_entry(
 ) -> Entry:
     """The next entry. Same hash as :func:`entry_hash` (a JSON list is its items' JSON joined),
     with the fields encoded once for both the hash and the store: this runs on every write, so
-    the usual entry (scalar fields) is encoded by :func:`_fast_json`, not the JSON encoder."""
+    the usual entry (scalar fields) is encoded through :data:`_FAST`, not the JSON encoder."""
     fields_json = _fast_fields(fields)
     head = [_fast_json(seq), _fast_json(ts), _fast_json(kind), _fast_json(actor)]
     if fields_json is None or None in head:
@@ -102,32 +102,36 @@ def chain_entry(
     return Entry(seq, ts, kind, actor, fields, digest, fields_json, body)
 
 
+def _finite(v: float) -> str | None:
+    return float.__repr__(v) if math.isfinite(v) else None  # NaN is no JSON number
+
+
+# ``canonical(v)`` as text, by exact type (a subclass, an IntEnum or a str enum, may encode
+# otherwise and takes the encoder): what json's C encoder does for each, without its set-up.
+_FAST: dict[type, Callable[[Any], str | None]] = {
+    str: encode_basestring,
+    int: int.__repr__,
+    float: _finite,
+    bool: lambda v: "true" if v else "false",
+    type(None): lambda v: "null",
+}
+
+
 def _fast_json(v: object) -> str | None:
-    """``canonical(v)`` for a str, int, bool, None or finite float, as text; None otherwise.
-    Exact types only: a subclass (an IntEnum, a str enum) may encode differently."""
-    t = type(v)
-    if t is str:
-        return encode_basestring(cast(str, v))
-    if t is int:
-        return int.__repr__(cast(int, v))
-    if t is float:
-        return float.__repr__(cast(float, v)) if math.isfinite(cast(float, v)) else None
-    if t is bool:
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    return None
+    """``canonical(v)`` as text for a scalar in :data:`_FAST`; None otherwise."""
+    encode = _FAST.get(type(v))
+    return None if encode is None else encode(v)
 
 
 def _fast_fields(fields: Mapping[str, Any]) -> str | None:
-    """``canonical(fields)`` as text for a dict of str keys and :func:`_fast_json` values;
-    None for anything else (the JSON encoder takes it)."""
-    if type(fields) is not dict or not all(type(k) is str for k in fields):
+    """``canonical(fields)`` as text for a dict of str keys and :data:`_FAST` values; None for
+    anything else (the JSON encoder takes it)."""
+    if type(fields) is not dict:
         return None
     parts = []
     for k in sorted(fields):
         value = _fast_json(fields[k])
-        if value is None:
+        if type(k) is not str or value is None:
             return None
         parts.append(f"{encode_basestring(k)}:{value}")
     return "{" + ",".join(parts) + "}"
