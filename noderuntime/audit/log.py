@@ -145,6 +145,17 @@ def _plain(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _escaped(value: Any) -> Any:
+    """``value`` with every string's unencodable characters written as backslash escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 class Audit:
     """The hash-chained audit log of one node (an async context manager)."""
 
@@ -237,9 +248,14 @@ class Audit:
         return Ride(self, kind, actor, fields)
 
     def _chain(self, kind: AuditKind, actor: str, fields: dict[str, Any]) -> Entry:
-        e = chain_entry(
-            self._head, self._head_seq + 1, self._clock(), kind.value, actor, _plain(fields)
-        )
+        plain = _plain(fields)
+        try:
+            e = chain_entry(self._head, self._head_seq + 1, self._clock(), kind.value, actor, plain)
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON's "\ud800" decodes to one) cannot be UTF-8: a peer's text
+            # in a rejection's detail must not make recording raise. Kept visibly escaped.
+            actor, plain = _escaped(actor), _escaped(plain)
+            e = chain_entry(self._head, self._head_seq + 1, self._clock(), kind.value, actor, plain)
         self._head_seq, self._head = e.seq, e.hash
         self._pending.append(e)
         return e

@@ -204,3 +204,22 @@ def test_a_backup_leaves_the_audit_log_out(tmp_path: Path) -> None:
     with tarfile.open(out) as tar:
         names = tar.getnames()
     assert "data/identity.key" in names and f"data/{AUDIT_DB_FILE}" not in names
+
+
+def test_a_lone_surrogate_in_a_peers_text_is_recorded_escaped_not_raised(tmp_path: Path) -> None:
+    # json.loads('"\\ud800"') is a str that UTF-8 cannot encode: a hostile peer's text in a
+    # sync rejection's detail made record() raise UnicodeEncodeError.
+    assert main(["--data-dir", str(tmp_path), "init", "--node-id", "n1", "--site", "s1"]) == 0
+    ident = keys.load_key(tmp_path / IDENTITY_FILE, node_principal("n1"))
+
+    async def record() -> None:
+        store = SQLiteAuditStore(tmp_path / AUDIT_DB_FILE)
+        async with Audit(store, node="n1", sign=ident.sign, public_key=ident.public_bytes) as a:
+            a.record(AuditKind.SYNC_REJECTED, "sync", cause="signature", detail="x\ud800y")
+            a.record(AuditKind.SYNC_REJECTED, "peer\udcff", cause="ok")
+
+    asyncio.run(record())
+    assert main(["--data-dir", str(tmp_path), "audit", "verify"]) == 0
+    with sqlite3.connect(tmp_path / AUDIT_DB_FILE) as conn:
+        rows = [r[0] for r in conn.execute("SELECT fields FROM entries ORDER BY seq")]
+    assert any("x\\\\ud800y" in r for r in rows), rows
