@@ -47,6 +47,7 @@ class Replication:
 
     leader: str | None
     current: tuple[str, ...] = ()
+    lagging: tuple[str, ...] = ()  # replicas not caught up (down, cut off, or catching up)
 
 
 class LeaseStore(Protocol):
@@ -111,14 +112,14 @@ def election_advisory(data: bytes) -> Replication | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("leader"), str):
         return None
     replicas = doc.get("replicas")
-    current = tuple(
-        sorted(
-            r["name"]
-            for r in (replicas if isinstance(replicas, list) else [])
-            if isinstance(r, dict) and r.get("current") is True and isinstance(r.get("name"), str)
-        )
-    )
-    return Replication(doc["leader"] or None, current)
+    named = [
+        r
+        for r in (replicas if isinstance(replicas, list) else [])
+        if isinstance(r, dict) and isinstance(r.get("name"), str)
+    ]
+    current = tuple(sorted(r["name"] for r in named if r.get("current") is True))
+    lagging = tuple(sorted(r["name"] for r in named if r.get("current") is not True))
+    return Replication(doc["leader"] or None, current, lagging)
 
 
 async def _raise_replicas(js: JetStreamContext, stream: str, want: int) -> None:
@@ -210,8 +211,10 @@ class JetStreamLeaseStore:
             raise SiteError(f"listing leases: {exc!r}") from exc
         cluster = info.cluster
         if cluster is not None:
-            current = tuple(sorted(r.name for r in cluster.replicas or [] if r.current and r.name))
-            self._replication = Replication(cluster.leader, current)
+            named = [(r.name, bool(r.current)) for r in cluster.replicas or [] if r.name]
+            current = tuple(sorted(name for name, ok in named if ok))
+            lagging = tuple(sorted(name for name, ok in named if not ok))
+            self._replication = Replication(cluster.leader, current, lagging)
         subjects = info.state.subjects or {}
         return sorted(s[len(self._prefix) :] for s in subjects if s.startswith(self._prefix))
 

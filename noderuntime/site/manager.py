@@ -39,11 +39,12 @@ TICK_S = 0.5
 ADOPT_TIMEOUT_S = 3.0
 PRESENCE_PREFIX = "node."
 CORDON_PREFIX = "cordon."
-# After a leadership transfer was accepted, this long before asking again unless an election
-# is announced first (a transfer takes well under a second); after one that failed or found no
-# caught-up replica free, this long (a replica catches up within a round or two).
-HANDOFF_SETTLE_S = 3.0
+# While holding and leading the lease stream with nobody to hand it to, look again this often
+# (a replica catches up within a round or two)...
 HANDOFF_RETRY_S = 1.0
+# ...but ask for a transfer at most this often, whatever elections are announced meanwhile:
+# each transfer is an election, and a stream kept electing serves no renewal at all.
+HANDOFF_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class SiteManager:
         self._presence: dict[str, tuple[L.Observed, dict[str, Any]]] = {}
         self._cordoned: set[str] = set()
         self._last_presence = -1e18
-        self._handoff_quiet_until = -1e18
+        self._handoff_look_at = -1e18
+        self._handoff_request_at = -1e18
         self.handoffs = 0
         self.elections = 0  # leader elections of the lease stream announced to us
         self._published: frozenset[tuple[str, int]] = frozenset()
@@ -310,7 +312,7 @@ class SiteManager:
         # look at once, not at the next presence round, since a power loss in that window
         # costs a whole election on top of the lease's TTL.
         self.elections += 1
-        self._handoff_quiet_until = -1e18
+        self._handoff_look_at = -1e18
         self._wake.set()
 
     async def _keep_leader_off_holders(self) -> None:
@@ -324,9 +326,9 @@ class SiteManager:
         now = self._clock()
         if rep is None or rep.leader != self.node_id or not self._held:
             return
-        if now < self._handoff_quiet_until:
+        if now < max(self._handoff_look_at, self._handoff_request_at):
             return
-        self._handoff_quiet_until = now + HANDOFF_RETRY_S
+        self._handoff_look_at = now + HANDOFF_RETRY_S
         await self._store.keys()
         rep = self._store.replication()
         if rep is None:
@@ -338,15 +340,15 @@ class SiteManager:
         }
         if self._held:
             holders.add(self.node_id)
-        to = leader_handoff(self.node_id, rep.leader, rep.current, holders)
+        to = leader_handoff(self.node_id, rep.leader, rep.current, holders, rep.lagging)
         if to is None:
             return
+        self._handoff_request_at = now + HANDOFF_EVERY_S
         try:
             await self._store.hand_leadership(to)
         except SiteError as exc:
             self._log.info("site leases: could not hand the lease stream to %s: %s", to, exc)
             return
-        self._handoff_quiet_until = now + HANDOFF_SETTLE_S
         self.handoffs += 1
         self._log.info("site leases: handed the lease stream to %s (this node holds a slot)", to)
 

@@ -110,7 +110,11 @@ def preferred(workload: str, replicas: int, eligible_nodes: Iterable[str]) -> di
 
 
 def leader_handoff(
-    me: str, leader: str | None, current: Iterable[str], holders: Iterable[str]
+    me: str,
+    leader: str | None,
+    current: Iterable[str],
+    holders: Iterable[str],
+    lagging: Iterable[str] = (),
 ) -> str | None:
     """Where the lease stream's leadership should go, or None to leave it where it is.
 
@@ -120,9 +124,14 @@ def leader_handoff(
     the lease freezes, and a renewal they see only after it restarts their takeover clock
     (``lease.observe``): failover measured 16-22 s instead of 8-9 s. A non-holder that leads is
     never asked to move, so leadership settles and never flaps between holders.
+
+    Only with every replica caught up: a transfer is an election, and with a replica down or
+    behind it can take a whole election timeout (measured: 8 s without a leader after a
+    partition, longer than a holder's renewals tolerate, so the lease moved). A holder leading
+    a degraded stream keeps it until the stream is whole again.
     """
     busy = set(holders)
-    if leader != me or me not in busy:
+    if leader != me or me not in busy or any(True for _ in lagging):
         return None
     free = sorted(n for n in current if n not in busy and n != me)
     return free[0] if free else None

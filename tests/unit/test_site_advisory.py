@@ -20,7 +20,7 @@ def test_a_leader_elected_advisory_names_the_leader_and_the_caught_up_replicas()
             ],
         }
     ).encode()
-    assert election_advisory(data) == Replication("n2", ("n1",))
+    assert election_advisory(data) == Replication("n2", ("n1",), ("n3",))
 
 
 def test_a_malformed_or_foreign_advisory_is_ignored_not_trusted() -> None:

@@ -332,6 +332,42 @@ async def test_no_caught_up_replica_free_means_asking_again_each_second_not_ever
     assert site.store.handed_to == [others[0]]
 
 
+async def test_elections_never_make_a_holder_ask_for_transfers_more_than_every_10_s() -> None:
+    # Each transfer is an election: a stream kept electing would serve no renewal at all.
+    site = Site()
+    for n in ("n1", "n2", "n3"):
+        site.add(n)
+    for m in site.nodes.values():
+        await m.__aenter__()
+    await site.run(12)
+    (holder,) = site.holders()
+    others = sorted(n for n in site.nodes if n != holder)
+    for _ in range(8):  # the transfer "fails": the holder wins every election again
+        site.store.elect(holder, tuple(others))
+        await site.run(1)
+    assert len(site.store.handed_to) == 1
+    await site.run(3)
+    site.store.elect(holder, tuple(others))
+    await site.run(1)
+    assert len(site.store.handed_to) == 2
+    assert site.holders() == [holder]
+
+
+async def test_a_holder_leading_a_stream_with_a_lagging_replica_keeps_it() -> None:
+    site = Site()
+    for n in ("n1", "n2", "n3"):
+        site.add(n)
+    await site.run(12)
+    (holder,) = site.holders()
+    others = sorted(n for n in site.nodes if n != holder)
+    site.store.stream = Replication(holder, (others[0],), (others[1],))
+    await site.run(5)
+    assert site.store.handed_to == []
+    site.store.stream = Replication(holder, tuple(others))
+    await site.run(2)
+    assert site.store.handed_to == [others[0]]
+
+
 async def test_nothing_moves_when_the_leader_holds_nothing_or_every_replica_holds_a_slot() -> None:
     site = Site()
     for n in ("n1", "n2"):

@@ -90,3 +90,11 @@ def test_leader_handoff_only_from_a_holding_leader_to_the_first_free_current_rep
     assert leader_handoff("a", "b", ["a", "c"], holders={"a"}) is None  # not the leader
     assert leader_handoff("a", "a", ["b"], holders=set()) is None  # a leader holding nothing
     assert leader_handoff("a", "a", [], holders={"a"}) is None  # no replica caught up
+
+
+def test_no_handoff_while_a_replica_lags() -> None:
+    from noderuntime.site.placement import leader_handoff
+
+    # A transfer is an election; with a replica down it measured 8 s without a leader.
+    assert leader_handoff("a", "a", ["b"], holders={"a"}, lagging=["c"]) is None
+    assert leader_handoff("a", "a", ["b", "c"], holders={"a"}, lagging=[]) == "b"
