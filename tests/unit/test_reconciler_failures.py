@@ -228,7 +228,8 @@ def _shown(h: Harness, name: str) -> Any:
     )
 
 
-async def test_until_the_first_pass_has_observed_the_runtime_the_phase_is_unknown() -> None:
+async def rebooted() -> tuple[ManualClock, FakeRuntime, MemoryStore]:
+    """A node that ran ``web``, then a host reboot: the store says Running, nothing runs."""
     clock = ManualClock(START)
     runtime = FakeRuntime(clock=clock, images=[IMAGE])
     store = MemoryStore()
@@ -236,9 +237,13 @@ async def test_until_the_first_pass_has_observed_the_runtime_the_phase_is_unknow
         await h.apply(workload("web"))
         await h.settle()
         assert h.status("web").phase == "Running"
-    for c in runtime.containers.values():  # the host rebooted meanwhile: nothing runs
+    for c in runtime.containers.values():
         c.state = ContainerState.EXITED
+    return clock, runtime, store
 
+
+async def test_until_the_first_pass_has_observed_the_runtime_the_phase_is_unknown() -> None:
+    clock, runtime, store = await rebooted()
     async with harness(runtime=runtime, store=store, clock=clock) as h:
         shown, _ = _shown(h, "web")
         assert h.status("web").phase == "Running"  # stored, from before
@@ -251,15 +256,7 @@ async def test_until_the_first_pass_has_observed_the_runtime_the_phase_is_unknow
 async def test_while_the_first_pass_runs_views_still_say_unknown_not_the_old_record() -> None:
     # The pass has listed the containers but not yet recorded what it found: the record from
     # before the restart ("Running", though nothing runs after the reboot) must not show.
-    clock = ManualClock(START)
-    runtime = FakeRuntime(clock=clock, images=[IMAGE])
-    store = MemoryStore()
-    async with harness(runtime=runtime, store=store, clock=clock) as h:
-        await h.apply(workload("web"))
-        await h.settle()
-    for c in runtime.containers.values():
-        c.state = ContainerState.EXITED
-
+    clock, runtime, store = await rebooted()
     async with harness(runtime=runtime, store=store, clock=clock) as h:
         entered, release = asyncio.Event(), asyncio.Event()
         real_start = runtime.start

@@ -118,6 +118,20 @@ class Site:
             assert len(self.holders()) <= 1, self.holders()
 
 
+async def held_by_one(*, watch: bool = False) -> tuple[Site, str, list[str]]:
+    """Nodes n1-n3 settled on one holder of the singleton: (site, holder, the other two).
+    ``watch``: the managers are entered, so they hear of stream elections (no loop task)."""
+    site = Site()
+    for n in ("n1", "n2", "n3"):
+        site.add(n)
+    if watch:
+        for m in site.nodes.values():
+            await m.__aenter__()
+    await site.run(12)
+    (holder,) = site.holders()
+    return site, holder, sorted(n for n in site.nodes if n != holder)
+
+
 async def test_exactly_one_node_takes_a_singleton_and_keeps_it() -> None:
     site = Site()
     for n in ("a", "b", "c"):
@@ -257,12 +271,7 @@ async def test_a_lease_that_expired_in_the_bucket_is_taken_by_create() -> None:
 
 
 async def test_a_holder_that_leads_the_lease_stream_hands_it_to_a_replica_holding_nothing() -> None:
-    site = Site()
-    for n in ("n1", "n2", "n3"):
-        site.add(n)
-    await site.run(12)
-    (holder,) = site.holders()
-    others = sorted(n for n in site.nodes if n != holder)
+    site, holder, others = await held_by_one()
     site.store.stream = Replication(holder, tuple(others))
     await site.run(3)
     assert site.store.handed_to == [others[0]]
@@ -295,14 +304,7 @@ async def just_after_a_presence_round(site: Site, listings: Listings) -> None:
 async def test_an_election_putting_the_stream_back_on_the_holder_is_undone_within_a_tick() -> None:
     # A heal forces an election that can make the holder the stream's leader again; a power
     # loss before it hands off costs a whole election on top of the TTL (bench run 8).
-    site = Site()
-    for n in ("n1", "n2", "n3"):
-        site.add(n)
-    for m in site.nodes.values():
-        await m.__aenter__()  # registers for elections (run_loop=False: no task)
-    await site.run(12)
-    (holder,) = site.holders()
-    others = sorted(n for n in site.nodes if n != holder)
+    site, holder, others = await held_by_one(watch=True)
     site.store.stream = Replication(others[1], (holder, others[0]))
     await site.run(3)
     assert site.store.handed_to == []
@@ -314,12 +316,7 @@ async def test_an_election_putting_the_stream_back_on_the_holder_is_undone_withi
 
 
 async def test_no_caught_up_replica_free_means_asking_again_each_second_not_every_tick() -> None:
-    site = Site()
-    for n in ("n1", "n2", "n3"):
-        site.add(n)
-    await site.run(12)
-    (holder,) = site.holders()
-    others = sorted(n for n in site.nodes if n != holder)
+    site, holder, others = await held_by_one()
     site.store.stream = Replication(holder, ())  # replicas not caught up yet
     listings = Listings(site.links[holder])
     await site.run(3)
@@ -334,14 +331,7 @@ async def test_no_caught_up_replica_free_means_asking_again_each_second_not_ever
 
 async def test_elections_never_make_a_holder_ask_for_transfers_more_than_every_10_s() -> None:
     # Each transfer is an election: a stream kept electing would serve no renewal at all.
-    site = Site()
-    for n in ("n1", "n2", "n3"):
-        site.add(n)
-    for m in site.nodes.values():
-        await m.__aenter__()
-    await site.run(12)
-    (holder,) = site.holders()
-    others = sorted(n for n in site.nodes if n != holder)
+    site, holder, others = await held_by_one(watch=True)
     for _ in range(8):  # the transfer "fails": the holder wins every election again
         site.store.elect(holder, tuple(others))
         await site.run(1)
@@ -354,12 +344,7 @@ async def test_elections_never_make_a_holder_ask_for_transfers_more_than_every_1
 
 
 async def test_a_holder_leading_a_stream_with_a_lagging_replica_keeps_it() -> None:
-    site = Site()
-    for n in ("n1", "n2", "n3"):
-        site.add(n)
-    await site.run(12)
-    (holder,) = site.holders()
-    others = sorted(n for n in site.nodes if n != holder)
+    site, holder, others = await held_by_one()
     site.store.stream = Replication(holder, (others[0],), (others[1],))
     await site.run(5)
     assert site.store.handed_to == []
