@@ -24,12 +24,15 @@ any other lease traffic) over 30 s idle, from the bucket stream's sequence (`/js
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -103,6 +106,9 @@ def replicas_current(site: SiteLab) -> bool:
     return cluster.get("leader") == leader and all(r.get("current") for r in replicas)
 
 
+LAST_STATUS: dict[str, Any] = {}
+
+
 def lease_fresh(node: SiteNode) -> bool:
     """The node holds its slot by its own account, renewed within the last renewal period: a
     trial whose holder's renewals were already failing (an election after a heal) would time a
@@ -111,6 +117,7 @@ def lease_fresh(node: SiteNode) -> bool:
         status = node.call("site.status")
     except (OSError, NodeRuntimeError):  # a daemon still starting: not settled
         return False
+    LAST_STATUS[node.node_id] = status
     rows = [r for r in status.get("leases") or [] if r.get("mine")]
     healthy = (status.get("kv") or {}).get("healthy") is True
     return bool(rows) and healthy and all(r["age_s"] <= 2.0 for r in rows)
@@ -134,7 +141,28 @@ def took_at(node: SiteNode, after_wall: float) -> float | None:
 def trial(site: SiteLab, monitor: InstanceMonitor, kind: str) -> tuple[float, str, str, str]:
     h = settle(site, monitor)
     wait_for(lambda: replicas_current(site), timeout=120, what="every lease replica current")
-    wait_for(lambda: lease_fresh(h), timeout=60, what="the holder's lease freshly renewed")
+    try:
+        wait_for(lambda: lease_fresh(h), timeout=60, what="the holder's lease freshly renewed")
+    except AssertionError:
+        status = LAST_STATUS.get(h.node_id, {})
+        print(
+            f"holder {h.node_id} never showed a fresh lease: kv {status.get('kv')}, "
+            f"leases {status.get('leases')}",
+            flush=True,
+        )
+        keep = Path(tempfile.gettempdir()) / f"site_failover_stuck_{int(time.time())}"
+        keep.mkdir(exist_ok=True)
+        for node in site.nodes:
+            (keep / f"{node.node_id}.log").write_text(node.log())
+            with contextlib.suppress(Exception):
+                both = {"site": node.call("site.status"), "wl": node.workloads()}
+                (keep / f"{node.node_id}.json").write_text(json.dumps(both, default=str))
+        ps = subprocess.run(
+            ["podman", "ps", "-a", "--format", "json"], capture_output=True, text=True, check=False
+        ).stdout
+        (keep / "podman_ps.json").write_text(ps)
+        print(f"logs kept in {keep}", flush=True)
+        raise
     leaders = {"meta": site.meta_leader(), "kv": site.kv_leader()}
     led = "+".join(role for role, who in leaders.items() if who == h.node_id) or "none"
     t0, w0 = time.monotonic(), time.time()
