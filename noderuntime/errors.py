@@ -104,6 +104,12 @@ class SiteError(NodeRuntimeError):
     code = "site_unavailable"
 
 
+class HandoffRefusedError(SiteError):
+    """JetStream answered a leadership transfer with an error: nothing moved, no election."""
+
+    code = "handoff_refused"
+
+
 class LeaseConflictError(SiteError):
     """A compare-and-set on a lease lost: someone else wrote the key since we last did."""
 

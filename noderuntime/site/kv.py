@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from noderuntime.errors import LeaseConflictError, SiteError
+from noderuntime.errors import HandoffRefusedError, LeaseConflictError, SiteError
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
@@ -260,7 +260,7 @@ class JetStreamLeaseStore:
         except (nats.errors.Error, OSError, ValueError) as exc:
             raise SiteError(f"handing the lease stream to {to}: {exc!r}") from exc
         if not isinstance(answer, dict) or answer.get("success") is not True:
-            raise SiteError(f"handing the lease stream to {to}: {answer!r}")
+            raise HandoffRefusedError(f"handing the lease stream to {to}: {answer!r}")
 
     async def create(self, key: str, value: bytes) -> int:
         import nats.errors
@@ -316,6 +316,7 @@ class MemoryLeaseStore:
         self.available = True
         self.stream: Replication | None = None  # a replicated stream, as a test sets it
         self.handed_to: list[str] = []
+        self.refuse_handoffs = 0  # a test: the next N transfers are answered with an error
         self._watchers: list[Callable[[], None]] = []
 
     def _check(self) -> None:
@@ -365,6 +366,9 @@ class MemoryLeaseStore:
 
     async def hand_leadership(self, to: str) -> None:
         self._check()
+        if self.refuse_handoffs:
+            self.refuse_handoffs -= 1
+            raise HandoffRefusedError("JetStream system temporarily unavailable (test)")
         self.handed_to.append(to)
         old = self.stream or Replication(None)
         followers = {*old.current, *([old.leader] if old.leader else [])} - {to}

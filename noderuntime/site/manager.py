@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from noderuntime.aio import raise_if_cancelled
-from noderuntime.errors import LeaseConflictError, SiteError
+from noderuntime.errors import HandoffRefusedError, LeaseConflictError, SiteError
 from noderuntime.reconcile.placement import PlacementWant, SlotHolder, SlotInfo
 from noderuntime.site import lease as L
 from noderuntime.site.kv import Entry, LeaseStore
@@ -346,6 +346,12 @@ class SiteManager:
         self._handoff_request_at = now + HANDOFF_EVERY_S
         try:
             await self._store.hand_leadership(to)
+        except HandoffRefusedError as exc:
+            # Answered with an error (JetStream busy right after an election): nothing moved,
+            # so no election to wait out; look again in a second, not in ten (bench run 12).
+            self._handoff_request_at = now + HANDOFF_RETRY_S
+            self._log.info("site leases: could not hand the lease stream to %s: %s", to, exc)
+            return
         except SiteError as exc:
             self._log.info("site leases: could not hand the lease stream to %s: %s", to, exc)
             return

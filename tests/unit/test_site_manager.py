@@ -343,6 +343,16 @@ async def test_elections_never_make_a_holder_ask_for_transfers_more_than_every_1
     assert site.holders() == [holder]
 
 
+async def test_a_transfer_refused_with_an_error_is_asked_again_within_seconds() -> None:
+    # Right after an election JetStream answered 503 "temporarily unavailable"; waiting the
+    # full 10 s left the holder leading when its power failed (bench run 12: 14 s failover).
+    site, holder, others = await held_by_one(watch=True)
+    site.store.refuse_handoffs = 1
+    site.store.elect(holder, tuple(others))
+    await site.run(2.5)
+    assert site.store.handed_to == [others[0]]
+
+
 async def test_a_holder_leading_a_stream_with_a_lagging_replica_keeps_it() -> None:
     site, holder, others = await held_by_one()
     site.store.stream = Replication(holder, (others[0],), (others[1],))
