@@ -12,7 +12,6 @@ import pytest
 from podman_helpers import (
     ensure_service,
     eventually,
-    free_port,
     remove_node_containers,
     spec,
     unique,
@@ -27,6 +26,7 @@ from noderuntime.runtime.base import (
 )
 from noderuntime.runtime.health import HealthMonitor, probe_addresses
 from noderuntime.runtime.podman import PodmanRuntime
+from tests.ports import free_port
 
 pytestmark = pytest.mark.podman
 

@@ -18,7 +18,6 @@ import pytest
 from podman_helpers import (
     ensure_service,
     eventually,
-    free_port,
     pid_alive,
     remove_node_containers,
     socket_accepts,
@@ -37,6 +36,7 @@ from noderuntime.runtime.base import (
 )
 from noderuntime.runtime.podman import PodmanRuntime
 from noderuntime.runtime.service import PodmanService
+from tests.ports import free_port
 
 pytestmark = pytest.mark.podman
 
