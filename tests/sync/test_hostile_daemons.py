@@ -25,6 +25,7 @@ from pycrdt import Doc, Map
 from noderuntime.crdt.envelope import signing_input
 from noderuntime.identity import keys as identity
 from noderuntime.sync import protocol
+from noderuntime.sync.instances import START_TIE_S
 from tests.integration.node_harness import podman, wait_for, workload_yaml
 from tests.sync.fleet_harness import FleetNode, fleet_cli
 
@@ -54,8 +55,13 @@ def test_a_token_used_twice_makes_a_clone_that_is_noticed_and_silenced() -> None
         for n in (hub, node):
             n.init()
             n.start()
+        started = time.monotonic()
         wait_for(lambda: hub.status()["sync"]["peers_up"] == 1, timeout=60, what="node up")
         clone.init()
+        # Two instances started within START_TIE_S are told apart by id, not by age: the
+        # clone must start clearly later to be the newcomer (a faster harness started it
+        # 1.6 s after the original, and the original was suspended, as the rule says).
+        time.sleep(max(0.0, started + START_TIE_S + 1.0 - time.monotonic()))
         clone.start()
         newcomer = clone.status()["sync"]["instance"]
 
