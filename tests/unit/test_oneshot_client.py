@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import tempfile
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from noderuntime.api.protocol import (
 )
 from noderuntime.api.server import ApiServer, Params, Route
 from noderuntime.errors import ApiError, DaemonNotRunningError, FieldProblem, SpecError
+from tests.unit.fake_socket import answers, peer
 
 
 async def _echo(params: Params) -> Any:
@@ -114,47 +113,22 @@ async def test_an_attached_result_comes_as_bytes_to_the_client_that_asked() -> N
 
 def test_an_attachment_too_large_or_cut_short() -> None:
     too_large = b'{"id":1,"ok":true,"result":{"attached_bytes":%d}}\n' % (MAX_ATTACHED_BYTES + 1)
-    with _one_answer(too_large) as path, pytest.raises(ApiError) as err:
+    with peer(answers(too_large)) as path, pytest.raises(ApiError) as err:
         oneshot.call(path, "x", attached=True)
     assert err.value.code == "bad_response"
     cut = b'{"id":1,"ok":true,"result":{"attached_bytes":10}}\nabc'
-    with _one_answer(cut) as path, pytest.raises(DaemonNotRunningError, match="closed the"):
+    with peer(answers(cut)) as path, pytest.raises(DaemonNotRunningError, match="closed the"):
         oneshot.call(path, "x", attached=True)
-    with _one_answer(cut + b"defghij") as path:
+    with peer(answers(cut + b"defghij")) as path:
         assert oneshot.call(path, "x", attached=True) == b"abcdefghij"
 
 
-@contextlib.contextmanager
-def _one_answer(answer: bytes) -> Iterator[Path]:
-    """A socket that reads a request, sends ``answer`` and closes."""
-    with tempfile.TemporaryDirectory(prefix="nrs-", dir="/tmp") as tmp:
-        path = Path(tmp) / "api.sock"
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(str(path))
-        srv.listen(1)
-
-        def serve() -> None:
-            conn, _ = srv.accept()
-            with conn:
-                conn.recv(65536)
-                with contextlib.suppress(OSError):
-                    conn.sendall(answer)
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            yield path
-        finally:
-            thread.join()
-            srv.close()
-
-
 def test_a_closed_cut_or_oversized_answer() -> None:
-    with _one_answer(b"") as path, pytest.raises(DaemonNotRunningError, match="closed the"):
+    with peer(answers(b"")) as path, pytest.raises(DaemonNotRunningError, match="closed the"):
         oneshot.call(path, "x")
-    with _one_answer(b'{"id":1,"ok":tr') as path, pytest.raises(ApiError) as err:
+    with peer(answers(b'{"id":1,"ok":tr')) as path, pytest.raises(ApiError) as err:
         oneshot.call(path, "x")
     assert err.value.code == "bad_response"
-    with _one_answer(b"x" * (MAX_MESSAGE_BYTES + 2)) as path, pytest.raises(ApiError) as err:
+    with peer(answers(b"x" * (MAX_MESSAGE_BYTES + 2))) as path, pytest.raises(ApiError) as err:
         oneshot.call(path, "x")
     assert err.value.code == "message_too_large"

@@ -7,13 +7,8 @@ Each case is a real unix-socket peer that misbehaves on purpose.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
 import socket
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +16,7 @@ import pytest
 from noderuntime.api.client import ApiClient
 from noderuntime.api.protocol import MAX_MESSAGE_BYTES, encode
 from noderuntime.errors import ApiError, DaemonNotRunningError, NodeRuntimeError
-
-Peer = Callable[[socket.socket], None]
+from tests.unit.fake_socket import Peer, peer
 
 
 def reset(conn: socket.socket) -> None:
@@ -50,28 +44,6 @@ def answers_then_closes(conn: socket.socket) -> None:
     conn.recv(65536)
     conn.sendall(encode({"id": 1, "item": "one line"}))
     conn.close()
-
-
-@contextlib.contextmanager
-def peer(behaviour: Peer) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="nrc-", dir="/tmp") as tmp:
-        path = Path(tmp) / "api.sock"
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(str(path))
-        srv.listen()
-
-        def serve() -> None:
-            with contextlib.suppress(OSError):
-                conn, _ = srv.accept()
-                behaviour(conn)
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            yield path
-        finally:
-            srv.close()
-            thread.join(15)
 
 
 async def drain_stream(client: ApiClient) -> list[Any]:
