@@ -8,7 +8,11 @@ What a revocation means is :mod:`noderuntime.fleet.revocation`'s; this part only
   whatever the revoked keys sign (``Trust.revoked``, counted as ``revoked``);
 * the nats-server's pinned certificates follow :meth:`FleetTrust.tls_pins` (a restart on the
   same ports, :meth:`NatsServer.reconfigure`: a revoked member's leaf and route links close and
-  its certificate is refused from then on).
+  its certificate is refused from then on). A change that refuses a certificate the server
+  accepts waits ``LINK_CLOSE_GRACE_S`` first: the revocation is still on its way through these
+  links (to the revoked node too, so it can say it is revoked; and a restart at the node that
+  wrote it would drop its broadcast), while every engine already refuses what the revoked key
+  signs. Pins that only admit someone apply at once, and so do pins at start;
   Credentials learnt from peers change the pins too, so they are compared every
   ``PIN_CHECK_S`` as well as at each revocation;
 * this node's own revocation is logged once (status and doctor show it); its workloads keep
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from noderuntime.audit.chain import AuditKind
@@ -31,6 +36,14 @@ if TYPE_CHECKING:
     from noderuntime.sync.natsserver import NatsServer
 
 PIN_CHECK_S = 5.0
+LINK_CLOSE_GRACE_S = 5.0
+
+
+def narrows(current: tuple[str, ...], pins: tuple[str, ...]) -> bool:
+    """Whether ``pins`` refuse a certificate ``current`` accepts (no pins: any the CA signed)."""
+    if not pins:
+        return False
+    return not current or not set(current) <= set(pins)
 
 
 class RevocationWatch(StoreWatch):
@@ -45,6 +58,7 @@ class RevocationWatch(StoreWatch):
         *,
         log: logging.Logger,
         pin_check_s: float = PIN_CHECK_S,
+        link_close_grace_s: float = LINK_CLOSE_GRACE_S,
         audit: AuditSink | None = None,
     ) -> None:
         super().__init__(state, name="revocations", log=log, tick_s=pin_check_s)
@@ -55,14 +69,16 @@ class RevocationWatch(StoreWatch):
         self.nats = nats
         self.log = log
         self._told_own = False
+        self.link_close_grace_s = link_close_grace_s
+        self._close_at: float | None = None  # monotonic; when narrowed pins apply
 
     async def starting(self) -> None:
         self.apply()
-        await self._pin()
+        await self._pin(grace=False)
 
     async def step(self) -> bool:
         self.apply()
-        await self._pin()
+        await self._pin(grace=True)
         return False
 
     def apply(self) -> list[str]:
@@ -97,12 +113,26 @@ class RevocationWatch(StoreWatch):
             )
         return changed
 
-    async def _pin(self) -> None:
+    async def _pin(self, *, grace: bool) -> None:
         nats = self.nats
         if nats is None:
             return
         pins = self.trust.tls_pins()
         if pins == nats.settings.pinned:
+            self._close_at = None
             return
+        if grace and self.link_close_grace_s > 0 and narrows(nats.settings.pinned, pins):
+            now = time.monotonic()
+            if self._close_at is None:
+                self._close_at = now + self.link_close_grace_s
+                self.log.info(
+                    "nats-server: closing revoked members' links in %.0f s (the revocation "
+                    "travels through them first)",
+                    self.link_close_grace_s,
+                )
+            if now < self._close_at:
+                self.wake_after(self._close_at - now)
+                return
+        self._close_at = None
         self.log.info("nats-server: restarting with %d member certificate(s) pinned", len(pins))
         await nats.reconfigure(dataclasses.replace(nats.settings, pinned=pins))

@@ -43,6 +43,10 @@ class StoreWatch(abc.ABC):
         """What to do once before the first pass (default: nothing)."""
         return None
 
+    def wake_after(self, delay_s: float) -> None:
+        """Run a pass again in ``delay_s`` (for a decision that waits for a deadline)."""
+        asyncio.get_running_loop().call_later(delay_s, self._dirty.set)
+
     @abc.abstractmethod
     async def step(self) -> bool:
         """One pass; True when there is nothing left to watch (the watcher ends)."""

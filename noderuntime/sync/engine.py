@@ -89,6 +89,9 @@ from noderuntime.sync.verify import Cause, Rejections
 HEAL_DEBOUNCE_S = 0.1
 # Fleet event sends in flight at once; more are dropped (a stuck link must not pile them up).
 MAX_EVENT_SENDS = 64
+# Reading the local server's slow-consumer count after a disconnect (linkwatch.py).
+SLOW_READ_TRIES = 5
+SLOW_READ_RETRY_S = 1.0
 
 __all__ = ["SyncEngine", "SyncSettings"]
 
@@ -217,7 +220,8 @@ class SyncEngine:
         self._unsubscribe: Callable[[], None] | None = None
         self._closing = False
         # The local server's (id, slow-consumer client drops) when last read.
-        self._slow_clients: tuple[str, int] | None = None
+        # Slow-consumer drops already counted, per run of the local server (its server id).
+        self._slow_seen: dict[str, int] = {}
 
     def _health_with_resync(
         self, health: Callable[[], Mapping[str, Any]] | None
@@ -296,8 +300,10 @@ class SyncEngine:
 
     async def on_connected(self, *, again: bool) -> None:
         self.out.connected = True
-        if self.monitor_port is not None and self._slow_clients is None:
-            self._slow_clients = await read_slow_clients(self.monitor_port)
+        if self.monitor_port is not None and not self._slow_seen:
+            baseline = await read_slow_clients(self.monitor_port)
+            if baseline is not None:
+                self._slow_seen = dict((baseline,))
         self.connected_since = self.clock()
         self.counters.connects += 1
         if again:
@@ -320,13 +326,25 @@ class SyncEngine:
         """Whether the local server dropped us as a slow consumer (a burst it could not hand
         us fast enough): then what it held for us is lost, counted as ``overload``, and the
         reconnect's anti-entropy round brings it again."""
-        before = self._slow_clients
-        now = await read_slow_clients(port)
-        if now is None or before is None:
-            self._slow_clients = now
+        # The server is busiest right after such a drop (it was pushing a burst), so its
+        # monitor may not answer at once: a drop missed here would never be counted.
+        now = None
+        for attempt in range(SLOW_READ_TRIES):
+            if attempt:
+                await asyncio.sleep(SLOW_READ_RETRY_S)
+            now = await read_slow_clients(port)
+            if now is not None:
+                break
+        if now is None:
+            self.log.warning(
+                "sync: the local NATS server's monitor did not answer; whether it dropped us as "
+                "a slow consumer is unknown"
+            )
             return
-        self._slow_clients = now
-        dropped = now[1] - before[1] if now[0] == before[0] else now[1]
+        # Without a baseline for this run of the server (its monitor did not answer when we
+        # connected), every drop it counted is ours: the engine is its only client.
+        dropped = now[1] - self._slow_seen.get(now[0], 0)
+        self._slow_seen = dict((now,))
         if dropped > 0:
             self.counters.slow_consumer_drops += dropped
             self.rejections.reject(

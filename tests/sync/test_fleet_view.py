@@ -53,11 +53,20 @@ def test_hub_lists_every_node_and_workload_and_marks_a_silent_node_stale() -> No
             return {r["node"]: r for r in got if r["name"] == "w"}
 
         def all_running() -> dict[str, dict[str, Any]] | None:
+            # Running (their status documents) and heard (their heartbeats): two streams. A
+            # node's first heartbeat can be refused while the hub still fetches its credential,
+            # so its status may arrive a heartbeat before the hub hears it.
             got = rows()
-            ok = all(got.get(n.node_id, {}).get("phase") == "Running" for n in (a, b))
+            ok = all(
+                got.get(n.node_id, {}).get("phase") == "Running"
+                and got.get(n.node_id, {}).get("stale") is False
+                for n in (a, b)
+            )
             return got if ok else None
 
-        got = wait_for(all_running, timeout=CONVERGE_S, what="w Running on a and b at the hub")
+        got = wait_for(
+            all_running, timeout=CONVERGE_S, what="w Running on a and b, both heard, at the hub"
+        )
         assert got[a.node_id]["site"] == "lab" and got[b.node_id]["site"] == "shop"
         for r in (got[a.node_id], got[b.node_id]):
             assert r["stale"] is False and r["age_s"] is not None and r["spec_hash"]

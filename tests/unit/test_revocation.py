@@ -3,9 +3,11 @@ refuses, the pinned certificates, and how status and doctor say a node is revoke
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,7 @@ from noderuntime.host.doctor import check_fleet_credential, running_node_problem
 from noderuntime.identity import keys as identity
 from noderuntime.identity.principals import node_principal
 from noderuntime.node.rekey import install
-from noderuntime.node.revocations import RevocationWatch
+from noderuntime.node.revocations import RevocationWatch, narrows
 from noderuntime.sync.acl import parse_doc
 from noderuntime.sync.natsconfig import LeafTLS, NatsServerSettings, render_config
 from noderuntime.sync.protocol import WireUpdate
@@ -282,3 +284,72 @@ async def test_a_node_learns_a_member_enrolled_after_a_revocation(
     assert spki_pin(late.credential.public_key) in trust.tls_pins()
     with pytest.raises(CredentialError):
         await add_member(Svc(), {"credential": "nrc1.garbage.x"})  # type: ignore[arg-type]
+
+
+def test_pins_narrow_when_they_refuse_a_certificate_the_server_accepts() -> None:
+    assert narrows((), ("a", "b"))  # any CA-signed certificate -> an allow-list
+    assert narrows(("a", "b"), ("a",))
+    assert not narrows(("a",), ("a", "b"))  # admitting someone
+    assert not narrows(("a", "b"), ())  # nothing pinned admits everyone
+
+
+class PinnedServer:
+    """What RevocationWatch uses of a NatsServer: its settings, and restarts with new ones."""
+
+    def __init__(self, pinned: tuple[str, ...]) -> None:
+        self.settings = NatsServerSettings(server_name="n1", pinned=pinned)
+        self.restarts: list[tuple[float, tuple[str, ...]]] = []
+
+    async def reconfigure(self, settings: NatsServerSettings) -> None:
+        self.restarts.append((asyncio.get_running_loop().time(), settings.pinned))
+        self.settings = settings
+
+
+async def test_a_revocation_closes_links_after_a_grace_and_admitting_someone_at_once(
+    fleet: FleetAuthority, tmp_path: Path
+) -> None:
+    """The revocation travels through the links a new pin list would close (to the revoked node
+    too): they close LINK_CLOSE_GRACE_S later, not as it arrives."""
+    trust = enrolled(fleet, tmp_path, "n1")
+    n9 = fleet.enroll_node("n9", "s1", public_key=identity.generate("node:n9").public_bytes)
+    trust.add(n9.credential_blob)
+    server = PinnedServer(())
+    rev = revocation_entry("node:n9", keys=[], by="operator:alice", at=int(time.time()) + 1)
+    ident = identity.generate("node:n1")
+    async with StateStore(MemoryStore(), ident, node_id="n1", site="s1") as state:
+        watch = RevocationWatch(
+            state,
+            trust,
+            server,
+            log=logging.getLogger("t"),
+            link_close_grace_s=0.3,  # type: ignore[arg-type]
+        )
+        async with watch:
+            start = asyncio.get_running_loop().time()
+            await state.write(
+                state.fleet_doc,
+                lambda doc: schema.put_entry(doc, schema.REVOCATIONS, "node:n9", rev.to_dict()),
+            )
+            for _ in range(100):
+                if server.restarts:
+                    break
+                await asyncio.sleep(0.02)
+            assert trust.revocation("node:n9") == rev  # refused at once by the engine
+            ((at, pins),) = server.restarts
+            assert at - start >= 0.3
+            assert spki_pin(n9.credential.public_key) not in pins and pins
+            # A member learnt later only widens the list: the restart is immediate.
+            late = fleet.enroll_node("n5", "s1", public_key=identity.generate("x").public_bytes)
+            trust.add(late.credential_blob)
+            watch.wake_after(0)  # what the PIN_CHECK_S tick does
+            for _ in range(20):
+                if len(server.restarts) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(server.restarts) == 2
+            assert spki_pin(late.credential.public_key) in server.restarts[1][1]
+    # At start, pins apply at once (the node was told before it stopped).
+    fresh = PinnedServer(())
+    again = RevocationWatch(state, trust, fresh, log=logging.getLogger("t"))  # type: ignore[arg-type]
+    await again.starting()
+    assert fresh.restarts and fresh.restarts[0][1] == server.restarts[1][1]

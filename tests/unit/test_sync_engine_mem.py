@@ -256,3 +256,35 @@ async def test_inbox_drops_are_counted(fleet: MemFleet) -> None:
             await engine.on_message("x", bytes(1000))
             await until(lambda: engine.counters.messages_in == 4, "accepted again")
         assert engine.counters.inbound_dropped == 2
+
+
+async def test_a_slow_consumer_drop_is_counted_when_the_monitor_answers_late(
+    fleet: MemFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's monitor is slowest right after it drops us (it was pushing a burst): the
+    count is read again until it answers, and without a baseline every drop it counted is ours."""
+    answers: list[tuple[str, int] | None] = [None, None, None, ("run-1", 2)]
+    asked: list[int] = []
+
+    async def varz(port: int) -> tuple[str, int] | None:
+        asked.append(port)
+        return answers.pop(0) if answers else ("run-1", 2)
+
+    monkeypatch.setattr("noderuntime.sync.engine.read_slow_clients", varz)
+    monkeypatch.setattr("noderuntime.sync.engine.SLOW_READ_RETRY_S", 0.0)
+    ident = fleet.trust.enroll("node:n1", "node", "s1")
+    async with StateStore(MemoryStore(), ident, node_id="n1", site="s1") as state:
+        settings = SyncSettings(fleet=FLEET, node_id="n1", site="s1")
+        channel = fleet.bus.channel("n1")
+        engine = SyncEngine(state, fleet.trust, ident, settings, channel=channel, monitor_port=9)
+        async with engine:
+            await engine.wait_connected()  # the baseline read at connect: no answer
+            await channel.cut()
+            await until(lambda: engine.counters.slow_consumer_drops == 2, "the drops counted")
+            assert engine.rejections.counts.get("overload") == 1
+            await channel.heal()
+            await engine.wait_connected()
+            await channel.cut()  # a disconnect that was no drop: the count is unchanged
+            await until(lambda: not answers and len(asked) >= 5, "read again")
+            await asyncio.sleep(0.05)
+            assert engine.counters.slow_consumer_drops == 2
